@@ -1,0 +1,194 @@
+"""pycaffe's Blob: a named array with ``data`` and ``diff`` that scripts read and write.
+
+A Blob holds the latest tensor the net computed for its name.  Nothing is copied while the net
+runs: the numpy view a user sees is made when ``.data`` / ``.diff`` is first read (zero-copy on
+the CPU).  Once handed out, that array is the blob's storage: the next pycaffe ``forward`` copies
+new values into it (so arrays kept by a script stay live, as in Caffe), and the net reads it back
+as the blob's value (so writes into ``net.blobs[...].data`` are seen by the next forward).
+Parameter blobs wrap the layer's own tensors, so their arrays are always live.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _host_view(t: torch.Tensor) -> np.ndarray | None:
+    """A numpy array sharing memory with ``t``, or None when that is impossible."""
+    if t.device.type == "cpu" and t.is_contiguous() and t.dtype in (torch.float32, torch.float64):
+        return t.detach().numpy()
+    return None
+
+
+class Blob:
+    """An activation (or input) blob of a net."""
+
+    def __init__(self, name: str, tensor: torch.Tensor):
+        self.name = name
+        self._tensor = tensor.detach()  # value used when the net reads this blob
+        self._grad: torch.Tensor | None = None
+        self._data_buf: np.ndarray | None = None  # handed out to the user
+        self._diff_buf: np.ndarray | None = None
+
+    # ----- what the net uses ---------------------------------------------------------------
+    def _set_value(self, t: torch.Tensor) -> None:
+        t = t.detach()
+        buf = self._data_buf
+        if buf is not None and tuple(buf.shape) == tuple(t.shape):
+            if t.device.type != "cpu" or buf.ctypes.data != t.data_ptr():
+                buf[...] = t.to("cpu").numpy()  # arrays a script holds stay live
+        else:
+            self._data_buf = None  # reshaped (Caffe reallocates too): old arrays go stale
+        self._tensor = t
+
+    def _set_grad(self, g: torch.Tensor | None) -> None:
+        if g is None:
+            g = torch.zeros_like(self._tensor)
+        g = g.detach()
+        buf = self._diff_buf
+        if buf is not None and tuple(buf.shape) == tuple(g.shape):
+            buf[...] = g.to("cpu", torch.float32).numpy()
+            self._grad = torch.from_numpy(buf)
+            return
+        self._diff_buf = None
+        self._grad = g
+
+    def _value(self, device=None) -> torch.Tensor:
+        """The tensor the net should read: the user's array when one was handed out."""
+        t = self._tensor
+        buf = self._data_buf
+        if buf is not None and (t.device.type != "cpu" or buf.ctypes.data != t.data_ptr()):
+            t = torch.from_numpy(buf)
+        if device is not None and t.device != torch.device(device):
+            t = t.to(device)
+        return t
+
+    def _diff_value(self, device=None) -> torch.Tensor:
+        """The diff a script put on this blob (top diffs of outputs before backward)."""
+        g = self._grad
+        if self._diff_buf is not None:
+            g = torch.from_numpy(self._diff_buf)
+        if g is None or tuple(g.shape) != self.shape:
+            g = torch.zeros_like(self._tensor)
+        return g if device is None else g.to(device)
+
+    # ----- pycaffe surface -----------------------------------------------------------------
+    @property
+    def data(self) -> np.ndarray:
+        if self._data_buf is None or tuple(self._data_buf.shape) != tuple(self._tensor.shape):
+            view = _host_view(self._tensor)
+            self._data_buf = view if view is not None else \
+                self._tensor.to("cpu").contiguous().numpy().copy()
+        return self._data_buf
+
+    @data.setter
+    def data(self, value) -> None:
+        self.data[...] = value
+
+    @property
+    def diff(self) -> np.ndarray:
+        if self._diff_buf is None or tuple(self._diff_buf.shape) != tuple(self._tensor.shape):
+            g = self._grad if self._grad is not None and self._grad.shape == self._tensor.shape \
+                else torch.zeros(self._tensor.shape, dtype=torch.float32)
+            view = _host_view(g)
+            self._diff_buf = view if view is not None else g.to("cpu", torch.float32).contiguous().numpy().copy()
+            self._grad = torch.from_numpy(self._diff_buf)
+        return self._diff_buf
+
+    @diff.setter
+    def diff(self, value) -> None:
+        self.diff[...] = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._tensor.shape)
+
+    @property
+    def count(self) -> int:
+        return int(self._tensor.numel())
+
+    def _legacy(self, axis: int) -> int:
+        shape = self.shape
+        if len(shape) > 4:
+            raise ValueError(f"blob '{self.name}' has {len(shape)} axes; num/channels/height/width need at most 4")
+        return shape[axis] if axis < len(shape) else 1  # Caffe's LegacyShape: missing axes are 1
+
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
+
+    def reshape(self, *shape: int) -> None:
+        """Give the blob a new shape (contents undefined until written), as pycaffe does."""
+        shape = tuple(int(s) for s in (shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape))
+        if shape == self.shape:
+            return
+        self._tensor = torch.zeros(shape, dtype=self._tensor.dtype, device=self._tensor.device)
+        self._data_buf = None
+        self._diff_buf = None
+        self._grad = None
+
+    def __repr__(self) -> str:
+        return f"<Blob {self.name!r} shape={self.shape}>"
+
+
+class ParamBlob:
+    """A parameter blob: wraps the layer's own tensor, so arrays stay live across updates."""
+
+    def __init__(self, layer, index: int):
+        self._layer = layer
+        self._index = index
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        return self._layer.blobs[self._index]
+
+    @property
+    def data(self) -> np.ndarray:
+        t = self.tensor
+        view = _host_view(t)
+        if view is None:
+            raise RuntimeError("parameter arrays are live views only for float32 CPU nets; "
+                               "use net.to('cpu') or read tensors directly")
+        return view
+
+    @data.setter
+    def data(self, value) -> None:
+        self.data[...] = value
+
+    @property
+    def diff(self) -> np.ndarray:
+        t = self.tensor
+        if t.grad is None:
+            t.grad = torch.zeros_like(t)
+        view = _host_view(t.grad)
+        if view is None:
+            raise RuntimeError("parameter diffs are live views only for float32 CPU nets")
+        return view
+
+    @diff.setter
+    def diff(self, value) -> None:
+        self.diff[...] = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    @property
+    def count(self) -> int:
+        return int(self.tensor.numel())
+
+    num = property(lambda self: Blob._legacy(self, 0))
+    channels = property(lambda self: Blob._legacy(self, 1))
+    height = property(lambda self: Blob._legacy(self, 2))
+    width = property(lambda self: Blob._legacy(self, 3))
+
+    @property
+    def name(self) -> str:
+        return f"{self._layer.name}[{self._index}]"
+
+    def reshape(self, *shape: int) -> None:
+        raise ValueError("parameter blobs keep the shape their layer gives them")
+
+    def __repr__(self) -> str:
+        return f"<ParamBlob {self.name} shape={self.shape}>"

@@ -1,0 +1,204 @@
+"""pycaffe's ``caffe.io``: blob and datum conversions, image loading and the Transformer.
+
+Images are handled as pycaffe handles them: ``load_image`` gives H×W×C float RGB in [0, 1]; a
+``Transformer`` turns that into the net's C×H×W input (transpose, channel swap to BGR, raw scale,
+mean subtraction, input scale) and back.  Resizing is bilinear (half-pixel centres, like
+scikit-image's order-1 resize without anti-aliasing).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .proto import caffe_pb2
+
+
+# ----- blobs ---------------------------------------------------------------------------------
+def blobproto_to_array(blob, return_diff: bool = False) -> np.ndarray:
+    """A BlobProto as an array of its shape (legacy num/channels/height/width too)."""
+    from .fileio import blob_to_array
+    return blob_to_array(blob, diff=return_diff)
+
+
+def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None):
+    from .fileio import array_to_blob
+    return array_to_blob(np.asarray(arr), diff=None if diff is None else np.asarray(diff))
+
+
+def arraylist_to_blobprotovector_str(arraylist) -> bytes:
+    vec = caffe_pb2.BlobProtoVector()
+    vec.blobs.extend(array_to_blobproto(a) for a in arraylist)
+    return vec.SerializeToString()
+
+
+def blobprotovector_str_to_arraylist(text: bytes) -> list[np.ndarray]:
+    vec = caffe_pb2.BlobProtoVector()
+    vec.ParseFromString(text)
+    return [blobproto_to_array(b) for b in vec.blobs]
+
+
+# ----- datums --------------------------------------------------------------------------------
+def array_to_datum(arr: np.ndarray, label: int | None = None):
+    """A C×H×W array as a Datum: uint8 arrays as bytes in ``data``, others as ``float_data``."""
+    if arr.ndim != 3:
+        raise ValueError(f"array_to_datum needs a 3-D C×H×W array, got shape {arr.shape}")
+    datum = caffe_pb2.Datum()
+    datum.channels, datum.height, datum.width = arr.shape
+    if arr.dtype == np.uint8:
+        datum.data = arr.tobytes()
+    else:
+        datum.float_data.extend(arr.astype(np.float32).flat)
+    if label is not None:
+        datum.label = int(label)
+    return datum
+
+
+def datum_to_array(datum) -> np.ndarray:
+    """A raw Datum's values as a C×H×W array (uint8 from ``data``, float from ``float_data``).
+
+    Encoded (PNG/JPEG) datums are decoded with Pillow (colour comes back in the stored order).
+    """
+    if datum.encoded:
+        from .data.image import decode_datum_image
+        return decode_datum_image(datum)
+    shape = (datum.channels, datum.height, datum.width)
+    if len(datum.data):
+        return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape)
+    return np.array(datum.float_data, dtype=np.float32).reshape(shape)
+
+
+# ----- images --------------------------------------------------------------------------------
+def load_image(filename: str, color: bool = True) -> np.ndarray:
+    """An image file as H×W×3 (or H×W×1 when ``color`` is False) float32 RGB in [0, 1]."""
+    from PIL import Image
+
+    with Image.open(filename) as im:
+        if color:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        else:
+            arr = np.asarray(im.convert("L"), dtype=np.float32)[:, :, None] / 255.0
+    return arr
+
+
+def resize_image(im: np.ndarray, new_dims, interp_order: int = 1) -> np.ndarray:
+    """Resize H×W×K to new_dims (H', W'): bilinear (order 1) or nearest (order 0)."""
+    h, w = int(new_dims[0]), int(new_dims[1])
+    if im.shape[:2] == (h, w):
+        return im.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32)).permute(2, 0, 1)[None]
+    mode = "bilinear" if interp_order >= 1 else "nearest"
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    out = F.interpolate(t, size=(h, w), mode=mode, **kwargs)
+    return out[0].permute(1, 2, 0).numpy()
+
+
+def oversample(images, crop_dims) -> np.ndarray:
+    """Ten crops per image: four corners and the centre, and their mirrors (pycaffe's order)."""
+    im_shape = np.array(images[0].shape)
+    crop_dims = np.array(crop_dims)
+    im_center = im_shape[:2] / 2.0
+    h_idx = (0, im_shape[0] - crop_dims[0])
+    w_idx = (0, im_shape[1] - crop_dims[1])
+    crops_ix = [(i, j, i + crop_dims[0], j + crop_dims[1]) for i in h_idx for j in w_idx]
+    c = np.tile(im_center, (1, 2)) + np.concatenate([-crop_dims / 2.0, crop_dims / 2.0])
+    crops_ix.append(tuple(int(v) for v in c[0]))
+    crops = np.empty((10 * len(images), crop_dims[0], crop_dims[1], im_shape[-1]), dtype=np.float32)
+    ix = 0
+    for im in images:
+        for y0, x0, y1, x1 in crops_ix:
+            crops[ix] = im[int(y0):int(y1), int(x0):int(x1), :]
+            ix += 1
+        crops[ix - 5:ix] = crops[ix - 5:ix, :, ::-1, :]  # mirrors
+        ix += 5
+    return crops
+
+
+class Transformer:
+    """pycaffe's Transformer: preprocess H×W×C images into a net input, and deprocess back.
+
+    ``inputs`` maps input blob names to their shapes (N, C, H, W).
+    """
+
+    def __init__(self, inputs: dict):
+        self.inputs = {k: tuple(v) for k, v in inputs.items()}
+        self.transpose: dict = {}
+        self.channel_swap: dict = {}
+        self.raw_scale: dict = {}
+        self.mean: dict = {}
+        self.input_scale: dict = {}
+
+    def _check(self, in_: str) -> None:
+        if in_ not in self.inputs:
+            raise ValueError(f"{in_!r} is not one of the net inputs: {list(self.inputs)}")
+
+    def preprocess(self, in_: str, data: np.ndarray) -> np.ndarray:
+        self._check(in_)
+        caffe_in = np.asarray(data, dtype=np.float32)
+        in_dims = self.inputs[in_][2:]
+        if caffe_in.shape[:2] != tuple(in_dims):
+            caffe_in = resize_image(caffe_in, in_dims)
+        if in_ in self.transpose:
+            caffe_in = caffe_in.transpose(self.transpose[in_])
+        if in_ in self.channel_swap:
+            caffe_in = caffe_in[list(self.channel_swap[in_]), :, :]
+        if in_ in self.raw_scale:
+            caffe_in = caffe_in * self.raw_scale[in_]
+        if in_ in self.mean:
+            caffe_in = caffe_in - self.mean[in_]
+        if in_ in self.input_scale:
+            caffe_in = caffe_in * self.input_scale[in_]
+        return np.ascontiguousarray(caffe_in, dtype=np.float32)
+
+    def deprocess(self, in_: str, data: np.ndarray) -> np.ndarray:
+        self._check(in_)
+        decaf_in = np.array(data, dtype=np.float32).squeeze()
+        if in_ in self.input_scale:
+            decaf_in = decaf_in / self.input_scale[in_]
+        if in_ in self.mean:
+            decaf_in = decaf_in + self.mean[in_]
+        if in_ in self.raw_scale:
+            decaf_in = decaf_in / self.raw_scale[in_]
+        if in_ in self.channel_swap:
+            decaf_in = decaf_in[np.argsort(self.channel_swap[in_]), :, :]
+        if in_ in self.transpose:
+            decaf_in = decaf_in.transpose(np.argsort(self.transpose[in_]))
+        return decaf_in
+
+    def set_transpose(self, in_: str, order) -> None:
+        self._check(in_)
+        if len(order) != len(self.inputs[in_]) - 1:
+            raise ValueError("transpose order needs to have the same number of dimensions as the input")
+        self.transpose[in_] = tuple(order)
+
+    def set_channel_swap(self, in_: str, order) -> None:
+        self._check(in_)
+        if len(order) != self.inputs[in_][1]:
+            raise ValueError("channel swap needs to have the same number of dimensions as the input channels")
+        self.channel_swap[in_] = tuple(order)
+
+    def set_raw_scale(self, in_: str, scale: float) -> None:
+        self._check(in_)
+        self.raw_scale[in_] = scale
+
+    def set_mean(self, in_: str, mean: np.ndarray) -> None:
+        """Mean per channel (C,) or a full mean image (C, H, W) (cropped/checked like pycaffe)."""
+        self._check(in_)
+        mean = np.asarray(mean, dtype=np.float32)
+        ms = mean.shape
+        if mean.ndim == 1:
+            if ms[0] != self.inputs[in_][1]:
+                raise ValueError(f"mean channels {ms[0]} incompatible with input {self.inputs[in_]}")
+            mean = mean[:, np.newaxis, np.newaxis]
+        else:
+            if len(ms) == 2:
+                ms = (1,) + ms
+            if len(ms) != 3:
+                raise ValueError("mean shape invalid")
+            if ms != tuple(self.inputs[in_][1:]):
+                raise ValueError(f"mean shape {ms} incompatible with input shape {self.inputs[in_][1:]}")
+        self.mean[in_] = mean
+
+    def set_input_scale(self, in_: str, scale: float) -> None:
+        self._check(in_)
+        self.input_scale[in_] = scale

@@ -1,0 +1,124 @@
+"""BatchNorm, in both dialects, chosen by what the prototxt says.
+
+BVLC dialect (no NVCaffe-only fields): blobs [mean accumulator (C), variance accumulator (C),
+factor s (1)], all zero at start; no scale or bias (a ``Scale`` layer follows).  In TRAIN it
+normalises with the batch mean and *biased* batch variance over N·H·W and then updates
+``s = maf·s + 1``, ``mean_acc = mean_b + maf·mean_acc``, ``var_acc = m/(m−1)·var_b + maf·var_acc``
+(m = N·H·W; factor 1 when m ≤ 1).  Global statistics are ``mean_acc / s``, ``var_acc / s`` (both 0
+when s = 0), so the stored values are *unnormalised* running sums.
+
+NVCaffe dialect (``scale_bias``, ``scale_filler``, ``bias_filler`` or ``engine`` present): blobs
+[mean (C), variance (C), correction (1) = 1] and, with scale/bias, [scale (C), bias (C)] after
+them (NVCaffe 0.16/0.17 order).  Statistics are *normalised* running averages:
+``mean = maf·mean + (1−maf)·mean_b`` (variance with the m/(m−1) correction), correction stays 1.
+γ starts at 1 and β at 0 unless the user's filler says otherwise (NVCaffe 0.14 defaulted γ to 0,
+which is why those networks never trained).
+
+Either way ``use_global_stats`` defaults to ``phase == TEST`` and an explicit value wins; the
+statistics are buffers, never optimiser parameters; in-place use is as correct as out-of-place
+(autograd never sees a value overwritten).  Works on any input rank ≥ 2 (channels = axis 1).
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from ..proto import caffe_pb2
+from .base import Layer, register
+
+log = logging.getLogger("brewnet")
+
+NVCAFFE_FIELDS = ("scale_bias", "scale_filler", "bias_filler", "engine")
+
+
+def is_nvcaffe_batchnorm(layer_param) -> bool:
+    p = layer_param.batch_norm_param
+    return any(p.HasField(f) for f in NVCAFFE_FIELDS)
+
+
+@register("BatchNorm")
+class BatchNorm(Layer):
+    accepts_extra_param_specs = True
+
+    def setup(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        if len(shape) < 2:
+            self.fail(f"needs a bottom with at least 2 axes (channels = axis 1), got {shape}")
+        p = self.param.batch_norm_param
+        c = shape[1]
+        self.nvcaffe = is_nvcaffe_batchnorm(self.param)
+        self.scale_bias = self.nvcaffe and (p.scale_bias or p.HasField("scale_filler") or p.HasField("bias_filler"))
+        self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") else not self.training_phase
+        self.maf = float(p.moving_average_fraction)
+        self.eps = float(p.eps)
+        if not self.blob_names:
+            self.add_blob("running_mean", torch.zeros(c), learnable=False)
+            self.add_blob("running_var", torch.zeros(c), learnable=False)
+            self.add_blob("factor", torch.zeros(1) if not self.nvcaffe else torch.ones(1), learnable=False)
+            if self.scale_bias:
+                self.add_blob("weight", self.fill(p.scale_filler if p.HasField("scale_filler") else None, (c,),
+                                                  default_value=1.0))
+                self.add_blob("bias", self.fill(p.bias_filler if p.HasField("bias_filler") else None, (c,)))
+            self._warn_about_param_specs()
+        elif self.running_mean.shape[0] != c:
+            self.fail(f"bottom has {c} channels, the layer was set up for {self.running_mean.shape[0]}")
+        return [shape]
+
+    # ----- ParamSpec mapping -------------------------------------------------------------
+    def _stat_and_affine_specs(self):
+        """Split the user's param blocks into (statistics specs, [scale spec, bias spec])."""
+        specs = list(self.param.param)
+        if not self.nvcaffe or not specs:
+            return specs, []
+        if len(specs) in (2, 4):  # NVCaffe 0.14/0.15 syntax: scale, bias first, then statistics
+            return specs[2:], specs[:2]
+        return specs[:3], specs[3:5]  # NVCaffe 0.16/0.17 order: mean, var, correction, scale, bias
+
+    def param_spec(self, index: int):
+        stats, affine = self._stat_and_affine_specs()
+        if index >= 3:
+            k = index - 3
+            return affine[k] if k < len(affine) else caffe_pb2.ParamSpec(lr_mult=1, decay_mult=1)
+        return caffe_pb2.ParamSpec(lr_mult=0, decay_mult=0)
+
+    def _warn_about_param_specs(self) -> None:
+        stats, _ = self._stat_and_affine_specs()
+        bad = [s for s in stats if s.lr_mult != 0 or s.decay_mult != 0]
+        if bad:
+            log.warning("layer '%s' (BatchNorm): param blocks give lr_mult/decay_mult to the statistics; "
+                        "brewnet never lets the solver or weight decay touch them (ignored; set them to 0 "
+                        "or remove those param blocks)", self.name)
+
+    # ----- forward -----------------------------------------------------------------------
+    def _global_stats(self):
+        s = self.factor[0]
+        inv = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
+        return self.running_mean * inv, self.running_var * inv
+
+    def forward(self, x):
+        c = x.shape[1]
+        weight = self.weight if self.scale_bias else None
+        bias = self.bias if self.scale_bias else None
+        if self.use_global_stats:
+            mean, var = self._global_stats()
+            return F.batch_norm(x, mean.to(x.dtype), var.to(x.dtype), weight, bias, False, 0.0, self.eps)
+        y = F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        with torch.no_grad():
+            dims = [0] + list(range(2, x.dim()))
+            var_b, mean_b = torch.var_mean(x.detach(), dim=dims, correction=0)
+            m = x.numel() // c
+            correction = m / (m - 1) if m > 1 else 1.0
+            self._update_statistics(mean_b, var_b * correction)
+        return y
+
+    def _update_statistics(self, mean_b: torch.Tensor, var_unbiased: torch.Tensor) -> None:
+        maf = self.maf
+        if self.nvcaffe:  # normalised running averages; correction blob stays 1
+            self.running_mean.mul_(maf).add_(mean_b.to(self.running_mean.dtype), alpha=1 - maf)
+            self.running_var.mul_(maf).add_(var_unbiased.to(self.running_var.dtype), alpha=1 - maf)
+        else:  # BVLC: unnormalised sums with the factor s
+            self.factor.mul_(maf).add_(1.0)
+            self.running_mean.mul_(maf).add_(mean_b.to(self.running_mean.dtype))
+            self.running_var.mul_(maf).add_(var_unbiased.to(self.running_var.dtype))

@@ -1,0 +1,111 @@
+"""Python layers (``type: "Python"``), as pycaffe runs them.
+
+``python_param { module: "m" layer: "Cls" param_str: "..." }`` names a class derived from
+``brewnet.Layer`` (pycaffe's ``caffe.Layer``) with ``setup(bottom, top)``, ``reshape(bottom,
+top)``, ``forward(bottom, top)`` and ``backward(top, propagate_down, bottom)`` working on lists of
+Blobs (numpy ``data``/``diff``).  The user's layer runs on the host in float32 inside a
+torch.autograd.Function, so it composes with the rest of the net.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import torch
+
+from ..blob import Blob
+from .base import Layer as _Layer
+from .base import register
+
+
+class Layer:
+    """Base class of user Python layers (pycaffe's ``caffe.Layer``)."""
+
+    param_str: str = ""
+    phase: int = 0
+
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        raise NotImplementedError
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+
+class _BlobList(list):
+    """pycaffe's layer.blobs: a list with add_blob(*shape)."""
+
+    def add_blob(self, *shape):
+        self.append(Blob(f"blob{len(self)}", torch.zeros(shape, dtype=torch.float32)))
+
+
+def _blobs_for(tensors, names):
+    blobs = []
+    for t, n in zip(tensors, names):
+        b = Blob(n, t.detach().to("cpu", torch.float32).contiguous().clone())
+        blobs.append(b)
+    return blobs
+
+
+class _PythonFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, owner, *bottoms):
+        user = owner.user
+        bottom = _blobs_for(bottoms, owner.param.bottom)
+        top = [Blob(n, torch.zeros(0)) for n in owner.param.top]
+        user.reshape(bottom, top)
+        user.forward(bottom, top)
+        ctx.owner, ctx.bottom, ctx.top = owner, bottom, top
+        ctx.meta = [(b.device, b.dtype) for b in bottoms]
+        dev, dtype = ctx.meta[0] if ctx.meta else ("cpu", torch.float32)
+        return tuple(torch.as_tensor(np.array(t.data), device=dev, dtype=dtype) for t in top)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        for t, g in zip(ctx.top, grads):
+            t.diff[...] = 0 if g is None else g.detach().to("cpu", torch.float32).numpy()
+        propagate_down = [bool(n) for n in ctx.needs_input_grad[1:]]
+        ctx.owner.user.backward(ctx.top, propagate_down, ctx.bottom)
+        outs = [None]
+        for b, (dev, dtype), need in zip(ctx.bottom, ctx.meta, propagate_down):
+            outs.append(torch.as_tensor(np.array(b.diff), device=dev, dtype=dtype) if need else None)
+        return tuple(outs)
+
+
+@register("Python")
+class Python(_Layer):
+    num_bottoms = (0, None)
+    num_tops = (0, None)
+
+    def setup(self, bottom_shapes):
+        p = self.param.python_param
+        if not hasattr(self, "user"):
+            if not p.module or not p.layer:
+                self.fail("python_param needs both module and layer")
+            try:
+                module = importlib.import_module(p.module)
+            except ImportError as e:
+                self.fail(f"cannot import python module '{p.module}': {e}")
+            cls = getattr(module, p.layer, None)
+            if cls is None:
+                self.fail(f"module '{p.module}' has no class '{p.layer}'")
+            self.user = cls()
+            self.user.param_str = p.param_str
+            self.user.phase = self.phase
+            self.user.blobs = _BlobList()
+            bottom = [Blob(n, torch.zeros(s)) for n, s in zip(self.param.bottom, bottom_shapes)]
+            top = [Blob(n, torch.zeros(0)) for n in self.param.top]
+            self.user.setup(bottom, top)
+        bottom = [Blob(n, torch.zeros(s)) for n, s in zip(self.param.bottom, bottom_shapes)]
+        top = [Blob(n, torch.zeros(0)) for n in self.param.top]
+        self.user.reshape(bottom, top)
+        return [t.shape for t in top]
+
+    def forward(self, *bottoms):
+        outs = _PythonFunction.apply(self, *bottoms)
+        return outs

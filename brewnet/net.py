@@ -1,0 +1,557 @@
+"""The Net: a Caffe network for one phase, built from a NetParameter and run with PyTorch.
+
+Construction follows Caffe's Net::Init: layers are filtered by the NetState rules, each layer is
+set up in order with the shapes of its bottoms (so wiring and shape mistakes are reported before
+anything runs), parameters are shared by ``param { name }``, loss weights are assigned.
+
+Running has two paths:
+
+- ``forward_loss()`` is the training path: one pass that returns the weighted loss as a tensor,
+  with nothing retained beyond what autograd needs; the solver calls ``backward()`` on it.
+- ``forward()`` / ``backward()`` are pycaffe's: they keep every blob's value and compute every
+  blob's diff, so scripts can read ``net.blobs[name].data`` and ``.diff``.
+
+Blobs are named tensors; an in-place layer (top == bottom) rebinds the name to a new tensor, so
+autograd never sees a value overwritten.  A blob name that was rebound keeps its *last* value as
+its data and the diff with respect to its *first* value as its diff, as Caffe's shared memory does.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import fileio, runtime
+from .blob import Blob, ParamBlob
+from .errors import NetError
+from .layers import layer_class
+from .layers.base import Layer
+from .proto import caffe_pb2
+
+log = logging.getLogger("brewnet")
+
+TRAIN = caffe_pb2.TRAIN
+TEST = caffe_pb2.TEST
+
+
+# ----- NetState rules (Caffe's Net::StateMeetsRule / FilterNet) ------------------------------
+def state_meets_rule(state, rule) -> bool:
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    if any(s not in state.stage for s in rule.stage):
+        return False
+    if any(s in state.stage for s in rule.not_stage):
+        return False
+    return True
+
+
+def filter_net(net_param, state):
+    """The layers of ``net_param`` that the NetState includes (a new NetParameter)."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net_param)
+    del out.layer[:]
+    for lp in net_param.layer:
+        if lp.include and lp.exclude:
+            raise NetError(f"layer '{lp.name}': specify either include or exclude rules, not both")
+        if lp.include:
+            keep = any(state_meets_rule(state, r) for r in lp.include)
+        else:
+            keep = not any(state_meets_rule(state, r) for r in lp.exclude)
+        if keep:
+            out.layer.add().CopyFrom(lp)
+    return out
+
+
+def _split_blob_name(layer: str, blob: str, top_index: int, k: int) -> str:
+    return f"{blob}_{layer}_{top_index}_split_{k}"
+
+
+def insert_splits(net_param):
+    """Caffe's InsertSplits: a top read by several bottoms (or read and used as a loss) gets a
+    Split layer, named as Caffe names it, so blob and layer names match pycaffe's."""
+    last_top: dict[str, tuple[int, int]] = {}
+    source: dict[tuple[int, int], tuple[int, int]] = {}
+    uses: dict[tuple[int, int], int] = {}
+    loss_weight: dict[tuple[int, int], float] = {}
+    for i, lp in enumerate(net_param.layer):
+        for j, b in enumerate(lp.bottom):
+            if b not in last_top:
+                continue  # the net reports the unknown bottom with the layer's name
+            source[(i, j)] = last_top[b]
+            uses[last_top[b]] = uses.get(last_top[b], 0) + 1
+        for j, t in enumerate(lp.top):
+            last_top[t] = (i, j)
+        for j in range(min(len(lp.loss_weight), len(lp.top))):
+            idx = last_top[lp.top[j]]
+            loss_weight[idx] = lp.loss_weight[j]
+            if lp.loss_weight[j]:
+                uses[idx] = uses.get(idx, 0) + 1
+    if all(n <= 1 for n in uses.values()):
+        return net_param
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net_param)
+    del out.layer[:]
+    next_split: dict[tuple[int, int], int] = {}
+    names = [lp.name for lp in net_param.layer]
+    for i, src_lp in enumerate(net_param.layer):
+        lp = out.layer.add()
+        lp.CopyFrom(src_lp)
+        for j in range(len(lp.bottom)):
+            idx = source.get((i, j))
+            if idx is not None and uses.get(idx, 0) > 1:
+                k = next_split.get(idx, 0)
+                next_split[idx] = k + 1
+                lp.bottom[j] = _split_blob_name(names[idx[0]], lp.bottom[j], idx[1], k)
+        for j, top in enumerate(src_lp.top):
+            n = uses.get((i, j), 0)
+            if n <= 1:
+                continue
+            split = out.layer.add()
+            split.name = f"{top}_{names[i]}_{j}_split"
+            split.type = "Split"
+            split.bottom.append(top)
+            split.top.extend(_split_blob_name(names[i], top, j, k) for k in range(n))
+            if src_lp.HasField("phase"):
+                split.phase = src_lp.phase
+            w = loss_weight.get((i, j), 0.0)
+            if w:
+                split.loss_weight.extend([w] + [0.0] * (n - 1))
+                del lp.loss_weight[:]
+                next_split[(i, j)] = next_split.get((i, j), 0) + 1
+    return out
+
+
+def _load_net_param(model) -> caffe_pb2.NetParameter:
+    if isinstance(model, caffe_pb2.NetParameter):
+        return fileio.upgrade_net(model)
+    model = os.fspath(model)
+    if not os.path.exists(model):
+        raise NetError(f"network definition not found: {model}")
+    return fileio.read_net(model)
+
+
+class Net:
+    """A Caffe network for one phase (pycaffe's ``caffe.Net``).
+
+    Accepted like pycaffe: ``Net(model, phase)``, ``Net(model, weights, phase)`` and
+    ``Net(model, phase, weights=...)``.  ``model`` is a prototxt path or a NetParameter.
+    """
+
+    def __init__(self, model, *args, weights: str | None = None, phase: int | None = None,
+                 level: int = 0, stages: Iterable[str] = (), device=None,
+                 dtype: torch.dtype = torch.float32):
+        for a in args:  # pycaffe's positional forms
+            if isinstance(a, (str, os.PathLike)):
+                weights = a
+            elif isinstance(a, int):
+                phase = a
+            else:
+                raise TypeError(f"Net(): unexpected argument {a!r}")
+        net_param = _load_net_param(model)
+        state = caffe_pb2.NetState()
+        state.CopyFrom(net_param.state)
+        if phase is not None:
+            state.phase = phase
+        elif not net_param.state.HasField("phase"):
+            raise TypeError("Net(): give a phase (brewnet.TRAIN or brewnet.TEST)")
+        if level:
+            state.level = level
+        state.stage.extend(s for s in stages if s not in state.stage)
+        self.phase: int = state.phase
+        self.state = state
+        self.name: str = net_param.name
+        self.device = torch.device(device if device is not None else runtime.default_device())
+        self.dtype = dtype
+        self.force_backward: bool = net_param.force_backward
+        self._generator = runtime.new_generator()
+        self.net_param = insert_splits(filter_net(net_param, state))
+        self._build()
+        if weights is not None:
+            self.copy_from(weights)
+
+    # ----- construction --------------------------------------------------------------------
+    def _build(self) -> None:
+        self.module = nn.ModuleList()
+        self._layers: list[Layer] = []
+        self._layer_names: list[str] = []
+        self.bottom_names: OrderedDict[str, list[str]] = OrderedDict()
+        self.top_names: OrderedDict[str, list[str]] = OrderedDict()
+        self.blobs: OrderedDict[str, Blob] = OrderedDict()
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._loss_weights: dict[str, float] = {}  # top name -> weight
+        self._detach: list[list[bool]] = []
+        self._param_owner: dict[str, tuple[Layer, int, caffe_pb2.ParamSpec]] = {}
+        self.learnable: list[tuple[torch.Tensor, float, float, str, int]] = []
+        self._input_blobs: list[str] = []
+        consumed: set[str] = set()
+        for lp in self.net_param.layer:
+            layer = self._setup_layer(lp)
+            consumed.update(lp.bottom)
+            for t in lp.top:  # a top consumed in place is still an output if nothing reads it later
+                consumed.discard(t) if t not in lp.bottom else None
+        # Caffe's net outputs: blobs produced and not consumed by any later layer
+        self.outputs: list[str] = [n for n in self.blobs if n not in consumed]
+        self.inputs: list[str] = list(self._input_blobs)
+        self.to(self.device, self.dtype)
+        self._last: dict[str, list[torch.Tensor]] | None = None
+
+    def _setup_layer(self, lp) -> Layer:
+        cls = layer_class(lp.type, lp.name)
+        if lp.name in self._layer_names:
+            raise NetError(f"two layers are named '{lp.name}' in this phase; layer names must be unique")
+        layer = cls(lp, lp.phase if lp.HasField("phase") else self.phase)
+        layer.generator = self._generator
+        where = f"layer '{lp.name}' ({lp.type})"
+        for what, n, (lo, hi) in (("bottoms", len(lp.bottom), cls.num_bottoms), ("tops", len(lp.top), cls.num_tops)):
+            if n < lo or (hi is not None and n > hi):
+                want = f"{lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
+                raise NetError(f"{where}: takes {want} {what}, got {n}")
+        for b in lp.bottom:
+            if b not in self._shapes:
+                known = ", ".join(self._shapes) or "none"
+                raise NetError(f"{where}: unknown bottom blob '{b}' (no earlier layer produces it; "
+                               f"blobs so far: {known})")
+        bottom_shapes = [self._shapes[b] for b in lp.bottom]
+        layer.is_setup = False
+        top_shapes = [tuple(int(d) for d in s) for s in layer.setup(bottom_shapes)]
+        layer.is_setup = True
+        if len(top_shapes) != len(lp.top):
+            raise NetError(f"{where}: produced {len(top_shapes)} tops for {len(lp.top)} top names")
+        for top, shape in zip(lp.top, top_shapes):
+            if top in self._shapes and top not in lp.bottom:
+                raise NetError(f"{where}: top blob '{top}' is produced by more than one layer")
+            if any(d < 0 for d in shape):
+                raise NetError(f"{where}: computed a negative top shape {shape} from bottoms {bottom_shapes}")
+            self._shapes[top] = shape
+            if top in self.blobs and tuple(self.blobs[top].shape) == shape:
+                continue
+            self.blobs[top] = Blob(top, torch.zeros(shape, dtype=self.dtype))
+        if getattr(cls, "reads_blob_storage", False):
+            self._input_blobs.extend(lp.top)
+        # loss weights (Caffe's Layer::SetLossWeights)
+        weights = list(lp.loss_weight)
+        if weights and len(weights) != len(lp.top):
+            raise NetError(f"{where}: {len(weights)} loss_weight values for {len(lp.top)} tops")
+        if not weights and cls.is_loss:
+            weights = [1.0] + [0.0] * (len(lp.top) - 1)
+        for top, w in zip(lp.top, weights):
+            if w != 0:
+                self._loss_weights[top] = float(w)
+        # which bottoms get no gradient: propagate_down false, or labels of loss layers
+        if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+            raise NetError(f"{where}: propagate_down must be given once per bottom "
+                           f"({len(lp.propagate_down)} values for {len(lp.bottom)} bottoms)")
+        self._detach.append([
+            (bool(lp.propagate_down) and not lp.propagate_down[j]) or not layer.allow_force_backward(j)
+            for j in range(len(lp.bottom))])
+        self._setup_params(layer, lp)
+        self._layers.append(layer)
+        self.module.append(layer)
+        self._layer_names.append(lp.name)
+        self.bottom_names[lp.name] = list(lp.bottom)
+        self.top_names[lp.name] = list(lp.top)
+        return layer
+
+    def _setup_params(self, layer: Layer, lp) -> None:
+        blobs = layer.blobs
+        if len(lp.param) > len(blobs) and not getattr(layer, "accepts_extra_param_specs", False):
+            raise NetError(f"layer '{lp.name}' ({lp.type}): {len(lp.param)} param blocks given "
+                           f"but the layer has {len(blobs)} blobs")
+        for i, blob in enumerate(blobs):
+            spec = layer.param_spec(i)
+            if not layer.blob_is_learnable(i):
+                continue
+            if spec.name:
+                if spec.name in self._param_owner:
+                    owner, oi, ospec = self._param_owner[spec.name]
+                    theirs = owner.blobs[oi]
+                    strict = spec.share_mode != caffe_pb2.ParamSpec.PERMISSIVE
+                    if (strict and tuple(theirs.shape) != tuple(blob.shape)) or theirs.numel() != blob.numel():
+                        raise NetError(
+                            f"layer '{lp.name}': cannot share param '{spec.name}' with layer '{owner.name}': "
+                            f"shapes {tuple(blob.shape)} and {tuple(theirs.shape)} differ"
+                            + ("" if strict else " in count"))
+                    if not strict and tuple(theirs.shape) != tuple(blob.shape):
+                        raise NetError(f"layer '{lp.name}': PERMISSIVE sharing of '{spec.name}' with "
+                                       "different shapes is not supported")
+                    layer.replace_blob(i, theirs)
+                    continue
+                self._param_owner[spec.name] = (layer, i, spec)
+            blob.requires_grad_(spec.lr_mult != 0)
+            self.learnable.append((blob, spec.lr_mult, spec.decay_mult, lp.name, i))
+
+    # ----- device and dtype ----------------------------------------------------------------
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "Net":
+        """Move parameters and blobs (e.g. ``net.to('cuda')`` or ``net.to(dtype=torch.float64)``)."""
+        if device is not None:
+            self.device = torch.device(device)
+        if dtype is not None:
+            self.dtype = dtype
+        # Parameters keep their identity (nn.Module.to swaps .data); buffers are replaced, so
+        # move nets before sharing statistics between them.
+        self.module.to(device=self.device, dtype=self.dtype)
+        for b in self.blobs.values():
+            b._tensor = b._tensor.to(self.device, self.dtype)
+            b._data_buf = b._diff_buf = None
+            b._grad = None
+        return self
+
+    # ----- pycaffe surface -----------------------------------------------------------------
+    @property
+    def layers(self) -> list[Layer]:
+        return self._layers
+
+    @property
+    def layer_dict(self) -> "OrderedDict[str, Layer]":
+        return OrderedDict(zip(self._layer_names, self._layers))
+
+    @property
+    def params(self) -> "OrderedDict[str, list[ParamBlob]]":
+        return OrderedDict((layer.name, [ParamBlob(layer, i) for i in range(len(layer.blobs))])
+                           for layer in self._layers if layer.blobs)
+
+    @property
+    def blob_loss_weights(self) -> "OrderedDict[str, float]":
+        return OrderedDict((n, self._loss_weights.get(n, 0.0)) for n in self.blobs)
+
+    def _layer_index(self, name: str | None, default: int) -> int:
+        if name is None:
+            return default
+        try:
+            return self._layer_names.index(name)
+        except ValueError:
+            raise NetError(f"no layer named '{name}' in this net") from None
+
+    def _run(self, start: int, end: int, keep_versions: bool, feed: dict | None = None):
+        """Run layers start..end; return (env of latest tensors, versions per blob, loss).
+
+        ``feed`` maps input blob names to tensors used as they are (gradient checks use it).
+        """
+        env: dict[str, torch.Tensor] = {}
+        versions: dict[str, list[torch.Tensor]] = {}
+        grad = torch.is_grad_enabled()
+        loss = None
+        for i in range(start, end + 1):
+            layer = self._layers[i]
+            lp = layer.param
+            if getattr(layer, "reads_blob_storage", False):
+                outs = []
+                for t in lp.top:
+                    if feed is not None and t in feed:
+                        outs.append(feed[t])
+                        continue
+                    v = self.blobs[t]._value(self.device)
+                    if v.dtype != self.dtype:
+                        v = v.to(self.dtype)
+                    if grad and self.force_backward:
+                        v = v.detach().requires_grad_()
+                    outs.append(v)
+            else:
+                bottoms = []
+                for j, b in enumerate(lp.bottom):
+                    t = env.get(b)
+                    if t is None:  # read from storage (forward(start=...) or inputs)
+                        t = self.blobs[b]._value(self.device)
+                        if grad and keep_versions:
+                            t = t.detach().requires_grad_()
+                        env[b] = t
+                        if keep_versions:
+                            versions.setdefault(b, []).append(t)
+                    bottoms.append(t.detach() if self._detach[i][j] else t)
+                outs = layer(*bottoms)
+                if isinstance(outs, torch.Tensor):
+                    outs = (outs,)
+                if not lp.bottom:  # data layers make tensors on the CPU in float32
+                    outs = [o.to(self.device, self.dtype) for o in outs]
+            for name, t in zip(lp.top, outs):
+                env[name] = t
+                if keep_versions:
+                    versions.setdefault(name, []).append(t)
+                w = self._loss_weights.get(name)
+                if w is not None:
+                    term = t.sum() * w if t.numel() != 1 else t.reshape(()) * w
+                    loss = term if loss is None else loss + term
+        return env, versions, loss
+
+    def _check_input_shapes(self) -> None:
+        if any(self.blobs[n].shape != self._shapes[n] for n in self._input_blobs):
+            self.reshape()
+
+    def forward_loss(self, outputs: Iterable[str] = ()) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Training path: run the whole net and return (weighted loss, requested output tensors).
+
+        Blob storage is updated by reference (no copies) so pycaffe reads still work afterwards.
+        """
+        self._check_input_shapes()
+        env, _, loss = self._run(0, len(self._layers) - 1, keep_versions=False)
+        for name, t in env.items():
+            self.blobs[name]._set_value(t)
+        self._last = None
+        return loss, {n: env[n] for n in outputs}
+
+    def forward(self, blobs: Iterable[str] | None = None, start: str | None = None,
+                end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
+        """pycaffe's Net.forward: set inputs from kwargs, run, return {output: array}."""
+        for name, value in kwargs.items():
+            if name not in self.blobs:
+                raise NetError(f"forward(): no blob named '{name}' (inputs: {self.inputs})")
+            value = np.asarray(value)
+            if value.shape != self.blobs[name].shape:
+                raise NetError(f"forward(): input '{name}' has shape {value.shape}, "
+                               f"the blob has {self.blobs[name].shape} (reshape the blob first)")
+            self.blobs[name].data[...] = value
+        self._check_input_shapes()
+        s = self._layer_index(start, 0)
+        e = self._layer_index(end, len(self._layers) - 1)
+        record = self.force_backward or bool(self._loss_weights)
+        with torch.set_grad_enabled(record):
+            env, versions, loss = self._run(s, e, keep_versions=record)
+        for name, t in env.items():
+            self.blobs[name]._set_value(t)
+        self._last = versions if record else None
+        self._last_range = (s, e)
+        outs = list(self.outputs) + [b for b in (blobs or []) if b not in self.outputs]
+        return {n: self.blobs[n].data for n in outs}
+
+    def backward(self, diffs: Iterable[str] | None = None, start: str | None = None,
+                 end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
+        """pycaffe's Net.backward: gradients of the last forward, into blob and param diffs.
+
+        Loss tops start with their loss weight; other outputs with the diff a script put on them
+        (kwargs set those).  Parameter diffs accumulate, as in Caffe (clear_param_diffs zeroes).
+        """
+        if self._last is None:
+            raise NetError("backward() needs a forward() first (and a net with a loss or force_backward)")
+        for name, value in kwargs.items():
+            self.blobs[name].diff[...] = value
+        versions = self._last
+        s = self._layer_index(start, self._last_range[1])
+        e = self._layer_index(end, self._last_range[0])
+        # tops where the gradient starts: outputs of the net (or the tops of layer `start`)
+        tops = self.top_names[self._layer_names[s]] if start is not None else \
+            [n for n in self.blobs if n in versions and (n in self.outputs or n in self._loss_weights)]
+        roots, grads = [], []
+        for n in dict.fromkeys(tops):
+            t = versions[n][-1]
+            if not t.requires_grad:
+                continue
+            w = self._loss_weights.get(n)
+            g = torch.full_like(t, w) if w is not None else self.blobs[n]._diff_value(t.device).to(t.dtype)
+            roots.append(t)
+            grads.append(g)
+        names = [n for n in versions]
+        wrt = [versions[n][0] for n in names]
+        layer_range = self._layers[e:s + 1]
+        params = [p for layer in layer_range for p in layer.parameters() if p.requires_grad]
+        params = list(dict.fromkeys(params))  # shared params once
+        targets = [t for t in wrt if t.requires_grad] + params
+        result = torch.autograd.grad(roots, targets, grads, allow_unused=True) if roots and targets else \
+            [None] * len(targets)
+        it = iter(result)
+        for n, t in zip(names, wrt):
+            if n in self.inputs and not t.requires_grad:
+                self.blobs[n]._set_grad(None)
+                continue
+            if t.requires_grad:
+                self.blobs[n]._set_grad(next(it))
+            elif n not in self.outputs:
+                self.blobs[n]._set_grad(None)
+        for p in params:
+            g = next(it)
+            if g is None:
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.add_(g)
+        outs = list(self.inputs) + [d for d in (diffs or []) if d not in self.inputs]
+        return {n: self.blobs[n].diff for n in outs}
+
+    def reshape(self) -> None:
+        """Propagate input blob shapes through every layer (pycaffe's Net.reshape)."""
+        shapes = {n: self.blobs[n].shape for n in self._input_blobs}
+        for layer in self._layers:
+            lp = layer.param
+            if getattr(layer, "reads_blob_storage", False):
+                continue
+            tops = layer.setup([shapes[b] for b in lp.bottom])
+            for name, shape in zip(lp.top, tops):
+                shapes[name] = tuple(int(d) for d in shape)
+        self._shapes.update(shapes)
+        for name, shape in shapes.items():
+            self.blobs[name].reshape(*shape)
+
+    def clear_param_diffs(self) -> None:
+        for layer in self._layers:
+            for p in layer.parameters():
+                if p.grad is not None:
+                    p.grad.zero_()
+
+    def share_with(self, other: "Net") -> None:
+        """Use ``other``'s parameter and statistics tensors for layers of the same name."""
+        theirs = other.layer_dict
+        for layer in self._layers:
+            src = theirs.get(layer.name)
+            if src is None or not layer.blobs:
+                continue
+            if len(src.blobs) != len(layer.blobs):
+                raise NetError(f"share_with: layer '{layer.name}' has {len(layer.blobs)} blobs here and "
+                               f"{len(src.blobs)} in the other net")
+            for i, (mine, t) in enumerate(zip(layer.blobs, src.blobs)):
+                if tuple(mine.shape) != tuple(t.shape):
+                    raise NetError(f"share_with: layer '{layer.name}' blob {i} has shape {tuple(mine.shape)} "
+                                   f"here and {tuple(t.shape)} in the other net")
+                layer.replace_blob(i, t)
+        self.learnable = [(l.blobs[i], lr, dm, n, i) for (_, lr, dm, n, i), l in
+                          zip(self.learnable, [self.layer_dict[n] for (_, _, _, n, _) in self.learnable])]
+
+    # ----- weights ---------------------------------------------------------------------------
+    def copy_from(self, path: str) -> "LoadReport":
+        """Load a caffemodel (pycaffe's copy_from / CopyTrainedLayersFrom), matching layers by name."""
+        from .weights import load_weights
+        return load_weights(self, fileio.read_caffemodel(os.fspath(path)), source=os.fspath(path))
+
+    def to_proto(self, write_diff: bool = False) -> caffe_pb2.NetParameter:
+        """This net with its blobs, as Caffe's Net::ToProto writes it."""
+        out = caffe_pb2.NetParameter()
+        out.CopyFrom(self.net_param)
+        out.state.CopyFrom(self.state)
+        for lp, layer in zip(out.layer, self._layers):
+            del lp.blobs[:]
+            for i, arr in enumerate(layer.caffe_blob_arrays()):
+                diff = None
+                if write_diff:
+                    g = layer.blobs[i].grad
+                    diff = None if g is None else g.detach().cpu().float().numpy()
+                lp.blobs.add().CopyFrom(fileio.array_to_blob(arr, diff=diff))
+        return out
+
+    def save(self, path: str) -> None:
+        """Write a caffemodel (binary NetParameter) that real Caffe loads."""
+        fileio.write_caffemodel(self.to_proto(), os.fspath(path))
+
+    def __repr__(self) -> str:
+        return f"<brewnet.Net '{self.name}' phase={'TRAIN' if self.phase == TRAIN else 'TEST'} " \
+               f"layers={len(self._layers)}>"
+
+
+class LoadReport:
+    """What loading a caffemodel did: layers copied, source layers ignored, layers left as filled."""
+
+    def __init__(self):
+        self.copied: list[str] = []
+        self.ignored: list[str] = []   # in the caffemodel, not in the net
+        self.missing: list[str] = []   # in the net (with blobs), not in the caffemodel
+        self.notes: list[str] = []     # conversions (e.g. BatchNorm layouts)
+
+    def __repr__(self) -> str:
+        return (f"<LoadReport copied={len(self.copied)} ignored={self.ignored} "
+                f"missing={self.missing} notes={len(self.notes)}>")
