@@ -1,0 +1,1 @@
+"""One module per ``brewnet`` verb (see brewnet/cli.py)."""
