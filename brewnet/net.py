@@ -190,7 +190,7 @@ class Net:
         self._loss_weights: dict[str, float] = {}  # top name -> weight
         self._detach: list[list[bool]] = []
         self._param_owner: dict[str, tuple[Layer, int, caffe_pb2.ParamSpec]] = {}
-        self.learnable: list[tuple[torch.Tensor, float, float, str, int]] = []
+        self.caffe_params: list[ParamEntry] = []
         self._input_blobs: list[str] = []
         consumed: set[str] = set()
         for lp in self.net_param.layer:
@@ -268,9 +268,8 @@ class Net:
                            f"but the layer has {len(blobs)} blobs")
         for i, blob in enumerate(blobs):
             spec = layer.param_spec(i)
-            if not layer.blob_is_learnable(i):
-                continue
-            if spec.name:
+            learnable = layer.blob_is_learnable(i)
+            if learnable and spec.name:
                 if spec.name in self._param_owner:
                     owner, oi, ospec = self._param_owner[spec.name]
                     theirs = owner.blobs[oi]
@@ -286,8 +285,17 @@ class Net:
                     layer.replace_blob(i, theirs)
                     continue
                 self._param_owner[spec.name] = (layer, i, spec)
-            blob.requires_grad_(spec.lr_mult != 0)
-            self.learnable.append((blob, spec.lr_mult, spec.decay_mult, lp.name, i))
+            # Caffe's learnable_params_ order: every owned blob, statistics included (their
+            # solver history exists, always zero); the solver updates only `learnable` ones.
+            self.caffe_params.append(ParamEntry(layer, i, spec.lr_mult if learnable else 0.0,
+                                                spec.decay_mult if learnable else 0.0, learnable))
+            if learnable:
+                blob.requires_grad_(spec.lr_mult != 0)
+
+    @property
+    def learnable(self) -> list["ParamEntry"]:
+        """The blobs the solver updates (owners only; statistics never)."""
+        return [p for p in self.caffe_params if p.learnable]
 
     # ----- device and dtype ----------------------------------------------------------------
     def to(self, device=None, dtype: torch.dtype | None = None) -> "Net":
@@ -510,8 +518,6 @@ class Net:
                     raise NetError(f"share_with: layer '{layer.name}' blob {i} has shape {tuple(mine.shape)} "
                                    f"here and {tuple(t.shape)} in the other net")
                 layer.replace_blob(i, t)
-        self.learnable = [(l.blobs[i], lr, dm, n, i) for (_, lr, dm, n, i), l in
-                          zip(self.learnable, [self.layer_dict[n] for (_, _, _, n, _) in self.learnable])]
 
     # ----- weights ---------------------------------------------------------------------------
     def copy_from(self, path: str) -> "LoadReport":
@@ -541,6 +547,27 @@ class Net:
     def __repr__(self) -> str:
         return f"<brewnet.Net '{self.name}' phase={'TRAIN' if self.phase == TRAIN else 'TEST'} " \
                f"layers={len(self._layers)}>"
+
+
+class ParamEntry:
+    """One owned parameter blob of a net, in Caffe's learnable_params_ order."""
+
+    __slots__ = ("layer", "index", "lr_mult", "decay_mult", "learnable")
+
+    def __init__(self, layer: Layer, index: int, lr_mult: float, decay_mult: float, learnable: bool):
+        self.layer, self.index = layer, index
+        self.lr_mult, self.decay_mult, self.learnable = float(lr_mult), float(decay_mult), learnable
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        return self.layer.blobs[self.index]
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer.name}[{self.index}]"
+
+    def __repr__(self) -> str:
+        return f"<ParamEntry {self.name} lr_mult={self.lr_mult} decay_mult={self.decay_mult}>"
 
 
 class LoadReport:
