@@ -13,6 +13,7 @@ from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2  # noqa: F401
 from .runtime import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from . import proto  # noqa: F401
+from . import layers  # noqa: F401  (also pycaffe's caffe.layers: see brewnet/layers/__init__.py)
 
 __version__ = "0.1.0"
 
@@ -25,7 +26,6 @@ _LAZY = {
     "io": ("brewnet.io", None),
     "net_spec": ("brewnet.net_spec", None),
     "NetSpec": ("brewnet.net_spec", "NetSpec"),
-    "layers": ("brewnet.net_spec", "layers"),
     "params": ("brewnet.net_spec", "params"),
     "to_proto": ("brewnet.net_spec", "to_proto"),
     "SGDSolver": ("brewnet.solver", "SGDSolver"),

@@ -22,6 +22,7 @@ import numpy as np
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
+from brewnet.errors import BrewnetError
 from brewnet.proto import caffe_pb2
 
 PathLike = Union[str, os.PathLike]
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class CaffeFormatError(ValueError):
+class CaffeFormatError(BrewnetError, ValueError):
     """A Caffe file (or text) that cannot be read; the message names the file and the place."""
 
 
@@ -670,15 +671,16 @@ def _upgrade_inputs(net: caffe_pb2.NetParameter, notes: list[str]) -> None:
     if not (dims or shapes):  # an old caffemodel repeats the input names without shapes
         notes.append(f"dropped legacy net inputs {names} (no shapes given)")
         return
-    layers = []
-    for i, name in enumerate(names):
-        layer = caffe_pb2.LayerParameter(name=name, type="Input", top=[name])
+    # Caffe's UpgradeNetInput: one Input layer named "input" with every input as a top, so that
+    # layer names match pycaffe's.
+    layer = caffe_pb2.LayerParameter(name="input", type="Input", top=names)
+    for i in range(len(names)):
         shape = layer.input_param.shape.add()
         if shapes:
             shape.CopyFrom(shapes[i])
         else:
             shape.dim.extend(dims[4 * i: 4 * i + 4])
-        layers.append(layer)
+    layers = [layer]
     layers.extend(net.layer)
     net.ClearField("layer")
     net.layer.extend(layers)

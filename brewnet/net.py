@@ -462,7 +462,8 @@ class Net:
         params = [p for layer in layer_range for p in layer.parameters() if p.requires_grad]
         params = list(dict.fromkeys(params))  # shared params once
         targets = [t for t in wrt if t.requires_grad] + params
-        result = torch.autograd.grad(roots, targets, grads, allow_unused=True) if roots and targets else \
+        result = torch.autograd.grad(roots, targets, grads, allow_unused=True, retain_graph=True) \
+            if roots and targets else \
             [None] * len(targets)
         it = iter(result)
         for n, t in zip(names, wrt):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from google.protobuf import descriptor
 
 from .proto import caffe_pb2
 
@@ -42,7 +41,7 @@ def _assign(msg, name: str, value) -> None:
     field = msg.DESCRIPTOR.fields_by_name.get(name)
     if field is None:
         raise AttributeError(f"{msg.DESCRIPTOR.name} has no field '{name}'")
-    is_repeated = field.label == descriptor.FieldDescriptor.LABEL_REPEATED
+    is_repeated = field.is_repeated
     values = value if isinstance(value, (list, tuple)) else [value]
     if field.message_type is not None:
         if is_repeated:
@@ -109,7 +108,9 @@ class Function:
         else:
             lp.top.extend(self._top_name(t, names, autonames) for t in self.tops)
         params = dict(self.params)
-        lp.name = params.pop("name", None) or (lp.top[0] if lp.top else f"{self.type_name}{len(layers)}")
+        # the layer is named after its first top's NetSpec name (in place too), as pycaffe does
+        default = self._top_name(self.tops[0], names, autonames) if self.tops else f"{self.type_name}{len(layers)}"
+        lp.name = params.pop("name", None) or default
         for k, v in params.items():
             if k in _LAYER_FIELDS:
                 _assign(lp, k, v)

@@ -281,7 +281,7 @@ def test_v1_layers_upgrade():
                                                                  caffe_pb2.NetParameter()))
     assert not net.layers and not net.input and not net.input_dim
     assert [(l.name, l.type) for l in net.layer] == [
-        ("data", "Input"), ("conv1", "Convolution"), ("relu1", "ReLU"),
+        ("input", "Input"), ("conv1", "Convolution"), ("relu1", "ReLU"),
         ("loss", "SoftmaxWithLoss")]
     conv = net.layer[1]
     assert list(conv.bottom) == ["data"] and list(conv.top) == ["conv1"]
@@ -309,10 +309,10 @@ def test_input_dim_upgrade_two_inputs():
                                'input_dim: 5 input: "label" input_dim: 1 input_dim: 1 '
                                'input_dim: 1 input_dim: 1\n'
                                'layer { name: "ip" type: "InnerProduct" bottom: "data" }')
+    # as Caffe's UpgradeNetInput: one layer "input" with every input as a top
     assert [(l.name, l.type, list(l.top)) for l in net.layer] == [
-        ("data", "Input", ["data"]), ("label", "Input", ["label"]),
-        ("ip", "InnerProduct", [])]
-    assert list(net.layer[1].input_param.shape[0].dim) == [1, 1, 1, 1]
+        ("input", "Input", ["data", "label"]), ("ip", "InnerProduct", [])]
+    assert list(net.layer[0].input_param.shape[1].dim) == [1, 1, 1, 1]
     with pytest.raises(CaffeFormatError, match="1 inputs but 3 input_dim"):
         fileio.net_from_text('input: "data" input_dim: 1 input_dim: 3 input_dim: 4')
 
@@ -320,7 +320,7 @@ def test_input_dim_upgrade_two_inputs():
 def test_input_shape_upgrade_and_bare_input():
     net = fileio.net_from_text('input: "x" input_shape { dim: 10 dim: 7 }\n'
                                'layer { name: "f" type: "Flatten" bottom: "x" top: "y" }')
-    assert net.layer[0].name == "x" and net.layer[0].type == "Input"
+    assert net.layer[0].name == "input" and net.layer[0].type == "Input"
     assert list(net.layer[0].input_param.shape[0].dim) == [10, 7]
     assert not net.input and not net.input_shape
     bare, notes = fileio.upgrade_net_with_notes(caffe_pb2.NetParameter(input=["data"]))
@@ -361,7 +361,7 @@ def test_v0_layers_upgrade_with_padding():
         'bottom: "pool1" top: "pool1" }', caffe_pb2.NetParameter())
     net = fileio.upgrade_net(v0)
     assert [(l.name, l.type) for l in net.layer] == [
-        ("data", "Input"), ("conv1", "Convolution"), ("pool1", "Pooling"), ("drop", "Dropout")]
+        ("input", "Input"), ("conv1", "Convolution"), ("pool1", "Pooling"), ("drop", "Dropout")]
     conv = net.layer[1]
     assert list(conv.bottom) == ["data"]
     cp = conv.convolution_param

@@ -8,3 +8,15 @@ from .base import LAYER_REGISTRY, Layer, layer_class, register  # noqa: F401
 from . import data, graph, neuron, vision, common, norm, loss, python  # noqa: F401,E402  (registration)
 
 __all__ = ["LAYER_REGISTRY", "Layer", "layer_class", "register"]
+
+
+def __getattr__(name: str):
+    """``brewnet.layers.<Type>(...)`` is pycaffe's ``caffe.layers``: a NetSpec layer function.
+
+    (Implementation modules here are lower-case; Caffe type names are CamelCase, so the two never
+    collide.)
+    """
+    if name[:1].isupper():
+        from ..net_spec import layers as _netspec_layers
+        return getattr(_netspec_layers, name)
+    raise AttributeError(f"module 'brewnet.layers' has no attribute {name!r}")
