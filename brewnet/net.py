@@ -208,7 +208,9 @@ class Net:
         cls = layer_class(lp.type, lp.name)
         if lp.name in self._layer_names:
             raise NetError(f"two layers are named '{lp.name}' in this phase; layer names must be unique")
-        layer = cls(lp, lp.phase if lp.HasField("phase") else self.phase)
+        if not lp.HasField("phase"):
+            lp.phase = self.phase  # as Caffe's Net::Init; saved caffemodels carry it too
+        layer = cls(lp, lp.phase)
         layer.generator = self._generator
         where = f"layer '{lp.name}' ({lp.type})"
         for what, n, (lo, hi) in (("bottoms", len(lp.bottom), cls.num_bottoms), ("tops", len(lp.top), cls.num_tops)):
@@ -243,6 +245,7 @@ class Net:
             raise NetError(f"{where}: {len(weights)} loss_weight values for {len(lp.top)} tops")
         if not weights and cls.is_loss:
             weights = [1.0] + [0.0] * (len(lp.top) - 1)
+            lp.loss_weight.append(1.0)  # Caffe's LossLayer::LayerSetUp records it in the layer
         for top, w in zip(lp.top, weights):
             if w != 0:
                 self._loss_weights[top] = float(w)
@@ -527,18 +530,18 @@ class Net:
         return load_weights(self, fileio.read_caffemodel(os.fspath(path)), source=os.fspath(path))
 
     def to_proto(self, write_diff: bool = False) -> caffe_pb2.NetParameter:
-        """This net with its blobs, as Caffe's Net::ToProto writes it."""
-        out = caffe_pb2.NetParameter()
-        out.CopyFrom(self.net_param)
-        out.state.CopyFrom(self.state)
-        for lp, layer in zip(out.layer, self._layers):
+        """This net with its blobs, as Caffe's Net::ToProto writes it (name and layers only)."""
+        out = caffe_pb2.NetParameter(name=self.net_param.name)
+        for src, layer in zip(self.net_param.layer, self._layers):
+            lp = out.layer.add()
+            lp.CopyFrom(src)
             del lp.blobs[:]
             for i, arr in enumerate(layer.caffe_blob_arrays()):
                 diff = None
                 if write_diff:
                     g = layer.blobs[i].grad
-                    diff = None if g is None else g.detach().cpu().float().numpy()
-                lp.blobs.add().CopyFrom(fileio.array_to_blob(arr, diff=diff))
+                    diff = np.zeros_like(arr) if g is None else g.detach().cpu().float().numpy()
+                fileio.array_to_blob(arr, lp.blobs.add(), diff=diff)
         return out
 
     def save(self, path: str) -> None:

@@ -70,3 +70,13 @@ def test_parameters_after_pass_match_caffe(name):
     for key in keys:
         _, layer, i = key.split("/")
         assert_close(net.params[layer][int(i)].data, ref[key], key)
+
+
+@pytest.mark.parametrize("name", LAYER_CASES)
+def test_saved_caffemodel_is_byte_identical_to_caffes(name):
+    """Loading Caffe's caffemodel and saving it again writes exactly the bytes Caffe wrote."""
+    meta = INDEX[name]
+    phase = brewnet.TRAIN if meta["phase"] == "TRAIN" else brewnet.TEST
+    path = os.path.join(GOLDEN, f"{name}.caffemodel")
+    net = brewnet.Net(os.path.join(GOLDEN, f"{name}.prototxt"), path, phase)
+    assert net.to_proto().SerializeToString() == open(path, "rb").read()

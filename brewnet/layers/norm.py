@@ -62,6 +62,11 @@ class BatchNorm(Layer):
                                                   default_value=1.0))
                 self.add_blob("bias", self.fill(p.bias_filler if p.HasField("bias_filler") else None, (c,)))
             self._warn_about_param_specs()
+            if not self.nvcaffe:
+                # Caffe's BatchNormLayer::LayerSetUp masks the statistics with lr_mult 0 specs in
+                # its layer parameter, so the caffemodels it writes carry them: do the same.
+                while len(self.param.param) < 3:
+                    self.param.param.add(lr_mult=0)
         elif self.running_mean.shape[0] != c:
             self.fail(f"bottom has {c} channels, the layer was set up for {self.running_mean.shape[0]}")
         return [shape]
