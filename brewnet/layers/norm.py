@@ -109,10 +109,10 @@ class BatchNorm(Layer):
         if self.use_global_stats:
             mean, var = self._global_stats()
             return F.batch_norm(x, mean.to(x.dtype), var.to(x.dtype), weight, bias, False, 0.0, self.eps)
-        y = F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        # One fused pass gives the output and the batch statistics (mean, 1/sqrt(var_b + eps)).
+        y, mean_b, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, None, None, True, 0.0, self.eps)
         with torch.no_grad():
-            dims = [0] + list(range(2, x.dim()))
-            var_b, mean_b = torch.var_mean(x.detach(), dim=dims, correction=0)
+            var_b = invstd.reciprocal().square_().sub_(self.eps)  # biased batch variance
             m = x.numel() // c
             correction = m / (m - 1) if m > 1 else 1.0
             self._update_statistics(mean_b, var_b * correction)
