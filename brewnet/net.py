@@ -173,6 +173,9 @@ class Net:
         self.dtype = dtype
         self.force_backward: bool = net_param.force_backward
         self._generator = runtime.new_generator()
+        # data layers resolve relative paths against the CWD, then the prototxt's directory
+        self.model_dir = None if isinstance(model, caffe_pb2.NetParameter) else \
+            os.path.dirname(os.path.abspath(os.fspath(model)))
         self.net_param = insert_splits(filter_net(net_param, state))
         self._build()
         if weights is not None:
@@ -212,6 +215,7 @@ class Net:
             lp.phase = self.phase  # as Caffe's Net::Init; saved caffemodels carry it too
         layer = cls(lp, lp.phase)
         layer.generator = self._generator
+        layer.model_dir = getattr(self, "model_dir", None)
         where = f"layer '{lp.name}' ({lp.type})"
         for what, n, (lo, hi) in (("bottoms", len(lp.bottom), cls.num_bottoms), ("tops", len(lp.top), cls.num_tops)):
             if n < lo or (hi is not None and n > hi):
