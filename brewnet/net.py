@@ -200,7 +200,7 @@ class Net:
             layer = self._setup_layer(lp)
             consumed.update(lp.bottom)
             for t in lp.top:  # a top consumed in place is still an output if nothing reads it later
-                consumed.discard(t) if t not in lp.bottom else None
+                consumed.discard(t)  # (Caffe: bottoms leave available_blobs, then tops enter it)
         # Caffe's net outputs: blobs produced and not consumed by any later layer
         self.outputs: list[str] = [n for n in self.blobs if n not in consumed]
         self.inputs: list[str] = list(self._input_blobs)

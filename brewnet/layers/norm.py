@@ -14,6 +14,14 @@ them (NVCaffe 0.16/0.17 order).  Statistics are *normalised* running averages:
 γ starts at 1 and β at 0 unless the user's filler says otherwise (NVCaffe 0.14 defaulted γ to 0,
 which is why those networks never trained).
 
+A 4- or 2-block ``param`` list in the NVCaffe dialect is NVCaffe 0.14/0.15 syntax (scale, bias
+first, then statistics), which always had scale/bias: such a layer gets them too.
+
+Loading (``load_caffe_blobs``) accepts every layout in :mod:`brewnet.batchnorm.layouts` (BVLC
+3-blob, NVCaffe 0.14 cuDNN, 0.15 CAFFE/cuDNN, 0.16/0.17) and says in a note what it found and how
+it mapped it.  A BVLC-dialect layer cannot hold a file's non-identity scale/bias: that is an error
+that tells the user to convert the model (``brewnet convert -to bvlc``) or use the NVCaffe dialect.
+
 Either way ``use_global_stats`` defaults to ``phase == TEST`` and an explicit value wins; the
 statistics are buffers, never optimiser parameters; in-place use is as correct as out-of-place
 (autograd never sees a value overwritten).  Works on any input rank ≥ 2 (channels = axis 1).
@@ -49,11 +57,14 @@ class BatchNorm(Layer):
         p = self.param.batch_norm_param
         c = shape[1]
         self.nvcaffe = is_nvcaffe_batchnorm(self.param)
-        self.scale_bias = self.nvcaffe and (p.scale_bias or p.HasField("scale_filler") or p.HasField("bias_filler"))
+        self.scale_bias = self.nvcaffe and (p.scale_bias or p.HasField("scale_filler") or p.HasField("bias_filler")
+                                            or len(self.param.param) in (2, 4))
         self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") else not self.training_phase
         self.maf = float(p.moving_average_fraction)
-        self.eps = float(p.eps)
         if not self.blob_names:
+            self.eps = float(p.eps)
+            self.update_statistics = True  # doctor turns this off to measure batch statistics
+            self.loaded_layout: str | None = None
             self.add_blob("running_mean", torch.zeros(c), learnable=False)
             self.add_blob("running_var", torch.zeros(c), learnable=False)
             self.add_blob("factor", torch.zeros(1) if not self.nvcaffe else torch.ones(1), learnable=False)
@@ -111,6 +122,8 @@ class BatchNorm(Layer):
             return F.batch_norm(x, mean.to(x.dtype), var.to(x.dtype), weight, bias, False, 0.0, self.eps)
         # One fused pass gives the output and the batch statistics (mean, 1/sqrt(var_b + eps)).
         y, mean_b, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, None, None, True, 0.0, self.eps)
+        if not self.update_statistics:
+            return y
         with torch.no_grad():
             var_b = invstd.reciprocal().square_().sub_(self.eps)  # biased batch variance
             m = x.numel() // c
@@ -127,3 +140,55 @@ class BatchNorm(Layer):
             self.factor.mul_(maf).add_(1.0)
             self.running_mean.mul_(maf).add_(mean_b.to(self.running_mean.dtype))
             self.running_var.mul_(maf).add_(var_unbiased.to(self.running_var.dtype))
+
+    # ----- loading caffemodels -------------------------------------------------------------
+    def load_caffe_blobs(self, arrays, source_param=None) -> list[str]:
+        """Load any known BatchNorm layout (see brewnet.batchnorm.layouts); return notes."""
+        import numpy as np
+
+        from ..batchnorm.layouts import detect
+        c = int(self.running_mean.shape[0])
+        info = detect(arrays, source_param, self.name, channels=c)
+        if info.channels != c:
+            self.fail(f"caffemodel has {info.channels} channels ({info.layout} layout, blob shapes "
+                      f"{', '.join(str(tuple(np.shape(a))) for a in arrays)}), the net has {c}")
+        notes = list(info.notes)
+        has_affine = info.scale is not None
+        if has_affine and not self.scale_bias:
+            if not info.affine_is_identity():
+                self.fail(f"the caffemodel holds NVCaffe BatchNorm scale/bias ({info.layout} layout), but "
+                          "this prototxt's BatchNorm is BVLC-dialect and has no place for them. Convert the "
+                          "model: `brewnet convert -model M -weights W -to bvlc -output P` (moves them into "
+                          "a Scale layer), or add `scale_bias: true` to this layer's batch_norm_param")
+            notes.append(f"layer '{self.name}' (BatchNorm): dropped the file's identity scale (1) and bias (0)")
+
+        def put(blob, values):
+            with torch.no_grad():
+                blob.copy_(torch.as_tensor(np.asarray(values, dtype=np.float64).reshape(blob.shape),
+                                           dtype=blob.dtype))
+
+        if not self.nvcaffe and info.raw_bvlc is not None:  # BVLC into BVLC: exactly as stored
+            put(self.running_mean, info.raw_bvlc[0])
+            put(self.running_var, info.raw_bvlc[1])
+            put(self.factor, [info.raw_bvlc[2]])
+        else:  # normalised statistics; BVLC layers store them with s = 1
+            put(self.running_mean, info.mean)
+            put(self.running_var, info.var)
+            put(self.factor, [1.0])
+            if not self.nvcaffe:
+                notes.append(f"layer '{self.name}' (BatchNorm): stored as BVLC accumulators with s = 1")
+        if self.scale_bias:
+            if has_affine:
+                put(self.weight, info.scale)
+                put(self.bias, info.bias)
+            else:
+                notes.append(f"layer '{self.name}' (BatchNorm): the caffemodel has no scale/bias; "
+                             "they keep their filler values")
+        if info.eps is not None and info.eps != self.eps:
+            self.eps = info.eps
+        if info.eps_min is not None and self.eps < info.eps_min:
+            notes.append(f"layer '{self.name}' (BatchNorm): eps {self.eps:g} raised to the cuDNN minimum "
+                         f"{info.eps_min:g}")
+            self.eps = info.eps_min
+        self.loaded_layout = info.layout
+        return notes
