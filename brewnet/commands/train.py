@@ -1,0 +1,213 @@
+"""``brewnet train``: train a network from a solver file, like ``caffe train``.
+
+    brewnet train -solver S [-weights a.caffemodel[,b...]] [-snapshot s.solverstate]
+                  [-gpu 0|all] [-iterations N] [-level L] [-stage a,b]
+                  [-sigint_effect stop|snapshot|none] [-sighup_effect stop|snapshot|none]
+
+The log is Caffe's (``Iteration 100, lr = 0.01``, ``Iteration 100 (...), loss = 0.53``,
+``Iteration 100, Testing net (#0)``, ``Test net output #0: accuracy = 0.87``); the same numbers go
+to ``<snapshot_prefix>_metrics.jsonl`` as JSON lines (see brewnet.metrics).  A progress bar is
+drawn on stderr when it is a terminal.
+
+SIGINT and SIGTERM follow ``-sigint_effect`` (default ``stop``: finish the current iteration,
+write a snapshot and exit 0); SIGHUP follows ``-sighup_effect`` (default ``snapshot``: write a
+snapshot and go on).  A second SIGINT while a stop is pending exits at once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+
+import torch
+
+from ..cli import flag
+from ..errors import BrewnetError
+
+log = logging.getLogger("brewnet")
+
+EFFECTS = ("stop", "snapshot", "none")
+
+
+def add_arguments(parser) -> None:
+    flag(parser, "solver", default="", help="the solver prototxt")
+    flag(parser, "weights", default="", help="caffemodel(s) to fine-tune from, comma separated")
+    flag(parser, "snapshot", default="", help="a .solverstate to resume from")
+    flag(parser, "gpu", default="", help="GPU to use: an id, 'all' (the first is used), or empty for CPU")
+    flag(parser, "iterations", type=int, default=None, help="override the solver's max_iter")
+    flag(parser, "level", type=int, default=0, help="NetState level of the train net")
+    flag(parser, "stage", default="", help="NetState stages of the train net, comma separated")
+    flag(parser, "sigint_effect", default="stop", choices=EFFECTS,
+         help="on SIGINT and SIGTERM: stop (snapshot, then exit), snapshot (and go on), none")
+    flag(parser, "sighup_effect", default="snapshot", choices=EFFECTS, help="on SIGHUP")
+    flag(parser, "metrics", default="", help="metrics file (default <snapshot_prefix>_metrics.jsonl)")
+
+
+def device_from_flag(gpu: str | None, what: str = "-gpu"):
+    """The torch device for a Caffe ``-gpu`` value ('' = CPU)."""
+    gpu = (gpu or "").strip()
+    if not gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise BrewnetError(f"{what} {gpu}: CUDA is not available on this machine "
+                           "(torch.cuda.is_available() is False); run without -gpu to use the CPU")
+    count = torch.cuda.device_count()
+    if gpu == "all":
+        ids = list(range(count))
+    else:
+        try:
+            ids = [int(x) for x in gpu.split(",") if x.strip()]
+        except ValueError:
+            raise BrewnetError(f"{what} '{gpu}': give a GPU id, a comma separated list, or 'all'") from None
+    bad = [i for i in ids if not 0 <= i < count]
+    if bad or not ids:
+        raise BrewnetError(f"{what} {gpu}: no such GPU (this machine has {count}: ids 0..{count - 1})")
+    if len(ids) > 1:
+        log.warning("%s %s: training on several GPUs in one process is not supported; using GPU %d "
+                    "(use torchrun for data-parallel training)", what, gpu, ids[0])
+    torch.cuda.set_device(ids[0])
+    return torch.device(f"cuda:{ids[0]}")
+
+
+class _Signals:
+    """Caffe's SignalHandler: signals become requested solver actions."""
+
+    def __init__(self, sigint_effect: str, sighup_effect: str):
+        self.effects = {signal.SIGINT: sigint_effect, signal.SIGTERM: sigint_effect}
+        if hasattr(signal, "SIGHUP"):
+            self.effects[signal.SIGHUP] = sighup_effect
+        self.pending: list[str] = []
+        self.stop_pending = False
+        self.old = {}
+
+    def __enter__(self):
+        for sig in self.effects:
+            self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+
+    def _handle(self, signum, frame):
+        effect = self.effects.get(signum, "none")
+        if signum == signal.SIGINT and self.stop_pending:
+            raise KeyboardInterrupt  # a second Ctrl-C: leave now
+        if effect == "none":
+            return
+        if effect == "stop":
+            self.stop_pending = True
+            log.info("Received %s: stopping after this iteration (a snapshot will be written)",
+                     signal.Signals(signum).name)
+        self.pending.append(effect)
+
+    def action(self) -> str:
+        if not self.pending:
+            return "none"
+        return self.pending.pop(0)
+
+
+class _Progress:
+    """A one-line progress bar on a terminal (stderr); log lines clear it first."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.shown = False
+        self.last = 0.0
+        self.t0 = time.perf_counter()
+        self.i0 = None
+
+    def filter(self, record) -> bool:  # a logging filter: clear the bar before a log line
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.shown = False
+        return True
+
+    def __call__(self, it, start, stop) -> None:
+        now = time.perf_counter()
+        if self.i0 is None:
+            self.i0, self.t0 = start, now
+        if now - self.last < 0.1 and it < stop:
+            return
+        self.last = now
+        total = max(stop - start, 1)
+        done = it - start
+        width = 30
+        fill = int(width * done / total)
+        rate = (it - self.i0) / max(now - self.t0, 1e-9)
+        eta = (stop - it) / rate if rate > 0 else 0
+        self.stream.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {it}/{stop} iters "
+                          f"{rate:.1f} it/s ETA {eta:.0f}s\033[K")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        self.filter(None)
+
+
+def run(args) -> int:
+    from ..metrics import MetricsWriter
+    from ..solver import solver_class
+    from .. import fileio, runtime
+
+    if not args.solver:
+        raise BrewnetError("train needs a solver: brewnet train -solver solver.prototxt")
+    if args.snapshot and args.weights:
+        raise BrewnetError("give a snapshot to resume training or weights to fine-tune, not both")
+    if not os.path.exists(args.solver):
+        raise BrewnetError(f"solver file not found: {args.solver}")
+    param = fileio.read_solver(args.solver)
+    if args.iterations is not None:
+        if args.iterations < 0:
+            raise BrewnetError(f"-iterations must be >= 0, got {args.iterations}")
+        param.max_iter = args.iterations
+    if args.level:
+        param.train_state.level = args.level
+    for s in filter(None, (x.strip() for x in args.stage.split(","))):
+        param.train_state.stage.append(s)
+    gpu = args.gpu
+    if not gpu and param.HasField("solver_mode") and param.solver_mode == param.GPU:
+        if torch.cuda.is_available():
+            gpu = str(param.device_id)
+        else:
+            log.warning("the solver asks for solver_mode: GPU but CUDA is not available; using the CPU")
+    device = device_from_flag(gpu)
+    if device.type == "cuda":
+        runtime.set_mode_gpu()
+        runtime.set_device(device.index or 0)
+    else:
+        runtime.set_mode_cpu()
+    log.info("Using %s", "GPU " + str(device.index) if device.type == "cuda" else "the CPU")
+
+    solver = solver_class(param.type or "SGD")(args.solver, device=device, param=param)
+
+    weights = [w.strip() for w in args.weights.split(",") if w.strip()]
+    for w in weights:
+        solver.copy_weights(w)
+
+    metrics_path = args.metrics or f"{solver.param.snapshot_prefix}_metrics.jsonl"
+    metrics = MetricsWriter(metrics_path, truncate=not args.snapshot)
+    solver.metrics = metrics
+    log.info("Metrics (JSON lines): %s", metrics_path)
+    progress = None
+    if sys.stderr.isatty():
+        progress = _Progress(sys.stderr)
+        solver.progress = progress
+        for h in logging.getLogger().handlers:
+            h.addFilter(progress.filter)
+    try:
+        with _Signals(args.sigint_effect, args.sighup_effect) as sigs:
+            solver.set_action_function(sigs.action)
+            if args.snapshot:
+                log.info("Resuming from %s", args.snapshot)
+            solver.solve(args.snapshot or None)
+    finally:
+        metrics.close()
+        if progress is not None:
+            progress.close()
+            for h in logging.getLogger().handlers:
+                h.removeFilter(progress.filter)
+    return 0

@@ -1,0 +1,80 @@
+"""Structured training metrics as JSON lines, for plots and the web app.
+
+One JSON object per line, each line written whole with a single ``write`` to a file opened in
+append mode, so a reader tailing the file sees complete lines only (a reader should still ignore
+a last line without its trailing newline, in case it catches a write half way)::
+
+    {"iter": 100, "phase": "train", "name": "loss", "value": 0.53, "lr": 0.01,
+     "time": 1718000000.12, "elapsed": 12.5}
+
+- ``iter``: the solver iteration the value belongs to (train values: the iteration whose forward
+  pass produced them, as in Caffe's log; test values: the iteration at which testing ran).
+- ``phase``: ``"train"`` or ``"test"``; ``test_net`` (an int) is added when a solver has several
+  test nets and the net is not #0.
+- ``name``: a net output blob (``name[k]`` for element k of an output with several values),
+  ``"smoothed_loss"`` (train: the loss Caffe displays, averaged over ``average_loss``
+  iterations), ``"test_loss"`` (test, with ``test_compute_loss``), or ``"lr"`` (train).
+- ``value``: a float (NaN and infinities are written as ``null``).
+- ``lr``: the learning rate in force at that iteration.
+- ``time``: Unix time in seconds; ``elapsed``: seconds since this writer was opened.
+
+A resumed training appends to the same file; a reader should keep the last value seen for each
+(iter, phase, name) key.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+
+class MetricsWriter:
+    """Appends metric records to ``path`` (created with its directory if needed)."""
+
+    def __init__(self, path: str, truncate: bool = False):
+        self.path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
+        self._fd = os.open(self.path, flags, 0o666)
+        self._start = time.time()
+
+    def write(self, iter: int, phase: str, name: str, value, lr=None, **extra) -> None:
+        value = float(value)
+        rec = {"iter": int(iter), "phase": phase, "name": name,
+               "value": value if math.isfinite(value) else None,
+               "lr": None if lr is None else float(lr),
+               "time": round(time.time(), 3), "elapsed": round(time.time() - self._start, 3)}
+        rec.update(extra)
+        self.write_record(rec)
+
+    def write_record(self, rec: dict) -> None:
+        if self._fd is None:
+            return
+        line = json.dumps(rec, separators=(", ", ": "), allow_nan=False) + "\n"
+        os.write(self._fd, line.encode("utf-8"))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+    """All complete records of a metrics file (a partial last line is skipped)."""
+    out = []
+    with open(path, "r", encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            line = line.strip()
+            if line:
+                out.append(json.loads(line))
+    return out
