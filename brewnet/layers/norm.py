@@ -101,7 +101,9 @@ class BatchNorm(Layer):
 
     def _warn_about_param_specs(self) -> None:
         stats, _ = self._stat_and_affine_specs()
-        bad = [s for s in stats if s.lr_mult != 0 or s.decay_mult != 0]
+        # decay_mult alone does nothing (Caffe's update is lr·lr_mult·(g + wd·decay_mult·w)), and
+        # Caffe itself writes `param { lr_mult: 0 }` with decay_mult 1: only lr_mult != 0 matters.
+        bad = [s for s in stats if s.lr_mult != 0]
         if bad:
             log.warning("layer '%s' (BatchNorm): param blocks give lr_mult/decay_mult to the statistics; "
                         "brewnet never lets the solver or weight decay touch them (ignored; set them to 0 "
