@@ -63,22 +63,36 @@ def datum_to_array(datum) -> np.ndarray:
         from .data.image import decode_datum_image
         return decode_datum_image(datum)
     shape = (datum.channels, datum.height, datum.width)
-    if len(datum.data):
-        return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape)
-    return np.array(datum.float_data, dtype=np.float32).reshape(shape)
+    if len(datum.data):  # a writable copy, as pycaffe's np.fromstring gives
+        return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape).copy()
+    return np.array(datum.float_data, dtype=np.float64).reshape(shape)  # pycaffe: .astype(float)
 
 
 # ----- images --------------------------------------------------------------------------------
 def load_image(filename: str, color: bool = True) -> np.ndarray:
-    """An image file as H×W×3 (or H×W×1 when ``color`` is False) float32 RGB in [0, 1]."""
+    """An image file as H×W×3 (or H×W×1 when ``color`` is False) float32 RGB in [0, 1].
+
+    As pycaffe (scikit-image's ``imread`` + ``img_as_float``): grey files are tiled to three
+    channels when ``color``; alpha is dropped; colour files read with ``color=False`` become
+    luminance 0.2125 R + 0.7154 G + 0.0721 B; 16-bit files are divided by 65535.
+    """
     from PIL import Image
 
     with Image.open(filename) as im:
-        if color:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-        else:
+        im.load()
+        if im.mode.startswith("I;16") or im.mode == "I":
+            arr = np.asarray(im, dtype=np.float32) / 65535.0
+            arr = arr[:, :, None]
+        elif im.mode in ("1", "L", "LA"):
             arr = np.asarray(im.convert("L"), dtype=np.float32)[:, :, None] / 255.0
-    return arr
+        else:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    if color:
+        if arr.shape[2] == 1:
+            arr = np.tile(arr, (1, 1, 3))
+    elif arr.shape[2] == 3:
+        arr = (arr @ np.array([0.2125, 0.7154, 0.0721], dtype=np.float32))[:, :, None]
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def resize_image(im: np.ndarray, new_dims, interp_order: int = 1) -> np.ndarray:

@@ -4,7 +4,8 @@ SOURCE is one of
 - a folder of class sub-folders (class names sorted; images found recursively in each),
 - a list file of "path label" lines (paths relative to the list file's folder unless absolute),
 - a folder holding IDX files (MNIST / Fashion-MNIST): ``train-*`` gives the train and validation
-  sets, ``t10k-*`` the test set.
+  sets, ``t10k-*`` the test set; classes are named 0..9 (Fashion-MNIST's names when the folder's
+  path says "fashion").
 
 Per class (DIGITS' order): shuffle, keep at most ``max_per_class``, drop classes with fewer than
 ``min_per_class`` (the remaining classes are renumbered), then split into train / val / test by
@@ -37,6 +38,8 @@ from .progress import Progress
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif", ".webp")
 SPLITS = ("train", "val", "test")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
 
 
 @dataclasses.dataclass
@@ -130,6 +133,8 @@ class DatasetBuilder:
                     self.idx_arrays[name] = load_idx_set(im, lb)
                 n = int(max(a[1].max() for a in self.idx_arrays.values())) + 1
                 names = [str(i) for i in range(n)]
+                if n == 10 and "fashion" in os.path.abspath(src).lower():
+                    names = list(FASHION_MNIST_CLASSES)
                 samples = [Sample(i, int(lab), pool) for pool, (_, labels) in self.idx_arrays.items()
                            for i, lab in enumerate(labels)]
                 return names, samples

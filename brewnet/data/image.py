@@ -78,7 +78,7 @@ def resize_bilinear(chw: np.ndarray, height: int, width: int) -> np.ndarray:
     """cv::resize INTER_LINEAR on a C×H×W uint8 array (half-pixel centres, no anti-aliasing)."""
     if chw.shape[1:] == (height, width):
         return chw
-    t = torch.from_numpy(np.ascontiguousarray(chw)).to(torch.float32)[None]
+    t = torch.tensor(chw, dtype=torch.float32)[None]
     out = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)
     return out[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
 
