@@ -192,3 +192,34 @@ def test_test_nets_share_and_average(tmp_path):
     s.solve()
     # tested at 0, 1 and 2: y = 2w + b; after 2 steps w = 0.6, b = 0.1 ⇒ 1.3
     close(s.last_test_scores[0]["y"], 1.3)
+
+
+def test_inline_nets_and_test_state(tmp_path):
+    """train_net_param / test_net_param, NetState stages from test_state, paths beside the solver."""
+    staged = NET + """
+layer { name: "only_val" type: "Power" bottom: "y" top: "y2" power_param { scale: 10 }
+  include { stage: "val" } }
+"""
+    (tmp_path / "net.prototxt").write_text(staged)
+    path = tmp_path / "solver.prototxt"
+    inline = NET.replace("\n", " ")
+    path.write_text(f'train_net_param {{ {inline} }}\ntest_net: "net.prototxt"\ntest_net: "net.prototxt"\n'
+                    'test_state { stage: "val" } test_state { }\n'
+                    'test_iter: 1 test_iter: 1 test_interval: 100 base_lr: 0.1 lr_policy: "fixed"\n'
+                    f'snapshot_prefix: "{tmp_path}/snap"\n')
+    # test_net is relative to the working directory in Caffe; found beside the solver here
+    s = brewnet.get_solver(str(path))
+    assert ["only_val" in n._layer_names for n in s.test_nets] == [True, False]
+    assert "y2" in s.test_nets[0].outputs
+    scores = s.test_all()
+    close(scores[0]["y2"], 25.0)  # 10·(2·1 + 0.5)
+
+
+def test_snapshot_prefix_defaults_to_solver_path(tmp_path):
+    (tmp_path / "net.prototxt").write_text(NET)
+    path = tmp_path / "my_solver.prototxt"
+    path.write_text(f'net: "{tmp_path}/net.prototxt" base_lr: 0.1 lr_policy: "fixed"\n')
+    s = brewnet.get_solver(str(path))
+    model, state = s.snapshot()
+    assert model == str(tmp_path / "my_solver_iter_0.caffemodel")
+    assert state == str(tmp_path / "my_solver_iter_0.solverstate")
