@@ -116,6 +116,14 @@ def test_leveldb_is_refused(tmp_path):
                  'backend: LEVELDB batch_size: 1 } }')
 
 
+def test_backend_left_at_its_default_reads_an_lmdb():
+    F = fixtures()
+    net = net_from(f'layer {{ name: "d" type: "Data" top: "data" data_param {{ source: "{F["lmdb_raw"]}" '
+                   'batch_size: 2 } }')
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["data"].data, F["raw_images"][:2])
+
+
 def test_missing_lmdb_is_a_clear_error():
     with pytest.raises(DataError, match="layer 'd'.*not found: /nonexistent/db"):
         data_net("/nonexistent/db", 2)
