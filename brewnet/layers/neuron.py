@@ -31,10 +31,9 @@ class ReLU(_Neuron):
     """y = x for x > 0, negative_slope * x for x <= 0 (gradient negative_slope at exactly 0)."""
 
     def forward(self, x):
+        # F.relu / F.leaky_relu have Caffe's gradient at 0 (the x <= 0 branch)
         slope = self.param.relu_param.negative_slope
-        if slope == 0:
-            return torch.where(x > 0, x, torch.zeros_like(x))
-        return torch.where(x > 0, x, x * slope)
+        return F.relu(x) if slope == 0 else F.leaky_relu(x, slope)
 
 
 @register("PReLU")

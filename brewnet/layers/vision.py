@@ -183,10 +183,37 @@ def _pad_for_windows(x: torch.Tensor, k, p, s, out, value: float) -> torch.Tenso
     return F.pad(x, pads, value=value)
 
 
+def _torch_pool_mode(x, method, k, p, s, out, want_mask) -> bool | None:
+    """PyTorch's max/avg pooling compute Caffe's windows (the same ceil rule and last-window
+    clip, and for AVE the same divisor clipped to in + pad) when the padding is at most half the
+    kernel.  Returns the ceil_mode that gives Caffe's ``out``, or None (use the explicit path)."""
+    if want_mask or method not in (MAX, AVE):
+        return None
+    for ceil_mode in (True, False):
+        ok = True
+        for d in range(2):
+            n = x.shape[2 + d]
+            if p[d] > k[d] // 2:
+                return None
+            r = n + 2 * p[d] - k[d]
+            o = (-(-r // s[d]) if ceil_mode else r // s[d]) + 1
+            if ceil_mode and (o - 1) * s[d] >= n + p[d]:
+                o -= 1
+            ok = ok and o == out[d]
+        if ok:
+            return ceil_mode
+    return None
+
+
 def caffe_pool(x: torch.Tensor, method: int, k, p, s, out, want_mask: bool = False):
     """Pooling of (N, C, H, W) with Caffe's windows; returns the top, and for MAX optionally
     Caffe's argmax mask (flat index h * W + w into the unpadded plane, as float)."""
     H, W = x.shape[2], x.shape[3]
+    fast = _torch_pool_mode(x, method, k, p, s, out, want_mask)
+    if fast is not None:  # PyTorch's kernels use Caffe's rules here: one fused pass
+        if method == MAX:
+            return F.max_pool2d(x, k, s, p, ceil_mode=fast), None
+        return F.avg_pool2d(x, k, s, p, ceil_mode=fast, count_include_pad=True), None
     if method == MAX:
         xp = _pad_for_windows(x, k, p, s, out, float("-inf"))  # padding never wins the max
         y, idx = F.max_pool2d(xp, k, s, return_indices=True)
