@@ -206,6 +206,9 @@ class Net:
         self.inputs: list[str] = list(self._input_blobs)
         self.to(self.device, self.dtype)
         self._last: dict[str, list[torch.Tensor]] | None = None
+        #: the training path runs BatchNorm + Scale pairs as one fused op (set False to compare)
+        self.fuse = True
+        self._fused_bn_scale = self._find_fusions()
 
     def _setup_layer(self, lp) -> Layer:
         cls = layer_class(lp.type, lp.name)
@@ -355,10 +358,26 @@ class Net:
         versions: dict[str, list[torch.Tensor]] = {}
         grad = torch.is_grad_enabled()
         loss = None
+        fused = self._fused_bn_scale if (self.fuse and not keep_versions) else {}
+        skip = -1
         for i in range(start, end + 1):
+            if i == skip:
+                continue
             layer = self._layers[i]
             lp = layer.param
-            if getattr(layer, "reads_blob_storage", False):
+            scale = fused.get(i) if i < end else None
+            if scale is not None:
+                # BatchNorm + Scale as one fused batch norm with the Scale's γ, β: the same
+                # arithmetic, one pass instead of three; the Scale's top gets the result.
+                x = env.get(lp.bottom[0])
+                if x is None:
+                    x = env[lp.bottom[0]] = self.blobs[lp.bottom[0]]._value(self.device)
+                sp = scale.param
+                bias = scale.bias if sp.scale_param.bias_term else None
+                outs = (layer(x.detach() if self._detach[i][0] else x, affine=(scale.weight, bias)),)
+                lp = sp
+                skip = i + 1
+            elif getattr(layer, "reads_blob_storage", False):
                 outs = []
                 for t in lp.top:
                     if feed is not None and t in feed:
@@ -396,6 +415,26 @@ class Net:
                     term = t.sum() * w if t.numel() != 1 else t.reshape(()) * w
                     loss = term if loss is None else loss + term
         return env, versions, loss
+
+    def _find_fusions(self) -> dict[int, Layer]:
+        """BVLC BatchNorm directly followed by the Scale that alone reads its top (the usual
+        BatchNorm + Scale pair): index of the BatchNorm -> the Scale layer."""
+        readers: dict[str, int] = {}
+        for lp in self.net_param.layer:
+            for b in lp.bottom:
+                readers[b] = readers.get(b, 0) + 1
+        out = {}
+        for i, (bn, sc) in enumerate(zip(self._layers, self._layers[1:])):
+            if bn.type != "BatchNorm" or sc.type != "Scale" or getattr(bn, "scale_bias", True):
+                continue
+            top = bn.param.top[0]
+            p = sc.param.scale_param
+            if (len(sc.param.bottom) != 1 or sc.param.bottom[0] != top or p.axis != 1 or p.num_axes != 1
+                    or top in self._loss_weights or any(self._detach[i + 1])
+                    or (readers.get(top, 0) != 1 and sc.param.top[0] != top)):
+                continue
+            out[i] = sc
+        return out
 
     def _check_input_shapes(self) -> None:
         if any(self.blobs[n].shape != self._shapes[n] for n in self._input_blobs):

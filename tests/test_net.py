@@ -324,3 +324,35 @@ def test_caffe_alias_imports():
     assert P.Pooling.MAX == caffe_pb2.PoolingParameter.MAX
     top = L.ReLU(L.Input(shape=dict(dim=[1, 2])))
     assert [lp.type for lp in top.to_proto().layer] == ["Input", "ReLU"]
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_fused_batchnorm_scale_equals_the_two_layers(in_place):
+    """The training path fuses BVLC BatchNorm + Scale; values, gradients and statistics agree."""
+    bn_top = "c" if in_place else "bn"
+    text = INPUT.replace("dim: 2 dim: 3", "dim: 4 dim: 3 dim: 5 dim: 5") + f"""
+    layer {{ name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param {{ num_output: 4
+            kernel_size: 3 weight_filler {{ type: "gaussian" }} }} }}
+    layer {{ name: "bn" type: "BatchNorm" bottom: "c" top: "{bn_top}" }}
+    layer {{ name: "sc" type: "Scale" bottom: "{bn_top}" top: "{bn_top if in_place else 'sc'}"
+            scale_param {{ bias_term: true filler {{ type: "gaussian" }} bias_filler {{ type: "gaussian" }} }} }}
+    layer {{ name: "s" type: "Reduction" bottom: "{bn_top if in_place else 'sc'}" top: "s"
+            reduction_param {{ operation: SUMSQ }} loss_weight: 1 }}
+    """
+    brewnet.set_random_seed(1)
+    fused = make(text, brewnet.TRAIN)
+    brewnet.set_random_seed(1)
+    plain = make(text, brewnet.TRAIN)
+    plain.fuse = False
+    assert list(fused._fused_bn_scale) == [2]
+    x = np.random.randn(4, 3, 5, 5)
+    results = []
+    for net in (fused, plain):
+        net.blobs["data"].data[...] = x
+        loss, _ = net.forward_loss()
+        loss.backward()
+        results.append((float(loss), [p.grad.clone() for p in net.module.parameters()],
+                        [b.clone() for b in net.layer_dict["bn"].blobs]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for a, b in zip(results[0][1] + results[0][2], results[1][1] + results[1][2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

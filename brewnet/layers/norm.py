@@ -115,10 +115,14 @@ class BatchNorm(Layer):
         inv = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
         return self.running_mean * inv, self.running_var * inv
 
-    def forward(self, x):
+    def forward(self, x, affine: tuple | None = None):
+        """``affine`` = (γ, β) of the Scale layer that follows, when the net fuses the pair."""
         c = x.shape[1]
-        weight = self.weight if self.scale_bias else None
-        bias = self.bias if self.scale_bias else None
+        if affine is not None:
+            weight, bias = affine
+        else:
+            weight = self.weight if self.scale_bias else None
+            bias = self.bias if self.scale_bias else None
         if self.use_global_stats:
             mean, var = self._global_stats()
             return F.batch_norm(x, mean.to(x.dtype), var.to(x.dtype), weight, bias, False, 0.0, self.eps)
