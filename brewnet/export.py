@@ -27,24 +27,59 @@ from .proto import caffe_pb2
 FORMAT = "brewnet.pytorch/1"
 
 
-class NetModule(nn.Module):
-    """A built Net as an nn.Module: ``forward(*inputs) -> tuple(outputs)``."""
+def deploy_outputs(net) -> list[str]:
+    """The net's outputs without loss and Accuracy tops; when those were all it had, the blobs
+    the loss/Accuracy layers read (the scores), traced back through Split layers."""
+    producer = {}
+    for layer in net.layers:
+        for t in layer.param.top:
+            producer[t] = layer
+    heads = [layer for layer in net.layers if layer.is_loss or layer.type == "Accuracy"]
+    head_tops = {t for layer in heads for t in layer.param.top}
+    outs = [o for o in net.outputs if o not in head_tops]
+    for layer in heads:
+        b = layer.param.bottom[0]
+        while b in producer and producer[b].type == "Split":
+            b = producer[b].param.bottom[0]
+        if b not in outs and b in producer and not producer[b].is_data:
+            outs.append(b)
+    return outs or list(net.outputs)
 
-    def __init__(self, net, outputs: Sequence[str] | None = None):
+
+class NetModule(nn.Module):
+    """A built Net as an nn.Module: ``forward(*inputs) -> tuple(outputs)``.
+
+    ``outputs``: blob names to return (default: the net's outputs); ``"deploy"`` drops loss and
+    Accuracy layers and returns the scores they read (see :func:`deploy_outputs`); ``"all"``
+    returns every blob's final value (for numerical comparisons).  Only the layers the outputs
+    need are run, and only the inputs they need are taken.
+    """
+
+    def __init__(self, net, outputs: Sequence[str] | str | None = None):
         super().__init__()
         self.net = [net]  # a list, so nn.Module does not try to register it
         self.layers = nn.ModuleList(net.layers)
-        self.input_names: list[str] = []
-        self._plan = []
-        for layer in net.layers:
-            lp = layer.param
-            if layer.is_data or not lp.bottom and getattr(layer, "reads_blob_storage", False):
-                self.input_names.extend(t for t in lp.top if t not in self.input_names)
-                self._plan.append(None)
-            else:
-                self._plan.append((list(lp.bottom), list(lp.top)))
-        outs = list(outputs) if outputs is not None else list(net.outputs)
-        self.output_names = [o for o in outs if o not in self.input_names]
+        data = [layer.is_data and not layer.param.bottom for layer in net.layers]
+        all_inputs = [t for layer, d in zip(net.layers, data) if d for t in layer.param.top]
+        if outputs == "deploy":
+            outs = deploy_outputs(net)
+        elif outputs == "all":
+            outs = [n for n in net.blobs if n not in all_inputs]
+        else:
+            outs = list(outputs) if outputs is not None else list(net.outputs)
+        self.output_names = [o for o in dict.fromkeys(outs) if o not in all_inputs]
+        need = set(self.output_names)
+        keep = [False] * len(net.layers)
+        for i in range(len(net.layers) - 1, -1, -1):  # layers the outputs depend on
+            lp = net.layers[i].param
+            if data[i]:
+                continue
+            if need & set(lp.top):
+                keep[i] = True
+                need.update(lp.bottom)
+        self.input_names = [t for t in dict.fromkeys(all_inputs) if t in need]
+        self._plan = [(list(layer.param.bottom), list(layer.param.top)) if k else None
+                      for layer, k in zip(net.layers, keep)]
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {n: tuple(self.net[0].blobs[n].shape) for n in self.input_names}
@@ -87,8 +122,8 @@ def standalone_net_param(net) -> caffe_pb2.NetParameter:
     return out
 
 
-def save_pytorch(net, path: str) -> NetModule:
-    module = NetModule(net)
+def save_pytorch(net, path: str, outputs="deploy") -> NetModule:
+    module = NetModule(net, outputs)
     text = text_format.MessageToString(standalone_net_param(net))
     torch.save({"format": FORMAT, "prototxt": text, "phase": int(net.phase),
                 "inputs": module.input_names, "outputs": module.output_names,
@@ -133,9 +168,9 @@ def compare(a: Sequence, b: Sequence, names: Sequence[str]) -> dict[str, tuple[f
     return res
 
 
-def export_onnx(net, path: str, opset: int = 17) -> NetModule:
+def export_onnx(net, path: str, opset: int = 17, outputs="deploy") -> NetModule:
     import onnx
-    module = NetModule(net).eval()
+    module = NetModule(net, outputs).eval()
     example = tuple(random_inputs(module, dtype=net.dtype))
     import warnings
     with warnings.catch_warnings():

@@ -31,8 +31,10 @@ def _build(model, weights, dtype=torch.float32):
 
 def _report(title: str, diffs: dict[str, tuple[float, float]]) -> float:
     worst = max((d for d in diffs.values()), default=(0.0, 0.0), key=lambda d: d[1])
-    for name, (a, r) in diffs.items():
+    for name, (a, r) in list(diffs.items())[-8:]:  # the last blobs (outputs) in net order
         print(f"  {name}: max |diff| {a:.3g}, relative {r:.3g}")
+    if len(diffs) > 8:
+        print(f"  ... and {len(diffs) - 8} earlier blob(s) compared")
     print(f"{title}: largest difference {worst[0]:.3g} (relative {worst[1]:.3g})")
     return worst[1]
 
@@ -41,9 +43,9 @@ def check_caffe_pair(model_a, weights_a, model_b, weights_b, seed: int = 0,
                      dtype=torch.float64) -> dict[str, tuple[float, float]]:
     """Outputs of two Caffe models on the same random input (TEST phase)."""
     from ..export import NetModule, compare, random_inputs
-    a = NetModule(_build(model_a, weights_a, dtype))
-    b = NetModule(_build(model_b, weights_b, dtype))
-    names = [n for n in a.output_names if n in b.output_names]
+    a = NetModule(_build(model_a, weights_a, dtype), "all")
+    b = NetModule(_build(model_b, weights_b, dtype), "all")
+    names = [n for n in a.output_names if n in b.output_names]  # every blob both nets have
     if not names:
         raise BrewnetError("the converted net has none of the original outputs to compare")
     inputs = random_inputs(a, seed, dtype)
