@@ -63,3 +63,22 @@ def away_from(points: tuple[float, ...], margin: float) -> Callable:
             x[close] = p + np.sign(x[close] - p + 1e-12) * (margin + rng.uniform(0, 0.5, size=close.sum()))
         return x
     return gen
+
+
+def single_layer_net(layer: str, bottoms: dict, tops=("y",), phase: str = "TEST",
+                     force_backward: bool = True, dtype=None):
+    """A float64 Net of Input layers for ``bottoms`` (name -> shape) and the layer 'l' under test."""
+    import torch
+    from google.protobuf import text_format
+
+    import brewnet
+    from brewnet.proto import caffe_pb2
+
+    case = Case(layer=layer, bottoms=bottoms, tops=tuple(tops), phase=phase)
+    text = case.prototxt()
+    if not force_backward:
+        text = text.replace("force_backward: true", "force_backward: false", 1)
+    param = caffe_pb2.NetParameter()
+    text_format.Merge(text, param)
+    return brewnet.Net(param, brewnet.TRAIN if phase == "TRAIN" else brewnet.TEST,
+                       dtype=dtype or torch.float64)

@@ -9,19 +9,12 @@ from google.protobuf import text_format
 import brewnet
 from brewnet.errors import NetError
 from brewnet.proto import caffe_pb2
+from layer_harness import single_layer_net
 
 
 def make_net(layer: str, bottoms: dict, tops=("y",), force_backward=True):
     """Input layers for ``bottoms`` (name -> shape) and the layer 'l' under test."""
-    text = f'name: "t" force_backward: {"true" if force_backward else "false"}\n'
-    for b, s in bottoms.items():
-        dims = " ".join(f"dim: {d}" for d in s)
-        text += f'layer {{ name: "in_{b}" type: "Input" top: "{b}" input_param {{ shape {{ {dims} }} }} }}\n'
-    wiring = " ".join([f'bottom: "{b}"' for b in bottoms] + [f'top: "{t}"' for t in tops])
-    text += f'layer {{ name: "l" {wiring} {layer} }}\n'
-    param = caffe_pb2.NetParameter()
-    text_format.Merge(text, param)
-    return brewnet.Net(param, brewnet.TEST, dtype=torch.float64)
+    return single_layer_net(layer, bottoms, tops, phase="TEST", force_backward=force_backward)
 
 
 def run(layer: str, inputs: dict, tops=("y",)):
