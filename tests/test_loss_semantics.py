@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from google.protobuf import text_format
 
-import brewnet
 from brewnet.errors import NetError
 from brewnet.proto import caffe_pb2
 from layer_harness import single_layer_net
