@@ -20,7 +20,44 @@ def _host_view(t: torch.Tensor) -> np.ndarray | None:
     return None
 
 
-class Blob:
+class _BlobSurface:
+    """What Blob and ParamBlob share: pycaffe's shape accessors and the data/diff setters.
+
+    Subclasses provide ``data``/``diff`` getters and ``_shape_source`` (the tensor whose shape
+    the blob has)."""
+
+    name: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._shape_source.shape)
+
+    @property
+    def count(self) -> int:
+        return int(self._shape_source.numel())
+
+    def _legacy(self, axis: int) -> int:
+        shape = self.shape
+        if len(shape) > 4:
+            raise ValueError(f"blob '{self.name}' has {len(shape)} axes; num/channels/height/width need at most 4")
+        return shape[axis] if axis < len(shape) else 1  # Caffe's LegacyShape: missing axes are 1
+
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
+
+    def _set_data(self, value) -> None:
+        self.data[...] = value
+
+    def _set_diff(self, value) -> None:
+        self.diff[...] = value
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} shape={self.shape}>"
+
+
+class Blob(_BlobSurface):
     """An activation (or input) blob of a net."""
 
     def __init__(self, name: str, tensor: torch.Tensor):
@@ -81,9 +118,7 @@ class Blob:
                 self._tensor.to("cpu").contiguous().numpy().copy()
         return self._data_buf
 
-    @data.setter
-    def data(self, value) -> None:
-        self.data[...] = value
+    data = data.setter(_BlobSurface._set_data)
 
     @property
     def diff(self) -> np.ndarray:
@@ -95,28 +130,11 @@ class Blob:
             self._grad = torch.from_numpy(self._diff_buf)
         return self._diff_buf
 
-    @diff.setter
-    def diff(self, value) -> None:
-        self.diff[...] = value
+    diff = diff.setter(_BlobSurface._set_diff)
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self._tensor.shape)
-
-    @property
-    def count(self) -> int:
-        return int(self._tensor.numel())
-
-    def _legacy(self, axis: int) -> int:
-        shape = self.shape
-        if len(shape) > 4:
-            raise ValueError(f"blob '{self.name}' has {len(shape)} axes; num/channels/height/width need at most 4")
-        return shape[axis] if axis < len(shape) else 1  # Caffe's LegacyShape: missing axes are 1
-
-    num = property(lambda self: self._legacy(0))
-    channels = property(lambda self: self._legacy(1))
-    height = property(lambda self: self._legacy(2))
-    width = property(lambda self: self._legacy(3))
+    def _shape_source(self) -> torch.Tensor:
+        return self._tensor
 
     def reshape(self, *shape: int) -> None:
         """Give the blob a new shape (contents undefined until written), as pycaffe does."""
@@ -128,11 +146,8 @@ class Blob:
         self._diff_buf = None
         self._grad = None
 
-    def __repr__(self) -> str:
-        return f"<Blob {self.name!r} shape={self.shape}>"
 
-
-class ParamBlob:
+class ParamBlob(_BlobSurface):
     """A parameter blob: wraps the layer's own tensor, so arrays stay live across updates."""
 
     def __init__(self, layer, index: int):
@@ -152,9 +167,7 @@ class ParamBlob:
                                "use net.to('cpu') or read tensors directly")
         return view
 
-    @data.setter
-    def data(self, value) -> None:
-        self.data[...] = value
+    data = data.setter(_BlobSurface._set_data)
 
     @property
     def diff(self) -> np.ndarray:
@@ -166,22 +179,11 @@ class ParamBlob:
             raise RuntimeError("parameter diffs are live views only for float32 CPU nets")
         return view
 
-    @diff.setter
-    def diff(self, value) -> None:
-        self.diff[...] = value
+    diff = diff.setter(_BlobSurface._set_diff)
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.tensor.shape)
-
-    @property
-    def count(self) -> int:
-        return int(self.tensor.numel())
-
-    num = property(lambda self: Blob._legacy(self, 0))
-    channels = property(lambda self: Blob._legacy(self, 1))
-    height = property(lambda self: Blob._legacy(self, 2))
-    width = property(lambda self: Blob._legacy(self, 3))
+    def _shape_source(self) -> torch.Tensor:
+        return self.tensor
 
     @property
     def name(self) -> str:
@@ -189,6 +191,3 @@ class ParamBlob:
 
     def reshape(self, *shape: int) -> None:
         raise ValueError("parameter blobs keep the shape their layer gives them")
-
-    def __repr__(self) -> str:
-        return f"<ParamBlob {self.name} shape={self.shape}>"

@@ -31,7 +31,7 @@ _T = TypeVar("_T")
 __all__ = [
     "CaffeFormatError", "parse_text", "read_prototxt", "read_net", "net_from_text", "read_solver",
     "read_binary", "read_caffemodel", "write_caffemodel", "write_prototxt", "write_binary",
-    "read_binaryproto", "write_binaryproto", "blob_shape", "blob_matches_shape", "blob_to_array",
+    "read_binaryproto", "write_binaryproto", "blob_shape", "blob_matches_shape", "legacy_shape_equals", "blob_to_array",
     "array_to_blob", "upgrade_net", "upgrade_net_with_notes", "upgrade_solver",
 ]
 
@@ -322,10 +322,16 @@ def blob_matches_shape(blob: caffe_pb2.BlobProto, shape: tuple[int, ...]) -> boo
     A legacy 4-D blob matches any shape of at most 4 axes that equals it once left-padded with
     ones, so an old (1, 1, 1, N) bias loads into an (N,) bias.
     """
-    shape = tuple(shape)
     if any(blob.HasField(d) for d in _LEGACY_DIMS):
-        return len(shape) <= 4 and (1,) * (4 - len(shape)) + shape == blob_shape(blob)
-    return shape == tuple(blob.shape.dim)
+        return legacy_shape_equals(blob_shape(blob), shape)
+    return tuple(shape) == tuple(blob.shape.dim)
+
+
+def legacy_shape_equals(legacy: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """Caffe's ShapeEquals for a legacy 4-D (num, channels, height, width) shape: equal once
+    ``shape`` (at most 4 axes) is left-padded with ones."""
+    shape = tuple(shape)
+    return len(legacy) == 4 and len(shape) <= 4 and (1,) * (4 - len(shape)) + shape == tuple(legacy)
 
 
 def blob_to_array(blob: caffe_pb2.BlobProto, diff: bool = False) -> np.ndarray:

@@ -230,9 +230,7 @@ class Net:
                 raise NetError(f"{where}: unknown bottom blob '{b}' (no earlier layer produces it; "
                                f"blobs so far: {known})")
         bottom_shapes = [self._shapes[b] for b in lp.bottom]
-        layer.is_setup = False
         top_shapes = [tuple(int(d) for d in s) for s in layer.setup(bottom_shapes)]
-        layer.is_setup = True
         if len(top_shapes) != len(lp.top):
             raise NetError(f"{where}: produced {len(top_shapes)} tops for {len(lp.top)} top names")
         for top, shape in zip(lp.top, top_shapes):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import NetError
+from ..fileio import legacy_shape_equals
 
 Shape = tuple[int, ...]
 
@@ -141,7 +142,7 @@ class Layer(nn.Module):
             self.fail(f"caffemodel has {len(arrays)} blobs, this layer has {len(mine)}")
         for i, (arr, blob) in enumerate(zip(arrays, mine)):
             if tuple(arr.shape) != tuple(blob.shape):
-                if arr.size == blob.numel() and _legacy_shape_matches(arr.shape, blob.shape):
+                if legacy_shape_equals(arr.shape, blob.shape):
                     arr = arr.reshape(blob.shape)  # Caffe accepts legacy 4-D (1,1,N,K) shapes
                 else:
                     self.fail(f"blob {i} shape mismatch: caffemodel has {tuple(arr.shape)}, "
@@ -174,11 +175,3 @@ class Layer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
-
-
-def _legacy_shape_matches(legacy: Sequence[int], shape: Sequence[int]) -> bool:
-    """Caffe's Blob::ShapeEquals for old 4-D blobs: leading axes of size 1 may be dropped."""
-    legacy = list(legacy)
-    while len(legacy) > len(shape) and legacy[0] == 1:
-        legacy.pop(0)
-    return tuple(legacy) == tuple(shape)
