@@ -27,5 +27,7 @@ CASES = {
              bottoms={"x": (2, 3)}, id="one-bottom", eps=1e-2, tol=1e-3),  # runs in float32, as pycaffe
         Case(layer='type: "Python" python_param { module: "pylayers" layer: "SumTwo" }',
              bottoms={"a": (2, 3), "b": (2, 3)}, id="two-bottoms", eps=1e-2, tol=1e-3),
+        Case(layer='type: "Python" python_param { module: "pylayers" layer: "LearnedScale" param_str: "2" }',
+             bottoms={"x": (2, 3)}, id="learnable-blob", eps=1e-2, tol=1e-3),
     ],
 }

@@ -41,3 +41,22 @@ class SumTwo(caffe.Layer):
         for i in range(2):
             if propagate_down[i]:
                 bottom[i].diff[...] = top[0].diff
+
+
+class LearnedScale(caffe.Layer):
+    """top = w * bottom with one learnable scalar blob w (pycaffe's self.blobs)."""
+
+    def setup(self, bottom, top):
+        self.blobs.add_blob(1)
+        self.blobs[0].data[...] = float(self.param_str or 1.0)
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = self.blobs[0].data[0] * bottom[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        self.blobs[0].diff[0] += (top[0].diff * bottom[0].data).sum()
+        if propagate_down[0]:
+            bottom[0].diff[...] = self.blobs[0].data[0] * top[0].diff

@@ -356,3 +356,24 @@ def test_fused_batchnorm_scale_equals_the_two_layers(in_place):
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     for a, b in zip(results[0][1] + results[0][2], results[1][1] + results[1][2]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_python_layer_blobs_are_learnable_params(tmp_path):
+    """pycaffe Python layers' self.blobs are net params: gradients accumulate, caffemodels hold them."""
+    text = "force_backward: true\n" + INPUT + INPUT.replace('"data"', '"t"') + """
+    layer { name: "py" type: "Python" bottom: "data" top: "y"
+            python_param { module: "pylayers" layer: "LearnedScale" param_str: "3" } }
+    layer { name: "eu" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "eu" }
+    """
+    net = make(text, brewnet.TRAIN)
+    assert net.params["py"][0].data[0] == 3 and len(net.learnable) == 1
+    x, t = np.random.randn(2, 3), np.random.randn(2, 3)
+    expected = ((3 * x - t) * x).sum() / 2  # d/dw of sum((w x - t)^2) / (2 N)
+    for k in (1, 2):  # the second backward accumulates, as every Caffe param diff does
+        net.forward(data=x, t=t)
+        net.backward()
+        assert net.params["py"][0].diff[0] == pytest.approx(k * expected, rel=1e-4)
+    path = str(tmp_path / "py.caffemodel")
+    net.params["py"][0].data[...] = 5
+    net.save(path)
+    assert make(text, brewnet.TEST, weights=path).params["py"][0].data[0] == 5

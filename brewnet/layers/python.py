@@ -13,7 +13,7 @@ import importlib
 import numpy as np
 import torch
 
-from ..blob import Blob
+from ..blob import Blob, ParamBlob
 from .base import Layer as _Layer
 from .base import register
 
@@ -38,10 +38,21 @@ class Layer:
 
 
 class _BlobList(list):
-    """pycaffe's layer.blobs: a list with add_blob(*shape)."""
+    """pycaffe's layer.blobs: a list with add_blob(*shape).
+
+    Each blob is a learnable parameter of the owning net layer (so the solver trains it, it is
+    saved in caffemodels and shared by ``param { name }``), seen by the user's code as a Blob
+    whose ``data``/``diff`` are live views of the parameter and its gradient.
+    """
+
+    def __init__(self, owner: "Python"):
+        super().__init__()
+        self._owner = owner
 
     def add_blob(self, *shape):
-        self.append(Blob(f"blob{len(self)}", torch.zeros(shape, dtype=torch.float32)))
+        index = len(self._owner.blob_names)
+        self._owner.add_blob(f"blob{index}", torch.zeros(shape, dtype=torch.float32))
+        self.append(ParamBlob(self._owner, index))
 
 
 def _blobs_for(tensors, names):
@@ -54,7 +65,9 @@ def _blobs_for(tensors, names):
 
 class _PythonFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, owner, *bottoms):
+    def forward(ctx, owner, num_bottoms, *inputs):
+        bottoms, params = inputs[:num_bottoms], inputs[num_bottoms:]
+        ctx.num_params = len(params)
         user = owner.user
         bottom = _blobs_for(bottoms, owner.param.bottom)
         top = [Blob(n, torch.zeros(0)) for n in owner.param.top]
@@ -69,12 +82,26 @@ class _PythonFunction(torch.autograd.Function):
     def backward(ctx, *grads):
         for t, g in zip(ctx.top, grads):
             t.diff[...] = 0 if g is None else g.detach().to("cpu", torch.float32).numpy()
-        propagate_down = [bool(n) for n in ctx.needs_input_grad[1:]]
+        num_bottoms = len(ctx.bottom)
+        propagate_down = [bool(n) for n in ctx.needs_input_grad[2:2 + num_bottoms]]
+        # The user's backward writes parameter diffs into the parameters' .grad (pycaffe's
+        # blob.diff); hand autograd what it added and put .grad back, so autograd accumulates it.
+        params = ctx.owner.blobs[:ctx.num_params]
+        before = [None if p.grad is None else p.grad.clone() for p in params]
         ctx.owner.user.backward(ctx.top, propagate_down, ctx.bottom)
-        outs = [None]
+        param_grads = []
+        for p, b in zip(params, before):
+            after = p.grad if p.grad is not None else torch.zeros_like(p)
+            param_grads.append(after - (0 if b is None else b))
+            with torch.no_grad():
+                if b is None:
+                    p.grad = None
+                else:
+                    p.grad.copy_(b)
+        outs = [None, None]
         for b, (dev, dtype), need in zip(ctx.bottom, ctx.meta, propagate_down):
             outs.append(torch.as_tensor(np.array(b.diff), device=dev, dtype=dtype) if need else None)
-        return tuple(outs)
+        return tuple(outs) + tuple(param_grads)
 
 
 @register("Python")
@@ -97,7 +124,7 @@ class Python(_Layer):
             self.user = cls()
             self.user.param_str = p.param_str
             self.user.phase = self.phase
-            self.user.blobs = _BlobList()
+            self.user.blobs = _BlobList(self)
             bottom = [Blob(n, torch.zeros(s)) for n, s in zip(self.param.bottom, bottom_shapes)]
             top = [Blob(n, torch.zeros(0)) for n in self.param.top]
             self.user.setup(bottom, top)
@@ -107,5 +134,4 @@ class Python(_Layer):
         return [t.shape for t in top]
 
     def forward(self, *bottoms):
-        outs = _PythonFunction.apply(self, *bottoms)
-        return outs
+        return _PythonFunction.apply(self, len(bottoms), *bottoms, *self.blobs)
