@@ -377,3 +377,16 @@ def test_python_layer_blobs_are_learnable_params(tmp_path):
     net.params["py"][0].data[...] = 5
     net.save(path)
     assert make(text, brewnet.TEST, weights=path).params["py"][0].data[0] == 5
+
+
+def test_backward_from_a_middle_layer():
+    """backward(start=L) starts from the diffs on L's tops, as pycaffe's BackwardFrom does."""
+    text = "force_backward: true\n" + INPUT + """
+    layer { name: "a" type: "Power" bottom: "data" top: "a" power_param { scale: 2 } }
+    layer { name: "b" type: "Power" bottom: "a" top: "b" power_param { scale: 5 } }
+    """
+    net = make(text)
+    net.forward(data=np.ones((2, 3)))
+    net.blobs["a"].diff[...] = 0.25
+    diffs = net.backward(start="a")
+    np.testing.assert_allclose(diffs["data"], 0.5)
