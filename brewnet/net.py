@@ -197,7 +197,7 @@ class Net:
         self._input_blobs: list[str] = []
         consumed: set[str] = set()
         for lp in self.net_param.layer:
-            layer = self._setup_layer(lp)
+            self._setup_layer(lp)
             consumed.update(lp.bottom)
             for t in lp.top:  # a top consumed in place is still an output if nothing reads it later
                 consumed.discard(t)  # (Caffe: bottoms leave available_blobs, then tops enter it)
@@ -404,6 +404,8 @@ class Net:
                     outs = (outs,)
                 if not lp.bottom:  # data layers make tensors on the CPU in float32
                     outs = [o.to(self.device, self.dtype) for o in outs]
+                elif not layer.has_backward:  # Accuracy, ArgMax, Threshold: Caffe has no backward
+                    outs = [o.detach() for o in outs]
             for name, t in zip(lp.top, outs):
                 env[name] = t
                 if keep_versions:

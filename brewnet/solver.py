@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from . import fileio, runtime
-from .errors import BrewnetError, SolverError
+from .errors import SolverError
 from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
 

@@ -1,5 +1,4 @@
 """Python layers used by the tests, written the way pycaffe users write them."""
-import numpy as np
 
 import brewnet as caffe
 

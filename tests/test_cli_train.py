@@ -1,9 +1,7 @@
 """`brewnet train|test|time` command lines: Caffe's log lines, metrics, errors, signals."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

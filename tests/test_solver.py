@@ -6,7 +6,6 @@ b at 0.5 (lr_mult 2, decay_mult 0).
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

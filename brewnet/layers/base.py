@@ -10,7 +10,7 @@ BatchNorm statistics) are registered on the module in Caffe's order: learnable o
 from __future__ import annotations
 
 import difflib
-from typing import ClassVar, Sequence
+from typing import ClassVar, NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -152,7 +152,7 @@ class Layer(nn.Module):
         return []
 
     # ----- helpers for subclasses -----------------------------------------------------------
-    def fail(self, message: str) -> "NoReturn":  # noqa: F821
+    def fail(self, message: str) -> NoReturn:
         raise NetError(f"layer '{self.name}' ({self.type}): {message}")
 
     def fill(self, filler_param, shape: Shape, default_value: float = 0.0) -> torch.Tensor:
@@ -175,3 +175,21 @@ class Layer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
+
+
+class DataLayer(Layer):
+    """A layer that reads no bottoms and produces data (Input, DummyData, the readers)."""
+
+    num_bottoms = (0, 0)
+    num_tops = (1, None)
+    is_data = True
+    has_backward = False
+
+    def one_per_top(self, values: list, what: str) -> list:
+        """Caffe's rule for per-top settings: one value serves every top, else one per top."""
+        n = len(self.param.top)
+        if len(values) == 1:
+            return values * n
+        if len(values) != n:
+            self.fail(f"gives {len(values)} {what} for {n} tops (give 1 or {n})")
+        return values

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from ..data import DataError, resolve_path
 from ..data.prefetch import attach
 from ..data.sources import DatumSource, HDF5Source, ImageListSource
 from ..data.transformer import DataTransformer
-from .base import Layer, register
+from .base import DataLayer, Layer, register
 
 log = logging.getLogger("brewnet")
 
@@ -45,12 +46,10 @@ def layer_rng(layer: Layer, explicit_seed: int = -1) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
-class _ReaderLayer(Layer):
+class _ReaderLayer(DataLayer):
     """Shared machinery: a batch source built once in setup, a prefetcher started on forward."""
 
-    num_bottoms = (0, 0)
-    is_data = True
-    has_backward = False
+    num_tops = (1, 1)
 
     def __init__(self, param, phase):
         super().__init__(param, phase)
@@ -67,7 +66,7 @@ class _ReaderLayer(Layer):
     def model_dir(self, value) -> None:
         self._model_dir = value
 
-    def _fail_data(self, err: Exception) -> "NoReturn":  # noqa: F821
+    def _fail_data(self, err: Exception) -> NoReturn:
         raise DataError(f"layer '{self.name}' ({self.type}): {err}") from None
 
     def setup(self, bottom_shapes):
@@ -208,7 +207,7 @@ class HDF5Data(_ReaderLayer):
 
 
 @register("MemoryData")
-class MemoryData(Layer):
+class MemoryData(DataLayer):
     """Caffe's MemoryDataLayer: batches cut from arrays given by the script.
 
     ``memory_data_param``: batch_size, channels, height, width.  Feed it with
@@ -219,10 +218,7 @@ class MemoryData(Layer):
     warning once.
     """
 
-    num_bottoms = (0, 0)
     num_tops = (2, 2)
-    is_data = True
-    has_backward = False
 
     def setup(self, bottom_shapes):
         p = self.param.memory_data_param
