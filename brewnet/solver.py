@@ -753,6 +753,15 @@ class NesterovSolver(Solver):
         return update
 
 
+def _rms_scaled(grads, hist, delta: float, local_rate: float):
+    """AdaGrad's and RMSProp's update: lr · g / (sqrt(h) + delta), in Caffe's order."""
+    upd = torch._foreach_sqrt(hist)
+    torch._foreach_add_(upd, delta)
+    upd = torch._foreach_div(grads, upd)
+    torch._foreach_mul_(upd, local_rate)
+    return upd
+
+
 class AdaGradSolver(Solver):
     """``h += g²``; ``update = lr·g/(sqrt(h)+delta)``."""
 
@@ -765,13 +774,8 @@ class AdaGradSolver(Solver):
             raise SolverError("momentum cannot be used with AdaGrad (set momentum: 0)")
 
     def compute_update_value(self, g, grads, local_rate):
-        upd = torch._foreach_mul(grads, grads)
-        torch._foreach_add_(g.hist, upd)
-        upd = torch._foreach_sqrt(g.hist)
-        torch._foreach_add_(upd, float(self.param.delta))
-        upd = torch._foreach_div(grads, upd)
-        torch._foreach_mul_(upd, local_rate)
-        return upd
+        torch._foreach_add_(g.hist, torch._foreach_mul(grads, grads))
+        return _rms_scaled(grads, g.hist, float(self.param.delta), local_rate)
 
 
 class RMSPropSolver(Solver):
@@ -792,11 +796,7 @@ class RMSPropSolver(Solver):
         sq = torch._foreach_mul(grads, grads)
         torch._foreach_mul_(g.hist, d)
         torch._foreach_add_(g.hist, sq, alpha=f32(1.0 - d))
-        upd = torch._foreach_sqrt(g.hist)
-        torch._foreach_add_(upd, float(self.param.delta))
-        upd = torch._foreach_div(grads, upd)
-        torch._foreach_mul_(upd, local_rate)
-        return upd
+        return _rms_scaled(grads, g.hist, float(self.param.delta), local_rate)
 
 
 class AdaDeltaSolver(Solver):

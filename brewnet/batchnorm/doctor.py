@@ -192,24 +192,23 @@ def diagnose(net, batches) -> Report:
                                        torch.linalg.vector_norm(yb).clamp_min(1e-30)))
         return pre
 
-    handles = [bn.register_forward_pre_hook(hook(bn)) for bn in bns]
-    try:
-        _set_mode(bns, True)
-        acc_g = {t: [] for t in acc_tops}
+    def accuracies(use_global: bool) -> dict[str, list[float]]:
+        _set_mode(bns, use_global)
+        acc = {t: [] for t in acc_tops}
         for batch in batches:
             _replay(net, batch)
             for t in acc_tops:
-                acc_g[t].append(float(np.asarray(net.blobs[t].data).reshape(-1)[0]))
+                acc[t].append(float(np.asarray(net.blobs[t].data).reshape(-1)[0]))
+        return acc
+
+    handles = [bn.register_forward_pre_hook(hook(bn)) for bn in bns]
+    try:
+        acc_g = accuracies(True)
     finally:
         for h in handles:
             h.remove()
     try:
-        _set_mode(bns, False)
-        acc_b = {t: [] for t in acc_tops}
-        for batch in batches:
-            _replay(net, batch)
-            for t in acc_tops:
-                acc_b[t].append(float(np.asarray(net.blobs[t].data).reshape(-1)[0]))
+        acc_b = accuracies(False)
     finally:
         for bn, (g, u) in zip(bns, saved):
             bn.use_global_stats, bn.update_statistics = g, u

@@ -11,6 +11,18 @@ import torch
 from .base import Layer, canonical_axis, count, register
 
 
+def _axis_or_legacy(layer: Layer, p, legacy: str, ndim: int) -> int:
+    """``axis``, or the legacy non-negative ``concat_dim``/``slice_dim`` (not both)."""
+    if p.HasField("axis") and p.HasField(legacy):
+        layer.fail(f"either axis or {legacy} should be specified, not both")
+    if p.HasField(legacy):
+        value = getattr(p, legacy)
+        if value >= ndim:
+            layer.fail(f"{legacy} {value} out of range for a {ndim}-D bottom")
+        return value
+    return canonical_axis(p.axis, ndim, layer)
+
+
 def _filler(p, field: str):
     """The FillerParameter ``field`` of ``p`` if given, else None (constant default)."""
     return getattr(p, field) if p.HasField(field) else None
@@ -107,14 +119,7 @@ class Concat(Layer):
     num_bottoms = (1, None)
 
     def _axis(self, ndim):
-        p = self.param.concat_param
-        if p.HasField("axis") and p.HasField("concat_dim"):
-            self.fail("either axis or concat_dim should be specified, not both")
-        if p.HasField("concat_dim"):
-            if p.concat_dim >= ndim:
-                self.fail(f"concat_dim {p.concat_dim} out of range for a {ndim}-D bottom")
-            return p.concat_dim
-        return canonical_axis(p.axis, ndim, self)
+        return _axis_or_legacy(self, self.param.concat_param, "concat_dim", ndim)
 
     def setup(self, bottom_shapes):
         first = tuple(bottom_shapes[0])
@@ -142,14 +147,7 @@ class Slice(Layer):
 
     def _sizes(self, shape):
         p = self.param.slice_param
-        if p.HasField("axis") and p.HasField("slice_dim"):
-            self.fail("either axis or slice_dim should be specified, not both")
-        if p.HasField("slice_dim"):
-            if p.slice_dim >= len(shape):
-                self.fail(f"slice_dim {p.slice_dim} out of range for a {len(shape)}-D bottom")
-            axis = p.slice_dim
-        else:
-            axis = canonical_axis(p.axis, len(shape), self)
+        axis = _axis_or_legacy(self, p, "slice_dim", len(shape))
         dim, n = shape[axis], len(self.param.top)
         if p.slice_point:
             if len(p.slice_point) != n - 1:
