@@ -11,8 +11,10 @@ Two nets, batch 64:
 brewnet runs ``solver.step(1)`` (clear diffs, forward_loss, backward, Caffe's SGD update with
 weight decay); PyTorch runs ``zero_grad(); loss = CE(model(x), y); loss.backward(); opt.step()``
 with ``torch.optim.SGD(momentum=0.9, weight_decay=5e-4)`` (its default foreach implementation).
-The two alternate, block by block, for several repeats; each block times ``--steps`` steps; the
-median ms/step per side and their ratio (brewnet / PyTorch) are printed.
+Variants: brewnet NCHW and with ``net.channels_last``; PyTorch NCHW and channels-last.  They
+alternate, block by block, for several repeats; each block times ``--steps`` steps; the median
+ms/step of each and its speed relative to hand-written PyTorch (NCHW) are printed (above 1 is
+faster).
 """
 from __future__ import annotations
 
@@ -145,45 +147,58 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def bench(name, prototxt, module, shape, args, device, tmp):
-    net_path = os.path.join(tmp, f"{name}.prototxt")
-    with open(net_path, "w") as f:
-        f.write(prototxt)
+def _brewnet_solver(name, net_path, device, tmp, channels_last: bool):
     solver_path = os.path.join(tmp, f"{name}_solver.prototxt")
     with open(solver_path, "w") as f:
         f.write(f'net: "{net_path}"\ntype: "SGD" base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005\n'
                 f'lr_policy: "fixed" max_iter: 1000000 display: 0 random_seed: 1\n'
                 f'snapshot_prefix: "{tmp}/{name}"\n')
     solver = brewnet.SGDSolver(solver_path, device=device)
+    solver.net.channels_last = channels_last
+    return solver
+
+
+def bench(name, prototxt, module, shape, args, device, tmp):
+    """Every variant's training step, interleaved; returns {label: median ms/step}.
+
+    brewnet (NCHW), brewnet with ``net.channels_last``; PyTorch hand-written, NCHW and with the
+    model and input channels-last (PyTorch's own recipe for CPU/CUDA convolutions)."""
+    net_path = os.path.join(tmp, f"{name}.prototxt")
+    with open(net_path, "w") as f:
+        f.write(prototxt)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen)
     y = torch.randint(0, 10, (shape[0],), generator=gen)
-    solver.net.blobs["data"].data[...] = x.numpy()
-    solver.net.blobs["label"].data[...] = y.numpy()
+    steps = {}
+    solvers = {}
+    for label, cl in (("brewnet", False), ("brewnet channels-last", True)):
+        solver = solvers[label] = _brewnet_solver(name, net_path, device, tmp, cl)
+        solver.net.blobs["data"].data[...] = x.numpy()
+        solver.net.blobs["label"].data[...] = y.numpy()
+        steps[label] = (lambda s: lambda: s.step(1))(solver)
+    for label, cl in (("pytorch", False), ("pytorch channels-last", True)):
+        model = module().to(device)
+        xd, yd = x.to(device), y.to(device)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+            xd = xd.contiguous(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
 
-    model = module().to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
-    xd, yd = x.to(device), y.to(device)
+        def torch_step(model=model, opt=opt, xd=xd, yd=yd):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xd), yd)
+            loss.backward()
+            opt.step()
+        steps[label] = torch_step
 
-    def torch_step():
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xd), yd)
-        loss.backward()
-        opt.step()
-
-    def brew_step():
-        solver.step(1)
-
-    for _ in range(3):  # warm up both
-        brew_step()
-        torch_step()
+    for fn in steps.values():  # warm up every variant
+        for _ in range(3):
+            fn()
     _sync(device)
-    times = {"brewnet": [], "pytorch": []}
+    times = {label: [] for label in steps}
+    order = list(steps.items())
     for r in range(args.repeats):
-        order = (("brewnet", brew_step), ("pytorch", torch_step))
-        if r % 2:
-            order = order[::-1]
-        for label, fn in order:
+        for label, fn in (order if r % 2 == 0 else order[::-1]):
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(args.steps):
@@ -192,6 +207,7 @@ def bench(name, prototxt, module, shape, args, device, tmp):
             times[label].append((time.perf_counter() - t0) * 1e3 / args.steps)
     # where brewnet's time goes: the solver's own work (clear diffs + Caffe's update) alone
     upd = []
+    solver = solvers["brewnet"]
     for _ in range(args.repeats):
         _sync(device)
         t0 = time.perf_counter()
@@ -200,12 +216,13 @@ def bench(name, prototxt, module, shape, args, device, tmp):
             solver.apply_update()
         _sync(device)
         upd.append((time.perf_counter() - t0) * 1e3 / args.steps)
-    b = statistics.median(times["brewnet"])
-    p = statistics.median(times["pytorch"])
-    print(f"{name:14s} brewnet {b:8.2f} ms/step   pytorch {p:8.2f} ms/step   ratio {b / p:5.2f}   "
-          f"(median of {args.repeats} x {args.steps} steps; brewnet solver clear+update "
-          f"{statistics.median(upd):.2f} ms of it)")
-    return b, p
+    med = {label: statistics.median(v) for label, v in times.items()}
+    base = med["pytorch"]
+    print(f"{name} (median of {args.repeats} x {args.steps} steps; brewnet's solver clear+update "
+          f"{statistics.median(upd):.2f} ms of its step)")
+    for label, ms in med.items():
+        print(f"  {label:24s} {ms:8.2f} ms/step   speed vs hand-written PyTorch (NCHW) {base / ms:5.2f}x")
+    return med
 
 
 def main(argv=None):

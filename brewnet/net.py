@@ -35,6 +35,9 @@ from .proto import caffe_pb2
 
 log = logging.getLogger("brewnet")
 
+#: default of Net.channels_last (see benchmarks/bench_train_step.py for the measured effect)
+CHANNELS_LAST_DEFAULT = False
+
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
 
@@ -208,6 +211,9 @@ class Net:
         self._last: dict[str, list[torch.Tensor]] | None = None
         #: the training path runs BatchNorm + Scale pairs as one fused op (set False to compare)
         self.fuse = True
+        #: 4-D data enters the net channels-last (NHWC in memory; shapes and values unchanged),
+        #: which PyTorch's CPU and CUDA convolutions run faster; set False for NCHW throughout
+        self.channels_last = CHANNELS_LAST_DEFAULT
         self._fused_bn_scale = self._find_fusions()
 
     def _setup_layer(self, lp) -> Layer:
@@ -384,6 +390,8 @@ class Net:
                     v = self.blobs[t]._value(self.device)
                     if v.dtype != self.dtype:
                         v = v.to(self.dtype)
+                    if self.channels_last and v.dim() == 4:
+                        v = v.contiguous(memory_format=torch.channels_last)
                     if grad and self.force_backward:
                         v = v.detach().requires_grad_()
                     outs.append(v)
@@ -404,6 +412,9 @@ class Net:
                     outs = (outs,)
                 if not lp.bottom:  # data layers make tensors on the CPU in float32
                     outs = [o.to(self.device, self.dtype) for o in outs]
+                    if self.channels_last:
+                        outs = [o.contiguous(memory_format=torch.channels_last) if o.dim() == 4 else o
+                                for o in outs]
                 elif not layer.has_backward:  # Accuracy, ArgMax, Threshold: Caffe has no backward
                     outs = [o.detach() for o in outs]
             for name, t in zip(lp.top, outs):

@@ -181,3 +181,16 @@ def test_cli_time_prints_caffe_summary(tmp_path, monkeypatch, capsys):
     assert "       ip1\tforward: " in out and "       ip1\tbackward: " in out
     assert cli.main(["time", "-model", "net.prototxt", "-iterations", "1", "-forward_only"]) == 0
 
+
+
+def test_cli_speed_switches(tmp_path, monkeypatch, capsys):
+    """-fuse and -channels_last turn brewnet's speed-ups off and on; training still works."""
+    write_solver(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["time", "-model", "net.prototxt", "-iterations", "1", "-fuse", "off",
+                     "-channels_last", "on"]) == 0
+    assert cli.main(["train", "-solver", "solver.prototxt", "-iterations", "2", "--fuse", "off",
+                     "--channels_last", "on"]) == 0
+    with pytest.raises(SystemExit) as e:  # argparse: usage error, exit 2
+        cli.main(["time", "-model", "net.prototxt", "-fuse", "sometimes"])
+    assert e.value.code == 2

@@ -26,6 +26,8 @@ def add_arguments(parser) -> None:
     flag(parser, "gpu", default="", help="GPU id to use (default: CPU)")
     flag(parser, "level", type=int, default=0, help="NetState level")
     flag(parser, "stage", default="", help="NetState stages, comma separated")
+    from .train import add_speed_flags
+    add_speed_flags(parser)
 
 
 def _fmt(v: float) -> str:
@@ -47,6 +49,8 @@ def run(args) -> int:
     device = device_from_flag(args.gpu)
     stages = [s.strip() for s in args.stage.split(",") if s.strip()]
     net = Net(args.model, phase=TEST, level=args.level, stages=stages, device=device)
+    from .train import apply_speed_flags
+    apply_speed_flags([net], args)
     for w in (w.strip() for w in args.weights.split(",") if w.strip()):
         if not os.path.exists(w):
             raise BrewnetError(f"weights file not found: {w}")

@@ -31,6 +31,8 @@ def add_arguments(parser) -> None:
     flag(parser, "level", type=int, default=0, help="NetState level")
     flag(parser, "stage", default="", help="NetState stages, comma separated")
     flag(parser, "weights", default="", help="optional caffemodel to load first")
+    from .train import add_speed_flags
+    add_speed_flags(parser)
 
 
 def _sync(device) -> None:
@@ -132,6 +134,8 @@ def run(args) -> int:
     stages = [s.strip() for s in args.stage.split(",") if s.strip()]
     phase = TRAIN if args.phase == "TRAIN" else TEST
     net = Net(args.model, phase=phase, level=args.level, stages=stages, device=device)
+    from .train import apply_speed_flags
+    apply_speed_flags([net], args)
     if args.weights:
         net.copy_from(args.weights)
     timer = LayerTimer(net)

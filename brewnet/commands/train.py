@@ -43,6 +43,23 @@ def add_arguments(parser) -> None:
          help="on SIGINT and SIGTERM: stop (snapshot, then exit), snapshot (and go on), none")
     flag(parser, "sighup_effect", default="snapshot", choices=EFFECTS, help="on SIGHUP")
     flag(parser, "metrics", default="", help="metrics file (default <snapshot_prefix>_metrics.jsonl)")
+    add_speed_flags(parser)
+
+
+def add_speed_flags(parser) -> None:
+    """Switches for the speed-ups that keep Caffe's numbers (each on by its net default)."""
+    flag(parser, "fuse", default=None, choices=("on", "off"),
+         help="run BatchNorm + Scale pairs as one fused batch norm in training (default on)")
+    flag(parser, "channels_last", default=None, choices=("on", "off"),
+         help="feed 4-D data channels-last (NHWC memory) to the convolutions")
+
+
+def apply_speed_flags(nets, args) -> None:
+    for net in nets:
+        if getattr(args, "fuse", None) is not None:
+            net.fuse = args.fuse == "on"
+        if getattr(args, "channels_last", None) is not None:
+            net.channels_last = args.channels_last == "on"
 
 
 def device_from_flag(gpu: str | None, what: str = "-gpu"):
@@ -183,6 +200,7 @@ def run(args) -> int:
     log.info("Using %s", "GPU " + str(device.index) if device.type == "cuda" else "the CPU")
 
     solver = solver_class(param.type or "SGD")(args.solver, device=device, param=param)
+    apply_speed_flags([solver.net, *solver.test_nets], args)
 
     weights = [w.strip() for w in args.weights.split(",") if w.strip()]
     for w in weights:
