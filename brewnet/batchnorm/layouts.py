@@ -101,8 +101,11 @@ def detect(arrays: list[np.ndarray], source_param=None, name: str = "?",
             if rank4:
                 kind = "0.15-cudnn"
             else:
-                kind = "0.16" if (source_param is not None and
-                                  source_param.batch_norm_param.HasField("scale_bias")) else "0.15"
+                # 0.16/0.17 keep the correction blob (index 2) at exactly 1, as brewnet does: a
+                # 0.15 mean (the same index) is almost never exactly 1.0
+                kind = "0.16" if ((source_param is not None and
+                                   source_param.batch_norm_param.HasField("scale_bias"))
+                                  or float(flat(arrs[2])[0]) == 1.0) else "0.15"
         elif by_size == [True, True, True, True, False] and sizes[4] == 1:
             kind = "0.15-cudnn" if rank4 else "0.15"
         elif by_size == [True, True, False, True, True] and sizes[2] == 1:
