@@ -191,6 +191,9 @@ class Solver:
         self.smoothed_loss = 0.0
         self._last_lr = None
         self.last_test_scores: list[OrderedDict] = []
+        #: precise BatchNorm before tests and snapshots (see recalibrate_batchnorm); 0 = Caffe's
+        self.bn_recalibrate = 0
+        self._recalibrated_at = -1
         self._init_train_net()
         self._init_test_nets()
         for w in param.weights:
@@ -486,7 +489,33 @@ class Solver:
         log.info("Optimization Done.")
 
     # ----- testing ---------------------------------------------------------------------------
+    def recalibrate_batchnorm(self) -> None:
+        """Precise BatchNorm (off unless ``bn_recalibrate`` > 0): before testing and snapshotting,
+        replace the running statistics by the average over ``bn_recalibrate`` training batches
+        under the current weights.  Caffe's moving average (maf .999 spans about 1000
+        iterations) lags weights that change fast, e.g. at a high learning rate; TRAIN passes do
+        not read the statistics, so training itself is unchanged, but the train net's data
+        layers supply those batches."""
+        if self.bn_recalibrate <= 0 or self._recalibrated_at == self.iter:
+            return
+        bns = [layer for layer in self.net.layers if layer.type == "BatchNorm" and not layer.use_global_stats]
+        if not bns:
+            return
+        for bn in bns:
+            bn.begin_recalibration()
+        try:
+            with torch.no_grad():
+                for _ in range(self.bn_recalibrate):
+                    self.net.forward_loss()
+        finally:
+            for bn in bns:
+                bn.end_recalibration()
+        self._recalibrated_at = self.iter
+        log.info("Iteration %d, BatchNorm statistics re-estimated over %d batches (%d layers)",
+                 self.iter, self.bn_recalibrate, len(bns))
+
     def test_all(self) -> list[OrderedDict]:
+        self.recalibrate_batchnorm()
         self.last_test_scores = []
         for i in range(len(self.test_nets)):
             if self.requested_early_exit:
@@ -627,6 +656,7 @@ class Solver:
 
     def snapshot(self) -> tuple[str, str]:
         """Write ``<prefix>_iter_<N>.caffemodel`` and ``.solverstate`` (atomically)."""
+        self.recalibrate_batchnorm()
         p = self.param
         if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
             if not getattr(self, "_warned_hdf5", False):

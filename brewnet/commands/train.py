@@ -44,6 +44,9 @@ def add_arguments(parser) -> None:
     flag(parser, "sighup_effect", default="snapshot", choices=EFFECTS, help="on SIGHUP")
     flag(parser, "metrics", default="", help="metrics file (default <snapshot_prefix>_metrics.jsonl)")
     add_speed_flags(parser)
+    flag(parser, "bn_recalibrate", type=int, default=0, metavar="N",
+         help="before each test and snapshot, re-estimate BatchNorm statistics over N training "
+              "batches (precise BN; default 0: Caffe's moving averages as they are)")
 
 
 def add_speed_flags(parser) -> None:
@@ -201,6 +204,7 @@ def run(args) -> int:
 
     solver = solver_class(param.type or "SGD")(args.solver, device=device, param=param)
     apply_speed_flags([solver.net, *solver.test_nets], args)
+    solver.bn_recalibrate = args.bn_recalibrate
 
     weights = [w.strip() for w in args.weights.split(",") if w.strip()]
     for w in weights:

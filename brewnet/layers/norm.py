@@ -146,6 +146,20 @@ class BatchNorm(Layer):
             self._update_statistics(mean_b, var_b * correction)
         return y
 
+    def begin_recalibration(self) -> None:
+        """Start re-estimating the statistics as the exact average over the batches to come
+        (moving_average_fraction 1 from zero), for Solver.recalibrate_batchnorm."""
+        self._saved_maf, self.maf = self.maf, 1.0
+        with torch.no_grad():
+            self.running_mean.zero_()
+            self.running_var.zero_()
+            if not self.nvcaffe:  # BVLC's factor s restarts; NVCaffe's correction blob stays 1
+                self.factor.zero_()
+        self.weight_sum = 0.0
+
+    def end_recalibration(self) -> None:
+        self.maf = self._saved_maf
+
     def _update_statistics(self, mean_b: torch.Tensor, var_unbiased: torch.Tensor) -> None:
         maf = self.maf
         if self.nvcaffe:  # normalised, unbiased running averages; correction blob stays 1
