@@ -36,7 +36,7 @@ from .proto import caffe_pb2
 log = logging.getLogger("brewnet")
 
 #: default of Net.channels_last (see benchmarks/bench_train_step.py for the measured effect)
-CHANNELS_LAST_DEFAULT = False
+CHANNELS_LAST_DEFAULT = True
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
