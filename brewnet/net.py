@@ -35,6 +35,15 @@ from .proto import caffe_pb2
 
 log = logging.getLogger("brewnet")
 
+def _call(layer: Layer):
+    """layer.forward itself (nn.Module.__call__ costs more than some small layers) unless a
+    hook is registered on it, e.g. by ``brewnet doctor``."""
+    return layer if (layer._forward_pre_hooks or layer._forward_hooks) else layer.forward
+
+
+# how _run treats a layer (Net._plan)
+_REGULAR, _READS_STORAGE, _SOURCE, _NO_BACKWARD = range(4)
+
 #: default of Net.channels_last (see benchmarks/bench_train_step.py for the measured effect)
 CHANNELS_LAST_DEFAULT = True
 
@@ -216,6 +225,17 @@ class Net:
         self.channels_last = CHANNELS_LAST_DEFAULT
         self._fused_bn_scale = self._find_fusions()
 
+    @property
+    def channels_last(self) -> bool:
+        return self._channels_last
+
+    @channels_last.setter
+    def channels_last(self, on: bool) -> None:
+        self._channels_last = bool(on)
+        for layer in self._layers:
+            if hasattr(layer, "channels_last"):
+                layer.channels_last = self._channels_last
+
     def _setup_layer(self, lp) -> Layer:
         cls = layer_class(lp.type, lp.name)
         if lp.name in self._layer_names:
@@ -364,26 +384,25 @@ class Net:
         loss = None
         fused = self._fused_bn_scale if (self.fuse and not keep_versions) else {}
         skip = -1
+        plan = self._plan
         for i in range(start, end + 1):
             if i == skip:
                 continue
-            layer = self._layers[i]
-            lp = layer.param
+            layer, bottom, top, detach, kind, loss_w = plan[i]
             scale = fused.get(i) if i < end else None
             if scale is not None:
                 # BatchNorm + Scale as one fused batch norm with the Scale's γ, β: the same
                 # arithmetic, one pass instead of three; the Scale's top gets the result.
-                x = env.get(lp.bottom[0])
+                x = env.get(bottom[0])
                 if x is None:
-                    x = env[lp.bottom[0]] = self.blobs[lp.bottom[0]]._value(self.device)
-                sp = scale.param
-                bias = scale.bias if sp.scale_param.bias_term else None
-                outs = (layer(x.detach() if self._detach[i][0] else x, affine=(scale.weight, bias)),)
-                lp = sp
+                    x = env[bottom[0]] = self.blobs[bottom[0]]._value(self.device)
+                bias = scale.bias if scale.param.scale_param.bias_term else None
+                outs = (_call(layer)(x.detach() if detach[0] else x, affine=(scale.weight, bias)),)
+                _, _, top, _, _, loss_w = plan[i + 1]
                 skip = i + 1
-            elif getattr(layer, "reads_blob_storage", False):
+            elif kind == _READS_STORAGE:
                 outs = []
-                for t in lp.top:
+                for t in top:
                     if feed is not None and t in feed:
                         outs.append(feed[t])
                         continue
@@ -397,7 +416,7 @@ class Net:
                     outs.append(v)
             else:
                 bottoms = []
-                for j, b in enumerate(lp.bottom):
+                for j, b in enumerate(bottom):
                     t = env.get(b)
                     if t is None:  # read from storage (forward(start=...) or inputs)
                         t = self.blobs[b]._value(self.device)
@@ -406,26 +425,44 @@ class Net:
                         env[b] = t
                         if keep_versions:
                             versions.setdefault(b, []).append(t)
-                    bottoms.append(t.detach() if self._detach[i][j] else t)
-                outs = layer(*bottoms)
+                    bottoms.append(t.detach() if detach[j] else t)
+                outs = _call(layer)(*bottoms)
                 if isinstance(outs, torch.Tensor):
                     outs = (outs,)
-                if not lp.bottom:  # data layers make tensors on the CPU in float32
+                if kind == _SOURCE:  # data layers make tensors on the CPU in float32
                     outs = [o.to(self.device, self.dtype) for o in outs]
                     if self.channels_last:
                         outs = [o.contiguous(memory_format=torch.channels_last) if o.dim() == 4 else o
                                 for o in outs]
-                elif not layer.has_backward:  # Accuracy, ArgMax, Threshold: Caffe has no backward
+                elif kind == _NO_BACKWARD:  # Accuracy, ArgMax, Threshold: Caffe has no backward
                     outs = [o.detach() for o in outs]
-            for name, t in zip(lp.top, outs):
+            for name, t, w in zip(top, outs, loss_w):
                 env[name] = t
                 if keep_versions:
                     versions.setdefault(name, []).append(t)
-                w = self._loss_weights.get(name)
                 if w is not None:
-                    term = t.sum() * w if t.numel() != 1 else t.reshape(()) * w
+                    if t.dim() == 0 and w == 1.0:
+                        term = t
+                    else:
+                        term = t.sum() * w if t.numel() != 1 else t.reshape(()) * w
                     loss = term if loss is None else loss + term
         return env, versions, loss
+
+    @property
+    def _plan(self) -> list[tuple]:
+        """Per layer, what _run needs without protobuf lookups: (layer, bottoms, tops, detach
+        flags, kind, loss weight per top or None)."""
+        plan = self.__dict__.get("_plan_cache")
+        if plan is None or len(plan) != len(self._layers):
+            plan = []
+            for layer, detach in zip(self._layers, self._detach):
+                lp = layer.param
+                kind = (_READS_STORAGE if getattr(layer, "reads_blob_storage", False) else
+                        _SOURCE if not lp.bottom else _NO_BACKWARD if not layer.has_backward else _REGULAR)
+                plan.append((layer, tuple(lp.bottom), tuple(lp.top), tuple(detach), kind,
+                             tuple(self._loss_weights.get(t) for t in lp.top)))
+            self.__dict__["_plan_cache"] = plan
+        return plan
 
     def _find_fusions(self) -> dict[int, Layer]:
         """BVLC BatchNorm directly followed by the Scale that alone reads its top (the usual
@@ -556,10 +593,11 @@ class Net:
             self.blobs[name].reshape(*shape)
 
     def clear_param_diffs(self) -> None:
-        for layer in self._layers:
-            for p in layer.parameters():
-                if p.grad is not None:
-                    p.grad.zero_()
+        grads = [p.grad for layer in self._layers
+                 for p in (layer.parameters() if layer._modules else layer._parameters.values())
+                 if p is not None and p.grad is not None]
+        if grads:
+            torch._foreach_zero_(grads)
 
     def share_with(self, other: "Net") -> None:
         """Use ``other``'s parameter and statistics tensors for layers of the same name."""

@@ -9,6 +9,8 @@ BatchNorm statistics) are registered on the module in Caffe's order: learnable o
 """
 from __future__ import annotations
 
+import math
+
 import difflib
 from typing import ClassVar, NoReturn, Sequence
 
@@ -59,7 +61,7 @@ def canonical_axis(axis: int, num_axes: int, layer: "Layer", what: str = "axis")
 
 
 def count(shape: Sequence[int], start: int = 0, end: int | None = None) -> int:
-    return int(np.prod(shape[start:end], dtype=np.int64))
+    return int(math.prod(int(d) for d in shape[start:end]))
 
 
 class Layer(nn.Module):

@@ -58,7 +58,7 @@ class InnerProduct(Layer):
     def forward(self, x):
         p = self.param.inner_product_param
         axis = canonical_axis(p.axis, x.dim(), self)
-        flat = x.reshape(x.shape[:axis] + (-1,))
+        flat = x if axis == x.dim() - 1 else x.reshape(x.shape[:axis] + (-1,))
         w = self.weight.t() if p.transpose else self.weight
         return torch.nn.functional.linear(flat, w, self.bias if p.bias_term else None)
 

@@ -12,6 +12,7 @@ import torch
 from .base import Layer, canonical_axis, count, register
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
+LOG_FLT_MIN_NEG = float(-np.log(FLT_MIN))  # Caffe's largest per-sample softmax loss, -log(FLT_MIN)
 LOG_THRESHOLD = 1e-20  # MultinomialLogisticLoss's kLOG_THRESHOLD
 
 
@@ -63,7 +64,10 @@ class _LossLayer(Layer):
 def _check_labels(layer, labels, num_classes, valid=None):
     """Caffe DCHECKs 0 <= label < C; here an out-of-range label is always an error."""
     lab = labels if valid is None else labels[valid]
-    if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= num_classes):
+    if not lab.numel():
+        return
+    lo, hi = torch.aminmax(lab)
+    if int(lo) < 0 or int(hi) >= num_classes:
         bad = lab[(lab < 0) | (lab >= num_classes)][0]
         layer.fail(f"label {int(bad)} out of range [0, {num_classes})")
 
@@ -102,13 +106,15 @@ class SoftmaxWithLoss(_LossLayer):
         lp = self.param.loss_param
         axis = canonical_axis(self.param.softmax_param.axis, x.dim(), self)
         outer, c = count(x.shape, 0, axis), x.shape[axis]
+        if not lp.HasField("ignore_label") and len(self.param.top) == 1:
+            return self._forward_all_valid(x, label, axis, outer, c)
         logp = torch.log_softmax(x, dim=axis)
         lab = _labels_like(x, label, axis)
         valid = lab != lp.ignore_label if lp.HasField("ignore_label") else torch.ones_like(lab, dtype=torch.bool)
         _check_labels(self, lab, c, valid)
         nll = -logp.reshape(outer, c, -1).gather(1, torch.where(valid, lab, 0))
         # Caffe: -log(max(p, FLT_MIN)); its gradient is p - 1 even where the floor applies
-        nll = nll - (nll - nll.clamp(max=-np.log(FLT_MIN))).detach()
+        nll = nll - (nll - nll.clamp(max=LOG_FLT_MIN_NEG)).detach()
         loss = torch.where(valid, nll, 0).sum()
         inner = count(x.shape, axis + 1)
         norm = _normalizer(self, _normalization(self.param, lp.VALID), outer, inner, valid.sum())
@@ -116,6 +122,21 @@ class SoftmaxWithLoss(_LossLayer):
         if len(self.param.top) > 1:
             return loss, logp.exp().detach()
         return loss
+
+    def _forward_all_valid(self, x, label, axis, outer, c):
+        """The usual case (no ignore_label, loss top only) in fewer ops: PyTorch's fused cross
+        entropy, then Caffe's FLT_MIN floor as a constant correction (its gradient is p - 1
+        even where the floor applies)."""
+        x3 = x if (x.dim() == 2 and axis == 1) else x.reshape(outer, c, -1)
+        lab = label.detach().reshape((outer,) + tuple(x3.shape[2:])).long()
+        _check_labels(self, lab, c)
+        nll = torch.nn.functional.cross_entropy(x3, lab, reduction="none")
+        with torch.no_grad():
+            excess = (nll - LOG_FLT_MIN_NEG).clamp_(min=0).sum()
+        inner = count(x.shape, axis + 1)
+        norm = _normalizer(self, _normalization(self.param, self.param.loss_param.VALID), outer, inner,
+                           outer * inner)
+        return (nll.sum() - excess) / norm
 
 
 @register("EuclideanLoss")

@@ -142,8 +142,9 @@ class BatchNorm(Layer):
         with torch.no_grad():
             var_b = invstd.reciprocal().square_().sub_(self.eps)  # biased batch variance
             m = x.numel() // c
-            correction = m / (m - 1) if m > 1 else 1.0
-            self._update_statistics(mean_b, var_b * correction)
+            if m > 1:
+                var_b.mul_(m / (m - 1))
+            self._update_statistics(mean_b, var_b)
         return y
 
     def begin_recalibration(self) -> None:
@@ -169,8 +170,9 @@ class BatchNorm(Layer):
             self.running_var.add_(var_unbiased.to(self.running_var.dtype) - self.running_var, alpha=rate)
         else:  # BVLC: unnormalised sums with the factor s
             self.factor.mul_(maf).add_(1.0)
-            self.running_mean.mul_(maf).add_(mean_b.to(self.running_mean.dtype))
-            self.running_var.mul_(maf).add_(var_unbiased.to(self.running_var.dtype))
+            stats = [self.running_mean, self.running_var]
+            torch._foreach_mul_(stats, maf)
+            torch._foreach_add_(stats, [mean_b.to(self.running_mean.dtype), var_unbiased.to(self.running_var.dtype)])
 
     # ----- loading caffemodels -------------------------------------------------------------
     def load_caffe_blobs(self, arrays, source_param=None) -> list[str]:

@@ -55,6 +55,17 @@ class _ConvBase(Layer):
     num_bottoms = (1, None)
     num_tops = (1, None)
     reverse = False  # Deconvolution swaps the roles of input and output channels
+    #: set by Net.channels_last: 2-D convolutions run on a channels-last copy of the weight, so
+    #: PyTorch picks its channels-last kernels even when the input's layout is ambiguous (one
+    #: channel, as in MNIST, reads as NCHW), and the output stays channels-last for what follows
+    channels_last = False
+
+    def _weight(self):
+        if self.channels_last and self.nsp == 2:
+            # clone, not contiguous(): a one-input-channel weight is already "contiguous" in both
+            # layouts and contiguous() would return it with strides PyTorch reads as NCHW
+            return self.weight.clone(memory_format=torch.channels_last)
+        return self.weight
 
     def setup(self, bottom_shapes):
         p = self.param.convolution_param
@@ -106,6 +117,9 @@ class _ConvBase(Layer):
     def forward(self, *bottoms):
         p = self.param.convolution_param
         bias = self.bias if p.bias_term else None
+        if self.axis == 1:  # (N, C, spatial...): no reshapes, no extra autograd nodes
+            tops = [self._conv(x, bias) for x in bottoms]
+            return tops[0] if len(tops) == 1 else tuple(tops)
         tops = []
         for x in bottoms:
             lead = x.shape[:self.axis]
@@ -128,7 +142,7 @@ class Convolution(_ConvBase):
         return (n + 2 * self.pad[i] - ext) // self.stride[i] + 1
 
     def _conv(self, x, bias):
-        return _CONV[self.nsp](x, self.weight, bias, stride=self.stride, padding=self.pad,
+        return _CONV[self.nsp](x, self._weight(), bias, stride=self.stride, padding=self.pad,
                                dilation=self.dilation, groups=self.param.convolution_param.group)
 
 
@@ -148,7 +162,7 @@ class Deconvolution(_ConvBase):
         return out
 
     def _conv(self, x, bias):
-        return _DECONV[self.nsp](x, self.weight, bias, stride=self.stride, padding=self.pad,
+        return _DECONV[self.nsp](x, self._weight(), bias, stride=self.stride, padding=self.pad,
                                  dilation=self.dilation, groups=self.param.convolution_param.group)
 
 
