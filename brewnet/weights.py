@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from . import fileio
+from .batchnorm.layouts import is_routine_note
 from .errors import NetError
 
 log = logging.getLogger("brewnet")
@@ -42,5 +43,5 @@ def load_weights(net, net_param, source: str = "<caffemodel>"):
         log.warning("%s: no weights for layers %s (they keep their filler values)",
                     source, ", ".join(report.missing))
     for note in report.notes:
-        log.info("%s: %s", source, note)
+        log.log(logging.DEBUG if is_routine_note(note) else logging.INFO, "%s: %s", source, note)
     return report

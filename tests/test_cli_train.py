@@ -194,3 +194,20 @@ def test_cli_speed_switches(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:  # argparse: usage error, exit 2
         cli.main(["time", "-model", "net.prototxt", "-fuse", "sometimes"])
     assert e.value.code == 2
+
+
+def test_train_warns_about_batchnorm_pitfalls_before_training(tmp_path, monkeypatch, caplog):
+    """lint's findings for the train net are logged before training (nothing is changed): here
+    maf .999 (a ~1000-iteration window) for 6 iterations, and no Scale after the BVLC BatchNorm."""
+    write_solver(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level("INFO", logger="brewnet")
+    assert cli.main(["train", "-solver", "solver.prototxt"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("BN008 moving-average-window layer 'bn'") and "6 iterations" in m for m in warnings)
+    assert any(m.startswith("BN006") and "'bn'" in m for m in warnings)
+    assert any("-bn_recalibrate 100" in m for m in warnings)
+    assert caplog.text.index("BN008") < caplog.text.index("Iteration 0, Testing net")
+    caplog.clear()
+    assert cli.main(["train", "-solver", "solver.prototxt", "-bn_recalibrate", "2"]) == 0
+    assert "BN008" in caplog.text and "-bn_recalibrate 100" not in caplog.text

@@ -152,3 +152,19 @@ def test_infogain_identity_equals_softmax_loss(tmp_path):
     b = run('type: "SoftmaxWithLoss"', {"x": x, "label": label}, backward=True)
     np.testing.assert_allclose(a.blobs["loss"].data, b.blobs["loss"].data)
     np.testing.assert_allclose(a.blobs["x"].diff, b.blobs["x"].diff, atol=1e-12)
+
+
+@pytest.mark.parametrize("param", ["", "loss_param { ignore_label: 5 }"])
+def test_softmax_with_loss_floors_at_flt_min_with_gradient_p_minus_1(param):
+    """Caffe's loss is -log(max(p, FLT_MIN)) per position, yet its gradient stays p - onehot; the
+    fast path (no ignore_label) and the general one agree."""
+    x = np.array([[0.0, 200.0, 0.0], [1.0, 0.0, 0.0]])  # sample 0: p(label 0) = e^-200 < FLT_MIN
+    label = np.array([0.0, 0.0])
+    net = run(f'type: "SoftmaxWithLoss" {param}', {"x": x, "label": label}, backward=True)
+    p = np.exp(x - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    floor = -np.log(np.finfo(np.float32).tiny)
+    expected = (min(-np.log(p[0, 0]) if p[0, 0] > 0 else np.inf, floor) - np.log(p[1, 0])) / 2
+    np.testing.assert_allclose(net.blobs["loss"].data, expected, rtol=1e-6)
+    onehot = np.array([[1.0, 0, 0], [1.0, 0, 0]])
+    np.testing.assert_allclose(net.blobs["x"].diff, (p - onehot) / 2, atol=1e-12)

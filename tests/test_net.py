@@ -390,3 +390,40 @@ def test_backward_from_a_middle_layer():
     net.blobs["a"].diff[...] = 0.25
     diffs = net.backward(start="a")
     np.testing.assert_allclose(diffs["data"], 0.5)
+
+
+ONE_CHANNEL_NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 1 dim: 12 dim: 12 } } }
+layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 4 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 6 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_channels_last_reaches_convolutions_of_a_one_channel_input():
+    """A (N, 1, H, W) input is 'contiguous' in both layouts, so PyTorch would read it as NCHW and
+    the whole net would run NCHW; the convolution's channels-last weight decides. Values and
+    gradients equal the NCHW run's."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 1, 12, 12)), np.array([0.0, 1.0, 2.0, 1.0])
+    results = []
+    for cl in (True, False):
+        brewnet.set_random_seed(3)
+        net = brewnet.Net(net_from_text(ONE_CHANNEL_NET), phase=brewnet.TRAIN)
+        net.channels_last = cl
+        net.blobs["data"].data[...] = x
+        net.blobs["label"].data[...] = y
+        loss, out = net.forward_loss(["conv", "pool"])
+        assert out["pool"].is_contiguous(memory_format=torch.channels_last) == cl
+        assert out["pool"].is_contiguous() == (not cl)
+        loss.backward()
+        results.append((float(loss), net.params["conv"][0].diff.copy(), net.params["ip"][0].diff.copy()))
+    (l1, dw1, di1), (l2, dw2, di2) = results
+    assert l1 == pytest.approx(l2, rel=1e-6)
+    np.testing.assert_allclose(dw1, dw2, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(di1, di2, rtol=1e-4, atol=1e-6)

@@ -30,6 +30,14 @@ NVCAFFE_014_CUDNN_EPS = 1e-4
 LAYOUTS = ("bvlc", "nvcaffe-0.14-cudnn", "nvcaffe-0.15-caffe", "nvcaffe-0.15-cudnn", "nvcaffe-0.16")
 
 
+ACCUMULATOR_NOTE = "statistics = accumulators / s"
+
+
+def is_routine_note(note: str) -> bool:
+    """A note on BVLC's own 3-blob layout, read as it is: worth a debug line, not the log."""
+    return note.endswith(ACCUMULATOR_NOTE) and "BVLC layout" in note
+
+
 @dataclass
 class BNBlobs:
     layout: str
@@ -86,7 +94,7 @@ def detect(arrays: list[np.ndarray], source_param=None, name: str = "?",
         out = BNBlobs(layout, m * inv, v * inv, raw_bvlc=(flat(arrs[0]), flat(arrs[1]), s))
         what = ("NVCaffe 0.16/0.17 layout without scale/bias [mean, var, correction]" if nv else
                 "BVLC layout [mean_acc, var_acc, s]")
-        out.notes.append(f"{where}: {what}, s = {s:g}; statistics = accumulators / s")
+        out.notes.append(f"{where}: {what}, s = {s:g}; {ACCUMULATOR_NOTE}")
         if s == 0:
             out.notes.append(f"{where}: the factor s is 0 (statistics never accumulated): global "
                              "statistics are 0/0, which Caffe takes as mean 0, variance 0 — kept, "

@@ -168,6 +168,21 @@ class _Progress:
         self.filter(None)
 
 
+def _warn_about_batchnorm_pitfalls(solver) -> None:
+    """`brewnet lint`'s BatchNorm findings for the train net, as warnings before training starts
+    (the user may mean them; nothing is changed)."""
+    from ..batchnorm.lint import lint
+    from ..proto import caffe_pb2
+
+    findings = [f for f in lint(solver.net.net_param, phase=caffe_pb2.TRAIN, max_iter=solver.param.max_iter)
+                if f.rule != "BN009"]  # deploy preprocessing: a matter for the deploy net
+    for f in findings:
+        log.warning("%s %s layer '%s': %s (fix: %s)", f.rule, f.name, f.layer, f.message, f.fix)
+    if any(f.rule == "BN008" for f in findings) and not solver.bn_recalibrate:
+        log.warning("or keep the file as it is and train with -bn_recalibrate 100: BatchNorm "
+                    "statistics are then re-estimated before each test and snapshot")
+
+
 def run(args) -> int:
     from ..metrics import MetricsWriter
     from ..solver import solver_class
@@ -205,6 +220,7 @@ def run(args) -> int:
     solver = solver_class(param.type or "SGD")(args.solver, device=device, param=param)
     apply_speed_flags([solver.net, *solver.test_nets], args)
     solver.bn_recalibrate = args.bn_recalibrate
+    _warn_about_batchnorm_pitfalls(solver)
 
     weights = [w.strip() for w in args.weights.split(",") if w.strip()]
     for w in weights:
