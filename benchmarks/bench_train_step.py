@@ -11,10 +11,11 @@ Two nets, batch 64:
 brewnet runs ``solver.step(1)`` (clear diffs, forward_loss, backward, Caffe's SGD update with
 weight decay); PyTorch runs ``zero_grad(); loss = CE(model(x), y); loss.backward(); opt.step()``
 with ``torch.optim.SGD(momentum=0.9, weight_decay=5e-4)`` (its default foreach implementation).
-Variants: brewnet NCHW and with ``net.channels_last``; PyTorch NCHW and channels-last.  They
-alternate, block by block, for several repeats; each block times ``--steps`` steps; the median
-ms/step of each and its speed relative to hand-written PyTorch (NCHW) are printed (above 1 is
-faster).
+Variants: brewnet NCHW and with ``net.channels_last`` (its default); PyTorch NCHW and
+channels-last (and, with ``--compile``, channels-last under ``torch.compile``).  They alternate,
+block by block, for several repeats; each block times ``--steps`` steps; the median ms/step of
+each is printed with its speed relative to hand-written PyTorch NCHW and to hand-written PyTorch in
+the same memory layout (above 1 is faster).
 """
 from __future__ import annotations
 
@@ -191,6 +192,21 @@ def bench(name, prototxt, module, shape, args, device, tmp):
             opt.step()
         steps[label] = torch_step
 
+    if args.compile:  # torch.compile of the hand-written channels-last model (inductor)
+        model = module().to(device).to(memory_format=torch.channels_last)
+        compiled = torch.compile(model)
+        xd = x.to(device).contiguous(memory_format=torch.channels_last)
+        yd = y.to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
+
+        def compiled_step(opt=opt, xd=xd, yd=yd):
+            opt.zero_grad()
+            F.cross_entropy(compiled(xd), yd).backward()
+            opt.step()
+        t0 = time.perf_counter()
+        compiled_step()
+        print(f"{name}: torch.compile took {time.perf_counter() - t0:.0f} s (first step)")
+        steps["pytorch channels-last compiled"] = compiled_step
     for fn in steps.values():  # warm up every variant
         for _ in range(3):
             fn()
@@ -220,8 +236,10 @@ def bench(name, prototxt, module, shape, args, device, tmp):
     base = med["pytorch"]
     print(f"{name} (median of {args.repeats} x {args.steps} steps; brewnet's solver clear+update "
           f"{statistics.median(upd):.2f} ms of its step)")
+    print(f"  {'variant':32s} {'ms/step':>8s}  {'speed vs PyTorch NCHW':>22s}  {'vs PyTorch same layout':>22s}")
     for label, ms in med.items():
-        print(f"  {label:24s} {ms:8.2f} ms/step   speed vs hand-written PyTorch (NCHW) {base / ms:5.2f}x")
+        same = med[label.replace("brewnet", "pytorch")] if label.startswith("brewnet") else ms
+        print(f"  {label:32s} {ms:8.2f}  {base / ms:21.2f}x  {same / ms:21.2f}x")
     return med
 
 
@@ -232,6 +250,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the hand-written channels-last model under torch.compile")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

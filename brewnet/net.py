@@ -336,6 +336,8 @@ class Net:
         """Move parameters and blobs (e.g. ``net.to('cuda')`` or ``net.to(dtype=torch.float64)``)."""
         if device is not None:
             self.device = torch.device(device)
+            if self.device.type == "cuda":
+                runtime.apply_cuda_math()
         if dtype is not None:
             self.dtype = dtype
         # Parameters keep their identity (nn.Module.to swaps .data); buffers are replaced, so

@@ -211,3 +211,17 @@ def test_train_warns_about_batchnorm_pitfalls_before_training(tmp_path, monkeypa
     caplog.clear()
     assert cli.main(["train", "-solver", "solver.prototxt", "-bn_recalibrate", "2"]) == 0
     assert "BN008" in caplog.text and "-bn_recalibrate 100" not in caplog.text
+
+
+def test_tf32_is_off_unless_asked(tmp_path, monkeypatch):
+    """CUDA convolutions would run in TF32 by PyTorch's default (about 1e-3 from float32 Caffe);
+    brewnet turns it off and -tf32 on turns it back on (the flags exist on CPU builds too)."""
+    import torch
+    write_solver(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert cli.main(["train", "-solver", "solver.prototxt"]) == 0
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    assert cli.main(["train", "-solver", "solver.prototxt", "-tf32", "on"]) == 0
+    assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 is True
+    brewnet.runtime.set_tf32(False)
