@@ -90,7 +90,7 @@ CASES = {
   transform_param { scale: 0.00390625 }
   data_param { source: "train_db" batch_size: 4 }
 }
-''', {}, "warning"),
+''', {"deploy": INPUT}, "warning"),
 }
 
 
@@ -101,7 +101,16 @@ def write(tmp_path, text, name="m.prototxt"):
 
 
 def run_lint(text, **kw):
+    if "deploy" in kw:
+        kw["deploy"] = fileio.net_from_text(kw["deploy"])
     return lint(fileio.net_from_text(text), text, **kw)
+
+
+def cli_args(tmp_path, text, kw):
+    """lint's command line for a case; a deploy net goes beside the model, where lint finds it."""
+    if "deploy" in kw:
+        write(tmp_path, kw["deploy"], "deploy.prototxt")
+    return ["lint", write(tmp_path, text)] + (["--max-iter", str(kw["max_iter"])] if "max_iter" in kw else [])
 
 
 def test_clean_bvlc_batchnorm_scale_net_is_silent(tmp_path, capsys):
@@ -123,8 +132,7 @@ def test_each_rule_fires(case, tmp_path, capsys):
     # the line is the layer's `name:` line in the file
     lines = text.split("\n")
     assert f'name: "{mine[0].layer}"' in lines[mine[0].line - 1]
-    args = ["lint", write(tmp_path, text)] + (["--max-iter", str(kw["max_iter"])] if kw else [])
-    assert cli.main(args) == 1
+    assert cli.main(cli_args(tmp_path, text, kw)) == 1
     out = capsys.readouterr().out
     assert rule in out and f"layer '{mine[0].layer}'" in out
 
@@ -185,10 +193,10 @@ def test_fix_inplace_cudnn_rewires_following_layers():
 
 
 SEED_EXPECTED = {
-    "bn_after_relu_train_test": {"BN006": 3, "BN009": 1},
-    "nvcaffe_inplace_4params_cudnn": {"BN001": 3, "BN009": 1},
-    "bn_after_data": {"BN004": 4, "BN009": 1},
-    "nvcaffe_2params_phase_default": {"BN009": 1},
+    "bn_after_relu_train_test": {"BN006": 3},
+    "nvcaffe_inplace_4params_cudnn": {"BN001": 3},
+    "bn_after_data": {"BN004": 4},
+    "nvcaffe_2params_phase_default": {},
 }
 
 
@@ -208,6 +216,19 @@ def test_seed_sodeypunk_config_on_nvcaffe_014_gets_gamma_zero_error():
     path = SEED / "bn_after_relu_train_test.prototxt"
     found = lint(fileio.read_net(str(path)), path.read_text(), target="nvcaffe-0.14")
     assert any(f.rule == "BN002" for f in found)
+
+
+def test_bn009_needs_a_deploy_net(tmp_path, capsys):
+    """Without a deploy net nothing says the preprocessing will be lost: a clean net with a
+    scaled Data layer is silent; with a plain deploy.prototxt beside it, BN009 names the layer."""
+    text = CASES["BN009"][0] + CLEAN.replace(INPUT, "")
+    assert run_lint(text) == []
+    assert cli.main(["lint", write(tmp_path, text)]) == 0
+    capsys.readouterr()
+    write(tmp_path, INPUT, "deploy.prototxt")
+    assert cli.main(["lint", write(tmp_path, text)]) == 1
+    out = capsys.readouterr().out
+    assert "deploy.prototxt" in out and "BN009" in out and "layer 'data'" in out
 
 
 def test_deploy_that_carries_the_scale_silences_bn009(tmp_path):

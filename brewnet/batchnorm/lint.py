@@ -134,7 +134,8 @@ def lint(net: caffe_pb2.NetParameter, text: str | None = None, phase: int | None
          deploy: caffe_pb2.NetParameter | None = None) -> list[Finding]:
     """Lint a (parsed, upgraded) net.  ``text`` gives line numbers; ``phase`` restricts to one
     phase; ``max_iter`` enables the stale-statistics check; ``target`` ("bvlc", "nvcaffe",
-    "nvcaffe-0.14") is the Caffe the net is meant for; ``deploy`` is its deploy net (BN009)."""
+    "nvcaffe-0.14") is the Caffe the net is meant for; ``deploy`` is its deploy net (BN009
+    needs it: without the deploy net nothing says the preprocessing will be lost)."""
     lines = layer_name_lines(text) if text else {}
     seen: dict[str, int] = {}
     findings: list[Finding] = []
@@ -177,7 +178,7 @@ def lint(net: caffe_pb2.NetParameter, text: str | None = None, phase: int | None
                 other = layers[trainers[0]].type
                 add("BN005", "error", i, f"the TRAIN layer named '{lp.name}' is a {other}, this TEST one a "
                     f"{lp.type}: their parameters cannot be shared", "use the same layer type in both phases")
-        if lp.type in DATA_TYPES and lp.HasField("transform_param"):
+        if deploy is not None and lp.type in DATA_TYPES and lp.HasField("transform_param"):
             _deploy_rule(add, layers, i, lp, deploy)
     # BN009 once per distinct transform
     out, done = [], set()
@@ -299,7 +300,7 @@ def _deploy_rule(add, layers, i, lp, deploy):
         parts.append("mean_value " + ",".join(f"{v:g}" for v in t.mean_value))
     if not parts:
         return
-    if deploy is not None and _deploy_carries(deploy, t):
+    if _deploy_carries(deploy, t):
         return
     fix = ("the deploy net must apply the same preprocessing: after its Input add "
            + (f'layer {{ type: "Power" power_param {{ scale: {t.scale:g}'
@@ -307,8 +308,12 @@ def _deploy_rule(add, layers, i, lp, deploy):
               + " } }" if t.scale != 1 else "a mean-subtracting layer")
            + ", or serve it with brewnet's bundled preprocessing (the deploy bundle carries transform_param)")
     add("BN009", "warning", i, f"transform_param ({', '.join(parts)}) is applied by the data layer only; "
-        "a deploy net made from this train_val will not carry it, so inference sees differently scaled "
+        f"{_net_label(deploy)} does not carry it, so inference sees differently scaled "
         "input than validation did", fix)
+
+
+def _net_label(net) -> str:
+    return f"the deploy net '{net.name}'" if net.name else "the deploy net"
 
 
 def _deploy_carries(deploy, t) -> bool:

@@ -21,7 +21,16 @@ def add_arguments(p) -> None:
     flag(p, "solver", help="solver prototxt: max_iter is taken from it")
     flag(p, "target", choices=("bvlc", "nvcaffe", "nvcaffe-0.14"),
          help="the Caffe the net is meant for (default: judged from the prototxt)")
-    flag(p, "deploy", help="the deploy prototxt that goes with this train_val (BN009)")
+    flag(p, "deploy", help="the deploy prototxt that goes with this train_val (BN009; default: "
+                           "deploy.prototxt beside the model, as DIGITS lays jobs out)")
+
+
+def _deploy_beside(model: str) -> str | None:
+    """deploy.prototxt in the model's folder, unless the model is that file."""
+    candidate = Path(model).resolve().with_name("deploy.prototxt")
+    if candidate.is_file() and candidate != Path(model).resolve():
+        return str(candidate)
+    return None
 
 
 def run(args) -> int:
@@ -32,7 +41,10 @@ def run(args) -> int:
     if max_iter is None and args.solver:
         max_iter = fileio.read_solver(args.solver).max_iter or None
     phase = None if args.phase is None else getattr(caffe_pb2, args.phase)
-    deploy = fileio.read_net(args.deploy) if args.deploy else None
+    deploy_path = args.deploy or _deploy_beside(args.model)
+    deploy = fileio.read_net(deploy_path) if deploy_path else None
+    if deploy_path and not args.deploy:
+        print(f"(deploy net for BN009: {deploy_path})")
     findings = lint(net, text, phase=phase, max_iter=max_iter, target=args.target, deploy=deploy)
     for f in findings:
         print(f.format(args.model))

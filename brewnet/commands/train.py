@@ -180,8 +180,7 @@ def _warn_about_batchnorm_pitfalls(solver) -> None:
     from ..batchnorm.lint import lint
     from ..proto import caffe_pb2
 
-    findings = [f for f in lint(solver.net.net_param, phase=caffe_pb2.TRAIN, max_iter=solver.param.max_iter)
-                if f.rule != "BN009"]  # deploy preprocessing: a matter for the deploy net
+    findings = lint(solver.net.net_param, phase=caffe_pb2.TRAIN, max_iter=solver.param.max_iter)
     for f in findings:
         log.warning("%s %s layer '%s': %s (fix: %s)", f.rule, f.name, f.layer, f.message, f.fix)
     if any(f.rule == "BN008" for f in findings) and not solver.bn_recalibrate:
