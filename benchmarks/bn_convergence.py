@@ -1,8 +1,9 @@
 """Proof for issue 3, part 6: the DIGITS #629 BatchNorm configurations converge in brewnet.
 
 For each configuration -- the four seed prototxts (benchmarks/seed_configs/), LeNet-BN
-(brewnet/models) and seed net (a) at 8x the learning rate, and LeNet-BN at 8x with brewnet's opt-in
-precise BatchNorm -- and for the same network with every BatchNorm (and the Scale right after it)
+(brewnet/models) and seed net (a) at 8x the learning rate, and LeNet-BN at 8x with Caffe's default
+moving_average_fraction 0.999, without and with brewnet's opt-in precise BatchNorm -- and for the
+same network with every BatchNorm (and the Scale right after it)
 stripped out:
 
 1. train ``--iterations`` (default 1500) iterations of batch 64 on Fashion-MNIST with SGD
@@ -66,6 +67,7 @@ class Config:
     lr_factor: float = 1.0
     description: str = ""
     bn_recalibrate: int = 0  # brewnet's opt-in precise BatchNorm (Solver.bn_recalibrate), not Caffe's
+    moving_average_fraction: float | None = None  # set on every BatchNorm layer, when given
 
 
 def _models_dir() -> str:
@@ -82,12 +84,16 @@ def configurations() -> dict[str, Config]:
         Config("bn_after_data", os.path.join(SEED_DIR, "bn_after_data.prototxt"),
                description="(c) engharat: BN right after the data layer, use_global_stats: false in both phases"),
         Config("lenet_bn_lr_x8", os.path.join(_models_dir(), "lenet_bn_fashion_train_val.prototxt"), 8.0,
-               description="(d) LeNet-BN (BVLC BatchNorm + Scale) at base_lr x8 = 0.08"),
+               description="(d) LeNet-BN (BVLC BatchNorm + Scale, moving_average_fraction 0.99) at "
+                           "base_lr x8 = 0.08"),
+        Config("lenet_bn_lr_x8_maf999", os.path.join(_models_dir(), "lenet_bn_fashion_train_val.prototxt"), 8.0,
+               moving_average_fraction=0.999,
+               description="(d-) (d) with Caffe's default moving_average_fraction 0.999 (lint BN008)"),
         Config("bn_after_relu_lr_x8", os.path.join(SEED_DIR, "bn_after_relu_train_test.prototxt"), 8.0,
                description="(d') sodeypunk's net (a) at base_lr x8 = 0.08 (engharat's 8x)"),
         Config("lenet_bn_lr_x8_precise_bn", os.path.join(_models_dir(), "lenet_bn_fashion_train_val.prototxt"),
-               8.0, bn_recalibrate=100,
-               description="(d'') (d) trained the same way, with brewnet's opt-in precise BatchNorm "
+               8.0, bn_recalibrate=100, moving_average_fraction=0.999,
+               description="(d'') (d-) trained the same way, with brewnet's opt-in precise BatchNorm "
                            "(`brewnet train -bn_recalibrate 100`: statistics re-estimated over 100 training "
                            "batches before the snapshot)"),
         Config("nvcaffe_2params_phase_default",
@@ -98,7 +104,7 @@ def configurations() -> dict[str, Config]:
 
 DEFAULT_CONFIGS = ("bn_after_relu_train_test", "nvcaffe_inplace_4params_cudnn", "bn_after_data",
                    "lenet_bn_lr_x8", "bn_after_relu_lr_x8", "nvcaffe_2params_phase_default",
-                   "lenet_bn_lr_x8_precise_bn")
+                   "lenet_bn_lr_x8_maf999", "lenet_bn_lr_x8_precise_bn")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -329,6 +335,10 @@ def run_config(cfg: Config, dbs: dict[str, str], workdir: str, iterations: int, 
 
     text = open(cfg.prototxt, encoding="utf-8").read()
     net_param = fileio.read_net(cfg.prototxt)
+    if cfg.moving_average_fraction is not None:
+        for lp in net_param.layer:
+            if lp.type == "BatchNorm":
+                lp.batch_norm_param.moving_average_fraction = cfg.moving_average_fraction
     lint = lint_rules(net_param, text, iterations)
     set_sources(net_param, dbs["train"], dbs["test"])
     base_lr = BASE_LR * cfg.lr_factor
