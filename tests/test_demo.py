@@ -17,7 +17,7 @@ def test_demo_trains_and_reports_test_accuracy(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     m = re.search(r"test accuracy \(.*10000 images\): ([0-9.]+)", out.stdout)
     assert m, out.stdout
-    assert float(m.group(1)) >= 0.80  # 300 iterations of batch 64; 1500 reach about 0.88
+    assert float(m.group(1)) >= 0.80  # 300 iterations of batch 64; the default 1500 gave 0.9070
 
 
 def test_demo_without_data_is_a_clear_error(tmp_path):
