@@ -131,12 +131,15 @@ class SoftmaxWithLoss(_LossLayer):
         lab = label.detach().reshape((outer,) + tuple(x3.shape[2:])).long()
         _check_labels(self, lab, c)
         nll = torch.nn.functional.cross_entropy(x3, lab, reduction="none")
-        with torch.no_grad():
-            excess = (nll - LOG_FLT_MIN_NEG).clamp_(min=0).sum()
+        loss = nll.sum()
+        if float(nll.detach().max()) > LOG_FLT_MIN_NEG:  # rare: subtract what the floor cuts off
+            with torch.no_grad():
+                excess = (nll - LOG_FLT_MIN_NEG).clamp_(min=0).sum()
+            loss = loss - excess
         inner = count(x.shape, axis + 1)
         norm = _normalizer(self, _normalization(self.param, self.param.loss_param.VALID), outer, inner,
                            outer * inner)
-        return (nll.sum() - excess) / norm
+        return loss / norm
 
 
 @register("EuclideanLoss")

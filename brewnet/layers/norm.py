@@ -71,6 +71,7 @@ class BatchNorm(Layer):
         if not self.blob_names:
             self.eps = float(p.eps)
             self.update_statistics = True  # doctor turns this off to measure batch statistics
+            self._batch_stats: list[torch.Tensor] | None = None  # scratch of _forward_updating
             self.loaded_layout: str | None = None
             self.add_blob("running_mean", torch.zeros(c), learnable=False)
             self.add_blob("running_var", torch.zeros(c), learnable=False)
@@ -135,16 +136,42 @@ class BatchNorm(Layer):
         if self.use_global_stats:
             mean, var = self._global_stats()
             return F.batch_norm(x, mean.to(x.dtype), var.to(x.dtype), weight, bias, False, 0.0, self.eps)
+        m = x.numel() // c
+        if self.update_statistics and m > 1 and self.running_mean.dtype == x.dtype:
+            return self._forward_updating(x, weight, bias)
         # One fused pass gives the output and the batch statistics (mean, 1/sqrt(var_b + eps)).
         y, mean_b, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, None, None, True, 0.0, self.eps)
         if not self.update_statistics:
             return y
         with torch.no_grad():
             var_b = invstd.reciprocal().square_().sub_(self.eps)  # biased batch variance
-            m = x.numel() // c
             if m > 1:
                 var_b.mul_(m / (m - 1))
             self._update_statistics(mean_b, var_b)
+        return y
+
+    def _forward_updating(self, x, weight, bias):
+        """TRAIN pass that also updates the statistics, in fewer ops: PyTorch's fused batch norm
+        (momentum 1) leaves the batch mean and unbiased variance (Caffe's m/(m−1), m = N·H·W > 1)
+        in private scratch tensors, which then enter the running statistics: BVLC's sums
+        r = maf·r + b and s = maf·s + 1, or NVCaffe's normalised average r += (b − r)/weight_sum.
+        The stored blobs are not the op's inputs, so a script may write them between forward
+        and backward."""
+        scratch = self._batch_stats
+        if scratch is None or scratch[0].device != x.device or scratch[0].dtype != x.dtype:
+            scratch = self._batch_stats = [torch.zeros_like(self.running_mean),
+                                           torch.zeros_like(self.running_var)]
+        y, _, _ = torch.ops.aten.native_batch_norm(x, weight, bias, scratch[0], scratch[1], True, 1.0, self.eps)
+        maf = self.maf
+        stats = [self.running_mean, self.running_var]
+        with torch.no_grad():
+            if self.nvcaffe:
+                self.weight_sum = maf * self.weight_sum + 1.0
+                torch._foreach_lerp_(stats, scratch, 1.0 / self.weight_sum)
+            else:
+                torch._foreach_mul_(stats, maf)
+                torch._foreach_add_(stats, scratch)
+                self.factor.mul_(maf).add_(1.0)
         return y
 
     def begin_recalibration(self) -> None:
