@@ -213,3 +213,21 @@ def test_test_net_shares_statistics_with_separate_included_train_definition():
     var = tb.running_var.numpy() / s
     expected = (conv - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + 1e-5)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("engine", ["bvlc", "scale-bias-017"])
+def test_running_variance_is_exact_when_far_below_eps(engine):
+    """Stored variance = Caffe's unbiased batch variance, also when it is much smaller than eps
+    (float32: re-deriving it from 1/sqrt(var + eps) would lose it in the rounding of var + eps)."""
+    text = f"""
+    layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 8 dim: 2 dim: 3 dim: 3 }} }} }}
+    layer {{ name: "bn" type: "BatchNorm" bottom: "data" top: "bn" batch_norm_param {{ {ENGINES[engine]} }} }}
+    """
+    net = brewnet.Net(net_from_text(text), brewnet.TRAIN)
+    x = 1e-6 * np.random.default_rng(0).standard_normal((8, 2, 3, 3))  # var ~1e-12, eps 1e-5
+    net.forward(data=x)
+    x32 = x.astype(np.float32).astype(np.float64)
+    expected = x32.var(axis=(0, 2, 3), ddof=1)
+    bn = net.layer_dict["bn"]
+    stored = bn.running_var.numpy() / (1.0 if bn.nvcaffe else bn.factor.numpy()[0])
+    np.testing.assert_allclose(stored, expected, rtol=1e-3)
