@@ -5,7 +5,9 @@ runs: the numpy view a user sees is made when ``.data`` / ``.diff`` is first rea
 the CPU).  Once handed out, that array is the blob's storage: the next pycaffe ``forward`` copies
 new values into it (so arrays kept by a script stay live, as in Caffe), and the net reads it back
 as the blob's value (so writes into ``net.blobs[...].data`` are seen by the next forward).
-Parameter blobs wrap the layer's own tensors, so their arrays are always live.
+Parameter blobs wrap the layer's own tensors, so on float32/float64 CPU nets their arrays are
+always live; elsewhere (CUDA, half precision) they are host copies synced as Caffe syncs its CPU
+and GPU memory (see ParamBlob).
 """
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ def _host_view(t: torch.Tensor) -> np.ndarray | None:
     if t.device.type == "cpu" and t.is_contiguous() and t.dtype in (torch.float32, torch.float64):
         return t.detach().numpy()
     return None
+
+
+def _host_dtype(t: torch.Tensor) -> torch.dtype:
+    """float64 stays float64; everything else is shown as float32 (Caffe's Dtype)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 class _BlobSurface:
@@ -73,7 +80,7 @@ class Blob(_BlobSurface):
         buf = self._data_buf
         if buf is not None and tuple(buf.shape) == tuple(t.shape):
             if t.device.type != "cpu" or buf.ctypes.data != t.data_ptr():
-                buf[...] = t.to("cpu").numpy()  # arrays a script holds stay live
+                torch.from_numpy(buf).copy_(t)  # arrays a script holds stay live
         else:
             self._data_buf = None  # reshaped (Caffe reallocates too): old arrays go stale
         self._tensor = t
@@ -115,7 +122,7 @@ class Blob(_BlobSurface):
         if self._data_buf is None or tuple(self._data_buf.shape) != tuple(self._tensor.shape):
             view = _host_view(self._tensor)
             self._data_buf = view if view is not None else \
-                self._tensor.to("cpu").contiguous().numpy().copy()
+                self._tensor.to("cpu", _host_dtype(self._tensor)).contiguous().numpy().copy()
         return self._data_buf
 
     data = data.setter(_BlobSurface._set_data)
@@ -147,8 +154,39 @@ class Blob(_BlobSurface):
         self._grad = None
 
 
+#: host copies of parameter blobs handed out where no zero-copy view exists (CUDA, or a dtype
+#: numpy cannot share), waiting to be written back: (layer, index, "data" | "diff") -> array
+_pending_host_writes: dict[tuple, np.ndarray] = {}
+
+
+def push_host_writes() -> None:
+    """Write host copies of parameter blobs a script may have changed back to their tensors.
+
+    Caffe's SyncedMemory does this on the next device use after ``mutable_cpu_data``; nets call
+    it before they run, back-propagate, update or save.  The copies become stale afterwards and
+    are refreshed from the device on the next ``.data`` / ``.diff`` read (into the same array)."""
+    if not _pending_host_writes:
+        return
+    with torch.no_grad():
+        for (layer, index, what), array in list(_pending_host_writes.items()):
+            t = layer.blobs[index]
+            if what == "diff":
+                if t.grad is None:
+                    t.grad = torch.zeros_like(t)
+                t = t.grad
+            if tuple(t.shape) == array.shape:
+                t.copy_(torch.from_numpy(array))
+    _pending_host_writes.clear()
+
+
 class ParamBlob(_BlobSurface):
-    """A parameter blob: wraps the layer's own tensor, so arrays stay live across updates."""
+    """A parameter blob: wraps the layer's own tensor, so arrays stay live across updates.
+
+    On float32/float64 CPU nets ``data`` and ``diff`` are views of the tensors themselves.
+    Elsewhere (CUDA, half precision) they are float32 host copies kept per layer and blob:
+    read from the device when handed out, written back before the net next uses the tensor
+    (see push_host_writes), as Caffe syncs its CPU and GPU memory.  As in pycaffe, read
+    ``.data`` again after the net has run: an array kept from before is not written back."""
 
     def __init__(self, layer, index: int):
         self._layer = layer
@@ -158,14 +196,23 @@ class ParamBlob(_BlobSurface):
     def tensor(self) -> torch.Tensor:
         return self._layer.blobs[self._index]
 
+    def _host_copy(self, t: torch.Tensor, what: str) -> np.ndarray:
+        key = (self._layer, self._index, what)
+        mirrors = self._layer.__dict__.setdefault("_host_mirrors", {})
+        array = mirrors.get((self._index, what))
+        if array is None or array.shape != tuple(t.shape):
+            array = mirrors[(self._index, what)] = np.empty(tuple(t.shape), dtype=np.float32)
+            _pending_host_writes.pop(key, None)
+        if key not in _pending_host_writes:  # the device may have changed since: refresh
+            array[...] = t.detach().to("cpu", torch.float32).numpy()
+            _pending_host_writes[key] = array
+        return array
+
     @property
     def data(self) -> np.ndarray:
         t = self.tensor
         view = _host_view(t)
-        if view is None:
-            raise RuntimeError("parameter arrays are live views only for float32 CPU nets; "
-                               "use net.to('cpu') or read tensors directly")
-        return view
+        return view if view is not None else self._host_copy(t, "data")
 
     data = data.setter(_BlobSurface._set_data)
 
@@ -175,9 +222,7 @@ class ParamBlob(_BlobSurface):
         if t.grad is None:
             t.grad = torch.zeros_like(t)
         view = _host_view(t.grad)
-        if view is None:
-            raise RuntimeError("parameter diffs are live views only for float32 CPU nets")
-        return view
+        return view if view is not None else self._host_copy(t.grad, "diff")
 
     diff = diff.setter(_BlobSurface._set_diff)
 

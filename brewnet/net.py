@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import fileio, runtime
-from .blob import Blob, ParamBlob
+from .blob import Blob, ParamBlob, push_host_writes
 from .errors import NetError
 from .layers import layer_class
 from .layers.base import Layer
@@ -495,6 +495,7 @@ class Net:
 
         Blob storage is updated by reference (no copies) so pycaffe reads still work afterwards.
         """
+        push_host_writes()  # parameter arrays a script changed on a CUDA/half net
         self._check_input_shapes()
         env, _, loss = self._run(0, len(self._layers) - 1, keep_versions=False)
         for name, t in env.items():
@@ -505,6 +506,7 @@ class Net:
     def forward(self, blobs: Iterable[str] | None = None, start: str | None = None,
                 end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
         """pycaffe's Net.forward: set inputs from kwargs, run, return {output: array}."""
+        push_host_writes()  # parameter arrays a script changed on a CUDA/half net
         for name, value in kwargs.items():
             if name not in self.blobs:
                 raise NetError(f"forward(): no blob named '{name}' (inputs: {self.inputs})")
@@ -533,6 +535,7 @@ class Net:
         Loss tops start with their loss weight; other outputs with the diff a script put on them
         (kwargs set those).  Parameter diffs accumulate, as in Caffe (clear_param_diffs zeroes).
         """
+        push_host_writes()  # parameter arrays a script changed on a CUDA/half net
         if self._last is None:
             raise NetError("backward() needs a forward() first (and a net with a loss or force_backward)")
         for name, value in kwargs.items():
@@ -595,6 +598,7 @@ class Net:
             self.blobs[name].reshape(*shape)
 
     def clear_param_diffs(self) -> None:
+        push_host_writes()  # parameter arrays a script changed on a CUDA/half net
         grads = [p.grad for layer in self._layers
                  for p in (layer.parameters() if layer._modules else layer._parameters.values())
                  if p is not None and p.grad is not None]
@@ -603,6 +607,7 @@ class Net:
 
     def share_with(self, other: "Net") -> None:
         """Use ``other``'s parameter and statistics tensors for layers of the same name."""
+        push_host_writes()  # parameter arrays a script changed on a CUDA/half net
         theirs = other.layer_dict
         for layer in self._layers:
             src = theirs.get(layer.name)
@@ -620,11 +625,13 @@ class Net:
     # ----- weights ---------------------------------------------------------------------------
     def copy_from(self, path: str) -> "LoadReport":
         """Load a caffemodel (pycaffe's copy_from / CopyTrainedLayersFrom), matching layers by name."""
+        push_host_writes()  # parameter arrays a script changed on a CUDA/half net
         from .weights import load_weights
         return load_weights(self, fileio.read_caffemodel(os.fspath(path)), source=os.fspath(path))
 
     def to_proto(self, write_diff: bool = False) -> caffe_pb2.NetParameter:
         """This net with its blobs, as Caffe's Net::ToProto writes it (name and layers only)."""
+        push_host_writes()  # parameter arrays a script changed on a CUDA/half net
         out = caffe_pb2.NetParameter(name=self.net_param.name)
         for src, layer in zip(self.net_param.layer, self._layers):
             lp = out.layer.add()

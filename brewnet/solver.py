@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from . import fileio, runtime
+from .blob import push_host_writes
 from .errors import SolverError
 from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
@@ -498,6 +499,7 @@ class Solver:
         layers supply those batches."""
         if self.bn_recalibrate <= 0 or self._recalibrated_at == self.iter:
             return
+        push_host_writes()
         bns = [layer for layer in self.net.layers if layer.type == "BatchNorm" and not layer.use_global_stats]
         if not bns:
             return
@@ -589,6 +591,7 @@ class Solver:
 
     def apply_update(self) -> None:
         """Caffe's SGDSolver::ApplyUpdate on the current parameter diffs (does not advance iter)."""
+        push_host_writes()
         with torch.no_grad():
             self._apply_update()
 

@@ -427,3 +427,38 @@ def test_channels_last_reaches_convolutions_of_a_one_channel_input():
     assert l1 == pytest.approx(l2, rel=1e-6)
     np.testing.assert_allclose(dw1, dw2, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(di1, di2, rtol=1e-4, atol=1e-6)
+
+
+HALF_NET = """
+layer { name: "data" type: "Input" top: "data" top: "label" input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_param_arrays_without_a_zero_copy_view_sync_like_caffe():
+    """Where numpy cannot share the tensor (CUDA; here bfloat16 on the CPU) parameter data and
+    diffs are float32 host copies: writes reach the tensor before the net next runs, and a later
+    read refreshes the same array from the tensor (Caffe's SyncedMemory)."""
+    net = brewnet.Net(net_from_text(HALF_NET), brewnet.TRAIN, dtype=torch.bfloat16)
+    w = net.params["ip"][0].data
+    assert w.dtype == np.float32 and w.shape == (2, 3)
+    w[...] = 0.5
+    net.params["ip"][1].data[...] = 0.25
+    out = net.forward(data=np.ones((4, 3)), label=np.zeros((4, 2)))
+    np.testing.assert_allclose(net.blobs["ip"].data, 1.75)   # 3 * 0.5 + 0.25
+    assert float(out["loss"]) == pytest.approx(1.75 ** 2 * 8 / 8)
+    with torch.no_grad():
+        net.params["ip"][0].tensor.add_(1.0)  # the device changes (a solver update, say)
+    again = net.params["ip"][0].data
+    assert again is w
+    np.testing.assert_allclose(w, 1.5)
+    net.backward()
+    np.testing.assert_allclose(net.params["ip"][0].diff, 1.75)  # mean over the batch of (ip - 0) * 1
+    net.params["ip"][0].diff[...] = 2.0  # written diffs are what the update uses
+    net.clear_param_diffs()
+    np.testing.assert_allclose(net.params["ip"][0].diff, 0.0)
+    proto = net.to_proto()
+    np.testing.assert_allclose(np.asarray(proto.layer[1].blobs[0].data), 1.5)
+    net.params["ip"][0].data[...] = -1.0  # as pycaffe scripts write: .data read again each time
+    np.testing.assert_allclose(np.asarray(net.to_proto().layer[1].blobs[0].data), -1.0)
