@@ -111,7 +111,7 @@ def test_loss_weight_scales_loss_and_gradient():
     net.forward(data=x, t=t)
     loss, _ = net.forward_loss()
     expected = ((x - t) ** 2).sum() / 2 / 2
-    assert float(loss) == pytest.approx(3 * expected, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(3 * expected, rel=1e-5)
     net.forward(data=x, t=t)
     net.backward()
     np.testing.assert_allclose(net.blobs["data"].diff, 3 * (x - t) / 2, rtol=1e-5)
