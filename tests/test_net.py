@@ -422,7 +422,7 @@ def test_channels_last_reaches_convolutions_of_a_one_channel_input():
         assert out["pool"].is_contiguous(memory_format=torch.channels_last) == cl
         assert out["pool"].is_contiguous() == (not cl)
         loss.backward()
-        results.append((float(loss), net.params["conv"][0].diff.copy(), net.params["ip"][0].diff.copy()))
+        results.append((float(loss.detach()), net.params["conv"][0].diff.copy(), net.params["ip"][0].diff.copy()))
     (l1, dw1, di1), (l2, dw2, di2) = results
     assert l1 == pytest.approx(l2, rel=1e-6)
     np.testing.assert_allclose(dw1, dw2, rtol=1e-4, atol=1e-6)
