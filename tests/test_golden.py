@@ -28,11 +28,12 @@ def assert_close(actual, expected, what):
                                   f"(at {np.unravel_index(worst, err.shape)}: {actual.flat[worst]} vs {expected.flat[worst]})")
 
 
-def run_case(name):
+def run_case(name, device=None):
     meta = INDEX[name]
     ref = np.load(os.path.join(GOLDEN, f"{name}.npz"))
     phase = brewnet.TRAIN if meta["phase"] == "TRAIN" else brewnet.TEST
-    net = brewnet.Net(os.path.join(GOLDEN, f"{name}.prototxt"), os.path.join(GOLDEN, f"{name}.caffemodel"), phase)
+    net = brewnet.Net(os.path.join(GOLDEN, f"{name}.prototxt"), os.path.join(GOLDEN, f"{name}.caffemodel"), phase,
+                      device=device)
     inputs = {k[3:]: ref[k] for k in ref.files if k.startswith("in/")}
     net.forward(**inputs)
     backward = meta["backward"] != "none"
@@ -45,16 +46,16 @@ def run_case(name):
 
 
 @pytest.mark.parametrize("name", LAYER_CASES)
-def test_forward_matches_caffe(name):
-    net, ref, _ = run_case(name)
+def test_forward_matches_caffe(name, device=None):
+    net, ref, _ = run_case(name, device)
     for key in ref.files:
         if key.startswith("data/"):
             assert_close(net.blobs[key[5:]].data, ref[key], key)
 
 
 @pytest.mark.parametrize("name", [n for n in LAYER_CASES if INDEX[n]["backward"] != "none"])
-def test_backward_matches_caffe(name):
-    net, ref, _ = run_case(name)
+def test_backward_matches_caffe(name, device=None):
+    net, ref, _ = run_case(name, device)
     for key in ref.files:
         if key.startswith("diff/"):
             assert_close(net.blobs[key[5:]].diff, ref[key], key)
@@ -64,8 +65,8 @@ def test_backward_matches_caffe(name):
 
 
 @pytest.mark.parametrize("name", LAYER_CASES)
-def test_parameters_after_pass_match_caffe(name):
-    net, ref, _ = run_case(name)
+def test_parameters_after_pass_match_caffe(name, device=None):
+    net, ref, _ = run_case(name, device)
     keys = [k for k in ref.files if k.startswith("param_after/")]
     for key in keys:
         _, layer, i = key.split("/")

@@ -28,8 +28,8 @@ NOISY = {"solver_adagrad", "solver_rmsprop_poly", "solver_adam_exp"}
 NOISE_KEYS = {"conv/1", "bn/0"}
 
 
-def _solver(name, tmp_path):
-    s = brewnet.get_solver(os.path.join(GOLDEN, INDEX[name]["solver"]))
+def _solver(name, tmp_path, device=None):
+    s = brewnet.get_solver(os.path.join(GOLDEN, INDEX[name]["solver"]), device=device)
     s.param.snapshot_prefix = str(tmp_path / name)
     return s
 
@@ -57,9 +57,9 @@ def _snapshot_iter(name):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_trajectory_matches_caffe(name, tmp_path):
+def test_trajectory_matches_caffe(name, tmp_path, device=None):
     ref = np.load(os.path.join(GOLDEN, f"{name}.npz"))
-    s = _solver(name, tmp_path)
+    s = _solver(name, tmp_path, device)
     s.net.copy_from(os.path.join(GOLDEN, f"{name}_init.caffemodel"))
     state_path, k_snap = _snapshot_iter(name)
     losses = []
@@ -83,7 +83,7 @@ def _check_history(s, state_path, name):
         e = s.net.caffe_params[i % n]
         if name in NOISY and f"{e.layer.name}/{e.index}" in NOISE_KEYS:
             continue
-        np.testing.assert_allclose(h.numpy(), fileio.blob_to_array(blob), rtol=1e-3, atol=1e-6,
+        np.testing.assert_allclose(h.cpu().numpy(), fileio.blob_to_array(blob), rtol=1e-3, atol=1e-6,
                                    err_msg=f"{name} history {i} ({e.name})")
 
 
