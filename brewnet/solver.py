@@ -724,6 +724,9 @@ class Solver:
                 h.copy_(torch.as_tensor(a.reshape(tuple(h.shape)), dtype=h.dtype))
         self.iter = int(state.iter)
         self.current_step = int(state.current_step)
+        for layer in self.net.layers:  # NVCaffe-dialect averages go on with the weight they had
+            if layer.type == "BatchNorm" and layer.nvcaffe:
+                layer.resume_average(self.iter * max(1, self.param.iter_size))
         n = len(self._entries)
         passive_idx = {id(e) for g in self._passive for e in g.entries}
         self._passive_dirty = any(bool(self.history[k * n + i].any())

@@ -231,3 +231,49 @@ def test_running_variance_is_exact_when_far_below_eps(engine):
     bn = net.layer_dict["bn"]
     stored = bn.running_var.numpy() / (1.0 if bn.nvcaffe else bn.factor.numpy()[0])
     np.testing.assert_allclose(stored, expected, rtol=1e-3)
+
+
+RESUME_NET = """
+layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 8 dim: 2 dim: 3 dim: 3 } shape { dim: 8 dim: 3 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 3 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv"
+        batch_norm_param { scale_bias: true moving_average_fraction: 0.9 } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_nvcaffe_dialect_statistics_resume_as_if_never_stopped(tmp_path):
+    """The unbiased NVCaffe-dialect average keeps a weight that is not a Caffe blob; a solver
+    resuming at iteration N gives it back (N batches seen), so the statistics continue exactly."""
+    rng = np.random.default_rng(5)
+    batches = [(rng.standard_normal((8, 2, 3, 3)) * 2 + 1, rng.standard_normal((8, 3))) for _ in range(10)]
+
+    def solver():
+        brewnet.set_random_seed(11)
+        sp = caffe_pb2.SolverParameter(base_lr=0.05, momentum=0.9, lr_policy="fixed", max_iter=10, display=0,
+                                       snapshot_prefix=str(tmp_path / "bn"))
+        sp.net_param.CopyFrom(net_from_text(RESUME_NET))
+        return brewnet.SGDSolver(sp)
+
+    def run(s, ks):
+        for k in ks:
+            s.net.blobs["data"].data[...] = batches[k][0]
+            s.net.blobs["label"].data[...] = batches[k][1]
+            s.step(1)
+
+    whole = solver()
+    run(whole, range(10))
+    first = solver()
+    run(first, range(4))
+    _, state = first.snapshot()
+    resumed = solver()
+    resumed.restore(state)
+    run(resumed, range(4, 10))
+    a, b = whole.net.layer_dict["bn"], resumed.net.layer_dict["bn"]
+    assert a.nvcaffe
+    np.testing.assert_allclose(b.running_mean.numpy(), a.running_mean.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(b.running_var.numpy(), a.running_var.numpy(), rtol=1e-6, atol=1e-7)

@@ -16,8 +16,8 @@ statistics are 22% short, which cost the seed's NVCaffe networks a point of TEST
 brewnet keeps the same average without the bias: with the weight s = maf·s + 1 (s = 0 at the
 start), ``mean += (mean_b − mean) / s``, exactly the BVLC dialect's sums / s.  s is not a Caffe
 blob: a layer loaded from a file takes s = 1/(1−maf), a converged average, from which the update
-is NVCaffe's own; so resuming an NVCaffe-dialect net from a snapshot taken before s converged
-(a few thousand iterations at .999) moves its statistics slightly differently than not stopping.
+is NVCaffe's own; a solver resuming from a snapshot of iteration N sets s to the weight of the
+N·iter_size batches it has seen (see resume_average), so resuming continues the same average.
 γ starts at 1 and β at 0 unless the user's filler says otherwise (NVCaffe 0.14 defaulted γ to 0,
 which is why those networks never trained).
 
@@ -173,6 +173,12 @@ class BatchNorm(Layer):
                 torch._foreach_add_(stats, scratch)
                 self.factor.mul_(maf).add_(1.0)
         return y
+
+    def resume_average(self, batches: int) -> None:
+        """NVCaffe dialect: the stored averages have seen ``batches`` TRAIN batches (a solver
+        resuming at iteration N: N·iter_size), so their weight is 1 + maf + … + maf^(batches−1)."""
+        m = self.maf
+        self.weight_sum = float(batches) if m == 1.0 else (1.0 - m ** batches) / (1.0 - m)
 
     def begin_recalibration(self) -> None:
         """Start re-estimating the statistics as the exact average over the batches to come
