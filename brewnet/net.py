@@ -28,6 +28,7 @@ from torch import nn
 
 from . import fileio, runtime
 from .blob import Blob, ParamBlob, push_host_writes
+from .layers.loss import raise_deferred_label_errors
 from .errors import NetError
 from .layers import layer_class
 from .layers.base import Layer
@@ -525,6 +526,7 @@ class Net:
             self.blobs[name]._set_value(t)
         self._last = versions if record else None
         self._last_range = (s, e)
+        raise_deferred_label_errors()  # the outputs are read back anyway
         outs = list(self.outputs) + [b for b in (blobs or []) if b not in self.outputs]
         return {n: self.blobs[n].data for n in outs}
 

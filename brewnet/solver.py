@@ -40,6 +40,7 @@ import torch
 
 from . import fileio, runtime
 from .blob import push_host_writes
+from .layers.loss import raise_deferred_label_errors
 from .errors import SolverError
 from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
@@ -400,6 +401,7 @@ class Solver:
                 loss_t = loss / iter_size if iter_size > 1 else loss
             self._update_smoothed_loss(loss_t, start_iter, average_loss)
             if display:
+                raise_deferred_label_errors()
                 lapse = time.perf_counter() - timer
                 per_s = (self.iter - iters_last) / (lapse or 1)
                 self._display(outputs, per_s, lapse)
@@ -415,6 +417,7 @@ class Solver:
             if request == "stop":
                 self.requested_early_exit = True
                 break
+        raise_deferred_label_errors()
 
     def _update_smoothed_loss(self, loss, start_iter, average_loss) -> None:
         # Caffe's UpdateSmoothedLoss; values stay tensors until displayed (no device sync)
@@ -554,6 +557,7 @@ class Solver:
                 else:
                     for s, v in zip(sums, vals):
                         s.add_(v)
+        raise_deferred_label_errors()
         if self.requested_early_exit:
             log.info("Test interrupted.")
             return OrderedDict()

@@ -168,3 +168,40 @@ def test_softmax_with_loss_floors_at_flt_min_with_gradient_p_minus_1(param):
     np.testing.assert_allclose(net.blobs["loss"].data, expected, rtol=1e-6)
     onehot = np.array([[1.0, 0, 0], [1.0, 0, 0]])
     np.testing.assert_allclose(net.blobs["x"].diff, (p - onehot) / 2, atol=1e-12)
+
+
+SOLVER_LOSS_NET = """
+layer { name: "data" type: "Input" top: "data" top: "label" input_param { shape { dim: 4 dim: 5 } shape { dim: 4 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_label_checks_on_an_accelerator_wait_for_a_sync_point(monkeypatch):
+    """On CUDA a label check per iteration would stall the device: the check is recorded on the
+    device, the kernels see clamped labels, and the error (naming the layer) comes at the next
+    sync point: here the end of solver.step, or a pycaffe forward. Simulated on the CPU."""
+    import brewnet
+    from brewnet.fileio import net_from_text
+    from brewnet.layers import loss as loss_module
+
+    monkeypatch.setattr(loss_module, "defers_checks", lambda device: True)
+    sp = caffe_pb2.SolverParameter(base_lr=0.1, lr_policy="fixed", max_iter=5, display=0)
+    sp.net_param.CopyFrom(net_from_text(SOLVER_LOSS_NET))
+    solver = brewnet.SGDSolver(sp)
+    x = np.random.default_rng(0).standard_normal((4, 5))
+    solver.net.blobs["data"].data[...] = x
+    solver.net.blobs["label"].data[...] = [0, 1, 2, 1]
+    solver.step(2)  # good labels: no error, and the loss is the CPU path's
+    loss, _ = solver.net.forward_loss()
+    monkeypatch.setattr(loss_module, "defers_checks", lambda device: False)
+    assert float(loss.detach()) == pytest.approx(float(solver.net.forward_loss()[0].detach()), rel=1e-6)
+    monkeypatch.setattr(loss_module, "defers_checks", lambda device: True)
+    solver.net.blobs["label"].data[...] = [0, 7, 2, 1]
+    solver.net.forward_loss()  # recorded, not raised
+    with pytest.raises(NetError, match=r"layer 'loss' \(SoftmaxWithLoss\).*label out of range \[0, 3\)"):
+        solver.step(1)
+    with pytest.raises(NetError, match=r"layer 'loss'.*out of range"):
+        solver.net.forward()
+    solver.net.blobs["label"].data[...] = [0, 1, 2, 1]
+    solver.net.forward()  # nothing left pending

@@ -6,6 +6,8 @@ only DCHECKs it).  Caffe's LossLayer requires bottom 0 and bottom 1 to agree on 
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 
@@ -61,15 +63,52 @@ class _LossLayer(Layer):
 
 
 
-def _check_labels(layer, labels, num_classes, valid=None):
-    """Caffe DCHECKs 0 <= label < C; here an out-of-range label is always an error."""
-    lab = labels if valid is None else labels[valid]
-    if not lab.numel():
+def defers_checks(device: torch.device) -> bool:
+    """Whether checks that read values back wait for a sync point (accelerators: reading a value
+    each iteration would stall the device queue)."""
+    return device.type != "cpu"
+
+
+#: layers whose deferred label check is pending -> (device bool "a label was out of range", C)
+_pending_label_checks: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _check_labels(layer, labels, num_classes, valid=None) -> torch.Tensor:
+    """Caffe DCHECKs 0 <= label < C; here an out-of-range label is always an error.
+
+    On the CPU it is raised at once.  On an accelerator the check is recorded on the device and
+    raised at the next sync point (raise_deferred_label_errors: pycaffe forward, the solver's
+    display, test, snapshot and the end of step), and the labels the kernels see are clamped into
+    range meanwhile, so no device-side assert takes the CUDA context down.  Returns the labels
+    to use."""
+    if not defers_checks(labels.device):
+        lab = labels if valid is None else labels[valid]
+        if lab.numel():
+            lo, hi = torch.aminmax(lab)
+            if int(lo) < 0 or int(hi) >= num_classes:
+                bad = lab[(lab < 0) | (lab >= num_classes)][0]
+                layer.fail(f"label {int(bad)} out of range [0, {num_classes})")
+        return labels
+    out = (labels < 0) | (labels >= num_classes)
+    if valid is not None:
+        out = out & valid
+    flag = out.any()
+    previous = _pending_label_checks.get(layer)
+    _pending_label_checks[layer] = (flag if previous is None else previous[0] | flag, num_classes)
+    return labels.clamp(0, num_classes - 1)
+
+
+def raise_deferred_label_errors() -> None:
+    """Raise the first out-of-range label recorded since the last call (one device sync)."""
+    if not _pending_label_checks:
         return
-    lo, hi = torch.aminmax(lab)
-    if int(lo) < 0 or int(hi) >= num_classes:
-        bad = lab[(lab < 0) | (lab >= num_classes)][0]
-        layer.fail(f"label {int(bad)} out of range [0, {num_classes})")
+    pending = list(_pending_label_checks.items())
+    _pending_label_checks.clear()
+    flags = torch.stack([flag.to("cpu") for _, (flag, _) in pending]).tolist()
+    for (layer, (_, num_classes)), bad in zip(pending, flags):
+        if bad:
+            layer.fail(f"a label out of range [0, {num_classes}) (found at a sync point; on an "
+                       "accelerator labels are checked without stopping the device each iteration)")
 
 
 def _softmax_axis_setup(layer, bottom_shapes, axis_value, what="softmax"):
@@ -111,7 +150,7 @@ class SoftmaxWithLoss(_LossLayer):
         logp = torch.log_softmax(x, dim=axis)
         lab = _labels_like(x, label, axis)
         valid = lab != lp.ignore_label if lp.HasField("ignore_label") else torch.ones_like(lab, dtype=torch.bool)
-        _check_labels(self, lab, c, valid)
+        lab = _check_labels(self, lab, c, valid)
         nll = -logp.reshape(outer, c, -1).gather(1, torch.where(valid, lab, 0))
         # Caffe: -log(max(p, FLT_MIN)); its gradient is p - 1 even where the floor applies
         nll = nll - (nll - nll.clamp(max=LOG_FLT_MIN_NEG)).detach()
@@ -129,10 +168,11 @@ class SoftmaxWithLoss(_LossLayer):
         even where the floor applies)."""
         x3 = x if (x.dim() == 2 and axis == 1) else x.reshape(outer, c, -1)
         lab = label.detach().reshape((outer,) + tuple(x3.shape[2:])).long()
-        _check_labels(self, lab, c)
+        lab = _check_labels(self, lab, c)
         nll = torch.nn.functional.cross_entropy(x3, lab, reduction="none")
         loss = nll.sum()
-        if float(nll.detach().max()) > LOG_FLT_MIN_NEG:  # rare: subtract what the floor cuts off
+        # rarely needed: subtract what the floor cuts off (on an accelerator always, unread)
+        if defers_checks(nll.device) or float(nll.detach().max()) > LOG_FLT_MIN_NEG:
             with torch.no_grad():
                 excess = (nll - LOG_FLT_MIN_NEG).clamp_(min=0).sum()
             loss = loss - excess
@@ -204,7 +244,7 @@ class HingeLoss(_LossLayer):
         n = x.shape[0]
         flat = x.reshape(n, -1)
         lab = label.detach().reshape(n, 1).long()
-        _check_labels(self, lab, flat.shape[1])
+        lab = _check_labels(self, lab, flat.shape[1])
         sign = torch.ones_like(flat).scatter(1, lab, -1.0)
         margin = torch.relu(1 + sign * flat)
         if p.norm == p.L2:
@@ -262,7 +302,7 @@ class InfogainLoss(_LossLayer):
         logp = logp - (logp - logp.clamp(min=np.log(FLT_MIN))).detach()
         lab = _labels_like(x, label, axis)
         valid = lab != lp.ignore_label if lp.HasField("ignore_label") else torch.ones_like(lab, dtype=torch.bool)
-        _check_labels(self, lab, c, valid)
+        lab = _check_labels(self, lab, c, valid)
         rows = h[torch.where(valid, lab, 0)[:, 0]].transpose(1, 2)  # (outer, C, inner)
         loss = -torch.where(valid, rows * logp, 0).sum()
         norm = _normalizer(self, _normalization(self.param, lp.VALID), outer, count(x.shape, axis + 1), valid.sum())
@@ -287,7 +327,7 @@ class MultinomialLogisticLoss(_LossLayer):
         n = p.shape[0]
         flat = p.reshape(n, -1)
         lab = label.detach().reshape(n, 1).long()
-        _check_labels(self, lab, flat.shape[1])
+        lab = _check_labels(self, lab, flat.shape[1])
         prob = flat.gather(1, lab)
         prob = prob + (prob.clamp(min=LOG_THRESHOLD) - prob).detach()
         return -torch.log(prob).sum() / n
@@ -360,7 +400,7 @@ class Accuracy(Layer):
         scores = x.reshape(outer, c, -1)
         lab = _labels_like(x, label, axis)
         valid = lab != p.ignore_label if p.HasField("ignore_label") else torch.ones_like(lab, dtype=torch.bool)
-        _check_labels(self, lab, c, valid)
+        lab = _check_labels(self, lab, c, valid)
         lab0 = torch.where(valid, lab, 0)
         true_score = scores.gather(1, lab0)
         better = (scores >= true_score).sum(1, keepdim=True) - 1
