@@ -383,6 +383,7 @@ class Net:
         """
         env: dict[str, torch.Tensor] = {}
         versions: dict[str, list[torch.Tensor]] = {}
+        self._storage_reads: dict[str, torch.Tensor] = {}  # input tops as read from their storage
         grad = torch.is_grad_enabled()
         loss = None
         fused = self._fused_bn_scale if (self.fuse and not keep_versions) else {}
@@ -416,6 +417,7 @@ class Net:
                         v = v.contiguous(memory_format=torch.channels_last)
                     if grad and self.force_backward:
                         v = v.detach().requires_grad_()
+                    self._storage_reads[t] = v
                     outs.append(v)
             else:
                 bottoms = []
@@ -499,8 +501,10 @@ class Net:
         push_host_writes()  # parameter arrays a script changed on a CUDA/half net
         self._check_input_shapes()
         env, _, loss = self._run(0, len(self._layers) - 1, keep_versions=False)
+        read = self._storage_reads
         for name, t in env.items():
-            self.blobs[name]._set_value(t)
+            if read.get(name) is not t:  # an input read from its own storage needs no copy back
+                self.blobs[name]._set_value(t)
         self._last = None
         return loss, {n: env[n] for n in outputs}
 
