@@ -176,7 +176,8 @@ def test_cli_time_prints_caffe_summary(tmp_path, monkeypatch, capsys):
     assert cli.main(["time", "-model", "net.prototxt", "-iterations", "2"]) == 0
     out = capsys.readouterr().out
     for line in ("Average Forward pass: ", "Average Backward pass: ", "Average Forward-Backward: ",
-                 "*** Benchmark begins ***", "Backward timing method"):
+                 "*** Benchmark begins ***", "Backward timing method", "Per-layer passes (each layer timed alone)",
+                 "Whole net, as training runs it", "Iteration: 2 forward-backward time: "):
         assert line in out
     assert "       ip1\tforward: " in out and "       ip1\tbackward: " in out
     assert cli.main(["time", "-model", "net.prototxt", "-iterations", "1", "-forward_only"]) == 0
