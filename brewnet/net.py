@@ -17,6 +17,7 @@ its data and the diff with respect to its *first* value as its diff, as Caffe's 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import OrderedDict
@@ -225,6 +226,15 @@ class Net:
         #: which PyTorch's CPU and CUDA convolutions run faster; set False for NCHW throughout
         self.channels_last = CHANNELS_LAST_DEFAULT
         self._fused_bn_scale = self._find_fusions()
+        #: mixed precision (``brewnet train -amp on``): the dtype PyTorch's autocast runs eligible
+        #: ops in (float16 on CUDA, bfloat16 on the CPU), or None for float32 throughout, the
+        #: default: autocast results are not within float32 tolerance of Caffe's
+        self.autocast: torch.dtype | None = None
+
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
 
     @property
     def channels_last(self) -> bool:
@@ -500,7 +510,8 @@ class Net:
         """
         push_host_writes()  # parameter arrays a script changed on a CUDA/half net
         self._check_input_shapes()
-        env, _, loss = self._run(0, len(self._layers) - 1, keep_versions=False)
+        with self._autocast():
+            env, _, loss = self._run(0, len(self._layers) - 1, keep_versions=False)
         read = self._storage_reads
         for name, t in env.items():
             if read.get(name) is not t:  # an input read from its own storage needs no copy back
@@ -524,7 +535,7 @@ class Net:
         s = self._layer_index(start, 0)
         e = self._layer_index(end, len(self._layers) - 1)
         record = self.force_backward or bool(self._loss_weights)
-        with torch.set_grad_enabled(record):
+        with torch.set_grad_enabled(record), self._autocast():
             env, versions, loss = self._run(s, e, keep_versions=record)
         for name, t in env.items():
             self.blobs[name]._set_value(t)

@@ -388,11 +388,12 @@ class Solver:
                     break
             display = self._display_due()
             loss = None
+            scaler = self._grad_scaler()
             for _ in range(iter_size):
                 l, _ = net.forward_loss()
                 if l is not None:
                     if l.requires_grad:
-                        l.backward()
+                        (l if scaler is None else scaler.scale(l)).backward()
                     l = l.detach()
                     loss = l if loss is None else loss + l
             if loss is None:
@@ -407,7 +408,11 @@ class Solver:
                 self._display(outputs, per_s, lapse)
                 timer = time.perf_counter()
                 iters_last = self.iter
-            self.apply_update()
+            if scaler is None:
+                self.apply_update()
+            else:  # float16 autocast: unscale, skip the update if a gradient overflowed
+                scaler.step(self._scaled_update)
+                scaler.update()
             self.iter += 1
             if self.progress is not None:
                 self.progress(self.iter, start_iter, stop_iter)
@@ -491,6 +496,18 @@ class Solver:
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
         log.info("Optimization Done.")
+
+    # ----- mixed precision ---------------------------------------------------------------------
+    def _grad_scaler(self):
+        """PyTorch's GradScaler when the train net autocasts to float16 (gradients would
+        underflow unscaled), else None.  Caffe's update runs on the unscaled gradients, through
+        an adapter that gives GradScaler the optimizer interface it drives."""
+        if self.net.autocast != torch.float16:
+            return None
+        if getattr(self, "_scaler", None) is None:
+            self._scaler = torch.amp.GradScaler(self.net.device.type)
+            self._scaled_update = _ScaledUpdate(self)
+        return self._scaler
 
     # ----- testing ---------------------------------------------------------------------------
     def recalibrate_batchnorm(self) -> None:
@@ -766,6 +783,19 @@ def _upgrade_snapshot_prefix(param, solver_file: str | None) -> None:
 # ------------------------------------------------------------------------------------------------
 # Update rules
 # ------------------------------------------------------------------------------------------------
+
+class _ScaledUpdate:
+    """What torch.amp.GradScaler needs of an optimizer: ``param_groups`` (the learnable blobs,
+    whose gradients it unscales and checks) and ``step`` (Caffe's ApplyUpdate, which it skips
+    when a gradient is inf or NaN)."""
+
+    def __init__(self, solver: "Solver"):
+        self.solver = solver
+        self.param_groups = [{"params": [e.tensor for e in solver.net.learnable]}]
+
+    def step(self, *args, **kwargs) -> None:
+        self.solver.apply_update()
+
 
 class SGDSolver(Solver):
     """``v = momentum·v + lr·lr_mult·g``; ``w -= v`` (the learning rate lives in the history)."""

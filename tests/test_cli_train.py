@@ -185,13 +185,18 @@ def test_cli_time_prints_caffe_summary(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_speed_switches(tmp_path, monkeypatch, capsys):
-    """-fuse and -channels_last turn brewnet's speed-ups off and on; training still works."""
+    """-fuse, -channels_last and -amp turn brewnet's speed-ups off and on; training still works."""
     write_solver(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["time", "-model", "net.prototxt", "-iterations", "1", "-fuse", "off",
                      "-channels_last", "on"]) == 0
     assert cli.main(["train", "-solver", "solver.prototxt", "-iterations", "2", "--fuse", "off",
                      "--channels_last", "on"]) == 0
+    # mixed precision (bfloat16 autocast on the CPU), BatchNorm in TRAIN and TEST nets included
+    assert cli.main(["train", "-solver", "solver.prototxt", "-amp", "on"]) == 0
+    net = brewnet.Net("net.prototxt", brewnet.TEST, weights="out/run_iter_6.caffemodel")
+    assert np.isfinite(net.params["ip2"][0].data).all()
+    assert cli.main(["time", "-model", "net.prototxt", "-iterations", "1", "-amp", "on"]) == 0
     with pytest.raises(SystemExit) as e:  # argparse: usage error, exit 2
         cli.main(["time", "-model", "net.prototxt", "-fuse", "sometimes"])
     assert e.value.code == 2

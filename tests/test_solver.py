@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import brewnet
 from brewnet.errors import SolverError
@@ -222,3 +223,52 @@ def test_snapshot_prefix_defaults_to_solver_path(tmp_path):
     model, state = s.snapshot()
     assert model == str(tmp_path / "my_solver_iter_0.caffemodel")
     assert state == str(tmp_path / "my_solver_iter_0.solverstate")
+
+
+AMP_NET = """
+layer { name: "data" type: "Input" top: "data" top: "label" input_param { shape { dim: 16 dim: 6 } shape { dim: 16 } } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" inner_product_param { num_output: 8 weight_filler { type: "xavier" } } }
+layer { name: "relu" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
+"""
+
+
+def _amp_solver(dtype):
+    from brewnet.fileio import net_from_text
+    brewnet.set_random_seed(4)
+    sp = caffe_pb2.SolverParameter(base_lr=0.1, momentum=0.9, lr_policy="fixed", max_iter=100, display=0)
+    sp.net_param.CopyFrom(net_from_text(AMP_NET))
+    s = brewnet.SGDSolver(sp)
+    s.net.autocast = dtype
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 6))
+    s.net.blobs["data"].data[...] = x
+    s.net.blobs["label"].data[...] = (x[:, 0] > 0) + (x[:, 1] > 0)  # 0, 1 or 2
+    return s
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_trains_close_to_float32(dtype):
+    """-amp on: autocast (bfloat16 on the CPU, float16 on CUDA, here float16 on the CPU to drive
+    the loss scaling); parameters and Caffe's update stay float32."""
+    ref, amp = _amp_solver(None), _amp_solver(dtype)
+    losses = {}
+    for name, s in (("ref", ref), ("amp", amp)):
+        s.step(30)
+        losses[name] = float(s.net.forward_loss()[0].detach())
+    assert losses["amp"] < 0.5 * float(_amp_solver(None).net.forward_loss()[0].detach())  # it learns
+    assert losses["amp"] == pytest.approx(losses["ref"], rel=0.1, abs=0.02)
+    assert all(e.tensor.dtype == torch.float32 for e in amp.net.learnable)
+    assert (getattr(amp, "_scaler", None) is not None) == (dtype == torch.float16)
+
+
+def test_float16_overflow_skips_the_update():
+    s = _amp_solver(torch.float16)
+    s.step(1)
+    scale = s._scaler.get_scale()
+    before = [e.tensor.detach().clone() for e in s.net.learnable]
+    s.net.blobs["data"].data[0, 0] = 1e30  # float16 overflows: inf gradients
+    s.step(1)
+    assert all(torch.equal(b, e.tensor) for b, e in zip(before, s.net.learnable))
+    assert s._scaler.get_scale() < scale and s.iter == 2

@@ -79,7 +79,8 @@ class LayerTimer:
                     leaf = t.detach().requires_grad_(need) if need else t.detach()
                     leaves.append(leaf)
                     srcs.append(src if need else None)
-                outs = layer(*leaves)
+                with net._autocast():
+                    outs = layer(*leaves)
                 if isinstance(outs, torch.Tensor):
                     outs = (outs,)
                 if not lp.bottom:

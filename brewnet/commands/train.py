@@ -55,9 +55,17 @@ def add_speed_flags(parser) -> None:
          help="run BatchNorm + Scale pairs as one fused batch norm in training (default on)")
     flag(parser, "channels_last", default=None, choices=("on", "off"),
          help="feed 4-D data channels-last (NHWC memory) to the convolutions")
+    flag(parser, "amp", default="off", choices=("on", "off"),
+         help="mixed precision: autocast to float16 on CUDA (with loss scaling) or bfloat16 on the "
+              "CPU (default off: not within float32 tolerance of Caffe)")
     flag(parser, "tf32", default="off", choices=("on", "off"),
          help="on CUDA, let convolutions and matrix products use TF32 (faster on Ampere and later, "
               "about 1e-3 from float32 Caffe; default off)")
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """What ``-amp on`` autocasts to: float16 on CUDA (tensor cores), bfloat16 elsewhere."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
 def apply_speed_flags(nets, args) -> None:
@@ -69,6 +77,8 @@ def apply_speed_flags(nets, args) -> None:
             net.fuse = args.fuse == "on"
         if getattr(args, "channels_last", None) is not None:
             net.channels_last = args.channels_last == "on"
+        if getattr(args, "amp", "off") == "on":
+            net.autocast = amp_dtype(net.device)
 
 
 def device_from_flag(gpu: str | None, what: str = "-gpu"):

@@ -135,7 +135,10 @@ class BatchNorm(Layer):
             bias = self.bias if self.scale_bias else None
         if self.use_global_stats:
             mean, var = self._global_stats()
-            return F.batch_norm(x, mean.to(x.dtype), var.to(x.dtype), weight, bias, False, 0.0, self.eps)
+            # statistics in the input's dtype, or float32 for a half-precision input (autocast:
+            # PyTorch's mixed batch norm takes float32 statistics and parameters)
+            sd = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+            return F.batch_norm(x, mean.to(sd), var.to(sd), weight, bias, False, 0.0, self.eps)
         m = x.numel() // c
         if self.update_statistics and m > 1 and self.running_mean.dtype == x.dtype:
             return self._forward_updating(x, weight, bias)
