@@ -29,13 +29,14 @@ from torch import nn
 
 from . import fileio, runtime
 from .blob import Blob, ParamBlob, push_host_writes
-from .layers.loss import raise_deferred_label_errors
 from .errors import NetError
 from .layers import layer_class
 from .layers.base import Layer
+from .layers.loss import raise_deferred_label_errors
 from .proto import caffe_pb2
 
 log = logging.getLogger("brewnet")
+
 
 def _call(layer: Layer):
     """layer.forward itself (nn.Module.__call__ costs more than some small layers) unless a

@@ -40,8 +40,8 @@ import torch
 
 from . import fileio, runtime
 from .blob import push_host_writes
-from .layers.loss import raise_deferred_label_errors
 from .errors import SolverError
+from .layers.loss import raise_deferred_label_errors
 from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
 
