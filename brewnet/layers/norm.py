@@ -160,7 +160,7 @@ class BatchNorm(Layer):
         r = maf·r + b and s = maf·s + 1, or NVCaffe's normalised average r += (b − r)/weight_sum.
         The stored blobs are not the op's inputs, so a script may write them between forward
         and backward."""
-        scratch = self._batch_stats
+        scratch = getattr(self, "_batch_stats", None)
         if scratch is None or scratch[0].device != x.device or scratch[0].dtype != x.dtype:
             scratch = self._batch_stats = [torch.zeros_like(self.running_mean),
                                            torch.zeros_like(self.running_var)]
