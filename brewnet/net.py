@@ -227,6 +227,8 @@ class Net:
         #: which PyTorch's CPU and CUDA convolutions run faster; set False for NCHW throughout
         self.channels_last = CHANNELS_LAST_DEFAULT
         self._fused_bn_scale = self._find_fusions()
+        self._plan = self._make_plan()
+        self._storage_reads: dict[str, torch.Tensor] = {}  # input tops as _run last read them
         #: mixed precision (``brewnet train -amp on``): the dtype PyTorch's autocast runs eligible
         #: ops in (float16 on CUDA, bfloat16 on the CPU), or None for float32 throughout, the
         #: default: autocast results are not within float32 tolerance of Caffe's
@@ -394,7 +396,7 @@ class Net:
         """
         env: dict[str, torch.Tensor] = {}
         versions: dict[str, list[torch.Tensor]] = {}
-        self._storage_reads: dict[str, torch.Tensor] = {}  # input tops as read from their storage
+        self._storage_reads = {}
         grad = torch.is_grad_enabled()
         loss = None
         fused = self._fused_bn_scale if (self.fuse and not keep_versions) else {}
@@ -464,20 +466,16 @@ class Net:
                     loss = term if loss is None else loss + term
         return env, versions, loss
 
-    @property
-    def _plan(self) -> list[tuple]:
+    def _make_plan(self) -> list[tuple]:
         """Per layer, what _run needs without protobuf lookups: (layer, bottoms, tops, detach
         flags, kind, loss weight per top or None)."""
-        plan = self.__dict__.get("_plan_cache")
-        if plan is None or len(plan) != len(self._layers):
-            plan = []
-            for layer, detach in zip(self._layers, self._detach):
-                lp = layer.param
-                kind = (_READS_STORAGE if getattr(layer, "reads_blob_storage", False) else
-                        _SOURCE if not lp.bottom else _NO_BACKWARD if not layer.has_backward else _REGULAR)
-                plan.append((layer, tuple(lp.bottom), tuple(lp.top), tuple(detach), kind,
-                             tuple(self._loss_weights.get(t) for t in lp.top)))
-            self.__dict__["_plan_cache"] = plan
+        plan = []
+        for layer, detach in zip(self._layers, self._detach):
+            lp = layer.param
+            kind = (_READS_STORAGE if getattr(layer, "reads_blob_storage", False) else
+                    _SOURCE if not lp.bottom else _NO_BACKWARD if not layer.has_backward else _REGULAR)
+            plan.append((layer, tuple(lp.bottom), tuple(lp.top), tuple(detach), kind,
+                         tuple(self._loss_weights.get(t) for t in lp.top)))
         return plan
 
     def _find_fusions(self) -> dict[int, Layer]:

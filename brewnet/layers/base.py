@@ -9,9 +9,8 @@ BatchNorm statistics) are registered on the module in Caffe's order: learnable o
 """
 from __future__ import annotations
 
-import math
-
 import difflib
+import math
 from typing import ClassVar, NoReturn, Sequence
 
 import numpy as np

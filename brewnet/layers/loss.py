@@ -78,7 +78,7 @@ def _check_labels(layer, labels, num_classes, valid=None) -> torch.Tensor:
 
     On the CPU it is raised at once.  On an accelerator the check is recorded on the device and
     raised at the next sync point (raise_deferred_label_errors: pycaffe forward, the solver's
-    display, test, snapshot and the end of step), and the labels the kernels see are clamped into
+    display, test and the end of step), and the labels the kernels see are clamped into
     range meanwhile, so no device-side assert takes the CUDA context down.  Returns the labels
     to use."""
     if not defers_checks(labels.device):
