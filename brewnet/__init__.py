@@ -5,6 +5,8 @@ The pycaffe API: scripts written for pycaffe run with ``import brewnet as caffe`
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import sys
 
 from .blob import Blob
@@ -50,12 +52,30 @@ def __getattr__(name: str):
     return value
 
 
-def alias_as_caffe() -> None:
-    """Make ``import caffe`` / ``from caffe.proto import caffe_pb2`` resolve to brewnet.
+class _CaffeAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves ``caffe.<sub>`` to the already-imported ``brewnet.<sub>`` (installed by
+    :func:`alias_as_caffe`), so every pycaffe submodule name works without a list to keep."""
 
-    For unchanged pycaffe scripts that import submodules by their dotted names.
-    """
-    this = sys.modules[__name__]
-    sys.modules.setdefault("caffe", this)
-    for sub in ("proto", "proto.caffe_pb2", "io", "net_spec"):
-        sys.modules.setdefault(f"caffe.{sub}", importlib.import_module(f"brewnet.{sub}"))
+    def find_spec(self, fullname, path=None, target=None):
+        if not fullname.startswith("caffe."):
+            return None
+        try:
+            importlib.import_module("brewnet." + fullname[len("caffe."):])
+        except ModuleNotFoundError:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec):
+        return sys.modules["brewnet." + spec.name[len("caffe."):]]
+
+    def exec_module(self, module):
+        pass  # already executed under its brewnet name
+
+
+def alias_as_caffe() -> None:
+    """Make ``import caffe`` / ``from caffe.proto import caffe_pb2`` / ``import caffe.draw``
+    resolve to brewnet, for unchanged pycaffe scripts that import modules by Caffe's names."""
+    sys.modules.setdefault("caffe", sys.modules[__name__])
+    if not any(isinstance(f, _CaffeAliasFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _CaffeAliasFinder())  # before PathFinder, which would load
+        # a second copy of brewnet's files under caffe.* names (caffe.__path__ is brewnet's)

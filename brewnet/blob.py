@@ -169,7 +169,7 @@ def push_host_writes() -> None:
         return
     with torch.no_grad():
         for (layer, index, what), array in list(_pending_host_writes.items()):
-            t = layer.blobs[index]
+            t = layer.blob_tensors[index]
             if what == "diff":
                 if t.grad is None:
                     t.grad = torch.zeros_like(t)
@@ -194,7 +194,7 @@ class ParamBlob(_BlobSurface):
 
     @property
     def tensor(self) -> torch.Tensor:
-        return self._layer.blobs[self._index]
+        return self._layer.blob_tensors[self._index]
 
     def _host_copy(self, t: torch.Tensor, what: str) -> np.ndarray:
         key = (self._layer, self._index, what)

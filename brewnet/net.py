@@ -310,7 +310,7 @@ class Net:
         return layer
 
     def _setup_params(self, layer: Layer, lp) -> None:
-        blobs = layer.blobs
+        blobs = layer.blob_tensors
         if len(lp.param) > len(blobs) and not getattr(layer, "accepts_extra_param_specs", False):
             raise NetError(f"layer '{lp.name}' ({lp.type}): {len(lp.param)} param blocks given "
                            f"but the layer has {len(blobs)} blobs")
@@ -320,7 +320,7 @@ class Net:
             if learnable and spec.name:
                 if spec.name in self._param_owner:
                     owner, oi, ospec = self._param_owner[spec.name]
-                    theirs = owner.blobs[oi]
+                    theirs = owner.blob_tensors[oi]
                     strict = spec.share_mode != caffe_pb2.ParamSpec.PERMISSIVE
                     if (strict and tuple(theirs.shape) != tuple(blob.shape)) or theirs.numel() != blob.numel():
                         raise NetError(
@@ -374,8 +374,8 @@ class Net:
 
     @property
     def params(self) -> "OrderedDict[str, list[ParamBlob]]":
-        return OrderedDict((layer.name, [ParamBlob(layer, i) for i in range(len(layer.blobs))])
-                           for layer in self._layers if layer.blobs)
+        return OrderedDict((layer.name, [ParamBlob(layer, i) for i in range(len(layer.blob_tensors))])
+                           for layer in self._layers if layer.blob_tensors)
 
     @property
     def blob_loss_weights(self) -> "OrderedDict[str, float]":
@@ -627,12 +627,12 @@ class Net:
         theirs = other.layer_dict
         for layer in self._layers:
             src = theirs.get(layer.name)
-            if src is None or not layer.blobs:
+            if src is None or not layer.blob_tensors:
                 continue
-            if len(src.blobs) != len(layer.blobs):
-                raise NetError(f"share_with: layer '{layer.name}' has {len(layer.blobs)} blobs here and "
-                               f"{len(src.blobs)} in the other net")
-            for i, (mine, t) in enumerate(zip(layer.blobs, src.blobs)):
+            if len(src.blob_tensors) != len(layer.blob_tensors):
+                raise NetError(f"share_with: layer '{layer.name}' has {len(layer.blob_tensors)} blobs here and "
+                               f"{len(src.blob_tensors)} in the other net")
+            for i, (mine, t) in enumerate(zip(layer.blob_tensors, src.blob_tensors)):
                 if tuple(mine.shape) != tuple(t.shape):
                     raise NetError(f"share_with: layer '{layer.name}' blob {i} has shape {tuple(mine.shape)} "
                                    f"here and {tuple(t.shape)} in the other net")
@@ -656,7 +656,7 @@ class Net:
             for i, arr in enumerate(layer.caffe_blob_arrays()):
                 diff = None
                 if write_diff:
-                    g = layer.blobs[i].grad
+                    g = layer.blob_tensors[i].grad
                     diff = np.zeros_like(arr) if g is None else g.detach().cpu().float().numpy()
                 fileio.array_to_blob(arr, lp.blobs.add(), diff=diff)
         return out
@@ -681,7 +681,7 @@ class ParamEntry:
 
     @property
     def tensor(self) -> torch.Tensor:
-        return self.layer.blobs[self.index]
+        return self.layer.blob_tensors[self.index]
 
     @property
     def name(self) -> str:

@@ -21,7 +21,7 @@ def load_weights(net, net_param, source: str = "<caffemodel>"):
     src = {lp.name: lp for lp in net_param.layer if len(lp.blobs)}
     problems: list[str] = []
     for layer in net.layers:
-        if not layer.blobs:
+        if not layer.blob_tensors:
             continue
         lp = src.get(layer.name)
         if lp is None:

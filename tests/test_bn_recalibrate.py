@@ -56,7 +56,7 @@ def test_recalibration_is_off_by_default_caffes_statistics(tmp_path):
     param.net_param.CopyFrom(net_from_text(NET % ""))
     solver = SGDSolver(param)
     solver.step(3)
-    before = [b.clone() for b in solver.net.layer_dict["bn"].blobs]
+    before = [b.clone() for b in solver.net.layer_dict["bn"].blob_tensors]
     solver.snapshot()
-    for a, b in zip(before, solver.net.layer_dict["bn"].blobs):
+    for a, b in zip(before, solver.net.layer_dict["bn"].blob_tensors):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

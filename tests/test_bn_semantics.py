@@ -202,7 +202,7 @@ def test_test_net_shares_statistics_with_separate_included_train_definition():
         train.forward(data=rng.normal(size=(6, 2, 3, 3)))
     tb, sb = train.layer_dict["conv1_BN"], test.layer_dict["conv1_BN"]
     assert tb.use_global_stats is False and sb.use_global_stats is True
-    for a, b in zip(tb.blobs, sb.blobs):
+    for a, b in zip(tb.blob_tensors, sb.blob_tensors):
         assert a is b
     assert test.params["conv1_BN"][2].data[0] == pytest.approx(sum(0.95 ** k for k in range(5)))
     x = rng.normal(size=(6, 2, 3, 3))

@@ -36,7 +36,7 @@ layer { name: "ip" type: "InnerProduct" bottom: "bn2" top: "ip"
 def randomise(net, rng):
     with torch.no_grad():
         for layer in net.layers:
-            for name, b in zip(layer.blob_names, layer.blobs):
+            for name, b in zip(layer.blob_names, layer.blob_tensors):
                 if layer.type == "BatchNorm":
                     s = 3.0
                     val = {"running_mean": rng.normal(size=b.shape) * s,

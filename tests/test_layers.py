@@ -53,7 +53,7 @@ def _build(case: Case, seed: int = 0) -> brewnet.Net:
     with torch.no_grad():
         g = torch.Generator().manual_seed(seed + 1)
         for layer in net.layers:
-            for i, b in enumerate(layer.blobs):
+            for i, b in enumerate(layer.blob_tensors):
                 if layer.blob_is_learnable(i):
                     b.copy_(torch.randn(b.shape, generator=g) * 0.5 + (1.0 if b.dim() == 1 else 0.0))
     return net.to(dtype=torch.float64)
@@ -104,7 +104,7 @@ def test_gradients_match_finite_differences(type_name, case):
         env, _, _ = net._run(0, last, keep_versions=False, feed=leaves)
         return sum((env[t] * w).sum() for t, w in weights.items())
 
-    params = [(layer.name, i, b) for layer in net.layers for i, b in enumerate(layer.blobs)
+    params = [(layer.name, i, b) for layer in net.layers for i, b in enumerate(layer.blob_tensors)
               if layer.blob_is_learnable(i) and b.requires_grad]
     targets = [(f"bottom '{n}'", leaves[n]) for n in case.bottoms if n not in case.no_grad] + \
               [(f"param {ln}[{i}]", b) for ln, i, b in params]
@@ -155,7 +155,7 @@ def test_prototxt_and_caffemodel_round_trip(type_name, case, tmp_path):
     other = _build(case, seed=99).to(dtype=torch.float32)
     other.copy_from(str(path))
     for a, b in zip(net32.layers, other.layers):
-        for x, y in zip(a.blobs, b.blobs):
+        for x, y in zip(a.blob_tensors, b.blob_tensors):
             np.testing.assert_array_equal(x.detach().numpy(), y.detach().numpy())
     if case.deterministic:
         torch.manual_seed(0)

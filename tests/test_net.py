@@ -352,7 +352,7 @@ def test_fused_batchnorm_scale_equals_the_two_layers(in_place):
         loss, _ = net.forward_loss()
         loss.backward()
         results.append((float(loss.detach()), [p.grad.clone() for p in net.module.parameters()],
-                        [b.clone() for b in net.layer_dict["bn"].blobs]))
+                        [b.clone() for b in net.layer_dict["bn"].blob_tensors]))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     for a, b in zip(results[0][1] + results[0][2], results[1][1] + results[1][2]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

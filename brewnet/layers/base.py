@@ -5,7 +5,8 @@ Every Caffe layer type is one ``Layer`` subclass registered under its exact Caff
 autograd provides the backward pass.  What Caffe calls the layer's *blobs* (weights, biases,
 BatchNorm statistics) are registered on the module in Caffe's order: learnable ones as
 ``nn.Parameter``, statistics as buffers, so that ``state_dict`` and ``.to(device)`` work while
-``layer.blobs`` still lists them exactly as a caffemodel stores them.
+``layer.blob_tensors`` still lists them exactly as a caffemodel stores them, and ``layer.blobs``
+shows them as pycaffe does (``net.layers[i].blobs[j].data[...] = ...`` writes the parameter).
 """
 from __future__ import annotations
 
@@ -108,8 +109,15 @@ class Layer(nn.Module):
         return list(self._blob_names)
 
     @property
-    def blobs(self) -> list[torch.Tensor]:
+    def blob_tensors(self) -> list[torch.Tensor]:
+        """The blobs' tensors, in Caffe's order (parameters and statistics)."""
         return [getattr(self, n) for n in self._blob_names]
+
+    @property
+    def blobs(self) -> list:
+        """pycaffe's ``layer.blobs``: each blob with live ``data`` / ``diff`` arrays."""
+        from ..blob import ParamBlob
+        return [ParamBlob(self, i) for i in range(len(self._blob_names))]
 
     def blob_is_learnable(self, index: int) -> bool:
         return self._blob_names[index] in self._parameters
@@ -130,7 +138,7 @@ class Layer(nn.Module):
 
     def caffe_blob_arrays(self) -> list[np.ndarray]:
         """The blobs as a caffemodel stores them (float32, Caffe's shapes)."""
-        return [b.detach().to("cpu", torch.float32).numpy().copy() for b in self.blobs]
+        return [b.detach().to("cpu", torch.float32).numpy().copy() for b in self.blob_tensors]
 
     def load_caffe_blobs(self, arrays: list[np.ndarray], source_param=None) -> list[str]:
         """Copy blobs read from a caffemodel into this layer, checking count and shapes.
@@ -138,7 +146,7 @@ class Layer(nn.Module):
         Returns notes about conversions (layers with several on-disk layouts, like BatchNorm,
         override this).  Raises NetError on a count or shape mismatch.
         """
-        mine = self.blobs
+        mine = self.blob_tensors
         if len(arrays) != len(mine):
             self.fail(f"caffemodel has {len(arrays)} blobs, this layer has {len(mine)}")
         for i, (arr, blob) in enumerate(zip(arrays, mine)):

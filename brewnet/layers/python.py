@@ -86,7 +86,7 @@ class _PythonFunction(torch.autograd.Function):
         propagate_down = [bool(n) for n in ctx.needs_input_grad[2:2 + num_bottoms]]
         # The user's backward writes parameter diffs into the parameters' .grad (pycaffe's
         # blob.diff); hand autograd what it added and put .grad back, so autograd accumulates it.
-        params = ctx.owner.blobs[:ctx.num_params]
+        params = ctx.owner.blob_tensors[:ctx.num_params]
         before = [None if p.grad is None else p.grad.clone() for p in params]
         ctx.owner.user.backward(ctx.top, propagate_down, ctx.bottom)
         param_grads = []
@@ -134,4 +134,4 @@ class Python(_Layer):
         return [t.shape for t in top]
 
     def forward(self, *bottoms):
-        return _PythonFunction.apply(self, len(bottoms), *bottoms, *self.blobs)
+        return _PythonFunction.apply(self, len(bottoms), *bottoms, *self.blob_tensors)
