@@ -9,22 +9,28 @@ import importlib.abc
 import importlib.machinery
 import sys
 
-from .blob import Blob
-from .errors import BrewnetError, NetError
-from .net import TEST, TRAIN, Net
-from .proto import caffe_pb2  # noqa: F401
-from .runtime import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
-from . import proto  # noqa: F401
-from . import layers  # noqa: F401  (also pycaffe's caffe.layers: see brewnet/layers/__init__.py)
-
 __version__ = "0.1.0"
+
+# Caffe's Phase enum (caffe_pb2.TRAIN / TEST; a test checks they agree)
+TRAIN = 0
+TEST = 1
 
 __all__ = ["Net", "Blob", "TRAIN", "TEST", "set_mode_cpu", "set_mode_gpu", "set_device",
            "set_random_seed", "BrewnetError", "NetError", "proto", "io", "layers", "params",
-           "NetSpec", "to_proto"]
+           "NetSpec", "to_proto", "layer_type_list", "Timer", "init_log", "log", "NCCL",
+           "has_nccl", "solver_count", "set_solver_count", "solver_rank", "set_solver_rank",
+           "set_multiprocess", "Classifier", "Detector", "get_solver", "Layer"]
 
-# Submodules loaded on first use keep `import brewnet` fast (pycaffe names on the left).
+# Every name is loaded on first use (pycaffe names on the left): `import brewnet` does not
+# import torch, so `brewnet --help` and argument errors answer at once.
 _LAZY = {
+    "Net": ("brewnet.net", "Net"),
+    "Blob": ("brewnet.blob", "Blob"),
+    "BrewnetError": ("brewnet.errors", "BrewnetError"),
+    "NetError": ("brewnet.errors", "NetError"),
+    "proto": ("brewnet.proto", None),
+    "caffe_pb2": ("brewnet.proto.caffe_pb2", None),
+    "layers": ("brewnet.layers", None),
     "io": ("brewnet.io", None),
     "net_spec": ("brewnet.net_spec", None),
     "NetSpec": ("brewnet.net_spec", "NetSpec"),
@@ -38,6 +44,23 @@ _LAZY = {
     "AdamSolver": ("brewnet.solver", "AdamSolver"),
     "get_solver": ("brewnet.solver", "get_solver"),
     "Layer": ("brewnet.layers.python", "Layer"),
+    "layer_type_list": ("brewnet.layers.base", "layer_type_list"),
+    "set_mode_cpu": ("brewnet.runtime", "set_mode_cpu"),
+    "set_mode_gpu": ("brewnet.runtime", "set_mode_gpu"),
+    "set_device": ("brewnet.runtime", "set_device"),
+    "set_random_seed": ("brewnet.runtime", "set_random_seed"),
+    "init_log": ("brewnet.runtime", "init_log"),
+    "log": ("brewnet.runtime", "log"),
+    "Timer": ("brewnet.runtime", "Timer"),
+    "NCCL": ("brewnet.multiprocess", "NCCL"),
+    "has_nccl": ("brewnet.multiprocess", "has_nccl"),
+    "solver_count": ("brewnet.multiprocess", "solver_count"),
+    "set_solver_count": ("brewnet.multiprocess", "set_solver_count"),
+    "solver_rank": ("brewnet.multiprocess", "solver_rank"),
+    "set_solver_rank": ("brewnet.multiprocess", "set_solver_rank"),
+    "set_multiprocess": ("brewnet.multiprocess", "set_multiprocess"),
+    "Classifier": ("brewnet.inference", "Classifier"),
+    "Detector": ("brewnet.inference", "Detector"),
 }
 
 
@@ -50,6 +73,10 @@ def __getattr__(name: str):
     value = module if attr is None else getattr(module, attr)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 class _CaffeAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

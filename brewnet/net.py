@@ -27,13 +27,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import fileio, runtime
+from . import fileio, runtime, weights
 from .blob import Blob, ParamBlob, push_host_writes
 from .errors import NetError
+from .net_pycaffe import PycaffeNetMixin
 from .layers import layer_class
 from .layers.base import Layer
 from .layers.loss import raise_deferred_label_errors
 from .proto import caffe_pb2
+from .weights import LoadReport
 
 log = logging.getLogger("brewnet")
 
@@ -154,7 +156,7 @@ def _load_net_param(model) -> caffe_pb2.NetParameter:
     return fileio.read_net(model)
 
 
-class Net:
+class Net(PycaffeNetMixin):
     """A Caffe network for one phase (pycaffe's ``caffe.Net``).
 
     Accepted like pycaffe: ``Net(model, phase)``, ``Net(model, weights, phase)`` and
@@ -229,6 +231,8 @@ class Net:
         self._fused_bn_scale = self._find_fusions()
         self._plan = self._make_plan()
         self._storage_reads: dict[str, torch.Tensor] = {}  # input tops as _run last read them
+        #: pycaffe's layer callbacks (before_forward, ...): when -> [callback(layer_index)]
+        self._layer_callbacks: dict[str, list] = {}
         #: mixed precision (``brewnet train -amp on``): the dtype PyTorch's autocast runs eligible
         #: ops in (float16 on CUDA, bfloat16 on the CPU), or None for float32 throughout, the
         #: default: autocast results are not within float32 tolerance of Caffe's
@@ -399,12 +403,16 @@ class Net:
         self._storage_reads = {}
         grad = torch.is_grad_enabled()
         loss = None
-        fused = self._fused_bn_scale if (self.fuse and not keep_versions) else {}
+        # fused pairs run as one call, so layer callbacks would miss the Scale: not with callbacks
+        fused = self._fused_bn_scale if (self.fuse and not keep_versions and not self._layer_callbacks) else {}
         skip = -1
         plan = self._plan
+        callbacks = self._layer_callbacks  # pycaffe's before_forward / after_forward, if any
         for i in range(start, end + 1):
             if i == skip:
                 continue
+            if callbacks:
+                self._run_callbacks("before_forward", (i,))
             layer, bottom, top, detach, kind, loss_w = plan[i]
             scale = fused.get(i) if i < end else None
             if scale is not None:
@@ -454,6 +462,8 @@ class Net:
                                 for o in outs]
                 elif kind == _NO_BACKWARD:  # Accuracy, ArgMax, Threshold: Caffe has no backward
                     outs = [o.detach() for o in outs]
+            if callbacks:
+                self._run_callbacks("after_forward", (i,))
             for name, t, w in zip(top, outs, loss_w):
                 env[name] = t
                 if keep_versions:
@@ -541,7 +551,9 @@ class Net:
         self._last = versions if record else None
         self._last_range = (s, e)
         raise_deferred_label_errors()  # the outputs are read back anyway
-        outs = list(self.outputs) + [b for b in (blobs or []) if b not in self.outputs]
+        # pycaffe: the net's outputs, or with ``end`` that layer's tops; plus ``blobs``
+        ends = self.top_names[self._layer_names[e]] if end is not None else self.outputs
+        outs = list(dict.fromkeys(list(ends) + list(blobs or [])))
         return {n: self.blobs[n].data for n in outs}
 
     def backward(self, diffs: Iterable[str] | None = None, start: str | None = None,
@@ -552,13 +564,26 @@ class Net:
         (kwargs set those).  Parameter diffs accumulate, as in Caffe (clear_param_diffs zeroes).
         """
         push_host_writes()  # parameter arrays a script changed on a CUDA/half net
-        if self._last is None:
-            raise NetError("backward() needs a forward() first (and a net with a loss or force_backward)")
         for name, value in kwargs.items():
+            if name not in self.outputs:
+                raise NetError(f"backward(): '{name}' is not an output of the net ({self.outputs})")
             self.blobs[name].diff[...] = value
-        versions = self._last
-        s = self._layer_index(start, self._last_range[1])
-        e = self._layer_index(end, self._last_range[0])
+        if not (self.force_backward or self._loss_weights):
+            raise NetError("backward(): this net has no loss and no 'force_backward: true', so no "
+                           "layer needs a backward (Caffe leaves every diff unchanged)")
+        # the layers the last forward() ran, first to last (all of them when none ran)
+        first, last = self._last_range if self._last is not None else (0, len(self._layers) - 1)
+        s = self._layer_index(start, last)   # backward runs from layer s down to layer e
+        e = self._layer_index(end, first)
+        if s < e:
+            raise NetError(f"backward(): start layer '{self._layer_names[s]}' comes before "
+                           f"end layer '{self._layer_names[e]}'")
+        if self._last is not None and first <= e and s <= last:
+            versions = self._last
+        else:
+            # No forward() recorded these layers (Caffe's BackwardFromTo needs none: it reads the
+            # blobs' stored data and diffs); rebuild their graph from the stored blobs.
+            versions = self._replay(e, s)
         # tops where the gradient starts: outputs of the net (or the tops of layer `start`)
         tops = self.top_names[self._layer_names[s]] if start is not None else \
             [n for n in self.blobs if n in versions and (n in self.outputs or n in self._loss_weights)]
@@ -577,6 +602,7 @@ class Net:
         params = [p for layer in layer_range for p in layer.parameters() if p.requires_grad]
         params = list(dict.fromkeys(params))  # shared params once
         targets = [t for t in wrt if t.requires_grad] + params
+        self._run_callbacks("before_backward", range(s, e - 1, -1))
         result = torch.autograd.grad(roots, targets, grads, allow_unused=True, retain_graph=True) \
             if roots and targets else \
             [None] * len(targets)
@@ -596,8 +622,31 @@ class Net:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             p.grad.add_(g)
-        outs = list(self.inputs) + [d for d in (diffs or []) if d not in self.inputs]
+        self._run_callbacks("after_backward", range(s, e - 1, -1))
+        # pycaffe: the net's inputs, or with ``end`` that layer's bottoms; plus ``diffs``
+        ends = self.bottom_names[self._layer_names[e]] if end is not None else self.inputs
+        outs = list(dict.fromkeys(list(ends) + list(diffs or [])))
         return {n: self.blobs[n].diff for n in outs}
+
+    def _replay(self, first: int, last: int) -> dict[str, list[torch.Tensor]]:
+        """Run layers first..last again from the blobs' stored data, recording the graph for
+        backward(), with no effect on the net: blob data and layer statistics (e.g. BatchNorm's
+        moving averages) stay as they were, and data-reading layers are not run again (their
+        tops keep the batch they hold).  Layers that draw random numbers (Dropout) draw anew."""
+        while first <= last and self._plan[first][4] == _SOURCE:
+            first += 1
+        if first > last:
+            return {}
+        layers = self._layers[first:last + 1]
+        saved = [(b, b.detach().clone()) for layer in layers for b in layer.buffers()]
+        try:
+            with torch.enable_grad(), self._autocast():
+                _, versions, _ = self._run(first, last, keep_versions=True)
+        finally:
+            with torch.no_grad():
+                for b, value in saved:
+                    b.copy_(value)
+        return versions
 
     def reshape(self) -> None:
         """Propagate input blob shapes through every layer (pycaffe's Net.reshape)."""
@@ -639,11 +688,24 @@ class Net:
                 layer.replace_blob(i, t)
 
     # ----- weights ---------------------------------------------------------------------------
-    def copy_from(self, path: str) -> "LoadReport":
-        """Load a caffemodel (pycaffe's copy_from / CopyTrainedLayersFrom), matching layers by name."""
+    def copy_from(self, path: str) -> LoadReport:
+        """Load weights (pycaffe's copy_from / CopyTrainedLayersFrom), matching layers by name:
+        a caffemodel, or Caffe's HDF5 weights when the file is HDF5 (as Caffe decides)."""
         push_host_writes()  # parameter arrays a script changed on a CUDA/half net
-        from .weights import load_weights
-        return load_weights(self, fileio.read_caffemodel(os.fspath(path)), source=os.fspath(path))
+        path = os.fspath(path)
+        if weights.is_hdf5(path):
+            return weights.load_weights_hdf5(self, path)
+        return weights.load_weights(self, fileio.read_caffemodel(path), source=path)
+
+    def save_hdf5(self, path: str, write_diff: bool = False) -> None:
+        """Write the weights as Caffe's HDF5 file (pycaffe's save_hdf5, Net::ToHDF5)."""
+        push_host_writes()  # parameter arrays a script changed on a CUDA/half net
+        weights.save_weights_hdf5(self, path, write_diff=write_diff)
+
+    def load_hdf5(self, path: str) -> LoadReport:
+        """Load Caffe's HDF5 weights (pycaffe's load_hdf5, CopyTrainedLayersFromHDF5)."""
+        push_host_writes()  # parameter arrays a script changed on a CUDA/half net
+        return weights.load_weights_hdf5(self, path)
 
     def to_proto(self, write_diff: bool = False) -> caffe_pb2.NetParameter:
         """This net with its blobs, as Caffe's Net::ToProto writes it (name and layers only)."""
@@ -689,17 +751,3 @@ class ParamEntry:
 
     def __repr__(self) -> str:
         return f"<ParamEntry {self.name} lr_mult={self.lr_mult} decay_mult={self.decay_mult}>"
-
-
-class LoadReport:
-    """What loading a caffemodel did: layers copied, source layers ignored, layers left as filled."""
-
-    def __init__(self):
-        self.copied: list[str] = []
-        self.ignored: list[str] = []   # in the caffemodel, not in the net
-        self.missing: list[str] = []   # in the net (with blobs), not in the caffemodel
-        self.notes: list[str] = []     # conversions (e.g. BatchNorm layouts)
-
-    def __repr__(self) -> str:
-        return (f"<LoadReport copied={len(self.copied)} ignored={self.ignored} "
-                f"missing={self.missing} notes={len(self.notes)}>")

@@ -79,6 +79,9 @@ class Function:
 
     def __init__(self, type_name: str, inputs, params: dict):
         self.type_name = type_name
+        for i, inp in enumerate(inputs):
+            if not isinstance(inp, Top):
+                raise TypeError(f"{type_name} input {i} is not a Top (type is {type(inp)})")
         self.inputs = list(inputs)
         self.params = dict(params)
         self.ntop = self.params.pop("ntop", 1)
@@ -87,10 +90,10 @@ class Function:
             raise ValueError("in_place=True needs exactly one bottom")
         self.tops = tuple(Top(self, i) for i in range(self.ntop))
 
-    def _top_name(self, top: Top, names: dict, autonames: dict) -> str:
+    def _top_name(self, top: "Top | Function", names: dict, autonames: dict) -> str:
         if top not in names:
-            autonames[top.fn.type_name] = autonames.get(top.fn.type_name, 0) + 1
-            names[top] = f"{top.fn.type_name}{autonames[top.fn.type_name]}"
+            autonames[self.type_name] = autonames.get(self.type_name, 0) + 1
+            names[top] = f"{self.type_name}{autonames[self.type_name]}"
         return names[top]
 
     def to_layer(self, names: dict, autonames: dict, layers: "OrderedDict") -> None:
@@ -109,7 +112,8 @@ class Function:
             lp.top.extend(self._top_name(t, names, autonames) for t in self.tops)
         params = dict(self.params)
         # the layer is named after its first top's NetSpec name (in place too), as pycaffe does
-        default = self._top_name(self.tops[0], names, autonames) if self.tops else f"{self.type_name}{len(layers)}"
+        # (a layer without tops, e.g. Silence, after the NetSpec name it was assigned to)
+        default = self._top_name(self.tops[0] if self.tops else self, names, autonames)
         lp.name = params.pop("name", None) or default
         for k, v in params.items():
             if k in _LAYER_FIELDS:
@@ -147,8 +151,8 @@ class NetSpec:
         names = {v: k for k, v in self.tops.items()}
         autonames: dict = {}
         layers: OrderedDict = OrderedDict()
-        for top in self.tops.values():
-            top.fn.to_layer(names, autonames, layers)
+        for top in self.tops.values():  # a Top, or the Function of a layer without tops
+            (top if isinstance(top, Function) else top.fn).to_layer(names, autonames, layers)
         net = caffe_pb2.NetParameter()
         net.layer.extend(layers.values())
         return net
@@ -198,6 +202,22 @@ class _EnumNamespace:
                     return enum.values_by_name[value_name].number
         raise AttributeError(f"{self.type_name} has no enum value {value_name!r}")
 
+
+def param_name_dict() -> dict[str, str]:
+    """Caffe layer type -> the prefix of its parameter field (``"Convolution"`` ->
+    ``"convolution"``, for ``convolution_param``), as pycaffe's net_spec gives it."""
+    return {t: f[: -len("_param")] for t, f in _PARAM_FIELD.items()}
+
+
+def assign_proto(proto, name: str, value) -> None:
+    """Set field ``name`` of a protobuf message from Python values (lists for repeated
+    fields, dicts for messages), as pycaffe's net_spec.assign_proto."""
+    _assign(proto, name, value)
+
+
+# pycaffe's class names for the two namespaces
+Layers = _Layers
+Parameters = _Params
 
 layers = _Layers()
 params = _Params()

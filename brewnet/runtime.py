@@ -1,5 +1,9 @@
-"""Process-wide settings of the pycaffe API: mode, device and random seed."""
+"""Process-wide settings of the pycaffe API: mode, device, random seed, logging and timing."""
 from __future__ import annotations
+
+import logging
+import sys
+import time
 
 import torch
 
@@ -58,3 +62,57 @@ def new_generator() -> torch.Generator:
     else:
         g.manual_seed(_state["seed"])
     return g
+
+
+# ----- logging and timing (pycaffe's init_log, log, Timer) ------------------------------------
+_GLOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.CRITICAL}
+
+
+def init_log(level: int = 0, stderr: bool = True) -> None:
+    """pycaffe's ``caffe.init_log([level[, stderr]])``: show brewnet's log messages from glog
+    severity ``level`` on (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL), on stderr (else stdout)."""
+    if level not in _GLOG_LEVELS:
+        from .errors import BrewnetError
+        raise BrewnetError(f"init_log: level must be 0 (INFO) to 3 (FATAL), got {level!r}")
+    logger = logging.getLogger("brewnet")
+    logger.setLevel(_GLOG_LEVELS[level])
+    handler = getattr(init_log, "_handler", None)
+    if handler is not None:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr if stderr else sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    init_log._handler = handler
+
+
+def log(message: str) -> None:
+    """pycaffe's ``caffe.log(message)``: an INFO line in brewnet's log."""
+    logging.getLogger("brewnet").info("%s", message)
+
+
+class Timer:
+    """pycaffe's ``caffe.Timer``: ``start()``, ``stop()`` and ``ms``, the milliseconds between
+    the last start and stop (a running timer is stopped when read, as Caffe's is)."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._elapsed_ms = 0.0
+        self._running = False
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+        self._running = True
+
+    def stop(self) -> None:
+        if self._running:
+            self._elapsed_ms = (time.perf_counter() - self._start) * 1000.0
+            self._running = False
+
+    @property
+    def ms(self) -> float:
+        if self._start is None:
+            logging.getLogger("brewnet").warning("Timer has never been run before reading time.")
+            return 0.0
+        self.stop()
+        return self._elapsed_ms

@@ -196,6 +196,7 @@ class Solver:
         #: precise BatchNorm before tests and snapshots (see recalibrate_batchnorm); 0 = Caffe's
         self.bn_recalibrate = 0
         self._recalibrated_at = -1
+        self._callbacks: list[tuple] = []  # pycaffe's add_callback: (on_start, on_gradients_ready)
         self._init_train_net()
         self._init_test_nets()
         for w in param.weights:
@@ -389,11 +390,16 @@ class Solver:
             display = self._display_due()
             loss = None
             scaler = self._grad_scaler()
+            for cb in self._callbacks:
+                cb[0]()
             for _ in range(iter_size):
                 l, _ = net.forward_loss()
                 if l is not None:
                     if l.requires_grad:
+                        layers = range(len(net.layers) - 1, -1, -1)
+                        net._run_callbacks("before_backward", layers)
                         (l if scaler is None else scaler.scale(l)).backward()
+                        net._run_callbacks("after_backward", layers)
                     l = l.detach()
                     loss = l if loss is None else loss + l
             if loss is None:
@@ -408,6 +414,8 @@ class Solver:
                 self._display(outputs, per_s, lapse)
                 timer = time.perf_counter()
                 iters_last = self.iter
+            for cb in self._callbacks:
+                cb[1]()
             if scaler is None:
                 self.apply_update()
             else:  # float16 autocast: unscale, skip the update if a gradient overflowed
@@ -761,6 +769,18 @@ class Solver:
 
     def share_weights(self, net: Net) -> None:
         net.share_with(self.net)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate at the current iteration (pycaffe's SGDSolver.lr)."""
+        return learning_rate(self.param, self.iter, self.current_step)[0]
+
+    def add_callback(self, on_start, on_gradients_ready) -> None:
+        """pycaffe's Solver.add_callback: ``on_start()`` at the start of every iteration (after
+        any test), ``on_gradients_ready()`` once its gradients are computed, before the update."""
+        if not (callable(on_start) and callable(on_gradients_ready)):
+            raise TypeError("add_callback(on_start, on_gradients_ready): both must be callable")
+        self._callbacks.append((on_start, on_gradients_ready))
 
     def __repr__(self) -> str:
         return f"<brewnet.{type(self).__name__} net='{self.net.name}' iter={self.iter}>"

@@ -1,11 +1,19 @@
-"""Loading caffemodel weights into a Net, matching layers by name (Caffe's CopyTrainedLayersFrom).
+"""Loading and saving a Net's weights, matching layers by name: caffemodels (Caffe's
+CopyTrainedLayersFrom) and Caffe's HDF5 weight files (``Net::ToHDF5`` / ``CopyTrainedLayersFromHDF5``).
 
 Unlike Caffe, which stops at the first mismatch, every problem is collected and reported in one
 error grouped by kind, and layers that are only on one side are listed in the returned report.
+The functions take any net with ``layers``, ``layer_dict``, ``caffe_params`` and ``name`` (a
+``brewnet.Net``); this module does not import the net module.
 """
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
+import uuid
+
+import numpy as np
 
 from . import fileio
 from .batchnorm.layouts import is_routine_note
@@ -14,9 +22,22 @@ from .errors import NetError
 log = logging.getLogger("brewnet")
 
 
-def load_weights(net, net_param, source: str = "<caffemodel>"):
-    from .net import LoadReport
+class LoadReport:
+    """What loading weights did: layers copied, source layers ignored, layers left as filled."""
 
+    def __init__(self):
+        self.copied: list[str] = []
+        self.ignored: list[str] = []   # in the weights file, not in the net
+        self.missing: list[str] = []   # in the net (with blobs), not in the weights file
+        self.notes: list[str] = []     # conversions (e.g. BatchNorm layouts)
+
+    def __repr__(self) -> str:
+        return (f"<LoadReport copied={len(self.copied)} ignored={self.ignored} "
+                f"missing={self.missing} notes={len(self.notes)}>")
+
+
+def load_weights(net, net_param, source: str = "<caffemodel>") -> LoadReport:
+    """Copy the blobs of a caffemodel's NetParameter into ``net``'s layers of the same name."""
     report = LoadReport()
     src = {lp.name: lp for lp in net_param.layer if len(lp.blobs)}
     problems: list[str] = []
@@ -35,6 +56,11 @@ def load_weights(net, net_param, source: str = "<caffemodel>"):
             problems.append(str(e))
     own = set(net.layer_dict)
     report.ignored = [n for n in src if n not in own]
+    _finish(report, net, problems, source)
+    return report
+
+
+def _finish(report: LoadReport, net, problems: list[str], source: str) -> None:
     if problems:
         raise NetError(f"{source}: cannot load weights into net '{net.name}':\n  " + "\n  ".join(problems))
     if report.ignored:
@@ -44,4 +70,104 @@ def load_weights(net, net_param, source: str = "<caffemodel>"):
                     source, ", ".join(report.missing))
     for note in report.notes:
         log.log(logging.DEBUG if is_routine_note(note) else logging.INFO, "%s: %s", source, note)
+
+
+# ----- Caffe's HDF5 weight files --------------------------------------------------------------
+# Layout (net.cpp): group "data" (and "diff" with write_diff) holding one group per layer, named
+# as the layer, holding datasets "0", "1", ... in blob order.  A blob shared from another layer
+# (param { name }) is written only by its owner; its diff is written by every layer.
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path) -> bool:
+    """Does the file start with HDF5's signature (Caffe's H5Fis_hdf5 test, for files at offset 0)?"""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == _HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+def _owned(net) -> set[tuple[int, int]]:
+    return {(id(e.layer), e.index) for e in net.caffe_params}
+
+
+def save_weights_hdf5(net, path, write_diff: bool = False) -> None:
+    """Write ``net``'s blobs as Caffe's Net::ToHDF5 does, atomically."""
+    import h5py
+
+    path = Path(os.fspath(path))
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    owned = _owned(net)
+    try:
+        with h5py.File(tmp, "w") as f:
+            data = f.create_group("data")
+            diff = f.create_group("diff") if write_diff else None
+            for layer in net.layers:
+                group = data.create_group(layer.name)
+                dgroup = diff.create_group(layer.name) if diff is not None else None
+                arrays = layer.caffe_blob_arrays()
+                for i, (arr, t) in enumerate(zip(arrays, layer.blob_tensors)):
+                    if (id(layer), i) in owned:
+                        group.create_dataset(str(i), data=arr)
+                    if dgroup is not None:
+                        g = t.grad
+                        dgroup.create_dataset(str(i), data=np.zeros_like(arr) if g is None else
+                                              g.detach().to("cpu").float().numpy().reshape(arr.shape))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_weights_hdf5(net, path) -> LoadReport:
+    """Copy blobs from a Caffe HDF5 weight file into ``net``'s layers of the same name."""
+    import h5py
+
+    source = os.fspath(path)
+    if not os.path.exists(source):
+        raise NetError(f"weights file not found: {source}")
+    report = LoadReport()
+    problems: list[str] = []
+    owned = _owned(net)
+    layers = net.layer_dict
+    try:
+        f = h5py.File(source, "r")
+    except OSError as e:
+        raise NetError(f"{source}: not an HDF5 weights file ({e})") from None
+    with f:
+        if "data" not in f:
+            raise NetError(f"{source}: no 'data' group (not a Caffe HDF5 weights file)")
+        data = f["data"]
+        report.ignored = [n for n in data if n not in layers]
+        for layer in net.layers:
+            tensors = layer.blob_tensors
+            if not tensors:
+                continue
+            if layer.name not in data:
+                report.missing.append(layer.name)
+                continue
+            group = data[layer.name]
+            if len(group) > len(tensors):
+                problems.append(f"layer '{layer.name}': the file has {len(group)} blobs, "
+                                f"the layer has {len(tensors)}")
+                continue
+            arrays = []
+            for i, t in enumerate(tensors):
+                if str(i) in group:
+                    arrays.append(np.asarray(group[str(i)], dtype=np.float32))
+                elif (id(layer), i) not in owned:  # shared: its owner's dataset fills it
+                    arrays.append(t.detach().to("cpu").float().numpy())
+                else:
+                    problems.append(f"layer '{layer.name}': the file has no blob {i} "
+                                    f"(it has {len(group)}, the layer {len(tensors)})")
+                    break
+            else:
+                try:
+                    report.notes.extend(layer.load_caffe_blobs(arrays, None))
+                    report.copied.append(layer.name)
+                except (NetError, ValueError) as e:
+                    problems.append(str(e))
+    _finish(report, net, problems, source)
     return report

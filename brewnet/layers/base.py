@@ -178,6 +178,15 @@ class Layer(nn.Module):
     def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
         raise NotImplementedError
 
+    def reshape(self, bottom, top) -> None:
+        """pycaffe's ``layer.reshape(bottom, top)``: give the top Blobs the shapes this layer
+        computes from the bottom Blobs' shapes."""
+        shapes = self.setup([tuple(b.shape) for b in bottom])
+        if len(shapes) != len(top):
+            self.fail(f"reshape(): computes {len(shapes)} tops, {len(top)} given")
+        for blob, shape in zip(top, shapes):
+            blob.reshape(*shape)
+
     def allow_force_backward(self, bottom_index: int) -> bool:
         """Caffe's Layer::AllowForceBackward (loss layers refuse it for their labels)."""
         return True
@@ -202,3 +211,9 @@ class DataLayer(Layer):
         if len(values) != n:
             self.fail(f"gives {len(values)} {what} for {n} tops (give 1 or {n})")
         return values
+
+
+def layer_type_list() -> list[str]:
+    """Every registered Caffe layer type, sorted (pycaffe's ``caffe.layer_type_list()``)."""
+    import brewnet.layers  # noqa: F401  (importing the families registers them)
+    return sorted(LAYER_REGISTRY)
