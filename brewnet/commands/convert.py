@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
-from .. import fileio
 from ..cli import flag
 from ..errors import BrewnetError
 
@@ -24,9 +21,11 @@ def add_arguments(p) -> None:
     flag(p, "seed", type=int, default=0, help="seed of the random check input")
 
 
-def _build(model, weights, dtype=torch.float32):
+def _build(model, weights, dtype=None):
+    import torch
+
     from ..net import TEST, Net
-    return Net(model, weights, TEST, dtype=dtype)
+    return Net(model, weights, TEST, dtype=dtype or torch.float32)
 
 
 def _report(title: str, diffs: dict[str, tuple[float, float]]) -> float:
@@ -40,9 +39,12 @@ def _report(title: str, diffs: dict[str, tuple[float, float]]) -> float:
 
 
 def check_caffe_pair(model_a, weights_a, model_b, weights_b, seed: int = 0,
-                     dtype=torch.float64) -> dict[str, tuple[float, float]]:
-    """Outputs of two Caffe models on the same random input (TEST phase)."""
+                     dtype=None) -> dict[str, tuple[float, float]]:
+    """Outputs of two Caffe models on the same random input (TEST phase, float64 by default)."""
+    import torch
+
     from ..export import NetModule, compare, random_inputs
+    dtype = dtype or torch.float64
     a = NetModule(_build(model_a, weights_a, dtype), "all")
     b = NetModule(_build(model_b, weights_b, dtype), "all")
     names = [n for n in a.output_names if n in b.output_names]  # every blob both nets have
@@ -57,6 +59,10 @@ def check_caffe_pair(model_a, weights_a, model_b, weights_b, seed: int = 0,
 
 
 def run(args) -> int:
+    import torch
+
+    from .. import fileio
+
     from ..batchnorm import dialect
     prefix = args.output
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)

@@ -78,7 +78,7 @@ def score(model_param, weights: str, test_db: str, device) -> tuple[float, int]:
 def run(args) -> int:
     from .. import fileio
     from ..solver import get_solver
-    from .train import device_from_flag
+    from .shared_flags import device_from_flag
 
     device = device_from_flag(args.gpu)
     workdir = os.path.abspath(args.workdir)

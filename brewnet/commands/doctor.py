@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 
-from .. import fileio
 from ..cli import flag
 from ..errors import BrewnetError
-from ..proto import caffe_pb2
 
 
 def add_arguments(p) -> None:
@@ -29,6 +27,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     import torch
+
+    from .. import fileio
+    from ..proto import caffe_pb2
 
     from ..batchnorm import doctor
     from ..net import Net

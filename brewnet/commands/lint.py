@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import fileio
 from ..cli import flag
-from ..proto import caffe_pb2
 
 
 def add_arguments(p) -> None:
@@ -34,6 +32,8 @@ def _deploy_beside(model: str) -> str | None:
 
 
 def run(args) -> int:
+    from .. import fileio
+    from ..proto import caffe_pb2
     from ..batchnorm.lint import apply_fixes, lint
     text = Path(args.model).read_text(encoding="utf-8", errors="replace")
     net = fileio.read_net(args.model)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
-
 from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import add_speed_flags, apply_speed_flags, device_from_flag
 
 log = logging.getLogger("brewnet")
 
@@ -26,7 +25,6 @@ def add_arguments(parser) -> None:
     flag(parser, "gpu", default="", help="GPU id to use (default: CPU)")
     flag(parser, "level", type=int, default=0, help="NetState level")
     flag(parser, "stage", default="", help="NetState stages, comma separated")
-    from .train import add_speed_flags
     add_speed_flags(parser)
 
 
@@ -35,8 +33,9 @@ def _fmt(v: float) -> str:
 
 
 def run(args) -> int:
+    import torch
+
     from ..net import TEST, Net
-    from .train import device_from_flag
 
     if not args.model:
         raise BrewnetError("test needs a model: brewnet test -model net.prototxt -weights w.caffemodel")
@@ -49,7 +48,6 @@ def run(args) -> int:
     device = device_from_flag(args.gpu)
     stages = [s.strip() for s in args.stage.split(",") if s.strip()]
     net = Net(args.model, phase=TEST, level=args.level, stages=stages, device=device)
-    from .train import apply_speed_flags
     apply_speed_flags([net], args)
     for w in (w.strip() for w in args.weights.split(",") if w.strip()):
         if not os.path.exists(w):

@@ -20,10 +20,9 @@ import logging
 import os
 import time
 
-import torch
-
 from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import add_speed_flags
 
 log = logging.getLogger("brewnet")
 
@@ -37,99 +36,15 @@ def add_arguments(parser) -> None:
     flag(parser, "level", type=int, default=0, help="NetState level")
     flag(parser, "stage", default="", help="NetState stages, comma separated")
     flag(parser, "weights", default="", help="optional caffemodel to load first")
-    from .train import add_speed_flags
     add_speed_flags(parser)
 
 
-def _sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class LayerTimer:
-    """Runs a Net layer by layer, each layer's autograd graph separate, and times each part."""
-
-    def __init__(self, net):
-        self.net = net
-        self.device = net.device
-        n = len(net.layers)
-        self.fwd = [0.0] * n
-        self.bwd = [0.0] * n
-
-    def forward(self):
-        net, dev = self.net, self.device
-        env: dict[str, tuple[torch.Tensor, tuple[int, int]]] = {}  # name -> (tensor, producer)
-        records = []
-        loss = 0.0
-        grad = torch.is_grad_enabled()
-        for i, layer in enumerate(net.layers):
-            lp = layer.param
-            leaves, srcs = [], []
-            _sync(dev)
-            t0 = time.perf_counter()
-            if getattr(layer, "reads_blob_storage", False):
-                outs = [net.blobs[t]._value(dev).to(net.dtype) for t in lp.top]
-            else:
-                for j, b in enumerate(lp.bottom):
-                    if b in env:
-                        t, src = env[b]
-                    else:
-                        t, src = net.blobs[b]._value(dev), None
-                    need = grad and t.requires_grad and not net._detach[i][j]
-                    leaf = t.detach().requires_grad_(need) if need else t.detach()
-                    leaves.append(leaf)
-                    srcs.append(src if need else None)
-                with net._autocast():
-                    outs = layer(*leaves)
-                if isinstance(outs, torch.Tensor):
-                    outs = (outs,)
-                if not lp.bottom:
-                    outs = [o.to(dev, net.dtype) for o in outs]
-            _sync(dev)
-            self.fwd[i] += time.perf_counter() - t0
-            outs = list(outs)
-            for j, (name, t) in enumerate(zip(lp.top, outs)):
-                env[name] = (t, (i, j))
-                w = net._loss_weights.get(name)
-                if w is not None:
-                    loss += float(t.detach().sum()) * w
-            records.append((leaves, srcs, outs))
-        for name, (t, _) in env.items():
-            net.blobs[name]._set_value(t)
-        return loss, records
-
-    def backward(self, records):
-        net, dev = self.net, self.device
-        grads: dict[tuple[int, int], torch.Tensor] = {}
-        for i, layer in enumerate(net.layers):
-            for j, name in enumerate(layer.param.top):
-                w = net._loss_weights.get(name)
-                if w is not None and records[i][2][j].requires_grad:
-                    grads[(i, j)] = torch.full_like(records[i][2][j], w)
-        for i in range(len(net.layers) - 1, -1, -1):
-            leaves, srcs, outs = records[i]
-            roots, gs = [], []
-            for j, t in enumerate(outs):
-                g = grads.pop((i, j), None)
-                if g is not None and t.requires_grad:
-                    roots.append(t)
-                    gs.append(g)
-            if not roots:
-                continue
-            _sync(dev)
-            t0 = time.perf_counter()
-            torch.autograd.backward(roots, gs)
-            _sync(dev)
-            self.bwd[i] += time.perf_counter() - t0
-            for leaf, src in zip(leaves, srcs):
-                if src is not None and leaf.grad is not None:
-                    prev = grads.get(src)
-                    grads[src] = leaf.grad if prev is None else prev + leaf.grad
-
-
 def run(args) -> int:
+    import torch
+
     from ..net import TEST, TRAIN, Net
-    from .train import device_from_flag
+    from ..timing import LayerTimer, sync as _sync
+    from .shared_flags import apply_speed_flags, device_from_flag
 
     if not args.model:
         raise BrewnetError("time needs a model: brewnet time -model net.prototxt")
@@ -141,7 +56,6 @@ def run(args) -> int:
     stages = [s.strip() for s in args.stage.split(",") if s.strip()]
     phase = TRAIN if args.phase == "TRAIN" else TEST
     net = Net(args.model, phase=phase, level=args.level, stages=stages, device=device)
-    from .train import apply_speed_flags
     apply_speed_flags([net], args)
     if args.weights:
         net.copy_from(args.weights)

@@ -21,10 +21,9 @@ import signal
 import sys
 import time
 
-import torch
-
 from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import add_speed_flags, apply_speed_flags, device_from_flag
 
 log = logging.getLogger("brewnet")
 
@@ -47,64 +46,6 @@ def add_arguments(parser) -> None:
     flag(parser, "bn_recalibrate", type=int, default=0, metavar="N",
          help="before each test and snapshot, re-estimate BatchNorm statistics over N training "
               "batches (precise BN; default 0: Caffe's moving averages as they are)")
-
-
-def add_speed_flags(parser) -> None:
-    """Switches for the speed-ups that keep Caffe's numbers (each on by its net default)."""
-    flag(parser, "fuse", default=None, choices=("on", "off"),
-         help="run BatchNorm + Scale pairs as one fused batch norm in training (default on)")
-    flag(parser, "channels_last", default=None, choices=("on", "off"),
-         help="feed 4-D data channels-last (NHWC memory) to the convolutions")
-    flag(parser, "amp", default="off", choices=("on", "off"),
-         help="mixed precision: autocast to float16 on CUDA (with loss scaling) or bfloat16 on the "
-              "CPU (default off: not within float32 tolerance of Caffe)")
-    flag(parser, "tf32", default="off", choices=("on", "off"),
-         help="on CUDA, let convolutions and matrix products use TF32 (faster on Ampere and later, "
-              "about 1e-3 from float32 Caffe; default off)")
-
-
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """What ``-amp on`` autocasts to: float16 on CUDA (tensor cores), bfloat16 elsewhere."""
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
-
-
-def apply_speed_flags(nets, args) -> None:
-    from .. import runtime
-
-    runtime.set_tf32(getattr(args, "tf32", "off") == "on")
-    for net in nets:
-        if getattr(args, "fuse", None) is not None:
-            net.fuse = args.fuse == "on"
-        if getattr(args, "channels_last", None) is not None:
-            net.channels_last = args.channels_last == "on"
-        if getattr(args, "amp", "off") == "on":
-            net.autocast = amp_dtype(net.device)
-
-
-def device_from_flag(gpu: str | None, what: str = "-gpu"):
-    """The torch device for a Caffe ``-gpu`` value ('' = CPU)."""
-    gpu = (gpu or "").strip()
-    if not gpu:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise BrewnetError(f"{what} {gpu}: CUDA is not available on this machine "
-                           "(torch.cuda.is_available() is False); run without -gpu to use the CPU")
-    count = torch.cuda.device_count()
-    if gpu == "all":
-        ids = list(range(count))
-    else:
-        try:
-            ids = [int(x) for x in gpu.split(",") if x.strip()]
-        except ValueError:
-            raise BrewnetError(f"{what} '{gpu}': give a GPU id, a comma separated list, or 'all'") from None
-    bad = [i for i in ids if not 0 <= i < count]
-    if bad or not ids:
-        raise BrewnetError(f"{what} {gpu}: no such GPU (this machine has {count}: ids 0..{count - 1})")
-    if len(ids) > 1:
-        log.warning("%s %s: training on several GPUs in one process is not supported; using GPU %d "
-                    "(use torchrun for data-parallel training)", what, gpu, ids[0])
-    torch.cuda.set_device(ids[0])
-    return torch.device(f"cuda:{ids[0]}")
 
 
 class _Signals:
@@ -199,6 +140,8 @@ def _warn_about_batchnorm_pitfalls(solver) -> None:
 
 
 def run(args) -> int:
+    import torch
+
     from ..metrics import MetricsWriter
     from ..solver import solver_class
     from .. import fileio, runtime
