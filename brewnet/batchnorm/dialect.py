@@ -18,7 +18,7 @@ from .. import fileio
 from ..errors import NetError
 from ..layers.norm import is_nvcaffe_batchnorm
 from ..proto import caffe_pb2
-from .layouts import CUDNN_MIN_EPS, BNBlobs, detect
+from .layouts import CUDNN_MIN_EPS, BNBlobs, declares_scale_bias, detect
 
 PHASES = (caffe_pb2.TRAIN, caffe_pb2.TEST)
 
@@ -36,10 +36,9 @@ def layer_phases(lp) -> set[int]:
 
 
 def has_scale_bias(lp) -> bool:
-    """Does this BatchNorm layer carry scale/bias (the same rule as brewnet.layers.norm)?"""
-    p = lp.batch_norm_param
-    return is_nvcaffe_batchnorm(lp) and (p.scale_bias or p.HasField("scale_filler") or
-                                         p.HasField("bias_filler") or len(lp.param) in (2, 4))
+    """Does this BatchNorm layer declare scale/bias (the rule brewnet.layers.norm builds by)?
+    Scale/bias the prototxt leaves implicit come from the caffemodel (layouts.implicit_scale_bias)."""
+    return declares_scale_bias(lp)
 
 
 def affine_specs(lp) -> list:

@@ -63,6 +63,7 @@ class LayerReport:
     var_rel_max: float = 0.0        # max_c |var_batch - var_stored| / var_stored
     var_rel_median: float = 0.0
     output_gap: float = 0.0         # mean over batches of ||y_b - y_g|| / ||y_b||
+    layout: str = "-"               # the caffemodel layout the layer was loaded from
 
 
 @dataclass
@@ -76,14 +77,23 @@ class Report:
         rows = [f"{self.batches} batch(es); per BatchNorm layer: stored statistics vs the population "
                 "statistics of the batches",
                 f"{'layer':<24}{'C':>6}  {'mean shift (σ) max/avg':>24}  {'var rel diff max/median':>24}  "
-                f"{'train-vs-global output gap':>27}"]
+                f"{'train-vs-global output gap':>27}  weights layout"]
         for r in self.layers:
             rows.append(f"{r.name:<24}{r.channels:>6}  {r.mean_shift_max:>11.3g} /{r.mean_shift_avg:>10.3g}  "
-                        f"{r.var_rel_max:>11.3g} /{r.var_rel_median:>10.3g}  {r.output_gap:>27.3g}")
+                        f"{r.var_rel_max:>11.3g} /{r.var_rel_median:>10.3g}  {r.output_gap:>27.3g}  {r.layout}")
         for k in self.accuracy_global:
             rows.append(f"{k}: {self.accuracy_global[k]:.4f} with stored (global) statistics, "
                         f"{self.accuracy_batch[k]:.4f} with batch statistics")
         return "\n".join(rows)
+
+
+def layout_label(bn) -> str:
+    """The caffemodel layout a BatchNorm layer was loaded from, and whether it took scale/bias
+    its prototxt left implicit ("-" when no weights were loaded)."""
+    layout = getattr(bn, "loaded_layout", None)
+    if not layout:
+        return "-"
+    return layout + (" (implicit scale/bias from the file)" if getattr(bn, "implicit_scale_bias", None) else "")
 
 
 def batchnorm_layers(net):
@@ -221,7 +231,7 @@ def diagnose(net, batches) -> Report:
         rel = (m.var_unbiased - var_s).abs() / var_s.abs().clamp_min(1e-30)
         report.layers.append(LayerReport(
             bn.name, int(m.mean.numel()), float(shift.max()), float(shift.mean()), float(rel.max()),
-            float(rel.median()), float(np.mean(gaps[bn.name]))))
+            float(rel.median()), float(np.mean(gaps[bn.name])), layout_label(bn)))
     report.accuracy_global = {t: float(np.mean(v)) for t, v in acc_g.items()}
     report.accuracy_batch = {t: float(np.mean(v)) for t, v in acc_b.items()}
     return report
@@ -265,6 +275,10 @@ def write_recalibrated(weights_param, net, stats, path: str) -> None:
         if lp.name not in stats or lp.type != "BatchNorm":
             continue
         arrays = layers[lp.name].caffe_blob_arrays()
+        if getattr(layers[lp.name], "scale_bias", False):
+            # written in the layer's own order [mean, var, correction, scale, bias]: say so, so a
+            # prototxt that leaves scale/bias implicit takes this file back
+            lp.batch_norm_param.scale_bias = True
         del lp.blobs[:]
         for a in arrays:
             lp.blobs.add().CopyFrom(fileio.array_to_blob(a))

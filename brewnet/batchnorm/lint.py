@@ -16,6 +16,9 @@ BN008    moving-average-window     ``moving_average_fraction`` so low the statis
                                    high they are stale for the planned iterations
 BN009    deploy-preprocessing      a data layer's ``transform_param`` (scale, mean) that a deploy net
                                    will not carry
+BN010    implicit-scale-bias       (with the caffemodel) the file's BatchNorm has scale/bias that the
+                                   prototxt leaves implicit: named with the layout found, info when
+                                   brewnet takes them from the file, error when it cannot
 =======  ========================  ==================================================================
 
 :func:`lint` returns findings; :func:`apply_fixes` returns a corrected NetParameter (for the
@@ -27,10 +30,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..errors import NetError
 from ..layers.norm import is_nvcaffe_batchnorm
 from ..proto import caffe_pb2
-from .dialect import has_scale_bias, layer_phases
-from .layouts import CUDNN_MIN_EPS, NVCAFFE_014_CUDNN_EPS
+from .dialect import has_scale_bias, layer_phases, weight_arrays
+from .layouts import (CUDNN_MIN_EPS, LAYOUT_BLOBS, NVCAFFE_014_CUDNN_EPS, declares_scale_bias, detect,
+                      implicit_scale_bias)
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 CUDNN = caffe_pb2.BatchNormParameter.CUDNN
@@ -38,6 +43,7 @@ RULES = {
     "BN001": "inplace-cudnn", "BN002": "scale-filler", "BN003": "trained-statistics",
     "BN004": "global-stats-phase", "BN005": "untrained-test-layer", "BN006": "missing-scale",
     "BN007": "eps-minimum", "BN008": "moving-average-window", "BN009": "deploy-preprocessing",
+    "BN010": "implicit-scale-bias",
 }
 PARAM_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU",
                "Embed", "Parameter", "LSTM", "RNN"}
@@ -137,11 +143,14 @@ def _fmt_phases(ph: set[int]) -> str:
 # ----- the rules --------------------------------------------------------------------------------
 def lint(net: caffe_pb2.NetParameter, text: str | None = None, phase: int | None = None,
          max_iter: int | None = None, target: str | None = None,
-         deploy: caffe_pb2.NetParameter | None = None) -> list[Finding]:
+         deploy: caffe_pb2.NetParameter | None = None,
+         weights: caffe_pb2.NetParameter | None = None) -> list[Finding]:
     """Lint a (parsed, upgraded) net.  ``text`` gives line numbers; ``phase`` restricts to one
     phase; ``max_iter`` enables the stale-statistics check; ``target`` ("bvlc", "nvcaffe",
     "nvcaffe-0.14") is the Caffe the net is meant for; ``deploy`` is its deploy net (BN009
-    needs it: without the deploy net nothing says the preprocessing will be lost)."""
+    needs it: without the deploy net nothing says the preprocessing will be lost); ``weights``
+    is a caffemodel for it (BN010 judges the BatchNorm layouts it holds, and BN006 does not ask
+    for a Scale where the file's scale/bias become the layer's)."""
     lines = layer_name_lines(text) if text else {}
     seen: dict[str, int] = {}
     findings: list[Finding] = []
@@ -163,13 +172,14 @@ def lint(net: caffe_pb2.NetParameter, text: str | None = None, phase: int | None
     by_name: dict[str, list[int]] = {}
     for i, lp in enumerate(layers):
         by_name.setdefault(lp.name, []).append(i)
+    files = weight_arrays(weights)
 
     for i, lp in enumerate(layers):
         phases = layer_phases(lp) & all_phases
         if not phases:
             continue
         if lp.type == "BatchNorm":
-            _bn_rules(add, layers, i, lp, phases, max_iter, target)
+            _bn_rules(add, layers, i, lp, phases, max_iter, target, files.get(lp.name))
         if phases == {TEST} and phase is None and (lp.type in PARAM_TYPES or len(lp.param)):
             trainers = [k for k in by_name[lp.name] if TRAIN in layer_phases(layers[k])]
             train_names = {q.name for other in layers if TRAIN in layer_phases(other) for q in other.param
@@ -197,11 +207,17 @@ def lint(net: caffe_pb2.NetParameter, text: str | None = None, phase: int | None
     return out
 
 
-def _bn_rules(add, layers, i, lp, phases, max_iter, target):
+def _bn_rules(add, layers, i, lp, phases, max_iter, target, file_blobs=None):
     p = lp.batch_norm_param
     nv = is_nvcaffe_batchnorm(lp)
     cudnn = p.engine == CUDNN or (target == "nvcaffe-0.14" and p.engine == 0)
     affine = has_scale_bias(lp) or (nv and p.HasField("engine")) or target == "nvcaffe-0.14"
+    first = next(k for k in range(len(layers)) if layers[k].name == lp.name)
+
+    # BN010: the caffemodel's scale/bias that the prototxt leaves implicit (once per layer name)
+    file_affine = False
+    if file_blobs is not None and first == i:
+        file_affine = _implicit_rule(add, i, lp, *file_blobs)
 
     # BN001: in-place on cuDNN
     if cudnn and len(lp.bottom) and lp.top and lp.top[0] == lp.bottom[0]:
@@ -246,8 +262,8 @@ def _bn_rules(add, layers, i, lp, phases, max_iter, target):
                 "frozen statistics)", "remove use_global_stats (it defaults to phase == TEST)", _fix_ugs)
 
     # BN006: BVLC BatchNorm without Scale (reported once per layer name)
-    first = next(k for k in range(len(layers)) if layers[k].name == lp.name)
-    if not has_scale_bias(lp) and not (nv and p.HasField("engine")) and lp.top and first == i:
+    if not has_scale_bias(lp) and not (nv and p.HasField("engine")) and not file_affine and lp.top \
+            and first == i:
         nxt = next(_readers_after(layers, i, lp.top[0], skip_name=lp.name), None)
         if nxt is None or layers[nxt].type != "Scale":
             what = "nothing" if nxt is None else f"{layers[nxt].type} '{layers[nxt].name}'"
@@ -288,6 +304,37 @@ def _bn_rules(add, layers, i, lp, phases, max_iter, target):
                 add("BN008", "warning", i, f"moving_average_fraction {maf:g} averages over ~{window:.0f} "
                     f"iterations, too long for {max_iter} iterations{extra}",
                     f"moving_average_fraction: {_good_maf(max_iter):g}", _fix_maf(max_iter))
+
+
+def _implicit_rule(add, i, lp, arrays, src) -> bool:
+    """BN010 for one BatchNorm and its blobs in the caffemodel (``src``: the file's definition of
+    the layer).  True when loading takes the file's scale/bias as the layer's own."""
+    try:
+        info = detect(arrays, src, lp.name)
+    except NetError as e:
+        add("BN010", "error", i, f"the caffemodel's blobs for this layer are no BatchNorm layout brewnet "
+            f"knows: {e}", "load the caffemodel that goes with this prototxt")
+        return False
+    if info.scale is None or has_scale_bias(lp):
+        return False
+    what = f"the caffemodel's BatchNorm is {info.layout} {LAYOUT_BLOBS[info.layout]}"
+    why = implicit_scale_bias(info, lp, src)
+    if why is not None and info.ambiguous and not declares_scale_bias(src):
+        add("BN010", "error", i, f"the prototxt declares no scale/bias and {what}, but with one channel "
+            f"(shapes {info.shapes}) that layout is a guess: loading refuses it",
+            "add scale_bias: true to batch_norm_param if the file is NVCaffe's with scale/bias", _fix_scale_bias)
+        return False
+    if why is not None:
+        add("BN010", "info", i, f"the prototxt declares no scale/bias, but {what}, with scale/bias: {why}; "
+            "brewnet takes them from the file as this layer's learnable scale and bias",
+            "add scale_bias: true to batch_norm_param, so the prototxt says what the layer has", _fix_scale_bias)
+        return True
+    if not info.affine_is_identity():
+        add("BN010", "error", i, f"{what}, with scale/bias, and this BVLC-dialect BatchNorm has no place for "
+            "them (NVCaffe 0.16/0.17 write them only for layers that declare them): loading fails",
+            "add scale_bias: true to batch_norm_param (the layer then applies them; drop a following Scale "
+            "layer that has no weights of its own), or convert the model: brewnet convert -to bvlc")
+    return False
 
 
 def _good_maf(max_iter):
@@ -338,6 +385,13 @@ def _fix_scale_filler(layers, i):
     p.scale_filler.CopyFrom(_const(1.0))
     if not p.HasField("bias_filler"):
         p.bias_filler.CopyFrom(_const(0.0))
+
+
+def _fix_scale_bias(layers, i):
+    name = layers[i].name
+    for lp in layers:
+        if lp.name == name and lp.type == "BatchNorm":
+            lp.batch_norm_param.scale_bias = True
 
 
 def _fix_stat_specs(layers, i):

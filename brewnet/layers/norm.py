@@ -26,8 +26,19 @@ first, then statistics), which always had scale/bias: such a layer gets them too
 
 Loading (``load_caffe_blobs``) accepts every layout in :mod:`brewnet.batchnorm.layouts` (BVLC
 3-blob, NVCaffe 0.14 cuDNN, 0.15 CAFFE/cuDNN, 0.16/0.17) and says in a note what it found and how
-it mapped it.  A BVLC-dialect layer cannot hold a file's non-identity scale/bias: that is an error
-that tells the user to convert the model (``brewnet convert -to bvlc``) or use the NVCaffe dialect.
+it mapped it.  Scale and bias the prototxt leaves implicit (NVCaffe 0.14 cuDNN and 0.15 files into
+``batch_norm_param { engine: CUDNN }`` or no batch_norm_param; any NVCaffe file with scale/bias
+into a layer that sets ``engine``; see :func:`brewnet.batchnorm.layouts.implicit_scale_bias`) are
+taken from the file: the layer becomes what ``scale_bias: true`` gives — NVCaffe dialect, blobs
+[mean, var, correction, scale, bias], scale and bias learnable (param blocks as for
+``scale_bias``), applied in every phase — and records ``scale_bias: true`` in its own
+LayerParameter, so ``net.save`` writes NVCaffe 0.16/0.17's layout with a definition that says so,
+which the same prototxt loads back.  (The net's parameter list for solvers, ``net.caffe_params``,
+is built before any weights are read: blobs a load adds are not in it.)  Otherwise a layer
+without scale/bias cannot hold a file's non-identity ones (an NVCaffe 0.16/0.17 file into a
+field-less, BVLC-dialect prototxt, whose Scale layer holds γ/β; or a one-channel file whose
+layout cannot be told): that is an error that says to declare ``scale_bias: true`` or convert
+the model (``brewnet convert -to bvlc``).
 
 Either way ``use_global_stats`` defaults to ``phase == TEST`` and an explicit value wins; the
 statistics are buffers, never optimiser parameters; in-place use is as correct as out-of-place
@@ -40,17 +51,12 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from ..batchnorm.layouts import LAYOUT_BLOBS, declares_scale_bias
+from ..batchnorm.layouts import nvcaffe_dialect as is_nvcaffe_batchnorm
 from ..proto import caffe_pb2
 from .base import Layer, register
 
 log = logging.getLogger("brewnet")
-
-NVCAFFE_FIELDS = ("scale_bias", "scale_filler", "bias_filler", "engine")
-
-
-def is_nvcaffe_batchnorm(layer_param) -> bool:
-    p = layer_param.batch_norm_param
-    return any(p.HasField(f) for f in NVCAFFE_FIELDS)
 
 
 @register("BatchNorm")
@@ -64,8 +70,7 @@ class BatchNorm(Layer):
         p = self.param.batch_norm_param
         c = shape[1]
         self.nvcaffe = is_nvcaffe_batchnorm(self.param)
-        self.scale_bias = self.nvcaffe and (p.scale_bias or p.HasField("scale_filler") or p.HasField("bias_filler")
-                                            or len(self.param.param) in (2, 4))
+        self.scale_bias = declares_scale_bias(self.param)
         self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") else not self.training_phase
         self.maf = float(p.moving_average_fraction)
         if not self.blob_names:
@@ -73,6 +78,8 @@ class BatchNorm(Layer):
             self.update_statistics = True  # doctor turns this off to measure batch statistics
             self._batch_stats: list[torch.Tensor] | None = None  # scratch of _forward_updating
             self.loaded_layout: str | None = None
+            #: why the layer took scale/bias its prototxt left implicit from a file (None: it did not)
+            self.implicit_scale_bias: str | None = None
             self.add_blob("running_mean", torch.zeros(c), learnable=False)
             self.add_blob("running_var", torch.zeros(c), learnable=False)
             self.add_blob("factor", torch.zeros(1) if not self.nvcaffe else torch.ones(1), learnable=False)
@@ -130,6 +137,11 @@ class BatchNorm(Layer):
         c = x.shape[1]
         if affine is not None:
             weight, bias = affine
+            if self.scale_bias:
+                # scale/bias taken from a file after the net paired this layer with the Scale
+                # that follows: s·(γ·x̂ + β) + t = (s·γ)·x̂ + (s·β + t)
+                bias = weight * self.bias if bias is None else torch.addcmul(bias, weight, self.bias)
+                weight = weight * self.weight
         else:
             weight = self.weight if self.scale_bias else None
             bias = self.bias if self.scale_bias else None
@@ -215,7 +227,7 @@ class BatchNorm(Layer):
         """Load any known BatchNorm layout (see brewnet.batchnorm.layouts); return notes."""
         import numpy as np
 
-        from ..batchnorm.layouts import detect
+        from ..batchnorm.layouts import detect, implicit_scale_bias
         c = int(self.running_mean.shape[0])
         info = detect(arrays, source_param, self.name, channels=c)
         if info.channels != c:
@@ -224,12 +236,37 @@ class BatchNorm(Layer):
         notes = list(info.notes)
         has_affine = info.scale is not None
         if has_affine and not self.scale_bias:
-            if not info.affine_is_identity():
-                self.fail(f"the caffemodel holds NVCaffe BatchNorm scale/bias ({info.layout} layout), but "
-                          "this prototxt's BatchNorm is BVLC-dialect and has no place for them. Convert the "
-                          "model: `brewnet convert -model M -weights W -to bvlc -output P` (moves them into "
-                          "a Scale layer), or add `scale_bias: true` to this layer's batch_norm_param")
-            notes.append(f"layer '{self.name}' (BatchNorm): dropped the file's identity scale (1) and bias (0)")
+            why = implicit_scale_bias(info, self.param, source_param)
+            shapes = info.shapes or ", ".join(str(tuple(np.shape(a))) for a in arrays)
+            if why is not None and info.ambiguous and not declares_scale_bias(source_param):
+                self.fail(f"the caffemodel's {len(arrays)} blobs have one channel (shapes {shapes}), so "
+                          "their layout is ambiguous (NVCaffe 0.14 cuDNN [scale, bias, unused, mean, var], "
+                          "0.15 [scale, bias, mean, var, counter] or 0.16/0.17 [mean, var, correction, scale, "
+                          f"bias]; read as {info.layout}), and this prototxt declares no scale/bias to settle "
+                          "it. Add `scale_bias: true` to this layer's batch_norm_param to load it that way, "
+                          "or check which NVCaffe wrote the file")
+            if why is None:
+                if not info.affine_is_identity():
+                    self.fail(f"the caffemodel holds NVCaffe BatchNorm scale/bias ({info.layout} layout "
+                              f"{LAYOUT_BLOBS.get(info.layout, '')}, shapes {shapes}), but this prototxt's "
+                              "BatchNorm declares none (no scale_bias, scale_filler, bias_filler or engine "
+                              "field: BVLC dialect, where a Scale layer holds γ/β), and NVCaffe 0.16/0.17 "
+                              "write them only for layers that declare them. Add `scale_bias: true` to this "
+                              "layer's batch_norm_param to load them here, or convert the model: `brewnet "
+                              "convert -model M -weights W -to bvlc -output P` (moves them into a Scale layer)")
+                notes.append(f"layer '{self.name}' (BatchNorm): dropped the file's identity scale (1) and bias (0)")
+            else:
+                self._take_scale_bias(why)
+                if self.training_phase:
+                    log.warning("layer '%s' (BatchNorm): scale/bias taken from the caffemodel (%s) were not "
+                                "declared when the net was built, so they are not in net.caffe_params and a "
+                                "Solver built on this net does not update them; add `scale_bias: true` to "
+                                "the layer's batch_norm_param to train them", self.name, info.layout)
+                notes.append(f"layer '{self.name}' (BatchNorm): {info.layout} layout "
+                             f"{LAYOUT_BLOBS[info.layout]}: the prototxt declares no scale/bias, but {why}: "
+                             "scale/bias loaded as the layer's learnable blobs 3 and 4 and applied after "
+                             "normalising, as with `scale_bias: true` (which the layer now records, so "
+                             "net.save writes NVCaffe 0.16/0.17 order [mean, var, correction, scale, bias])")
 
         def put(blob, values):
             with torch.no_grad():
@@ -255,7 +292,7 @@ class BatchNorm(Layer):
                              "they keep their filler values")
         if info.eps is not None and info.eps != self.eps:
             self.eps = info.eps
-        if info.eps_min is not None and self.eps < info.eps_min:
+        if info.eps_min is not None and self.eps < info.eps_min * (1 - 1e-6):  # eps is a float32
             notes.append(f"layer '{self.name}' (BatchNorm): eps {self.eps:g} raised to the cuDNN minimum "
                          f"{info.eps_min:g}")
             self.eps = info.eps_min
@@ -263,3 +300,18 @@ class BatchNorm(Layer):
             self.weight_sum = 1.0 / (1.0 - self.maf) if self.maf < 1 else 1.0
         self.loaded_layout = info.layout
         return notes
+
+    def _take_scale_bias(self, why: str) -> None:
+        """Become the layer `scale_bias: true` makes (the file has scale/bias the prototxt left
+        implicit): NVCaffe dialect, learnable scale (1) and bias (0) as blobs 3 and 4, and the
+        field recorded in this layer's LayerParameter (what net.save writes)."""
+        ref = self.running_mean
+        c = int(ref.shape[0])
+        self.param.batch_norm_param.scale_bias = True
+        self.nvcaffe = True
+        self.scale_bias = True
+        self.implicit_scale_bias = why
+        self.add_blob("weight", torch.ones(c, dtype=ref.dtype, device=ref.device))
+        self.add_blob("bias", torch.zeros(c, dtype=ref.dtype, device=ref.device))
+        for i, blob in ((3, self.weight), (4, self.bias)):
+            blob.requires_grad_(self.param_spec(i).lr_mult != 0)
