@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .memory import MemoryBudget, available_device_bytes
+
 
 def _host_view(t: torch.Tensor) -> np.ndarray | None:
     """A numpy array sharing memory with ``t``, or None when that is impossible."""
@@ -148,6 +150,10 @@ class Blob(_BlobSurface):
         shape = tuple(int(s) for s in (shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape))
         if shape == self.shape:
             return
+        if any(d < 0 for d in shape):
+            raise ValueError(f"blob '{self.name}': negative dimension in shape {shape}")
+        MemoryBudget(available_device_bytes(self._tensor.device)).claim(
+            f"blob '{self.name}'", shape, self._tensor.element_size())
         self._tensor = torch.zeros(shape, dtype=self._tensor.dtype, device=self._tensor.device)
         self._data_buf = None
         self._diff_buf = None

@@ -34,6 +34,7 @@ from .net_pycaffe import PycaffeNetMixin
 from .layers import layer_class
 from .layers.base import Layer
 from .layers.loss import raise_deferred_label_errors
+from .memory import MemoryBudget, available_device_bytes
 from .proto import caffe_pb2
 from .weights import LoadReport
 
@@ -212,6 +213,8 @@ class Net(PycaffeNetMixin):
         self._param_owner: dict[str, tuple[Layer, int, caffe_pb2.ParamSpec]] = {}
         self.caffe_params: list[ParamEntry] = []
         self._input_blobs: list[str] = []
+        #: what the blobs need, against the memory available (a typo'd shape is refused, not killed)
+        self._budget = MemoryBudget()
         consumed: set[str] = set()
         for lp in self.net_param.layer:
             self._setup_layer(lp)
@@ -262,6 +265,7 @@ class Net(PycaffeNetMixin):
             lp.phase = self.phase  # as Caffe's Net::Init; saved caffemodels carry it too
         layer = cls(lp, lp.phase)
         layer.generator = self._generator
+        layer.memory_budget = self._budget
         layer.model_dir = getattr(self, "model_dir", None)
         where = f"layer '{lp.name}' ({lp.type})"
         for what, n, (lo, hi) in (("bottoms", len(lp.bottom), cls.num_bottoms), ("tops", len(lp.top), cls.num_tops)):
@@ -285,6 +289,7 @@ class Net(PycaffeNetMixin):
             self._shapes[top] = shape
             if top in self.blobs and tuple(self.blobs[top].shape) == shape:
                 continue
+            self._budget.claim(f"{where}: top blob '{top}'", shape, self._itemsize)
             self.blobs[top] = Blob(top, torch.zeros(shape, dtype=self.dtype))
         if getattr(cls, "reads_blob_storage", False):
             self._input_blobs.extend(lp.top)
@@ -312,6 +317,10 @@ class Net(PycaffeNetMixin):
         self.bottom_names[lp.name] = list(lp.bottom)
         self.top_names[lp.name] = list(lp.top)
         return layer
+
+    @property
+    def _itemsize(self) -> int:
+        return torch.finfo(self.dtype).bits // 8
 
     def _setup_params(self, layer: Layer, lp) -> None:
         blobs = layer.blob_tensors
@@ -358,6 +367,12 @@ class Net(PycaffeNetMixin):
                 runtime.apply_cuda_math()
         if dtype is not None:
             self.dtype = dtype
+        if self.device.type == "cuda":  # does the net fit on the device?
+            budget = MemoryBudget(available_device_bytes(self.device))
+            for name, b in self.blobs.items():
+                budget.claim(f"moving to {self.device}: blob '{name}'", b.shape, self._itemsize)
+            for p in self.module.parameters():
+                budget.claim(f"moving to {self.device}: a parameter", p.shape, self._itemsize)
         # Parameters keep their identity (nn.Module.to swaps .data); buffers are replaced, so
         # move nets before sharing statistics between them.
         self.module.to(device=self.device, dtype=self.dtype)
@@ -658,6 +673,10 @@ class Net(PycaffeNetMixin):
             tops = layer.setup([shapes[b] for b in lp.bottom])
             for name, shape in zip(lp.top, tops):
                 shapes[name] = tuple(int(d) for d in shape)
+        budget = MemoryBudget(available_device_bytes(self.device))
+        for name, shape in shapes.items():
+            if tuple(self.blobs[name].shape) != shape:
+                budget.claim(f"reshape: blob '{name}'", shape, self._itemsize)
         self._shapes.update(shapes)
         for name, shape in shapes.items():
             self.blobs[name].reshape(*shape)

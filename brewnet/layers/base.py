@@ -169,6 +169,9 @@ class Layer(nn.Module):
         from ..fillers import constant_filler, fill
         if filler_param is None:
             filler_param = constant_filler(default_value)
+        budget = getattr(self, "memory_budget", None)
+        if budget is not None:
+            budget.claim(f"layer '{self.name}' ({self.type}): parameter blob", shape)
         return fill(filler_param, shape, generator=self.generator)
 
     @property
