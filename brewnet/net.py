@@ -322,12 +322,20 @@ class Net(PycaffeNetMixin):
     def _itemsize(self) -> int:
         return torch.finfo(self.dtype).bits // 8
 
-    def _setup_params(self, layer: Layer, lp) -> None:
+    def _setup_params(self, layer: Layer, lp, first: int = 0) -> None:
+        """Register the layer's blobs from index ``first`` on: sharing by ``param { name }``,
+        Caffe's parameter order in ``caffe_params``, and which ones require gradients."""
         blobs = layer.blob_tensors
-        if len(lp.param) > len(blobs) and not getattr(layer, "accepts_extra_param_specs", False):
+        if first == 0 and len(lp.param) > len(blobs) and not getattr(layer, "accepts_extra_param_specs", False):
             raise NetError(f"layer '{lp.name}' ({lp.type}): {len(lp.param)} param blocks given "
                            f"but the layer has {len(blobs)} blobs")
+        # this layer's entries go after those of the layers up to it (Caffe's order)
+        upto = set(map(id, self._layers[:self._layers.index(layer) + 1])) if layer in self._layers else None
+        pos = len(self.caffe_params) if upto is None else \
+            sum(1 for e in self.caffe_params if id(e.layer) in upto)
         for i, blob in enumerate(blobs):
+            if i < first:
+                continue
             spec = layer.param_spec(i)
             learnable = layer.blob_is_learnable(i)
             if learnable and spec.name:
@@ -348,10 +356,18 @@ class Net(PycaffeNetMixin):
                 self._param_owner[spec.name] = (layer, i, spec)
             # Caffe's learnable_params_ order: every owned blob, statistics included (their
             # solver history exists, always zero); the solver updates only `learnable` ones.
-            self.caffe_params.append(ParamEntry(layer, i, spec.lr_mult if learnable else 0.0,
-                                                spec.decay_mult if learnable else 0.0, learnable))
+            self.caffe_params.insert(pos, ParamEntry(layer, i, spec.lr_mult if learnable else 0.0,
+                                                     spec.decay_mult if learnable else 0.0, learnable))
+            pos += 1
             if learnable:
                 blob.requires_grad_(spec.lr_mult != 0)
+
+    def register_loaded_blobs(self, layer: Layer, first: int) -> None:
+        """Blobs ``first``.. that a layer added while loading weights (a BatchNorm taking the
+        scale/bias its prototxt left implicit from an NVCaffe file) become parameters of the
+        net like the others: in ``caffe_params`` for solvers, shared by name, with gradients."""
+        self._setup_params(layer, layer.param, first)
+        self._fused_bn_scale = self._find_fusions()
 
     @property
     def learnable(self) -> list["ParamEntry"]:

@@ -719,6 +719,15 @@ class Solver:
         if not os.path.exists(path):
             raise SolverError(f"solver state not found: {path}")
         state = fileio.read_binary(path, caffe_pb2.SolverState)
+        model = self._learned_net(state, path)
+        if model is not None:  # weights first: their layout may give layers more blobs
+            had = len(self.net.caffe_params)
+            self.net.copy_from(model)
+            for t in self.test_nets:
+                t.copy_from(model)
+                t.share_with(self.net)
+            if len(self.net.caffe_params) != had:
+                self._init_history()
         if len(state.history) != len(self.history):
             raise SolverError(
                 f"{path}: {len(state.history)} history blobs, but a {self.type_name} solver for this "
@@ -732,22 +741,6 @@ class Solver:
                 raise SolverError(f"{path}: history blob {i} ({e.name}) has {a.size} values, the "
                                   f"parameter has {h.numel()} (shape {tuple(h.shape)})")
             arrays.append(a)
-        if state.HasField("learned_net") and state.learned_net:
-            model = state.learned_net
-            if not os.path.exists(model):
-                base = os.path.dirname(os.path.abspath(path))
-                for alt in (os.path.join(base, model), os.path.join(base, os.path.basename(model))):
-                    if os.path.exists(alt):
-                        log.info("learned_net '%s' is not in the working directory; using %s "
-                                 "(beside the solver state)", model, alt)
-                        model = alt
-                        break
-                else:
-                    raise SolverError(f"{path}: its weights file '{state.learned_net}' was not found "
-                                      "(relative to the working directory or the solver state)")
-            self.net.copy_from(model)
-            for t in self.test_nets:
-                t.share_with(self.net)
         with torch.no_grad():
             for a, h in zip(arrays, self.history):
                 h.copy_(torch.as_tensor(a.reshape(tuple(h.shape)), dtype=h.dtype))
@@ -761,6 +754,24 @@ class Solver:
         self._passive_dirty = any(bool(self.history[k * n + i].any())
                                   for k in range(self.num_history)
                                   for i, e in enumerate(self._entries) if id(e) in passive_idx)
+
+    @staticmethod
+    def _learned_net(state, path: str) -> str | None:
+        """The weights file a solver state names (relative to the working directory, else beside
+        the state), or None when it names none."""
+        if not (state.HasField("learned_net") and state.learned_net):
+            return None
+        model = state.learned_net
+        if os.path.exists(model):
+            return model
+        base = os.path.dirname(os.path.abspath(path))
+        for alt in (os.path.join(base, model), os.path.join(base, os.path.basename(model))):
+            if os.path.exists(alt):
+                log.info("learned_net '%s' is not in the working directory; using %s "
+                         "(beside the solver state)", model, alt)
+                return alt
+        raise SolverError(f"{path}: its weights file '{state.learned_net}' was not found "
+                          "(relative to the working directory or the solver state)")
 
     # ----- misc pycaffe surface ------------------------------------------------------------------
     @property

@@ -14,10 +14,12 @@ from pathlib import Path
 import uuid
 
 import numpy as np
+from google.protobuf import text_format
 
 from . import fileio
 from .batchnorm.layouts import is_routine_note
 from .errors import NetError
+from .proto import caffe_pb2
 
 log = logging.getLogger("brewnet")
 
@@ -50,14 +52,21 @@ def load_weights(net, net_param, source: str = "<caffemodel>") -> LoadReport:
             continue
         try:
             arrays = [fileio.blob_to_array(b) for b in lp.blobs]
-            report.notes.extend(layer.load_caffe_blobs(arrays, lp))
-            report.copied.append(layer.name)
+            _load_layer(net, layer, arrays, lp, report)
         except (NetError, ValueError) as e:
             problems.append(str(e))
     own = set(net.layer_dict)
     report.ignored = [n for n in src if n not in own]
     _finish(report, net, problems, source)
     return report
+
+
+def _load_layer(net, layer, arrays, source_param, report: LoadReport) -> None:
+    had = len(layer.blob_tensors)
+    report.notes.extend(layer.load_caffe_blobs(arrays, source_param))
+    if len(layer.blob_tensors) > had:  # the file's layout gave the layer more blobs (BatchNorm)
+        net.register_loaded_blobs(layer, had)
+    report.copied.append(layer.name)
 
 
 def _finish(report: LoadReport, net, problems: list[str], source: str) -> None:
@@ -106,6 +115,9 @@ def save_weights_hdf5(net, path, write_diff: bool = False) -> None:
             diff = f.create_group("diff") if write_diff else None
             for layer in net.layers:
                 group = data.create_group(layer.name)
+                # the layer's definition (Caffe ignores attributes): how a BatchNorm's blobs
+                # are laid out, as a caffemodel's LayerParameter tells it
+                group.attrs["layer_param"] = text_format.MessageToString(layer.param)
                 dgroup = diff.create_group(layer.name) if diff is not None else None
                 arrays = layer.caffe_blob_arrays()
                 for i, (arr, t) in enumerate(zip(arrays, layer.blob_tensors)):
@@ -119,6 +131,19 @@ def save_weights_hdf5(net, path, write_diff: bool = False) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _stored_layer_param(group):
+    """The LayerParameter brewnet stores beside a layer's datasets, or None (Caffe's files)."""
+    text = group.attrs.get("layer_param")
+    if text is None:
+        return None
+    lp = caffe_pb2.LayerParameter()
+    try:
+        text_format.Parse(text if isinstance(text, str) else text.decode(), lp)
+    except text_format.ParseError:
+        return None
+    return lp
 
 
 def load_weights_hdf5(net, path) -> LoadReport:
@@ -149,24 +174,20 @@ def load_weights_hdf5(net, path) -> LoadReport:
                 report.missing.append(layer.name)
                 continue
             group = data[layer.name]
-            if len(group) > len(tensors):
-                problems.append(f"layer '{layer.name}': the file has {len(group)} blobs, "
-                                f"the layer has {len(tensors)}")
-                continue
+            # the layer checks the count (a BatchNorm may take a longer NVCaffe layout)
             arrays = []
-            for i, t in enumerate(tensors):
+            for i in range(max(len(group), len(tensors))):
                 if str(i) in group:
                     arrays.append(np.asarray(group[str(i)], dtype=np.float32))
-                elif (id(layer), i) not in owned:  # shared: its owner's dataset fills it
-                    arrays.append(t.detach().to("cpu").float().numpy())
+                elif i < len(tensors) and (id(layer), i) not in owned:  # shared: from its owner
+                    arrays.append(tensors[i].detach().to("cpu").float().numpy())
                 else:
                     problems.append(f"layer '{layer.name}': the file has no blob {i} "
                                     f"(it has {len(group)}, the layer {len(tensors)})")
                     break
             else:
                 try:
-                    report.notes.extend(layer.load_caffe_blobs(arrays, None))
-                    report.copied.append(layer.name)
+                    _load_layer(net, layer, arrays, _stored_layer_param(group), report)
                 except (NetError, ValueError) as e:
                     problems.append(str(e))
     _finish(report, net, problems, source)

@@ -333,3 +333,69 @@ def test_doctor_names_the_layout(tmp_path, layout, form, capsys):
     net = brewnet.Net(proto, out_model, brewnet.TEST)
     np.testing.assert_array_equal(net.params["bn"][3].data, GAMMA)
     np.testing.assert_array_equal(net.params["bn"][4].data, BETA)
+
+
+def _solver_files(tmp_path, form):
+    net = tmp_path / "train.prototxt"
+    net.write_text(
+        f'layer {{ name: "data" type: "DummyData" top: "data" top: "label" dummy_data_param {{ '
+        f'shape {{ dim: 4 dim: {C} dim: 3 dim: 3 }} shape {{ dim: 4 }} '
+        f'data_filler {{ type: "gaussian" std: 2 }} data_filler {{ type: "constant" value: 1 }} }} }}\n'
+        f'layer {{ name: "bn" type: "BatchNorm" bottom: "data" top: "bn" {FORMS[form]} }}\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "bn" top: "ip" '
+        'inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.3 } } }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }\n')
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "{net}" base_lr: 0.1 momentum: 0.9 lr_policy: "fixed" max_iter: 4 '
+                      f'random_seed: 1 snapshot_prefix: "{tmp_path}/snap" snapshot_after_train: false')
+    return str(solver)
+
+
+@pytest.mark.parametrize("layout,form", [("nvcaffe-0.15-cudnn", "engine-cudnn"), ("nvcaffe-0.14-cudnn", "no-param")])
+def test_solver_trains_loaded_scale_bias_and_resumes_them(tmp_path, layout, form):
+    """Blobs a load adds are parameters of the net: the solver updates γ and β (they were left
+    out of its parameter list), and a snapshot resumes with their values and update history."""
+    w = caffemodel(tmp_path, {"bn": ("BatchNorm", nvcaffe_blobs(layout))})
+    solver = brewnet.SGDSolver(_solver_files(tmp_path, form), weights=w)
+    assert [e.name for e in solver.net.caffe_params] == ["bn[0]", "bn[1]", "bn[2]", "bn[3]", "bn[4]",
+                                                         "ip[0]", "ip[1]"]
+    solver.step(2)
+    gamma = solver.net.params["bn"][3].data.copy()
+    assert not np.allclose(gamma, GAMMA.reshape(-1)), "the solver left the loaded scale untouched"
+    _, state = solver.snapshot()
+    history = [h.clone() for h in solver.history]
+    params = [p.data.copy() for p in solver.net.params["bn"]]
+
+    resumed = brewnet.SGDSolver(_solver_files(tmp_path, form))  # the prototxt alone: 3 blobs
+    resumed.restore(state)
+    assert resumed.iter == 2 and len(resumed.net.params["bn"]) == 5
+    assert len(resumed.test_nets) == 0 or len(resumed.test_nets[0].params["bn"]) == 5
+    for a, b in zip(params, resumed.net.params["bn"]):
+        np.testing.assert_array_equal(b.data, a)  # a file round trip: bit-exact
+    assert len(resumed.history) == len(history)
+    for a, b in zip(history, resumed.history):
+        assert torch.equal(a, b)  # the momentum of γ and β came back too
+    resumed.step(1)
+    assert not np.array_equal(resumed.net.params["bn"][3].data, gamma)
+
+
+def test_hdf5_weights_of_a_grown_layer_load_into_the_plain_prototxt(tmp_path):
+    w = caffemodel(tmp_path, {"bn": ("BatchNorm", nvcaffe_blobs("nvcaffe-0.15-caffe"))})
+    net = brewnet.Net(prototxt(tmp_path, "no-param"), w, brewnet.TEST)
+    net.save_hdf5(str(tmp_path / "w.h5"))
+    again = brewnet.Net(prototxt(tmp_path, "no-param"), brewnet.TEST)
+    again.load_hdf5(str(tmp_path / "w.h5"))
+    assert len(again.params["bn"]) == 5
+    for a, b in zip(net.params["bn"], again.params["bn"]):
+        np.testing.assert_array_equal(a.data, b.data)  # a file round trip: bit-exact
+    assert_close(again.forward(data=X)["bn"], net.forward(data=X)["bn"])
+
+
+def test_lint_command_takes_weights(tmp_path, capsys):
+    w = caffemodel(tmp_path, {"bn": ("BatchNorm", nvcaffe_blobs("nvcaffe-0.15-cudnn"))})
+    model = prototxt(tmp_path, "engine-cudnn")
+    cli.main(["lint", model, "-weights", w])
+    out = capsys.readouterr().out
+    assert "BN010" in out and "nvcaffe-0.15-cudnn" in out
+    cli.main(["lint", model])
+    assert "BN010" not in capsys.readouterr().out

@@ -19,6 +19,8 @@ def add_arguments(p) -> None:
     flag(p, "solver", help="solver prototxt: max_iter is taken from it")
     flag(p, "target", choices=("bvlc", "nvcaffe", "nvcaffe-0.14"),
          help="the Caffe the net is meant for (default: judged from the prototxt)")
+    flag(p, "weights", help="a caffemodel for this net: BN010 names the BatchNorm layouts it holds "
+                            "(e.g. NVCaffe scale/bias the prototxt leaves implicit)")
     flag(p, "deploy", help="the deploy prototxt that goes with this train_val (BN009; default: "
                            "deploy.prototxt beside the model, as DIGITS lays jobs out)")
 
@@ -45,7 +47,9 @@ def run(args) -> int:
     deploy = fileio.read_net(deploy_path) if deploy_path else None
     if deploy_path and not args.deploy:
         print(f"(deploy net for BN009: {deploy_path})")
-    findings = lint(net, text, phase=phase, max_iter=max_iter, target=args.target, deploy=deploy)
+    weights = fileio.read_caffemodel(args.weights) if args.weights else None
+    findings = lint(net, text, phase=phase, max_iter=max_iter, target=args.target, deploy=deploy,
+                    weights=weights)
     for f in findings:
         print(f.format(args.model))
     counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}

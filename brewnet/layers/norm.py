@@ -33,8 +33,8 @@ taken from the file: the layer becomes what ``scale_bias: true`` gives — NVCaf
 [mean, var, correction, scale, bias], scale and bias learnable (param blocks as for
 ``scale_bias``), applied in every phase — and records ``scale_bias: true`` in its own
 LayerParameter, so ``net.save`` writes NVCaffe 0.16/0.17's layout with a definition that says so,
-which the same prototxt loads back.  (The net's parameter list for solvers, ``net.caffe_params``,
-is built before any weights are read: blobs a load adds are not in it.)  Otherwise a layer
+which the same prototxt loads back.  (The loader then registers the new blobs with the net, as
+parameters a solver trains: ``Net.register_loaded_blobs``.)  Otherwise a layer
 without scale/bias cannot hold a file's non-identity ones (an NVCaffe 0.16/0.17 file into a
 field-less, BVLC-dialect prototxt, whose Scale layer holds γ/β; or a one-channel file whose
 layout cannot be told): that is an error that says to declare ``scale_bias: true`` or convert
@@ -257,11 +257,6 @@ class BatchNorm(Layer):
                 notes.append(f"layer '{self.name}' (BatchNorm): dropped the file's identity scale (1) and bias (0)")
             else:
                 self._take_scale_bias(why)
-                if self.training_phase:
-                    log.warning("layer '%s' (BatchNorm): scale/bias taken from the caffemodel (%s) were not "
-                                "declared when the net was built, so they are not in net.caffe_params and a "
-                                "Solver built on this net does not update them; add `scale_bias: true` to "
-                                "the layer's batch_norm_param to train them", self.name, info.layout)
                 notes.append(f"layer '{self.name}' (BatchNorm): {info.layout} layout "
                              f"{LAYOUT_BLOBS[info.layout]}: the prototxt declares no scale/bias, but {why}: "
                              "scale/bias loaded as the layer's learnable blobs 3 and 4 and applied after "
