@@ -152,13 +152,18 @@ def test_nvcaffe_014_cudnn_model_converts_to_bvlc(tmp_path, capsys):
     assert not bn1.batch_norm_param.HasField("engine")
 
 
-def test_bvlc_prototxt_with_nvcaffe_weights_is_refused_but_convert_works(tmp_path):
+def test_fieldless_prototxt_with_nvcaffe_014_weights_takes_their_scale_bias(tmp_path):
+    """NVCaffe 0.14 cuDNN BatchNorm always had scale/bias, and its prototxts often declared no
+    field at all: the file's layout decides (issue 10, item 4; it used to be refused)."""
     model, weights = nvcaffe_014_model(tmp_path)
     plain = tmp_path / "plain.prototxt"
     plain.write_text(MODEL.replace('layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" '
                                    'scale_param { bias_term: true } }', ""))
-    with pytest.raises(brewnet.NetError, match="convert"):
-        brewnet.Net(str(plain), weights, brewnet.TEST)
+    net = brewnet.Net(str(plain), weights, brewnet.TEST)
+    assert len(net.params["bn1"]) == 5 and net.layer_dict["bn1"].scale_bias
+    x = np.random.default_rng(5).normal(size=(2, 3, 6, 6))
+    ref = outputs(model, weights, x)
+    np.testing.assert_allclose(outputs(str(plain), weights, x), ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
 
 
 def test_pytorch_export_reloads_identically(bvlc_model, tmp_path, capsys):
