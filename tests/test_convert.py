@@ -11,6 +11,7 @@ import brewnet
 from brewnet import cli, fileio
 from brewnet.batchnorm import dialect
 from brewnet.proto import caffe_pb2
+from numeric import assert_close_f32
 
 MODEL = """
 name: "small"
@@ -171,11 +172,15 @@ def test_pytorch_export_reloads_identically(bvlc_model, tmp_path, capsys):
     model, weights = bvlc_model
     prefix = str(tmp_path / "m")
     assert cli.main(["convert", "-model", model, "-weights", weights, "-to", "pytorch", "-output", prefix]) == 0
+    # exact: the saved and the reloaded module run the same layers on the same weights, bit for bit
     assert largest(capsys.readouterr().out) == 0
     module = load_pytorch(prefix + ".pt")
     x = np.random.default_rng(3).normal(size=(2, 3, 6, 6))
     got = module(torch.as_tensor(x, dtype=torch.float32))[0].detach().numpy()
-    np.testing.assert_allclose(got, outputs(model, weights, x, torch.float32), rtol=1e-6, atol=1e-6)
+    # float32 and not the same computation: the Net runs channels-last with BatchNorm + Scale
+    # fused, the module NCHW layer by layer, on kernels PyTorch picks by CPU (2.2e-6 relative on
+    # a Sapphire Rapids with avx512 or avx2 kernels); two convolutions, two BatchNorms, an IP
+    assert_close_f32(got, outputs(model, weights, x, torch.float32), rtol=1e-5, what="reloaded module")
     assert module.input_names == ["data"] and module.output_names == ["ip"]
 
 
