@@ -1,6 +1,12 @@
 """Every layer case recorded from real BVLC Caffe matches: data, diffs, parameter diffs, updates.
 
-Tolerance: max abs error <= 1e-4 * max(1, |reference|), elementwise.
+Tolerance (tests/numeric.py): |ours - Caffe's| <= RTOL * (|Caffe's| + max |Caffe's blob|),
+elementwise. Caffe computed these in float32 on another CPU with its own BLAS, we on kernels
+PyTorch picks by CPU: the two agree to float32 round-off of the sums behind each value, which
+scales with the blob's magnitude. The largest seen is 1.6e-6 (a Scale's parameter gradient, a sum
+over the whole batch), so RTOL 2e-5; a BatchNorm eps off by 10x moves outputs by ~4e-5.
+A parameter gradient's floor is the largest parameter gradient of its layer: a convolution bias
+in front of a BatchNorm has a true gradient of zero and round-off noise of ~1e-6 for one.
 """
 from __future__ import annotations
 
@@ -11,21 +17,26 @@ import numpy as np
 import pytest
 
 import brewnet
+from numeric import assert_close_f32
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 INDEX = json.load(open(os.path.join(GOLDEN, "index.json")))
 LAYER_CASES = sorted(k for k, v in INDEX.items() if "phase" in v)
 
 
-def assert_close(actual, expected, what):
+RTOL = 2e-5
+
+
+def assert_close(actual, expected, what, scale=None):
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != Caffe's {expected.shape}"
-    err = np.abs(actual - expected)
-    bound = 1e-4 * np.maximum(1.0, np.abs(expected))
-    worst = np.argmax(err - bound) if err.size else 0
-    assert np.all(err <= bound), (f"{what}: max abs error {err.max():.3e} "
-                                  f"(at {np.unravel_index(worst, err.shape)}: {actual.flat[worst]} vs {expected.flat[worst]})")
+    assert_close_f32(actual, expected, rtol=RTOL, what=what, scale=scale)
+
+
+def layer_scale(ref, prefix: str, layer: str) -> float:
+    """The largest magnitude among the reference's ``prefix/layer/i`` blobs (one layer's)."""
+    return max(float(np.abs(ref[k]).max(initial=0.0)) for k in ref.files if k.startswith(f"{prefix}/{layer}/"))
 
 
 def run_case(name, device=None):
@@ -61,7 +72,7 @@ def test_backward_matches_caffe(name, device=None):
             assert_close(net.blobs[key[5:]].diff, ref[key], key)
         elif key.startswith("pdiff/"):
             _, layer, i = key.split("/")
-            assert_close(net.params[layer][int(i)].diff, ref[key], key)
+            assert_close(net.params[layer][int(i)].diff, ref[key], key, scale=layer_scale(ref, "pdiff", layer))
 
 
 @pytest.mark.parametrize("name", LAYER_CASES)
