@@ -1,6 +1,11 @@
 """Solver trajectories recorded from real BVLC Caffe (tests/golden/solver_*).
 
-Losses per step and final weights must match within float32 tolerance (rtol 1e-4, atol 1e-5).
+Losses per step, final weights and the solver history must match within RTOL relative to their
+magnitude (tests/numeric.py): ours and Caffe's run ten or twelve steps of a conv + BatchNorm net
+in float32 on different kernels, and each step carries the last one's round-off along; the most
+seen is 3.6e-7, a wrong lr or momentum moves a weight by ~1e-2. A blob's floor is the largest
+magnitude among its layer's blobs (the same history slot for the history): the convolution bias
+feeds a BatchNorm, so its gradient and history are round-off noise next to the weight's.
 One exception, documented: the convolution bias feeds a BatchNorm, so its true gradient is zero
 and Caffe's (and ours) is round-off noise of order 1e-9.  SGD-type solvers turn that noise into
 a negligible step; the adaptive solvers (AdaGrad, RMSProp, Adam) divide it by its own magnitude,
@@ -20,12 +25,14 @@ import torch
 import brewnet
 from brewnet import fileio
 from brewnet.proto import caffe_pb2
+from numeric import assert_close_f32
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 INDEX = json.load(open(os.path.join(GOLDEN, "index.json")))
 CASES = sorted(k for k in INDEX if k.startswith("solver_"))
 NOISY = {"solver_adagrad", "solver_rmsprop_poly", "solver_adam_exp"}
 NOISE_KEYS = {"conv/1", "bn/0"}
+RTOL = 1e-5
 
 
 def _solver(name, tmp_path, device=None):
@@ -48,7 +55,8 @@ def _check_params(s, ref, name):
         if name in NOISY and f"{layer}/{i}" in NOISE_KEYS:
             assert np.abs(ours - ref[key]).max() < 0.05, key
             continue
-        np.testing.assert_allclose(ours, ref[key], rtol=1e-4, atol=1e-5, err_msg=f"{name} {key}")
+        scale = max(float(np.abs(ref[k]).max()) for k in ref.files if k.startswith(f"param_after/{layer}/"))
+        assert_close_f32(ours, ref[key], rtol=RTOL, scale=scale, what=f"{name} {key}")
 
 
 def _snapshot_iter(name):
@@ -69,7 +77,7 @@ def test_trajectory_matches_caffe(name, tmp_path, device=None):
         losses.append(float(s.net.blobs["loss"].data))
         if s.iter == k_snap:
             _check_history(s, state_path, name)
-    np.testing.assert_allclose(losses, ref["losses"], rtol=1e-4, atol=1e-5)
+    assert_close_f32(losses, ref["losses"], rtol=RTOL, what=f"{name} losses")
     _check_params(s, ref, name)
 
 
@@ -79,12 +87,14 @@ def _check_history(s, state_path, name):
     assert state.iter == s.iter and state.current_step == s.current_step
     assert len(state.history) == len(s.history)
     n = len(s.net.caffe_params)
-    for i, (blob, h) in enumerate(zip(state.history, s.history)):
+    theirs = [fileio.blob_to_array(blob) for blob in state.history]
+    for i, h in enumerate(s.history):
         e = s.net.caffe_params[i % n]
         if name in NOISY and f"{e.layer.name}/{e.index}" in NOISE_KEYS:
             continue
-        np.testing.assert_allclose(h.cpu().numpy(), fileio.blob_to_array(blob), rtol=1e-3, atol=1e-6,
-                                   err_msg=f"{name} history {i} ({e.name})")
+        slot = range(i - i % n, i - i % n + n)  # history blobs come in slots of one per parameter
+        scale = max(float(np.abs(theirs[j]).max()) for j in slot if s.net.caffe_params[j % n].layer is e.layer)
+        assert_close_f32(h.cpu().numpy(), theirs[i], rtol=RTOL, scale=scale, what=f"{name} history {i} ({e.name})")
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -124,6 +134,8 @@ def test_our_resume_equals_uninterrupted(name, tmp_path):
     for k in range(4, steps):
         _feed(c, ref, k)
         c.step(1)
+    # exact: the same steps on the same kernels in one process, resumed from a snapshot that keeps
+    # every float32 weight and history value bit for bit
     for ea, ec in zip(a.net.caffe_params, c.net.caffe_params):
         assert torch.equal(ea.tensor, ec.tensor), ea.name
     for ha, hc in zip(a.history, c.history):
