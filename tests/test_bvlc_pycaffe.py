@@ -38,6 +38,5 @@ def test_bvlc_pycaffe_suite_passes(tmp_path):
     report = (tmp_path / "report.xml").read_text()
     for name in BVLC_FILES:
         module = name[:-3]
-        assert f'classname="{module}.' in report or f'classname="test.{module}.' in report, \
-            f"{name}: no test ran\n{summary}"
+        assert re.search(rf'classname="(?:[\w.]*\.)?{module}\.', report), f"{name}: no test ran\n{summary}"
     assert passed >= 50, summary
