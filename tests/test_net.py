@@ -12,6 +12,7 @@ from brewnet.errors import NetError
 from brewnet.fileio import net_from_text
 from brewnet.fillers import fill
 from brewnet.proto import caffe_pb2
+from numeric import assert_close_f32
 
 
 def make(text: str, phase=brewnet.TEST, **kw) -> brewnet.Net:
@@ -114,7 +115,7 @@ def test_loss_weight_scales_loss_and_gradient():
     assert float(loss.detach()) == pytest.approx(3 * expected, rel=1e-5)
     net.forward(data=x, t=t)
     net.backward()
-    np.testing.assert_allclose(net.blobs["data"].diff, 3 * (x - t) / 2, rtol=1e-5)
+    assert_close_f32(net.blobs["data"].diff, 3 * (x - t) / 2, rtol=1e-5)  # float32 vs float64
 
 
 def test_propagate_down_false_stops_gradient():
@@ -138,7 +139,7 @@ def test_force_backward_gives_input_diffs_and_without_it_none():
     net.blobs["s"].diff[...] = 1
     net.backward()
     sig = 1 / (1 + np.exp(-x))
-    np.testing.assert_allclose(net.blobs["data"].diff, sig * (1 - sig), rtol=1e-5)
+    assert_close_f32(net.blobs["data"].diff, sig * (1 - sig), rtol=1e-5)  # float32 exp: kernels differ by CPU
     deploy = make(base)
     deploy.forward(data=x)  # no loss, no force_backward: nothing recorded for backward
     with pytest.raises(NetError, match="backward"):
@@ -173,7 +174,7 @@ def test_param_sharing_by_name():
         make(text)
     net = make(text.rsplit("layer {", 1)[0])
     out = net.forward(data=np.random.randn(2, 3))
-    np.testing.assert_array_equal(out["a"], out["b"])
+    np.testing.assert_array_equal(out["a"], out["b"])  # exact: one weight tensor, the same product twice
     assert len(net.learnable) == 2  # shared blobs are learned once
 
 
@@ -354,8 +355,14 @@ def test_fused_batchnorm_scale_equals_the_two_layers(in_place):
         results.append((float(loss.detach()), [p.grad.clone() for p in net.module.parameters()],
                         [b.clone() for b in net.layer_dict["bn"].blob_tensors]))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
-    for a, b in zip(results[0][1] + results[0][2], results[1][1] + results[1][2]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # float32, one fused kernel against three: the convolution's gradients are zero in exact
+    # arithmetic (a sum of squares after BatchNorm does not depend on what comes before it), so
+    # they are round-off, and every gradient's floor is the largest gradient in the net
+    scale = max(float(g.abs().max()) for g in results[1][1])
+    for k, (a, b) in enumerate(zip(results[0][1], results[1][1])):
+        assert_close_f32(a, b, rtol=1e-5, scale=scale, what=f"gradient {k}")
+    for k, (a, b) in enumerate(zip(results[0][2], results[1][2])):
+        assert_close_f32(a, b, rtol=1e-5, what=f"statistics blob {k}")
 
 
 def test_python_layer_blobs_are_learnable_params(tmp_path):
@@ -424,9 +431,10 @@ def test_channels_last_reaches_convolutions_of_a_one_channel_input():
         loss.backward()
         results.append((float(loss.detach()), net.params["conv"][0].diff.copy(), net.params["ip"][0].diff.copy()))
     (l1, dw1, di1), (l2, dw2, di2) = results
-    assert l1 == pytest.approx(l2, rel=1e-6)
-    np.testing.assert_allclose(dw1, dw2, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(di1, di2, rtol=1e-4, atol=1e-6)
+    # float32 through other convolution kernels (channels-last against NCHW), BatchNorm and a pool
+    assert l1 == pytest.approx(l2, rel=1e-5)
+    assert_close_f32(dw1, dw2, rtol=1e-5, what="conv weight gradient")
+    assert_close_f32(di1, di2, rtol=1e-5, what="ip weight gradient")
 
 
 HALF_NET = """
