@@ -10,6 +10,7 @@ import pytest
 import brewnet
 from brewnet.errors import NetError
 from brewnet.proto import caffe_pb2
+from numeric import assert_close_f32
 
 C = 3
 RNG = np.random.default_rng(0)
@@ -109,7 +110,7 @@ def test_nvcaffe_layouts_load_into_nvcaffe_prototxt(tmp_path, layout, fp16, capl
     assert bn.eps == pytest.approx(eps)
     assert "layout" in caplog.text  # the note says what was detected
     out = net.forward(data=X)["bn"]
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert_close_f32(out, expected, rtol=1e-5)  # NVCaffe layer vs BatchNorm + Scale
     # statistics map exactly (normalised, correction 1)
     np.testing.assert_array_equal(net.params["bn"][0].data, MEAN)
     np.testing.assert_array_equal(net.params["bn"][1].data, VAR)
@@ -124,7 +125,7 @@ def test_four_param_block_nvcaffe_syntax_has_scale_bias(tmp_path):
       batch_norm_param { engine: CAFFE } }"""
     w = caffemodel(tmp_path, "nv.caffemodel", {"bn": layouts(False)["nvcaffe-0.15-caffe"]})
     net = brewnet.Net(write(tmp_path, "nv.prototxt", text), w, brewnet.TEST)
-    np.testing.assert_allclose(net.forward(data=X)["data"], reference(tmp_path), rtol=1e-5, atol=1e-6)
+    assert_close_f32(net.forward(data=X)["data"], reference(tmp_path), rtol=1e-5)
     lrs = {e.index: e.lr_mult for e in net.caffe_params}
     assert lrs == {0: 0, 1: 0, 2: 0, 3: 1, 4: 1}
 
@@ -134,7 +135,7 @@ def test_bvlc_layout_loads_exactly_into_bvlc_and_nvcaffe_prototxts(tmp_path):
     net = brewnet.Net(write(tmp_path, "b.prototxt", bvlc_text()), w, brewnet.TEST)
     np.testing.assert_array_equal(net.params["bn"][0].data, np.float32(MEAN * 2.5))
     assert net.params["bn"][2].data[0] == 2.5
-    np.testing.assert_allclose(net.forward(data=X)["bn"], reference(tmp_path), rtol=1e-5, atol=1e-6)
+    assert_close_f32(net.forward(data=X)["bn"], reference(tmp_path), rtol=1e-5)
     # into an NVCaffe-dialect layer: normalised, correction 1, scale/bias keep their fillers
     w2 = caffemodel(tmp_path, "b2.caffemodel", {"bn": layouts(False)["bvlc"]})
     nv = brewnet.Net(write(tmp_path, "nv.prototxt", nv_text()), w2, brewnet.TEST)
