@@ -15,6 +15,7 @@ from brewnet.layers import LAYER_REGISTRY
 from brewnet.proto import caffe_pb2
 
 from layer_harness import Case
+from numeric import assert_close_f32
 
 HERE = os.path.dirname(__file__)
 
@@ -162,5 +163,5 @@ def test_prototxt_and_caffemodel_round_trip(type_name, case, tmp_path):
         out1 = {k: v.copy() for k, v in net32.forward(**inputs).items()}
         torch.manual_seed(0)
         out2 = other.forward(**inputs)
-        for k in out1:
-            np.testing.assert_allclose(out1[k], out2[k], rtol=1e-6, atol=1e-6)
+        for k in out1:  # the same layers on the same weights: any difference is a loading bug
+            assert_close_f32(out2[k], out1[k], rtol=1e-6, what=f"{type_name} top {k}")
