@@ -5,7 +5,9 @@ Caffe quirks pinned here:
   fields (given once, or once per spatial axis) or ``*_h``/``*_w`` (2-D only, never both forms).
 - Pooling rounds the output size UP by default (``round_mode: CEIL``) and then, when padded,
   drops the last window if it would start inside the padding.  AVE pooling divides by the window
-  clipped to ``in + pad`` (padding counts, the overhang beyond it does not); MAX ignores padding.
+  clipped to ``in + pad`` (padding counts, the overhang beyond it does not); MAX ignores padding,
+  gives the gradient to the first maximum of the clipped window in row-major order, and leaves a
+  window with nothing above -FLT_MAX at -FLT_MAX (mask -1, no gradient).
 - LRN WITHIN_CHANNEL is Caffe's internal net: AVE pooling of x² (pad (n-1)/2, so always n² in the
   divisor), then (1 + alpha * avg)^(-beta); ``k`` is not used there.
 """
@@ -197,6 +199,32 @@ def _pad_for_windows(x: torch.Tensor, k, p, s, out, value: float) -> torch.Tenso
     return F.pad(x, pads, value=value)
 
 
+#: Caffe's MAX pooling starts every window at -FLT_MAX, in float and double alike (in half and
+#: bfloat16, where -FLT_MAX does not exist, that is -inf)
+_CAFFE_MAX_START = {torch.float32: -float(torch.finfo(torch.float32).max)}
+_CAFFE_MAX_START[torch.float64] = _CAFFE_MAX_START[torch.float32]
+
+
+def _caffe_max_start(y: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, float]:
+    """Caffe's MAX pooling takes an element only when it is strictly greater than the running
+    maximum, which starts at -FLT_MAX: a window with nothing above -FLT_MAX (all -inf, padding,
+    or -FLT_MAX itself) keeps -FLT_MAX, mask -1, and passes no gradient.  Returns (top, the start
+    value); NaN passes unchanged.  Ties among larger values need nothing here: PyTorch's max
+    pooling kernels also take the first maximum of the clipped window in row-major order (strictly
+    greater, like Caffe; CPU NCHW and channels-last checked, AVX2 and default kernels) and their
+    backward routes through that index; tests/test_pool_ties.py pins this."""
+    lo = _CAFFE_MAX_START.get(y.dtype, float("-inf"))
+    if torch.jit.is_tracing():  # export (ONNX has no threshold operator)
+        return torch.where(y <= lo, lo, y), lo
+    if y.device.type == "cpu" and y.numel():
+        # the usual case, found with one read of the top, needs no copy and no autograd node (on
+        # other devices the check would wait for the device, so they always take the threshold)
+        flat = y.permute(0, 2, 3, 1) if y.is_contiguous(memory_format=torch.channels_last) else y
+        if flat.reshape(-1).min().item() > lo:  # reshape: a view when contiguous (fast reduction)
+            return y, lo
+    return F.threshold(y, lo, lo, inplace=inplace), lo  # y <= lo ? lo : y, gradient only where y > lo
+
+
 def _torch_pool_mode(x, method, k, p, s, out, want_mask) -> bool | None:
     """PyTorch's max/avg pooling compute Caffe's windows (the same ceil rule and last-window
     clip, and for AVE the same divisor clipped to in + pad) when the padding is at most half the
@@ -225,22 +253,20 @@ def caffe_pool(x: torch.Tensor, method: int, k, p, s, out, want_mask: bool = Fal
     H, W = x.shape[2], x.shape[3]
     fast = _torch_pool_mode(x, method, k, p, s, out, want_mask)
     if fast is not None:  # PyTorch's kernels use Caffe's rules here: one fused pass
-        if method == MAX:
-            return F.max_pool2d(x, k, s, p, ceil_mode=fast), None
+        if method == MAX:  # in place on a fresh top: its backward needs the input and indices only
+            return _caffe_max_start(F.max_pool2d(x, k, s, p, ceil_mode=fast), inplace=True)[0], None
         return F.avg_pool2d(x, k, s, p, ceil_mode=fast, count_include_pad=True), None
     if method == MAX:
         xp = _pad_for_windows(x, k, p, s, out, float("-inf"))  # padding never wins the max
         y, idx = F.max_pool2d(xp, k, s, return_indices=True)
-        y, idx = y[:, :, :out[0], :out[1]], idx[:, :, :out[0], :out[1]]
+        # windows past the input (unpadded CEIL with stride > kernel) hold only padding: -FLT_MAX
+        y, lo = _caffe_max_start(y[:, :, :out[0], :out[1]])
+        if not want_mask:
+            return y, None
+        idx = idx[:, :, :out[0], :out[1]]
         wp = xp.shape[3]
-        mask = (idx // wp - p[0]) * W + (idx % wp - p[1]) if want_mask else None
-        if (out[0] - 1) * s[0] - p[0] >= H or (out[1] - 1) * s[1] - p[1] >= W:
-            # unpadded CEIL with stride > kernel: a last window entirely past the input, where
-            # Caffe leaves its initial -FLT_MAX (mask -1) and passes no gradient
-            lowest = torch.finfo(torch.float32).min
-            y = torch.clamp(y, min=lowest)
-            mask = None if mask is None else torch.where(y == lowest, torch.full_like(mask, -1), mask)
-        return y, None if mask is None else mask.to(x.dtype)
+        mask = (idx // wp - p[0]) * W + (idx % wp - p[1])
+        return y, torch.where(y == lo, -1, mask).to(x.dtype)  # mask -1: no element was taken
     xp = _pad_for_windows(x, k, p, s, out, 0.0)
     total = F.avg_pool2d(xp, k, s, divisor_override=1)[:, :, :out[0], :out[1]]  # window sums
     if method == AVE:
