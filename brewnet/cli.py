@@ -22,6 +22,9 @@ VERBS = {
     "doctor": "Check BatchNorm statistics of a trained model against real batches",
     "dataset": "Build LMDB datasets the way DIGITS does",
     "demo": "Train LeNet with BatchNorm on Fashion-MNIST and report test accuracy",
+    "deploy": "Write a deploy bundle: deploy net, weights, labels and the validation preprocessing",
+    "classify": "Classify images, a list, a folder or an LMDB with a deploy bundle",
+    "draw": "Draw a network as a PNG or SVG graph (caffe's draw_net.py)",
 }
 
 

@@ -1,0 +1,114 @@
+"""A deploy bundle: everything needed to run a trained net on new images with the numbers
+validation showed, in one directory of readable files (``brewnet deploy`` writes it).
+
+    DIR/deploy.prototxt      the net for the deploy NetState (an Input of the validation shape,
+                             no loss or accuracy, a Softmax output); real BVLC Caffe loads it
+    DIR/weights.caffemodel   the deploy net's layers only
+    DIR/labels.txt           one class name per line, in class-index order
+    DIR/preprocess.json      what the validation data path did (below)
+    DIR/mean.binaryproto     the mean image, when validation subtracted one
+    DIR/info.json            name, iteration, creation time, brewnet version, source prototxt,
+                             the accuracy logged at that iteration when known
+
+``preprocess.json`` (version 1) — an image becomes the net's input in this order:
+
+1. decode (any format Pillow reads); ``channels`` 1 → greyscale, 3 → colour in
+   ``channel_order`` "BGR" (Caffe's order; colour input is never fed RGB);
+2. resize to ``stored_size`` [height, width] as the dataset did: ``resize`` is
+   ``{"width", "height", "mode"}`` with DIGITS' modes (squash, crop, fill, half_crop) from the
+   dataset's ``summary.json``, or null when the dataset did not resize (then an image of another
+   size is squashed to ``stored_size``, with a warning);
+3. ``transform_param``: the validation Data layer's TransformationParameter (prototxt text), run
+   by the same ``brewnet.data.transformer.DataTransformer`` as validation in the TEST phase
+   (centre ``crop``, ``mean`` image at the cropped position or ``mean_value`` per channel, times
+   ``scale``); its ``mean_file`` names ``mean.binaryproto`` in the bundle.
+
+Human-readable copies of step 3 sit beside it: ``crop`` ({"height", "width"} or null), ``mean``
+({"image": "mean.binaryproto"}, {"values": [...]} or null), ``scale``; ``input`` is the input
+blob's name, ``input_shape`` [C, H, W] what the net takes, ``input_range`` [0, 255] the pixel
+range before the transform, ``source`` where the values were read from, ``baked`` true when
+``brewnet deploy -bake`` folded step 3 into the net (the transform is then the identity and
+the net takes raw 0–255 pixels).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import BrewnetError
+
+PREPROCESS_VERSION = 1
+FILES = ("deploy.prototxt", "weights.caffemodel", "labels.txt", "preprocess.json", "info.json")
+REQUIRED_KEYS = ("version", "input", "input_shape", "channels", "channel_order", "stored_size",
+                 "resize", "transform_param", "crop", "mean", "scale", "input_range")
+
+
+class BundleError(BrewnetError):
+    """A deploy bundle is missing a file or holds something inconsistent."""
+
+
+@dataclass
+class Bundle:
+    """A deploy bundle read from its directory (``Bundle.load``)."""
+
+    path: str
+    preprocess: dict
+    labels: list[str]
+    info: dict = field(default_factory=dict)
+    mean: np.ndarray | None = None
+
+    @property
+    def deploy_prototxt(self) -> str:
+        return os.path.join(self.path, "deploy.prototxt")
+
+    @property
+    def weights(self) -> str:
+        return os.path.join(self.path, "weights.caffemodel")
+
+    @classmethod
+    def load(cls, path: str) -> "Bundle":
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise BundleError(f"{path}: not a deploy bundle directory (brewnet deploy writes one)")
+        missing = [f for f in FILES if not os.path.isfile(os.path.join(path, f))]
+        if missing:
+            raise BundleError(f"{path}: the bundle is missing {', '.join(missing)} "
+                              "(write it again with brewnet deploy)")
+        pre = _read_json(os.path.join(path, "preprocess.json"))
+        absent = [k for k in REQUIRED_KEYS if k not in pre]
+        if absent:
+            raise BundleError(f"{path}/preprocess.json: missing key(s) {', '.join(absent)}")
+        if pre["version"] != PREPROCESS_VERSION:
+            raise BundleError(f"{path}/preprocess.json: version {pre['version']!r}, this brewnet reads "
+                              f"version {PREPROCESS_VERSION}")
+        with open(os.path.join(path, "labels.txt"), encoding="utf-8") as f:
+            labels = [line.rstrip("\r\n") for line in f if line.strip()]
+        mean = None
+        if isinstance(pre.get("mean"), dict) and "image" in pre["mean"]:
+            mean_path = os.path.join(path, pre["mean"]["image"])
+            if not os.path.isfile(mean_path):
+                raise BundleError(f"{path}: preprocess.json names the mean image "
+                                  f"{pre['mean']['image']}, which is not in the bundle")
+            from ..data.transformer import load_mean
+            mean = load_mean(mean_path, where=f"{path}/preprocess.json mean")
+        return cls(path=path, preprocess=pre, labels=labels,
+                   info=_read_json(os.path.join(path, "info.json")), mean=mean)
+
+    def net(self, device=None):
+        """The deploy net with the bundle's weights (TEST phase)."""
+        from ..net import TEST, Net
+        return Net(self.deploy_prototxt, self.weights, TEST, device=device)
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    return value
