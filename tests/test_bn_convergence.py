@@ -14,6 +14,18 @@ FASHION = "/usr/share/datasets/fashion-mnist"
 ROOT = Path(__file__).resolve().parents[1]
 ITERATIONS = 150
 TEST_IMAGES = 500  # the first 500 of the subset's 3000 t10k images, in batches of 100
+# Training runs on kernels PyTorch picks by CPU (and ATEN_CPU_CAPABILITY), so the weights after
+# 150 iterations, and their accuracies, differ from machine to machine. Over six seeds and two
+# kernel sets one net's score on stored statistics and on batch statistics differed by up to 10
+# of the 500 images (9 several times): 15 images (3 points) is the bound. Statistics misread or
+# averaged from a zero start cost far more (bn_after_data once scored 0.22 on global statistics).
+GAP_IMAGES = 15
+
+
+def images(accuracy: float) -> int:
+    """An accuracy over the TEST_IMAGES as a number of images: the accuracies are float32 sums of
+    per-batch means, so 0.852 - 0.832 came out as 0.0200000167, "more" than 0.02."""
+    return round(accuracy * TEST_IMAGES)
 
 pytestmark = pytest.mark.slow
 needs_fashion = pytest.mark.skipif(not os.path.isdir(FASHION), reason=(
@@ -68,10 +80,12 @@ def test_seed_configuration_learns_and_test_net_matches_batch_statistics(name, s
     print(msg)
     assert r.test_net >= 0.70, msg  # chance is 0.10
     assert r.batch_stats >= 0.70, msg
-    assert abs(r.gap_points) <= 2.0, msg
-    assert abs(r.global_stats - r.batch_stats) <= 0.02, msg  # bn_after_data's TEST net uses batch statistics
+    assert abs(images(r.test_net) - images(r.batch_stats)) <= GAP_IMAGES, msg  # gap_points, in images
+    # bn_after_data's TEST net uses batch statistics: its stored ones are checked here
+    assert abs(images(r.global_stats) - images(r.batch_stats)) <= GAP_IMAGES, msg
     assert r.reload_changed == [], f"{name}: loading the caffemodel changed {r.reload_changed}"
-    assert abs(r.solver_test_net - r.test_net) <= 0.005, msg  # its tensors are shared with TRAIN
+    # the same weights (its tensors are shared with TRAIN) scored again: at most a near tie flips
+    assert abs(images(r.solver_test_net) - images(r.test_net)) <= 2, msg
     if name == "bn_after_data":  # use_global_stats: false in both phases: an explicit value wins
         assert r.test_net_mode == "batch", msg
         assert r.lint.get("BN004:warning") == 4, r.lint
