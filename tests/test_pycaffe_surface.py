@@ -239,9 +239,12 @@ def test_module_level_names():
     brewnet.set_multiprocess(False)
     for call in (lambda: brewnet.set_solver_count(2), lambda: brewnet.set_solver_rank(1),
                  lambda: brewnet.set_multiprocess(True), lambda: brewnet.NCCL(None, b""),
-                 lambda: brewnet.NCCL.new_uid(), lambda: brewnet.Classifier("a", "b"),
-                 lambda: brewnet.Detector("a", "b")):
+                 lambda: brewnet.NCCL.new_uid()):
         with pytest.raises(BrewnetError, match="not supported by brewnet yet"):
+            call()
+    # pycaffe's inference helpers exist: a missing prototxt is a clear error
+    for call in (lambda: brewnet.Classifier("a", "b"), lambda: brewnet.Detector("a", "b")):
+        with pytest.raises(BrewnetError, match="network definition not found: a"):
             call()
 
 

@@ -1,26 +1,25 @@
-"""Inference: pycaffe's ``Classifier`` and ``Detector``.
+"""Inference: deploy bundles (``bundle``, ``preprocess``) and pycaffe's ``Classifier`` and
+``Detector`` (``pycaffe``).
 
-Not available yet: deploy bundles, ``brewnet classify`` and these two classes come together with
-one preprocessing definition shared with validation (the inference work).  Until then the names
-exist, so that ``caffe.Classifier`` is found, and say clearly that they are not supported.
+The two classes are imported when first asked for, so that importing this package (the
+``brewnet deploy``/``classify`` commands read ``bundle``) does not import torch.
 """
 from __future__ import annotations
 
-from ..errors import BrewnetError
+import importlib
 
-_NOT_YET = ("is not supported by brewnet yet; run the deploy net with caffe.Net and "
-            "caffe.io.Transformer meanwhile")
+__all__ = ["Classifier", "Detector"]
 
-
-class Classifier:
-    """pycaffe's ``caffe.Classifier``: not available yet (see the module's note)."""
-
-    def __init__(self, *args, **kwargs):
-        raise BrewnetError(f"caffe.Classifier {_NOT_YET}")
+_LAZY = {"Classifier": ".pycaffe", "Detector": ".pycaffe"}
 
 
-class Detector:
-    """pycaffe's ``caffe.Detector``: not available yet (see the module's note)."""
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def __init__(self, *args, **kwargs):
-        raise BrewnetError(f"caffe.Detector {_NOT_YET}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
