@@ -227,6 +227,95 @@ def test_classifier_errors_are_clear(tmp_path):
     assert Classifier(proto, weights).predict([]).shape == (0, 48)
 
 
+# ----- Classifier.from_bundle -----------------------------------------------------------------
+BUNDLE_NET = """name: "bundled"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 2 dim: 3 dim: 6 dim: 6 } } }
+layer { name: "score" type: "InnerProduct" bottom: "data" top: "score"
+        inner_product_param { num_output: 4 } }
+layer { name: "prob" type: "Softmax" bottom: "score" top: "prob" }
+"""
+
+
+def _bundle(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
+    """A deploy bundle written by hand: colour images stored at 8×8 (squashed), validation's
+    centre crop 6, a mean image, scale 0.5; returns its directory, the mean and the weights."""
+    import json
+
+    from brewnet import fileio
+
+    rng = np.random.default_rng(11)
+    w = (rng.standard_normal((4, 3 * 6 * 6)) * 0.05).astype(np.float32)  # (classes, C*h*w)
+    b = np.array([0.2, -0.1, 0.0, 0.3], np.float32)
+    mean = rng.uniform(60, 180, (3, 8, 8)).astype(np.float32)  # (C, H, W), BGR
+    d = tmp_path / "bundle"
+    d.mkdir()
+    proto, weights = _model(d, BUNDLE_NET, "deploy", {"score": (w, b)})
+    Path(weights).rename(d / "weights.caffemodel")
+    fileio.write_binaryproto(mean[None], d / "mean.binaryproto")
+    (d / "labels.txt").write_text("coat\nbag\nshirt\nboot\n")
+    (d / "info.json").write_text(json.dumps({"name": "hand-made"}))
+    (d / "preprocess.json").write_text(json.dumps({
+        "version": 1, "input": "data", "input_shape": [3, 6, 6], "channels": 3,
+        "channel_order": "BGR", "stored_size": [8, 8],
+        "resize": {"width": 8, "height": 8, "mode": "squash"},
+        "transform_param": 'crop_size: 6\nmean_file: "mean.binaryproto"\nscale: 0.5\n',
+        "crop": {"height": 6, "width": 6}, "mean": {"image": "mean.binaryproto"}, "scale": 0.5,
+        "input_range": [0, 255], "source": "written by hand", "baked": False}))
+    return d, mean, w, b
+
+
+def test_bundle_classifier_applies_preprocess_json(tmp_path):
+    d, mean, w, b = _bundle(tmp_path)
+    clf = brewnet.Classifier.from_bundle(d)
+    assert isinstance(clf, Classifier) and clf.labels == ["coat", "bag", "shirt", "boot"]
+    rng = np.random.default_rng(12)
+    small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)    # stored size: no resize
+    large = rng.integers(0, 256, (16, 12, 3), dtype=np.uint8)  # squashed to 8×8
+    Image.fromarray(small, "RGB").save(tmp_path / "small.png")
+    Image.fromarray(large, "RGB").save(tmp_path / "large.png")
+    inputs = [str(tmp_path / "small.png"), tmp_path / "large.png", Image.fromarray(small, "RGB")]
+    got = clf.predict(inputs, oversample=False)  # oversample=False is what happens anyway
+    assert got.shape == (3, 4)
+    # by hand for the stored-size image: RGB -> BGR C×H×W, minus the mean image, centre crop
+    # (offset 1), times 0.5, then the net: W x + b, softmax
+    x = (small[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) - mean)[:, 1:7, 1:7] * 0.5
+    assert_close_f32(got[0], _softmax(w @ x.reshape(-1) + b))
+    np.testing.assert_array_equal(got[2], got[0])  # a PIL image: the same computation
+    # all of them: the bundle's deploy net on the Preprocessor's output
+    from brewnet.inference.bundle import Bundle
+    from brewnet.inference.preprocess import Preprocessor
+
+    bundle = Bundle.load(d)
+    pre = Preprocessor.from_bundle(bundle)
+    batch = pre.transform(np.stack([pre.load_file(str(tmp_path / n))
+                                    for n in ("small.png", "large.png", "small.png")]))
+    want = bundle.net().forward_all(data=batch)["prob"]
+    assert_close_f32(got, want)
+    assert not np.allclose(got[0], got[1])  # two different images, two different answers
+
+
+def test_bundle_classifier_streams_in_chunks_and_refuses_oversampling(tmp_path, monkeypatch):
+    d, *_ = _bundle(tmp_path)
+    clf = Classifier.from_bundle(d)
+    rng = np.random.default_rng(13)
+    images = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), "RGB")
+              for _ in range(5)]
+    whole = clf.predict(images, oversample=False)
+    monkeypatch.setattr(Classifier, "BUNDLE_CHUNK", 2)
+    np.testing.assert_array_equal(clf.predict(iter(images)), whole)  # same batches of 2, padded
+    with pytest.raises(BrewnetError, match="oversample=True would not give validation's numbers"):
+        clf.predict(images, oversample=True)
+    with pytest.raises(BrewnetError, match="file paths or PIL images, got ndarray"):
+        clf.predict([np.zeros((8, 8, 3), np.float32)])
+    assert clf.predict([]).shape == (0, 4)
+    (d / "labels.txt").unlink()
+    with pytest.raises(BrewnetError, match="missing labels.txt"):
+        Classifier.from_bundle(d)
+    with pytest.raises(BrewnetError, match="not a deploy bundle directory"):
+        Classifier.from_bundle(tmp_path / "nowhere")
+
+
 # ----- Detector -------------------------------------------------------------------------------
 def _png(tmp_path: Path, name: str, seed: int, h: int, w: int) -> tuple[str, np.ndarray]:
     """A random RGB PNG; returns its path and the H×W×3 floats load_image gives."""

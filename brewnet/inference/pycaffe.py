@@ -194,16 +194,22 @@ class Classifier(Net):
         so its probabilities are those validation computed.  ``labels`` holds the class names.
         """
         from .bundle import Bundle, BundleError
+        from .preprocess import Preprocessor
 
         bundle = Bundle.load(path)
-        from .preprocess import Preprocessor  # after the bundle's own checks
+        preprocessor = Preprocessor.from_bundle(bundle)
         clf = cls(bundle.deploy_prototxt, bundle.weights)
         in_ = bundle.preprocess["input"]
+        where = f"{bundle.path}/preprocess.json"
         if in_ not in clf.inputs:
-            raise BundleError(f"{bundle.path}/preprocess.json: input {in_!r} is not an input "
-                              f"of deploy.prototxt (its inputs: {', '.join(clf.inputs)})")
+            raise BundleError(f"{where}: input {in_!r} is not an input of deploy.prototxt (its "
+                              f"inputs: {', '.join(clf.inputs)})")
+        net_shape = tuple(clf.blobs[in_].data.shape[1:])  # (C, h, w)
+        if tuple(preprocessor.input_shape) != net_shape:
+            raise BundleError(f"{where}: the preprocessing makes {list(preprocessor.input_shape)} "
+                              f"inputs, deploy.prototxt's {in_!r} takes {list(net_shape)}")
         clf.bundle = bundle
-        clf.preprocessor = Preprocessor.from_bundle(bundle)
+        clf.preprocessor = preprocessor
         return clf
 
     @property
@@ -215,19 +221,30 @@ class Classifier(Net):
     BUNDLE_CHUNK = 256
 
     def _predict_bundle(self, inputs: Iterable) -> np.ndarray:
-        """Bundle prediction, streaming: ``BUNDLE_CHUNK`` images are decoded at a time."""
+        """Bundle prediction, streaming: ``BUNDLE_CHUNK`` images are decoded at a time, each
+        through the dataset's decode and resize (uint8 C×H×W, as stored), then the chunk through
+        validation's transform (float32 C×h×w) and the net."""
+        from PIL import Image
+
         in_ = self.bundle.preprocess["input"]
         out_name = self.outputs[0]
+        pre = self.preprocessor
         chunks: list[np.ndarray] = []
         pending: list[np.ndarray] = []
 
         def flush() -> None:
-            batch = np.stack(pending).astype(np.float32, copy=False)  # (n, C, H, W)
+            batch = pre.transform(np.stack(pending))  # (n, C, H, W) uint8 -> (n, C, h, w) float32
             chunks.append(self.forward_all(**{in_: batch})[out_name])
             pending.clear()
 
         for item in inputs:
-            pending.append(self.preprocessor(item))
+            if isinstance(item, Image.Image):
+                pending.append(pre.from_pil(item))
+            elif isinstance(item, (str, os.PathLike)):
+                pending.append(pre.load_file(os.fspath(item)))
+            else:
+                raise BrewnetError(f"predict(): a bundle classifier takes image file paths or PIL "
+                                   f"images, got {type(item).__name__}")
             if len(pending) == self.BUNDLE_CHUNK:
                 flush()
         if pending:
