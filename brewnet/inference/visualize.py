@@ -527,7 +527,7 @@ def _write_grid(items: list[dict], path: str, load_image: Callable[[str], "Image
         # fit the cell, aspect kept: small images (28-px digits) enlarged with crisp pixels
         f = THUMB_PX / max(img.width, img.height)
         size = (max(1, round(img.width * f)), max(1, round(img.height * f)))
-        img = img.resize(size, Image.Resampling.NEAREST if f > 1 else Image.Resampling.LANCZOS)
+        img = img.resize(size, Image.NEAREST if f > 1 else Image.LANCZOS)
         r, c = divmod(i, cols)
         # centred in its cell (the aspect ratio is kept)
         grid.paste(img, (c * step + (THUMB_PX - img.width) // 2, r * step + (THUMB_PX - img.height) // 2))
