@@ -123,7 +123,7 @@ def oversample(images, crop_dims) -> np.ndarray:
         for y0, x0, y1, x1 in crops_ix:
             crops[ix] = im[int(y0):int(y1), int(x0):int(x1), :]
             ix += 1
-        crops[ix - 5:ix] = crops[ix - 5:ix, :, ::-1, :]  # mirrors
+        crops[ix:ix + 5] = crops[ix - 5:ix, :, ::-1, :]  # then the same five, mirrored
         ix += 5
     return crops
 

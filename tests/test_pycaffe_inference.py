@@ -195,9 +195,6 @@ def test_oversampled_probabilities_are_the_mean_of_each_crops_softmax(tmp_path):
     assert np.abs(got[0] - mean_logits).max() > 1e-3  # probabilities averaged, not logits
 
 
-@pytest.mark.xfail(strict=True, reason="brewnet.io.oversample fills the first five crops of an "
-                   "image with mirrors and leaves the other five uninitialised (reported; the "
-                   "Classifier uses its own oversampling meanwhile)")
 def test_caffe_io_oversample_gives_pycaffes_ten_crops():
     (im,) = _images(10, (6, 8, 3))
     crops = caffe_io.oversample(im[None], (4, 4))

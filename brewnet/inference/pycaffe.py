@@ -78,28 +78,6 @@ def _as_images(inputs: Iterable[np.ndarray]) -> list[np.ndarray]:
     return images
 
 
-def _oversample(images: np.ndarray, crop_dims) -> np.ndarray:
-    """pycaffe's ``caffe.io.oversample``: for each (H, W, K) image, ten (h, w, K) crops in
-    pycaffe's order: top-left, top-right, bottom-left, bottom-right, centre (its corner
-    truncated to ints), then the same five mirrored left to right; returns (10N, h, w, K).
-
-    Written here because ``brewnet.io.oversample`` fills only the first five crops of each image
-    (mirrored in place) and leaves the other five uninitialised (to be fixed there; this can
-    then defer to it).
-    """
-    H, W = images.shape[1:3]
-    h, w = int(crop_dims[0]), int(crop_dims[1])
-    centre = np.concatenate([np.array([H, W]) / 2.0 - np.array([h, w]) / 2.0,
-                             np.array([H, W]) / 2.0 + np.array([h, w]) / 2.0]).astype(int)
-    boxes = [(y, x, y + h, x + w) for y in (0, H - h) for x in (0, W - w)] + [tuple(centre)]
-    crops = np.empty((10 * len(images), h, w, images.shape[3]), dtype=np.float32)
-    for i, im in enumerate(images):
-        for j, (y0, x0, y1, x1) in enumerate(boxes):
-            crops[10 * i + j] = im[y0:y1, x0:x1]
-            crops[10 * i + 5 + j] = im[y0:y1, x0:x1][:, ::-1]
-    return crops
-
-
 class Classifier(Net):
     """pycaffe's ``caffe.Classifier``: a TEST-phase net that classifies H×W×K images by scaling,
     centre cropping or oversampling.
@@ -169,7 +147,7 @@ class Classifier(Net):
         for ix, im in enumerate(images):
             resized[ix] = caffe_io.resize_image(im, image_dims)
         if oversample:
-            crops = _oversample(resized, self.crop_dims)  # (10N, h, w, K)
+            crops = caffe_io.oversample(resized, self.crop_dims)  # (10N, h, w, K)
         else:
             # pycaffe's centre crop: [centre - crop/2, centre + crop/2), truncated to ints
             center = image_dims / 2.0
