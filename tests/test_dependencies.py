@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # imported inside try/except ImportError with a working fallback, so optional on purpose
 OPTIONAL = {
     "onnxruntime": "export.run_onnx falls back to onnx's reference evaluator",
+    "selective_search_ijcv_with_python": "Detector.detect_selective_search needs Caffe's external "
+                                         "MATLAB wrapper (not on PyPI); without it a clear error",
 }
 
 
@@ -53,3 +55,5 @@ def test_every_imported_third_party_module_is_a_core_dependency():
 def test_optional_imports_are_really_guarded():
     export = (ROOT / "brewnet" / "export.py").read_text()
     assert "import onnxruntime" in export and "except ImportError" in export
+    detector = (ROOT / "brewnet" / "inference" / "pycaffe.py").read_text()
+    assert "SELECTIVE_SEARCH_MODULE" in detector and "ImportError" in detector
