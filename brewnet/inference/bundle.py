@@ -29,6 +29,14 @@ blob's name, ``input_shape`` [C, H, W] what the net takes, ``input_range`` [0, 2
 range before the transform, ``source`` where the values were read from, ``baked`` true when
 ``brewnet deploy -bake`` folded step 3 into the net (the transform is then the identity and
 the net takes raw 0–255 pixels).
+
+Added within version 1 (readers may ignore them): ``resize.interpolation`` says which bilinear
+resized the stored images, "pillow_bilinear" (``brewnet dataset create``'s
+``brewnet.data.image.digits_resize``) or "opencv_bilinear" (an ImageData layer's
+``new_height``/``new_width``: ``brewnet.data.image.resize_bilinear``, as Caffe's cv::resize);
+a baked bundle's transform keeps only the crop (and force_color/force_gray), and
+``baked_from`` holds the ``transform_param``, ``mean`` and ``scale`` the net now applies itself
+and ``how`` (folded into the first layer, or the Bias/Power layers inserted).
 """
 from __future__ import annotations
 

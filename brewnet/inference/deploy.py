@@ -77,7 +77,8 @@ NVCAFFE_ONLY = {
 #: how a stored image was resized (preprocess.json ``resize.interpolation``)
 PILLOW_BILINEAR = "pillow_bilinear"  # brewnet.data.image.digits_resize (brewnet dataset create)
 OPENCV_BILINEAR = "opencv_bilinear"  # brewnet.data.image.resize_bilinear (ImageData new_height/width)
-_SNAPSHOT = re.compile(r"^(?P<prefix>.*)_iter_(?P<iter>\d+)\.(caffemodel|h5)$")
+#: Caffe's snapshot names: <snapshot_prefix>_iter_<N>.caffemodel (.caffemodel.h5 in HDF5 format)
+_SNAPSHOT = re.compile(r"^(?P<prefix>.*)_iter_(?P<iter>\d+)\.(caffemodel|caffemodel\.h5|h5)$")
 _BUNDLE_ENTRIES = set(FILES) | {"mean.binaryproto"}
 
 
@@ -878,6 +879,53 @@ def _install(tmp: str, output: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _write_dir(output: str, files: dict) -> None:
+    """Write {name: writer(path)} into a temporary sibling of ``output``, check that it loads as
+    a bundle, then put it in place (replacing an old bundle there)."""
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(output)}.tmp-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    try:
+        for name, write in files.items():
+            write(os.path.join(tmp, name))
+        Bundle.load(tmp)  # the bundle reads back as the schema says
+        _install(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _bake_bundle(deploy, caffemodel, spec: dict, mean, notes: list[str]):
+    """``-bake``: the baked (deploy, caffemodel, net); ``spec`` becomes the crop alone, with
+    what was baked in ``baked_from``."""
+    from ..net import Net
+    from ..weights import load_weights
+    if spec.get("stored_size") is None or spec.get("input_range") is None:
+        raise DeployError("-bake needs image input from a Data or ImageData layer "
+                          "(there is no image preprocessing to bake)")
+    before = {k: spec[k] for k in ("transform_param", "mean", "scale")}
+    deploy, caffemodel, how = _bake(deploy, caffemodel, spec, mean, notes)
+    notes.append(f"bake: {how}")
+    net = Net(deploy, phase=TEST)
+    report = load_weights(net, caffemodel, source="the baked weights")
+    if report.missing:  # our own construction: a bug, not a user error
+        raise RuntimeError(f"baked net lacks weights for {report.missing}")
+    tp = text_format.Parse(spec["transform_param"], caffe_pb2.TransformationParameter())
+    kept = caffe_pb2.TransformationParameter()
+    for f in ("crop_size", "force_color", "force_gray"):  # what still happens outside the net
+        if tp.HasField(f):
+            setattr(kept, f, getattr(tp, f))
+    spec.update(transform_param=text_format.MessageToString(kept), mean=None, scale=1.0,
+                baked=True, baked_from=dict(before, how=how))
+    return deploy, _deploy_caffemodel(net, deploy), net
+
+
 def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake: bool = False,
                  name: str | None = None, input_shape: Sequence[int] | None = None) -> str:
     """Write the deploy bundle of ``model`` (train_val prototxt path or NetParameter) with the
@@ -904,8 +952,6 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
     (scale) after the Input. preprocess.json then says ``baked``: true, with only the crop left
     in its transform and the original in ``baked_from``.
     """
-    from ..net import Net
-    from ..weights import load_weights
     tv, model_dir, model_path = _load_model(model)
     weights = os.fspath(weights)
     if not os.path.isfile(weights):
@@ -925,26 +971,7 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
     spec, mean, mean_path = _preprocess(a, meta["input"])
     caffemodel = _deploy_caffemodel(net, deploy)
     if bake:
-        if spec.get("stored_size") is None or spec.get("input_range") is None:
-            raise DeployError("-bake needs image input from a Data or ImageData layer "
-                              "(there is no image preprocessing to bake)")
-        before = {k: spec[k] for k in ("transform_param", "mean", "scale")}
-        deploy, caffemodel, how = _bake(deploy, caffemodel, spec, mean, notes)
-        notes.append(f"bake: {how}")
-        net = Net(deploy, phase=TEST)
-        report = load_weights(net, caffemodel, source="the baked weights")
-        if report.missing:  # our own construction: a bug, not a user error
-            raise RuntimeError(f"baked net lacks weights for {report.missing}")
-        caffemodel = _deploy_caffemodel(net, deploy)
-        tp = caffe_pb2.TransformationParameter()
-        text_format.Parse(spec["transform_param"], tp)
-        kept = caffe_pb2.TransformationParameter(crop_size=tp.crop_size, force_color=tp.force_color,
-                                                 force_gray=tp.force_gray)
-        for f in ("crop_size", "force_color", "force_gray"):
-            if not tp.HasField(f):
-                kept.ClearField(f)
-        spec.update(transform_param=text_format.MessageToString(kept), mean=None, scale=1.0,
-                    baked=True, baked_from=dict(before, how=how))
+        deploy, caffemodel, net = _bake_bundle(deploy, caffemodel, spec, mean, notes)
         mean_path = None
     out_shape = tuple(net.blobs[meta["output"]].shape)
     classes = int(out_shape[1]) if len(out_shape) > 1 else int(out_shape[0])
@@ -967,24 +994,14 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
     }
     info.update(_logged(weights, iteration, _accuracy_tops(tv)))
     info["notes"] = list(notes)
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(output)}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
-    try:
-        fileio.write_prototxt(deploy, os.path.join(tmp, "deploy.prototxt"))
-        fileio.write_caffemodel(caffemodel, os.path.join(tmp, "weights.caffemodel"))
-        with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as f:
-            f.write("".join(f"{n}\n" for n in names))
-        if mean_path is not None:
-            shutil.copyfile(mean_path, os.path.join(tmp, "mean.binaryproto"))
-        _write_json(os.path.join(tmp, "preprocess.json"), spec)
-        _write_json(os.path.join(tmp, "info.json"), info)
-        Bundle.load(tmp)  # the bundle reads back as the schema says
-        _install(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    files = {"deploy.prototxt": lambda p: fileio.write_prototxt(deploy, p),
+             "weights.caffemodel": lambda p: fileio.write_caffemodel(caffemodel, p),
+             "labels.txt": lambda p: _write_text(p, "".join(f"{n}\n" for n in names)),
+             "preprocess.json": lambda p: _write_json(p, spec),
+             "info.json": lambda p: _write_json(p, info)}
+    if mean_path is not None:
+        files["mean.binaryproto"] = lambda p: shutil.copyfile(mean_path, p)
+    _write_dir(output, files)
     if tar:
         _write_tar(output)
     for note in notes:
