@@ -279,8 +279,8 @@ class LoadedBundle:
     def scores(self, x: np.ndarray) -> np.ndarray:
         """(n, C, h, w) transformed input -> (n, K) float32 probabilities.
 
-        Runs in batches of ``self.batch``; a short last batch is padded with zeros (images do not
-        mix in a TEST net), so every forward has the same shape.
+        Runs the net on min(``self.batch``, n) images at a time; a short last batch is padded with
+        zeros (images do not mix in a TEST net), so every forward of a call has the same shape.
         """
         import torch
 
@@ -288,7 +288,7 @@ class LoadedBundle:
         out = np.empty((n, len(self.labels)), dtype=np.float32)
         for s in range(0, n, self.batch):
             part = x[s:s + self.batch]
-            self._reshape(min(self.batch, max(n, part.shape[0])))
+            self._reshape(min(self.batch, n))
             blob = self.net.blobs[self.input].data  # (B, C, h, w), the blob's own storage
             blob[:part.shape[0]] = part
             blob[part.shape[0]:] = 0
@@ -517,10 +517,13 @@ def classify(bundle_or_path, sources, *, top: int = 5, batch: int | None = None,
 
     def flush() -> None:
         nonlocal done
-        if not meta:
+        n = len(meta)
+        if not n:
             return
-        x = pre.transform(buf[:len(meta)])      # (n, C, h, w) float32
-        probs = loaded.scores(x)                # (n, K)
+        if n < batch_n:  # a short last batch runs padded: every forward of a run has one shape
+            buf[n:] = 0
+        x = pre.transform(buf)                  # (batch_n, C, h, w) float32
+        probs = loaded.scores(x)[:n]            # (n, K)
         _record(result, probs, meta, k)
         done += len(meta)
         meta.clear()
