@@ -405,3 +405,21 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
         peaks[name] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peaks[2000] <= peaks[500] + 256 * 1024, peaks
+
+
+def test_resize_follows_the_bundles_interpolation(tmp_path):
+    """Pillow's bilinear (brewnet dataset create) and cv::resize's (an ImageData layer's
+    new_height/new_width) differ when shrinking; each bundle gets the one its images had."""
+    from brewnet.data.image import digits_resize, load_image_file
+
+    big = save(tmp_path / "big.png", np.random.default_rng(4).integers(0, 256, size=(17, 23, 3), dtype=np.uint8))
+    pillow = Preprocessor.from_bundle(make_bundle(tmp_path / "p", stored=(5, 6), resize={
+        "width": 6, "height": 5, "mode": "squash", "interpolation": "pillow_bilinear"}))
+    opencv = Preprocessor.from_bundle(make_bundle(tmp_path / "o", stored=(5, 6), resize={
+        "width": 6, "height": 5, "mode": "squash", "interpolation": "opencv_bilinear"}))
+    a, b = pillow.load_file(big), opencv.load_file(big)
+    np.testing.assert_array_equal(b, load_image_file(big, True, 5, 6))  # ImageData's own reader
+    expected = np.asarray(digits_resize(Image.open(big).convert("RGB"), 6, 5, "squash"))
+    np.testing.assert_array_equal(a, expected[:, :, ::-1].transpose(2, 0, 1))
+    assert not np.array_equal(a, b)
+    assert pillow.conversions == opencv.conversions == {"channels": 0, "size": 0}  # resizing was expected

@@ -4,8 +4,10 @@ The steps are those ``preprocess.json`` defines (see :mod:`brewnet.inference.bun
 
 1. decode with Pillow and convert to the bundle's kind (``channels`` 1: ``L``; 3: ``RGB``, then
    stored BGR as Caffe holds colour);
-2. resize as the dataset did (``resize`` mode with :func:`brewnet.data.image.digits_resize`), or,
-   when the dataset did not resize, squash an image of another size to ``stored_size``;
+2. resize as the dataset did (``resize`` mode with :func:`brewnet.data.image.digits_resize`; an
+   ImageData layer's new_height/new_width, ``interpolation`` "opencv_bilinear", as
+   :func:`brewnet.data.image.load_image_file` does), or, when the dataset did not resize, squash
+   an image of another size to ``stored_size`` (with a warning);
 3. Caffe's DataTransformer in the TEST phase on the uint8 C×H×W array.
 
 Steps 1-2 repeat what ``brewnet dataset create`` did to the file (``DatasetBuilder.load``: open,
@@ -34,6 +36,10 @@ log = logging.getLogger("brewnet")
 
 # Pillow modes that hold one grey channel (the rest, P/RGB/RGBA/CMYK/..., are colour)
 _GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+#: ``resize.interpolation``: how the stored images were resized (bundle.py)
+PILLOW_BILINEAR = "pillow_bilinear"  # brewnet dataset create (digits_resize)
+OPENCV_BILINEAR = "opencv_bilinear"  # an ImageData layer's new_height/new_width (cv::resize)
 
 #: conversion kinds counted in ``Preprocessor.conversions``
 CHANNELS = "channels"
@@ -65,6 +71,7 @@ class Preprocessor:
             raise BundleError(f"{where}: channel_order {order!r}; brewnet bundles store colour as BGR")
         self.height, self.width = (int(x) for x in spec["stored_size"])
         self.resize: dict | None = spec.get("resize")
+        self.interpolation = PILLOW_BILINEAR
         if self.resize is not None:
             try:
                 size = (int(self.resize["height"]), int(self.resize["width"]))
@@ -72,6 +79,10 @@ class Preprocessor:
             except (KeyError, TypeError, ValueError):
                 raise BundleError(f"{where}: resize must be null or {{\"width\", \"height\", \"mode\"}}, "
                                   f"got {self.resize!r}") from None
+            self.interpolation = str(self.resize.get("interpolation") or PILLOW_BILINEAR)
+            if self.interpolation not in (PILLOW_BILINEAR, OPENCV_BILINEAR):
+                raise BundleError(f"{where}: resize interpolation {self.interpolation!r} (one of "
+                                  f"{PILLOW_BILINEAR}, {OPENCV_BILINEAR})")
             if size != (self.height, self.width):
                 raise BundleError(f"{where}: resize {size[1]}x{size[0]} (WxH) disagrees with stored_size "
                                   f"{self.height}x{self.width} (HxW)")
@@ -146,12 +157,22 @@ class Preprocessor:
         if grey != (self.channels == 1):
             self._count(CHANNELS, what, f"{'grey' if grey else 'colour'} image where the bundle takes "
                         f"{self.channels} channel(s): converted to {'grey' if self.channels == 1 else 'colour'}")
+        if self.interpolation == OPENCV_BILINEAR:
+            return self._imagedata_path(im, what)
         im = im.convert("L" if self.channels == 1 else "RGB")
         im = self._resize(im, what)
-        hwc = np.asarray(im, dtype=np.uint8)
-        if hwc.ndim == 2:
-            return np.ascontiguousarray(hwc[None])  # (1, H, W)
-        return np.ascontiguousarray(hwc[:, :, ::-1].transpose(2, 0, 1))  # RGB HWC -> BGR CHW
+        return _to_chw(np.asarray(im, dtype=np.uint8))
+
+    def _imagedata_path(self, im: Image.Image, what: str) -> np.ndarray:
+        """What an ImageData layer with new_height/new_width reads (load_image_file): decoded as
+        OpenCV gives it (16-bit grey keeps its high byte), then cv::resize's bilinear."""
+        from ..data.image import resize_bilinear
+
+        if self.channels == 1 and im.mode.startswith("I;16"):
+            chw = (np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8)[None]
+        else:
+            chw = _to_chw(np.asarray(im.convert("L" if self.channels == 1 else "RGB"), dtype=np.uint8))
+        return resize_bilinear(chw, self.height, self.width)  # (C, H, W) uint8
 
     def _resize(self, im: Image.Image, what: str) -> Image.Image:
         from ..data.image import digits_resize
@@ -222,6 +243,20 @@ class Preprocessor:
         if first and self.warn:  # once per kind; the count is in conversions
             log.warning("warning: %s (further such images are converted and counted, not logged)",
                         self.messages[kind])
+
+
+def _to_chw(hwc: np.ndarray) -> np.ndarray:
+    """Pillow's H×W (grey) or H×W×3 (RGB) as Caffe's C×H×W (grey or BGR)."""
+    if hwc.ndim == 2:
+        return np.ascontiguousarray(hwc[None])  # (1, H, W)
+    return np.ascontiguousarray(hwc[:, :, ::-1].transpose(2, 0, 1))  # RGB HWC -> BGR CHW
+
+
+def _to_chw(hwc: np.ndarray) -> np.ndarray:
+    """Pillow's H×W (grey) or H×W×3 (RGB) as Caffe's C×H×W (grey or BGR)."""
+    if hwc.ndim == 2:
+        return np.ascontiguousarray(hwc[None])  # (1, H, W)
+    return np.ascontiguousarray(hwc[:, :, ::-1].transpose(2, 0, 1))  # RGB HWC -> BGR CHW
 
 
 def datum_to_input(datum: caffe_pb2.Datum, preprocessor: Preprocessor, what: str = "Datum") -> np.ndarray:
