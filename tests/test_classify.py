@@ -423,3 +423,17 @@ def test_resize_follows_the_bundles_interpolation(tmp_path):
     np.testing.assert_array_equal(a, expected[:, :, ::-1].transpose(2, 0, 1))
     assert not np.array_equal(a, b)
     assert pillow.conversions == opencv.conversions == {"channels": 0, "size": 0}  # resizing was expected
+
+
+def test_lmdb_source_reopens_its_map_and_reads_every_record_once(tmp_path, monkeypatch):
+    """sources_from_lmdb reopens the environment every MAP_WINDOW bytes (so the memory map's
+    resident pages do not pile up); with a window of ~3 records every record still comes once,
+    in key order, with its label."""
+    import brewnet.inference.classify as C
+
+    db = _lmdb_of(tmp_path / "db", 20, np.random.default_rng(9))
+    monkeypatch.setattr(C, "MAP_WINDOW", 3 * len(encode_image(np.zeros((4, 4, 3), np.uint8), "png")))
+    sources = [it.source for it in sources_from_lmdb(db).items(list(BGR_LABELS))]
+    assert sources == [f"{db}:{i:08d}" for i in range(20)]
+    r = classify(make_bundle(tmp_path / "b"), sources_from_lmdb(db), workers=0)
+    assert r.count == 20 and r.labelled == 20 and r.confusion.sum(axis=1).tolist() == [7, 7, 6]

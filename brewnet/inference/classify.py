@@ -40,6 +40,8 @@ log = logging.getLogger("brewnet")
 
 #: images per decode task (one task per chunk keeps the per-image overhead of a pool small)
 CHUNK = 32
+#: LMDB bytes read through one opening of the environment (see sources_from_lmdb)
+MAP_WINDOW = 32 << 20
 #: the default batch when the deploy Input holds a single image
 DEFAULT_BATCH = 64
 
@@ -199,13 +201,28 @@ def sources_from_lmdb(path: str) -> Sources:
     count = count_records(path)  # DataError when it is no LMDB
 
     def items(labels: list[str]) -> Iterator[Item]:
-        env = acquire_env(path)
-        try:
-            with env.begin(buffers=False) as txn:
-                for key, value in txn.cursor():
-                    yield Item(f"{path}:{key.decode('ascii', 'replace')}", None, value)
-        finally:
-            release_env(env)
+        # The records are read through LMDB's memory map, whose pages stay resident (and count in
+        # the process's RSS) while the environment is open: reopen it after every MAP_WINDOW
+        # bytes so that a large LMDB does not grow the RSS (the pages are page cache either way).
+        last: bytes | None = None
+        more = True
+        while more:
+            env = acquire_env(path)
+            try:
+                with env.begin(buffers=False) as txn:
+                    cur = txn.cursor()
+                    more = cur.first() if last is None else cur.set_range(last)
+                    if more and last is not None and cur.key() == last:
+                        more = cur.next()
+                    read = 0
+                    while more and read < MAP_WINDOW:
+                        key, value = cur.key(), cur.value()
+                        read += len(value)
+                        last = key
+                        yield Item(f"{path}:{key.decode('ascii', 'replace')}", None, value)
+                        more = cur.next()
+            finally:
+                release_env(env)
 
     return Sources("lmdb", path, count, items, True)
 
