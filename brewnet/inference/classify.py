@@ -41,7 +41,7 @@ log = logging.getLogger("brewnet")
 #: images per decode task (one task per chunk keeps the per-image overhead of a pool small)
 CHUNK = 32
 #: LMDB bytes read through one opening of the environment (see sources_from_lmdb)
-MAP_WINDOW = 32 << 20
+MAP_WINDOW = 8 << 20
 #: the default batch when the deploy Input holds a single image
 DEFAULT_BATCH = 64
 
