@@ -245,3 +245,20 @@ def test_solver_gives_max_iter(tmp_path, capsys):
     solver.write_text('net: "m.prototxt"\nbase_lr: 0.1\nmax_iter: 600\n')
     assert cli.main(["lint", write(tmp_path, text), "--solver", str(solver)]) == 1
     assert "BN008" in capsys.readouterr().out
+
+
+def test_bn009_suggested_fix_silences_it_for_an_inexact_scale():
+    """1/255 is not exact in float32: the printed fix carries enough digits, and the deploy net's
+    float32 field read back counts as the same scale (it kept warning after the fix)."""
+    text = CASES["BN009"][0].replace("scale: 0.00390625", "scale: 0.0039215686")
+    found = [f for f in lint(fileio.net_from_text(text), text, deploy=fileio.net_from_text(INPUT))
+             if f.rule == "BN009"]
+    assert len(found) == 1
+    power = found[0].fix[found[0].fix.index('layer {'):found[0].fix.index('} }') + 3]
+    deploy = fileio.net_from_text(INPUT + power.replace('layer { type: "Power"',
+                                                        'layer { name: "pre" type: "Power" '
+                                                        'bottom: "data" top: "data"'))
+    assert lint(fileio.net_from_text(text), text, deploy=deploy) == []
+    other = fileio.net_from_text(INPUT + 'layer { name: "pre" type: "Power" bottom: "data" top: "data" '
+                                         'power_param { scale: 0.004 } }')
+    assert [f.rule for f in lint(fileio.net_from_text(text), text, deploy=other)] == ["BN009"]

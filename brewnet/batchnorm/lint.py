@@ -356,8 +356,8 @@ def _deploy_rule(add, layers, i, lp, deploy):
     if _deploy_carries(deploy, t):
         return
     fix = ("the deploy net must apply the same preprocessing: after its Input add "
-           + (f'layer {{ type: "Power" power_param {{ scale: {t.scale:g}'
-              + (f" shift: {-t.mean_value[0] * t.scale:g}" if len(t.mean_value) == 1 else "")
+           + (f'layer {{ type: "Power" power_param {{ scale: {t.scale:.9g}'  # float32's digits
+              + (f" shift: {-t.mean_value[0] * t.scale:.9g}" if len(t.mean_value) == 1 else "")
               + " } }" if t.scale != 1 else "a mean-subtracting layer")
            + ", or serve it with brewnet's bundled preprocessing (the deploy bundle carries transform_param)")
     add("BN009", "warning", i, f"transform_param ({', '.join(parts)}) is applied by the data layer only; "
@@ -369,12 +369,18 @@ def _net_label(net) -> str:
     return f"the deploy net '{net.name}'" if net.name else "the deploy net"
 
 
+def _same_float32(a: float, b: float) -> bool:
+    """Equal as the float32 fields they are (a value written with 6 or more digits and read back
+    counts as the same), not to float64 precision that the protobuf field never had."""
+    return abs(a - b) <= 1e-6 * max(abs(a), abs(b))
+
+
 def _deploy_carries(deploy, t) -> bool:
     for lp in deploy.layer:
-        if lp.type == "Power" and abs(lp.power_param.scale - t.scale) <= 1e-9 * max(1, abs(t.scale)):
+        if lp.type == "Power" and _same_float32(lp.power_param.scale, t.scale):
             return True
         if lp.type == "Scale" and lp.scale_param.HasField("filler") and \
-                abs(lp.scale_param.filler.value - t.scale) <= 1e-9 * max(1, abs(t.scale)):
+                _same_float32(lp.scale_param.filler.value, t.scale):
             return True
     return False
 
