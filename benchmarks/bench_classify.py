@@ -14,7 +14,8 @@
    its own ``DataLoader`` (``--workers`` worker processes) that reads the same LMDB / decodes the
    same JPEGs, scaled by 1/256, softmax and top-5 per batch.  Best of ``--repeat``.  Prints
    images/s and brewnet / PyTorch.
-4. Peak memory: ``brewnet classify`` in a child process (its own ru_maxrss from wait4) over 1k
+4. Peak memory: ``brewnet classify`` in a child process (its ru_maxrss, and its largest decode
+   worker's) over 1k
    images, and with ``--big`` over ``--big-n`` images (the LMDB's records repeated; a folder of
    copies of the JPEG files), summary only and with every prediction written by ``-json``.
 """
@@ -196,16 +197,27 @@ def run_ours(loaded: LoadedBundle, sources, workers: int) -> tuple[float, float]
 
 
 # ----- peak memory ----------------------------------------------------------------------------------
-def peak_rss_mb(args: list[str]) -> tuple[float, float]:
-    """(peak RSS in MB, seconds) of a child ``brewnet ...`` (its own rusage, from wait4)."""
+_CHILD = """import json, resource, sys
+from brewnet import cli
+rc = cli.main(sys.argv[2:])
+kb = lambda who: resource.getrusage(who).ru_maxrss  # Linux: KB
+with open(sys.argv[1], "w") as f:
+    json.dump({"rc": rc, "self": kb(resource.RUSAGE_SELF), "workers": kb(resource.RUSAGE_CHILDREN)}, f)
+"""
+
+
+def peak_rss_mb(args: list[str], root: str) -> tuple[float, float, float]:
+    """(peak RSS of a child running ``brewnet ARGS``, of its largest decode worker process (0 with
+    threads), seconds), RSS in MB."""
+    out = os.path.join(root, "rss.json")
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "brewnet", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"brewnet {' '.join(args)} failed ({proc.returncode})")
-    return usage.ru_maxrss / 1024.0, time.perf_counter() - t  # Linux: KB
+    subprocess.run([sys.executable, "-c", _CHILD, out, *args], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+    with open(out) as f:
+        r = json.load(f)
+    if r["rc"] != 0:
+        raise RuntimeError(f"brewnet {' '.join(args)} failed ({r['rc']})")
+    return r["self"] / 1024.0, r["workers"] / 1024.0, time.perf_counter() - t
 
 
 def repeated_lmdb(src: str, dst: str, n: int) -> str:
@@ -229,15 +241,18 @@ def repeated_folder(src: str, dst: str, n: int) -> str:
 
 
 def memory_table(root: str, bundle: str, val_db: str, jpeg: str, sizes: list[int], workers: int) -> None:
-    print(f"\npeak memory of `brewnet classify` in a child process (ru_maxrss), workers {workers}:")
-    print(f"{'images':>8} {'source':<8} {'mode':<14} {'peak MB':>8} {'seconds':>8}")
+    print(f"\npeak memory of `brewnet classify` in a child process (ru_maxrss), workers {workers} "
+          "(JPEGs decode in forked processes: 'worker MB' is the largest one's peak, most of it pages "
+          "shared with the main process):")
+    print(f"{'images':>8} {'source':<8} {'mode':<14} {'peak MB':>8} {'worker MB':>10} {'seconds':>8}")
     for n in sizes:
         db = repeated_lmdb(val_db, os.path.join(root, f"db_{n}"), n)
         folder = repeated_folder(jpeg, os.path.join(root, f"jpeg_{n}"), n)
         for source, flag_args in (("lmdb", ["-lmdb", db]), ("folder", ["-folder", folder])):
             for mode, extra in (("summary_only", ["-summary_only"]), ("-json", ["-json", os.path.join(root, "out.json")])):
-                mb, s = peak_rss_mb(["classify", "-bundle", bundle, *flag_args, "-workers", str(workers), *extra])
-                print(f"{n:>8} {source:<8} {mode:<14} {mb:8.0f} {s:8.1f}", flush=True)
+                mb, wmb, s = peak_rss_mb(["classify", "-bundle", bundle, *flag_args, "-workers", str(workers),
+                                          *extra], root)
+                print(f"{n:>8} {source:<8} {mode:<14} {mb:8.0f} {wmb:10.0f} {s:8.1f}", flush=True)
         shutil.rmtree(db)
         shutil.rmtree(folder)
 

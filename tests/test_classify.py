@@ -437,3 +437,20 @@ def test_lmdb_source_reopens_its_map_and_reads_every_record_once(tmp_path, monke
     assert sources == [f"{db}:{i:08d}" for i in range(20)]
     r = classify(make_bundle(tmp_path / "b"), sources_from_lmdb(db), workers=0)
     assert r.count == 20 and r.labelled == 20 and r.confusion.sum(axis=1).tolist() == [7, 7, 6]
+
+
+def test_auto_workers_decode_in_processes_only_where_it_pays(tmp_path):
+    from brewnet.inference.classify import PROCESS_MIN_IMAGES, Sources, choose_worker_kind
+
+    def src(count, decodes):
+        return Sources("x", "x", count, lambda labels: iter(()), False, decodes=decodes)
+
+    assert choose_worker_kind("auto", src(PROCESS_MIN_IMAGES, True), 2) == "process"
+    assert choose_worker_kind("auto", src(PROCESS_MIN_IMAGES - 1, True), 2) == "thread"
+    assert choose_worker_kind("auto", src(10 ** 6, False), 2) == "thread"  # raw Datums: a copy
+    assert choose_worker_kind("thread", src(10 ** 6, True), 2) == "thread"
+    raw = str(tmp_path / "raw")
+    with DatumWriter(raw) as w:
+        w.put(array_to_datum(np.zeros((3, 4, 4), np.uint8), 0))
+    assert sources_from_lmdb(raw).decodes is False
+    assert sources_from_lmdb(_lmdb_of(tmp_path / "png", 2, np.random.default_rng(0))).decodes is True
