@@ -454,3 +454,12 @@ def test_auto_workers_decode_in_processes_only_where_it_pays(tmp_path):
         w.put(array_to_datum(np.zeros((3, 4, 4), np.uint8), 0))
     assert sources_from_lmdb(raw).decodes is False
     assert sources_from_lmdb(_lmdb_of(tmp_path / "png", 2, np.random.default_rng(0))).decodes is True
+
+
+def test_a_bundle_without_image_input_is_refused_clearly(tmp_path):
+    bundle = make_bundle(tmp_path / "b")
+    spec = json.loads((tmp_path / "b" / "preprocess.json").read_text())
+    spec.update(stored_size=None, input_range=None)  # what deploy writes for HDF5Data / Input nets
+    (tmp_path / "b" / "preprocess.json").write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match="does not take images"):
+        classify(bundle, [save(tmp_path / "x.png", bright(0))])

@@ -36,7 +36,9 @@ def add_arguments(parser) -> None:
     flag(parser, "gpu", default="", help="GPU id to use (default: CPU)")
     parser.add_argument("-summary_only", "--summary_only", "--summary-only", dest="summary_only",
                         action="store_true", help="keep only counts and metrics, not per-image predictions")
-    flag(parser, "workers", type=int, default=None, help="image decoding threads (default: up to 4)")
+    flag(parser, "workers", type=int, default=None,
+         help="image decoding workers (default: up to 4; processes for 1000+ images to decode, "
+              "threads otherwise; 0 decodes in the main thread)")
     flag(parser, "visualize", default="", metavar="OUTDIR",
          help="with one image: write per-layer activations and weights (PNG + JSON) to OUTDIR")
 

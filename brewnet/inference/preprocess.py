@@ -69,6 +69,9 @@ class Preprocessor:
         order = spec.get("channel_order")
         if self.channels == 3 and str(order).upper() != "BGR":
             raise BundleError(f"{where}: channel_order {order!r}; brewnet bundles store colour as BGR")
+        if not spec.get("stored_size") or spec.get("input_range") is None:
+            raise BundleError(f"{where}: this bundle's net does not take images (no stored_size / "
+                              "input_range: its validation data was not a Data or ImageData layer)")
         self.height, self.width = (int(x) for x in spec["stored_size"])
         self.resize: dict | None = spec.get("resize")
         self.interpolation = PILLOW_BILINEAR
