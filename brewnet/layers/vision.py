@@ -7,7 +7,9 @@ Caffe quirks pinned here:
   drops the last window if it would start inside the padding.  AVE pooling divides by the window
   clipped to ``in + pad`` (padding counts, the overhang beyond it does not); MAX ignores padding,
   gives the gradient to the first maximum of the clipped window in row-major order, and leaves a
-  window with nothing above -FLT_MAX at -FLT_MAX (mask -1, no gradient).
+  window with nothing above -FLT_MAX at -FLT_MAX (mask -1, no gradient) — on the explicit path
+  (padding beyond half the kernel, windows past the input, or the mask top); PyTorch's fused
+  kernel keeps -inf for a window of only -inf inputs.
 - LRN WITHIN_CHANNEL is Caffe's internal net: AVE pooling of x² (pad (n-1)/2, so always n² in the
   divisor), then (1 + alpha * avg)^(-beta); ``k`` is not used there.
 """
@@ -253,8 +255,12 @@ def caffe_pool(x: torch.Tensor, method: int, k, p, s, out, want_mask: bool = Fal
     H, W = x.shape[2], x.shape[3]
     fast = _torch_pool_mode(x, method, k, p, s, out, want_mask)
     if fast is not None:  # PyTorch's kernels use Caffe's rules here: one fused pass
-        if method == MAX:  # in place on a fresh top: its backward needs the input and indices only
-            return _caffe_max_start(F.max_pool2d(x, k, s, p, ceil_mode=fast), inplace=True)[0], None
+        if method == MAX:
+            # Every window here holds input elements, so Caffe's -FLT_MAX start matters only for
+            # windows of -inf / -FLT_MAX inputs, which keep PyTorch's -inf and route their
+            # gradient to their first element: checking for them cost ~10% of LeNet's inference
+            # forward (a reduction and a sync per pool), for inputs no trained net produces.
+            return F.max_pool2d(x, k, s, p, ceil_mode=fast), None
         return F.avg_pool2d(x, k, s, p, ceil_mode=fast, count_include_pad=True), None
     if method == MAX:
         xp = _pad_for_windows(x, k, p, s, out, float("-inf"))  # padding never wins the max
