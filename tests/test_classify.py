@@ -28,7 +28,7 @@ from brewnet.data.image import encode_image
 from brewnet.data.lmdb_io import DatumWriter
 from brewnet.errors import BrewnetError, DataError
 from brewnet.inference.bundle import Bundle, BundleError
-from brewnet.inference.classify import (LoadedBundle, classify, sources_from_folder, sources_from_images,
+from brewnet.inference.classify import (LoadedBundle, TopImages, classify, sources_from_folder, sources_from_images,
                                         sources_from_list, sources_from_lmdb)
 from brewnet.inference.preprocess import Preprocessor
 from brewnet.io import array_to_datum
@@ -351,20 +351,48 @@ def test_cli_json_has_the_promised_keys(tmp_path):
     assert "i0.png" not in proc.stdout
 
 
-def test_cli_visualize_needs_one_image_and_says_when_unavailable(tmp_path):
+def test_cli_visualize_needs_one_image_and_writes_the_layers(tmp_path):
     bundle = make_bundle(tmp_path / "b")
     img = save(tmp_path / "x.png", bright(0))
     cmd = [sys.executable, "-m", "brewnet", "classify", "-bundle", bundle, img, "-visualize", str(tmp_path / "viz")]
     proc = subprocess.run(cmd[:6] + [img] + cmd[6:], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "exactly one IMAGE" in proc.stderr
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    try:
-        import brewnet.inference.visualize  # noqa: F401  (another part of issue 11)
-    except ModuleNotFoundError:
-        assert proc.returncode == 1 and "-visualize is not available" in proc.stderr
-    else:
-        assert proc.returncode == 0, proc.stderr
-        assert os.listdir(tmp_path / "viz")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "viz" / "visualization.json").read_text())
+    assert doc["blobs"] and all((tmp_path / "viz" / b["image"]["path"]).is_file() for b in doc["blobs"])
+
+
+def test_top_images_keeps_exactly_the_k_best_per_class_over_batches():
+    rng = np.random.default_rng(11)
+    probs = np.round(rng.dirichlet(np.ones(4), size=300), 2).astype(np.float32)  # rounded: many ties
+    sources = [f"img{i}" for i in range(300)]
+    tops = TopImages(4, 5)
+    for s in range(0, 300, 37):  # uneven batches
+        tops(sources[s:s + 37], probs[s:s + 37])
+    kept = dict(tops.candidates())
+    assert len(kept) <= 4 * 5
+    for c in range(4):
+        best = np.argsort(-probs[:, c], kind="stable")[:5]  # ties: the earlier image
+        assert all(sources[i] in kept for i in best)
+
+
+def test_cli_top_images_writes_grids_and_json(picture_set, tmp_path):
+    out = tmp_path / "out.json"
+    grids = tmp_path / "grids"
+    proc = subprocess.run([sys.executable, "-m", "brewnet", "classify", "-bundle", picture_set["bundle"],
+                           "-lmdb", picture_set["lmdb"], "-top_images", "2", "-top_images_dir", str(grids),
+                           "-json", str(out), "-summary_only"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert set(doc["top_images"]) == set(BGR_LABELS)
+    assert all(len(v) == 2 for v in doc["top_images"].values())
+    assert json.loads((grids / "top_images.json").read_text()) == doc["top_images"]
+    pngs = sorted((grids / "top_images").glob("*.png"))
+    assert len(pngs) == 3 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    for label, entries in doc["top_images"].items():  # most confident first, from the LMDB
+        assert [e["prob"] for e in entries] == sorted((e["prob"] for e in entries), reverse=True)
+        assert all(e["source"].startswith(picture_set["lmdb"] + ":") for e in entries)
 
 
 def test_argument_mistakes_are_brewnet_errors(tmp_path):

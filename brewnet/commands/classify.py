@@ -39,6 +39,11 @@ def add_arguments(parser) -> None:
     flag(parser, "workers", type=int, default=None,
          help="image decoding workers (default: up to 4; processes for 1000+ images to decode, "
               "threads otherwise; 0 decodes in the main thread)")
+    flag(parser, "top_images", type=int, default=0, metavar="K",
+         help="keep the K most confident images of each class: a thumbnail grid per class in "
+              "-top_images_dir and the list in the JSON")
+    flag(parser, "top_images_dir", default="top_images", metavar="DIR",
+         help="where -top_images writes (default ./top_images)")
     flag(parser, "visualize", default="", metavar="OUTDIR",
          help="with one image: write per-layer activations and weights (PNG + JSON) to OUTDIR")
 
@@ -106,13 +111,7 @@ def _print_summary(result, out) -> None:
 def _visualize(loaded, args) -> None:
     if len(args.images) != 1:
         raise BrewnetError("-visualize OUTDIR takes exactly one IMAGE")
-    try:
-        from ..inference.visualize import visualize_net
-    except ModuleNotFoundError as e:
-        if e.name != "brewnet.inference.visualize":
-            raise
-        raise BrewnetError("-visualize is not available in this brewnet yet "
-                           "(brewnet.inference.visualize is missing)") from None
+    from ..inference.visualize import visualize_net
     info = visualize_net(loaded.net, loaded.input_of(args.images[0]), args.visualize)
     count = len(info.get("blobs", [])) if isinstance(info, dict) else 0
     print(f"wrote per-layer visualisations of {args.images[0]} to {args.visualize}"
@@ -121,7 +120,7 @@ def _visualize(loaded, args) -> None:
 
 def run(args) -> int:
     from ..data.progress import Progress
-    from ..inference.classify import LoadedBundle, classify
+    from ..inference.classify import LoadedBundle, TopImages, classify, load_source_image
     from .shared_flags import device_from_flag
 
     if not args.bundle:
@@ -133,17 +132,25 @@ def run(args) -> int:
         raise BrewnetError(f"-batch must be at least 1, got {args.batch}")
     if args.workers is not None and args.workers < 0:
         raise BrewnetError(f"-workers must be 0 or more, got {args.workers}")
+    if args.top_images < 0:
+        raise BrewnetError(f"-top_images must be 0 or more, got {args.top_images}")
     if args.visualize and len(args.images) != 1:
         raise BrewnetError("-visualize OUTDIR takes exactly one IMAGE")
     sources = _sources(args)
     device = device_from_flag(args.gpu)
     loaded = LoadedBundle(args.bundle, device=device, batch=args.batch)
     bar = Progress(sources.count, "classify", sys.stderr)
+    tops = TopImages(len(loaded.labels), args.top_images) if args.top_images else None
     result = classify(loaded, sources, top=args.top, workers=args.workers,
                       progress=lambda done, total: bar.update(done - bar.done),
-                      summary_only=args.summary_only)
+                      summary_only=args.summary_only, on_scores=tops)
     bar.close()
     try:
+        if tops is not None:
+            from ..inference.visualize import top_images_per_class
+            result.top_images = top_images_per_class(tops.candidates(), loaded.labels, args.top_images,
+                                                     args.top_images_dir, load_source_image)
+            print(f"wrote the {args.top_images} most confident images per class to {args.top_images_dir}")
         out = sys.stdout
         if not args.summary_only:
             if result.count <= PRINT_LIMIT:

@@ -358,6 +358,8 @@ class ClassifyResult:
     errors: list[dict] = field(default_factory=list)
     conversions: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
+    #: {label: [{source, prob}, ...]} when the run kept the most confident images per class
+    top_images: dict | None = None
     _spill: object = field(default=None, repr=False)
 
     @property
@@ -406,7 +408,8 @@ class ClassifyResult:
                 "confusion": None if self.confusion is None or not self.labelled else self.confusion.tolist(),
                 "per_class": self.per_class, "errors": list(self.errors), "error_count": len(self.errors),
                 "conversions": dict(self.conversions), "elapsed_s": round(self.elapsed_s, 3),
-                "images_per_s": round(self.images_per_s, 1)}
+                "images_per_s": round(self.images_per_s, 1),
+                **({"top_images": self.top_images} if self.top_images is not None else {})}
 
     def to_json(self) -> dict:
         """The summary plus ``predictions`` (left out with summary_only)."""
@@ -513,7 +516,8 @@ def default_workers() -> int:
 # ----- the run ----------------------------------------------------------------------------------------
 def classify(bundle_or_path, sources, *, top: int = 5, batch: int | None = None, workers: int | None = None,
              device=None, progress: Callable[[int, int], None] | None = None, summary_only: bool = False,
-             worker_kind: str = "auto") -> ClassifyResult:
+             worker_kind: str = "auto",
+             on_scores: Callable[[list[str], np.ndarray], None] | None = None) -> ClassifyResult:
     """Classify every image of ``sources`` with a bundle; see the module docstring.
 
     Args:
@@ -526,6 +530,8 @@ def classify(bundle_or_path, sources, *, top: int = 5, batch: int | None = None,
         progress: called as ``progress(done, total)`` after each batch.
         summary_only: keep only counts and metrics, not per-image predictions.
         worker_kind: ``"thread"``, ``"process"`` or ``"auto"`` (:func:`choose_worker_kind`).
+        on_scores: called with each batch's sources and (n, K) probabilities (e.g. a
+            :class:`TopImages` keeping the most confident images per class).
     """
     t0 = time.perf_counter()
     if isinstance(bundle_or_path, LoadedBundle):
@@ -569,6 +575,8 @@ def classify(bundle_or_path, sources, *, top: int = 5, batch: int | None = None,
         x = pre.transform(buf)                  # (batch_n, C, h, w) float32
         probs = loaded.scores(x)[:n]            # (n, K)
         _record(result, probs, meta, k)
+        if on_scores is not None:
+            on_scores([source for source, _ in meta], probs)
         done += len(meta)
         meta.clear()
         if progress is not None:
@@ -630,6 +638,64 @@ def classify(bundle_or_path, sources, *, top: int = 5, batch: int | None = None,
             pool.shutdown(wait=True, cancel_futures=True)
     result.elapsed_s = time.perf_counter() - t0
     return result
+
+
+class TopImages:
+    """The images that can still be among the ``k`` most confident of some class, over batches of
+    any number of images: after each batch only those in some class's top ``k`` stay (at most
+    classes·k of them, with their probability vectors, in arrival order so that equal
+    probabilities keep the earlier image).  ``candidates()`` feeds
+    :func:`brewnet.inference.visualize.top_images_per_class`, which makes the final choice."""
+
+    def __init__(self, num_classes: int, k: int):
+        if k < 1:
+            raise BrewnetError(f"top images: k must be at least 1, got {k}")
+        self.k = int(k)
+        self.num_classes = int(num_classes)
+        self._sources: list[str] = []
+        self._probs = np.zeros((0, self.num_classes), dtype=np.float32)
+
+    def __call__(self, sources: list[str], probs: np.ndarray) -> None:
+        self._sources.extend(sources)
+        allp = np.concatenate([self._probs, np.asarray(probs, dtype=np.float32)])  # (m, K)
+        keep = np.zeros(len(allp), dtype=bool)
+        for c in range(self.num_classes):
+            order = np.argsort(-allp[:, c], kind="stable")  # ties: the earlier image first
+            keep[order[:self.k]] = True
+        idx = np.flatnonzero(keep)  # arrival order
+        self._sources = [self._sources[i] for i in idx]
+        self._probs = allp[idx]
+
+    def candidates(self) -> Iterator[tuple[str, np.ndarray]]:
+        return zip(list(self._sources), list(self._probs))
+
+
+def load_source_image(source: str):
+    """A Pillow image of a classified source, for thumbnails: an image file, or an LMDB record
+    named ``path:key`` (its Datum decoded; colour shown in RGB)."""
+    from PIL import Image
+
+    if os.path.isfile(source):
+        return Image.open(source)
+    path, _, key = source.rpartition(":")
+    from ..data.lmdb_io import acquire_env, parse_datum, release_env
+    from ..data.image import decode_datum_image
+    from ..io import datum_to_array
+
+    env = acquire_env(path)
+    try:
+        with env.begin() as txn:
+            value = txn.get(key.encode("ascii"))
+    finally:
+        release_env(env)
+    if value is None:
+        raise DataError(f"{source}: no such record")
+    datum = parse_datum(value, key)
+    chw = decode_datum_image(datum) if datum.encoded else datum_to_array(datum)  # (C, H, W), BGR
+    chw = np.asarray(chw, dtype=np.uint8)
+    if chw.shape[0] == 1:
+        return Image.fromarray(chw[0])
+    return Image.fromarray(np.ascontiguousarray(chw[::-1].transpose(1, 2, 0)))
 
 
 def _record(result: ClassifyResult, probs: np.ndarray, meta: list[tuple[str, int | None]], k: int) -> None:
