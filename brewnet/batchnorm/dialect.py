@@ -93,11 +93,12 @@ def _caffemodel(model: caffe_pb2.NetParameter, blobs: dict[str, list[np.ndarray]
     return out
 
 
-def _unique_name(base: str, taken: set[str]) -> str:
+def unique_name(base: str, taken: set[str], sep: str = "") -> str:
+    """``base``, or ``base<sep>2``, ``base<sep>3``, ... : the first not in ``taken``."""
     name, k = base, 1
     while name in taken:
         k += 1
-        name = f"{base}{k}"
+        name = f"{base}{sep}{k}"
     return name
 
 
@@ -142,7 +143,7 @@ def to_bvlc(model: caffe_pb2.NetParameter, weights: caffe_pb2.NetParameter | Non
         if not affine:
             continue
         if lp.name not in scale_names:
-            scale_names[lp.name] = _unique_name(f"{lp.name}_scale", taken)
+            scale_names[lp.name] = unique_name(f"{lp.name}_scale", taken)
             taken.add(scale_names[lp.name])
         top = lp.top[0]
         sc = out.layer.add(name=scale_names[lp.name], type="Scale", bottom=[top], top=[top])

@@ -279,11 +279,8 @@ def _strip_nvcaffe(msg, notes: list[str], where: str) -> None:
 
 
 def _unique(base: str, taken: set[str]) -> str:
-    name, k = base, 1
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    return name
+    from ..batchnorm.dialect import unique_name
+    return unique_name(base, taken, sep="_")
 
 
 def _build_deploy(a: _Analysis) -> tuple[caffe_pb2.NetParameter, dict]:
