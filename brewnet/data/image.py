@@ -51,6 +51,23 @@ def decode_image_bytes(data: bytes, force_color: bool = False, force_gray: bool 
         raise DataError(f"cannot decode {what}: {e}") from None
 
 
+def datum_to_chw(datum, force_color: bool = False, force_gray: bool = False,
+                 what: str = "Datum") -> np.ndarray:
+    """A Datum's image as Caffe's Data layer reads it: encoded bytes decoded (C×H×W uint8, colour
+    in BGR), raw ``data`` as uint8 C×H×W, or ``float_data`` as float32 C×H×W."""
+    if datum.encoded:
+        return decode_image_bytes(datum.data, force_color, force_gray, what=what)
+    shape = (datum.channels, datum.height, datum.width)
+    n = shape[0] * shape[1] * shape[2]
+    if len(datum.data):
+        if len(datum.data) != n:
+            raise DataError(f"{what} has {len(datum.data)} bytes of data for shape {shape}")
+        return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape)
+    if len(datum.float_data) != n:
+        raise DataError(f"{what} has {len(datum.float_data)} float values for shape {shape}")
+    return np.asarray(datum.float_data, dtype=np.float32).reshape(shape)
+
+
 def decode_datum_image(datum, force_color: bool = False, force_gray: bool = False) -> np.ndarray:
     """An encoded Datum's image as C×H×W uint8 (colour in BGR, as Caffe's OpenCV decode gives)."""
     return decode_image_bytes(datum.data, force_color, force_gray, what="encoded Datum")

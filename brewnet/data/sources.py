@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import resolve_path
-from .image import decode_image_bytes, load_image_file
+from .image import datum_to_chw, load_image_file
 from .lmdb_io import DatumCursor, _key_text, parse_datum
 
 log = logging.getLogger("brewnet")
@@ -63,21 +63,9 @@ class DatumSource:
         self.data_shape = (batch_size,) + transformer.output_shape(*self.item_shape)
 
     def _array(self, datum, key) -> np.ndarray:
-        if datum.encoded:
-            t = self.transformer
-            return decode_image_bytes(datum.data, t.force_color, t.force_gray,
-                                      what=f"encoded Datum {_key_text(key)} in {self.path}")
-        shape = (datum.channels, datum.height, datum.width)
-        n = shape[0] * shape[1] * shape[2]
-        if len(datum.data):
-            if len(datum.data) != n:
-                raise DataError(f"{self.where}: Datum {_key_text(key)} in {self.path} has {len(datum.data)} bytes "
-                                f"of data for shape {shape}")
-            return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape)
-        if len(datum.float_data) != n:
-            raise DataError(f"{self.where}: Datum {_key_text(key)} in {self.path} has {len(datum.float_data)} "
-                            f"float values for shape {shape}")
-        return np.asarray(datum.float_data, dtype=np.float32).reshape(shape)
+        t = self.transformer
+        return datum_to_chw(datum, t.force_color, t.force_gray,
+                            what=f"{self.where}: Datum {_key_text(key)} in {self.path}")
 
     def _check(self, arr: np.ndarray, key) -> np.ndarray:
         if arr.shape != self.item_shape:

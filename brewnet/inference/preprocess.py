@@ -193,21 +193,9 @@ class Preprocessor:
     def datum_to_input(self, datum: caffe_pb2.Datum, what: str = "Datum") -> np.ndarray:
         """An LMDB Datum's image as the Data layer reads it: uint8 C×H×W (float32 for float_data),
         converted to the stored kind and size when it differs (with a warning)."""
-        if datum.encoded:
-            from ..data.image import decode_image_bytes
+        from ..data.image import datum_to_chw
 
-            arr = decode_image_bytes(datum.data, self.force_color, self.force_gray, what=what)
-        else:
-            shape = (datum.channels, datum.height, datum.width)
-            n = shape[0] * shape[1] * shape[2]
-            if len(datum.data):
-                if len(datum.data) != n:
-                    raise DataError(f"{what}: {len(datum.data)} bytes of data for shape {shape}")
-                arr = np.frombuffer(datum.data, dtype=np.uint8).reshape(shape)
-            else:
-                if len(datum.float_data) != n:
-                    raise DataError(f"{what}: {len(datum.float_data)} float values for shape {shape}")
-                arr = np.asarray(datum.float_data, dtype=np.float32).reshape(shape)
+        arr = datum_to_chw(datum, self.force_color, self.force_gray, what=what)
         if arr.shape == self.stored_shape:
             return arr
         if arr.dtype != np.uint8:
@@ -246,13 +234,6 @@ class Preprocessor:
         if first and self.warn:  # once per kind; the count is in conversions
             log.warning("warning: %s (further such images are converted and counted, not logged)",
                         self.messages[kind])
-
-
-def _to_chw(hwc: np.ndarray) -> np.ndarray:
-    """Pillow's H×W (grey) or H×W×3 (RGB) as Caffe's C×H×W (grey or BGR)."""
-    if hwc.ndim == 2:
-        return np.ascontiguousarray(hwc[None])  # (1, H, W)
-    return np.ascontiguousarray(hwc[:, :, ::-1].transpose(2, 0, 1))  # RGB HWC -> BGR CHW
 
 
 def _to_chw(hwc: np.ndarray) -> np.ndarray:
