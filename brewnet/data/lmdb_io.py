@@ -127,15 +127,51 @@ class DatumCursor:
 
 def read_datums(path: str, limit: int | None = None):
     """Yield (key, Datum) from an LMDB in key order (no wrap-around)."""
+    for i, (k, v) in enumerate(iter_records(path)):
+        if limit is not None and i >= limit:
+            break
+        yield k, parse_datum(v, k)
+
+
+def iter_records(path: str, window_bytes: int = 8 << 20):
+    """Yield (key, value) of every record in key order, without wrapping around.
+
+    LMDB's memory map keeps the pages it has read resident (counted in the process's RSS) while
+    the environment is open, so the environment is reopened after every ``window_bytes`` read:
+    reading a large LMDB once does not grow the RSS (the pages stay in the page cache)."""
+    last: bytes | None = None
+    more = True
+    while more:
+        env = acquire_env(path)
+        try:
+            with env.begin(buffers=False) as txn:
+                cur = txn.cursor()
+                more = cur.first() if last is None else cur.set_range(last)
+                if more and last is not None and cur.key() == last:
+                    more = cur.next()
+                read = 0
+                while more and read < window_bytes:
+                    key, value = cur.key(), cur.value()
+                    read += len(value)
+                    last = key
+                    yield key, value
+                    more = cur.next()
+        finally:
+            release_env(env)
+
+
+def read_record(path: str, key: bytes | str) -> bytes:
+    """One record's value by key (DataError when the LMDB has none)."""
+    key_bytes = key.encode("ascii") if isinstance(key, str) else key
     env = acquire_env(path)
     try:
         with env.begin() as txn:
-            for i, (k, v) in enumerate(txn.cursor()):
-                if limit is not None and i >= limit:
-                    break
-                yield k, parse_datum(v, k)
+            value = txn.get(key_bytes)
     finally:
         release_env(env)
+    if value is None:
+        raise DataError(f"{path}: no record with key {_key_text(key_bytes)}")
+    return value
 
 
 def count_records(path: str) -> int:

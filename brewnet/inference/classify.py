@@ -199,7 +199,7 @@ def sources_from_folder(folder: str) -> Sources:
 def sources_from_lmdb(path: str) -> Sources:
     """The Datum records of an LMDB in key order (as Caffe's Data layer reads them), with their
     labels; each item's source is ``path:key``."""
-    from ..data.lmdb_io import acquire_env, count_records, release_env
+    from ..data.lmdb_io import count_records, iter_records
 
     path = os.fspath(path)
     count = count_records(path)  # DataError when it is no LMDB
@@ -209,28 +209,8 @@ def sources_from_lmdb(path: str) -> Sources:
         encoded = bool(next(read_datums(path, limit=1))[1].encoded)
 
     def items(labels: list[str]) -> Iterator[Item]:
-        # The records are read through LMDB's memory map, whose pages stay resident (and count in
-        # the process's RSS) while the environment is open: reopen it after every MAP_WINDOW
-        # bytes so that a large LMDB does not grow the RSS (the pages are page cache either way).
-        last: bytes | None = None
-        more = True
-        while more:
-            env = acquire_env(path)
-            try:
-                with env.begin(buffers=False) as txn:
-                    cur = txn.cursor()
-                    more = cur.first() if last is None else cur.set_range(last)
-                    if more and last is not None and cur.key() == last:
-                        more = cur.next()
-                    read = 0
-                    while more and read < MAP_WINDOW:
-                        key, value = cur.key(), cur.value()
-                        read += len(value)
-                        last = key
-                        yield Item(f"{path}:{key.decode('ascii', 'replace')}", None, value)
-                        more = cur.next()
-            finally:
-                release_env(env)
+        for key, value in iter_records(path, MAP_WINDOW):  # a reopened map: RSS stays flat
+            yield Item(f"{path}:{key.decode('ascii', 'replace')}", None, value)
 
     return Sources("lmdb", path, count, items, True, decodes=encoded)
 
@@ -678,20 +658,10 @@ def load_source_image(source: str):
     if os.path.isfile(source):
         return Image.open(source)
     path, _, key = source.rpartition(":")
-    from ..data.lmdb_io import acquire_env, parse_datum, release_env
-    from ..data.image import decode_datum_image
-    from ..io import datum_to_array
+    from ..data.image import datum_to_chw
+    from ..data.lmdb_io import parse_datum, read_record
 
-    env = acquire_env(path)
-    try:
-        with env.begin() as txn:
-            value = txn.get(key.encode("ascii"))
-    finally:
-        release_env(env)
-    if value is None:
-        raise DataError(f"{source}: no such record")
-    datum = parse_datum(value, key)
-    chw = decode_datum_image(datum) if datum.encoded else datum_to_array(datum)  # (C, H, W), BGR
+    chw = datum_to_chw(parse_datum(read_record(path, key), key), what=source)  # (C, H, W), BGR
     chw = np.asarray(chw, dtype=np.uint8)
     if chw.shape[0] == 1:
         return Image.fromarray(chw[0])
