@@ -106,7 +106,8 @@ class PycaffeNetMixin:
         labels = np.asarray(labels)
         if labels.ndim == 1:
             labels = labels[:, None, None, None]
-        first.set_input_arrays(data, labels)
+        from .data import set_input_arrays
+        set_input_arrays(self, data, labels, layer=first.name)
 
     _set_input_arrays = set_input_arrays
 
