@@ -1,0 +1,17 @@
+"""brewnet's DIGITS server (``brewnet serve``): jobs as subprocesses of the brewnet CLI, a
+scheduler with resource slots, DIGITS' REST routes, brewnet's own ``/api/v1`` JSON API, a
+SQLAlchemy store (SQLite file by default, PostgreSQL by URL) and real authentication.
+
+Layout:
+    config.py        ServerConfig: the command line's settings and the limits
+    errors.py        ApiError / FormErrors: every bad request becomes a 4xx JSON answer
+    store/           SQLAlchemy models, the database and its Alembic migrations
+    auth.py          password hashing, API tokens, login sessions, CSRF tokens
+    jobs/            job states, job directories (job.json), task command lines, progress
+    scheduler.py     the queue, resource slots, subprocesses, abort/resume, restart recovery
+    digits/          DIGITS' forms, standard networks, solver arithmetic (epochs -> iterations)
+    inference.py     deploy bundles of snapshots, archives, classify-one in a worker process
+    service.py       what the routes do (shared by DIGITS' routes and /api/v1)
+    routes/          DIGITS' routes, /api/v1, accounts, Server-Sent Events
+    app.py           create_app(config): the FastAPI application
+"""
