@@ -520,3 +520,101 @@ def test_real_dataset_training_abort_resume_and_inference(config, db, tmp_path):
         for run in list(sched._running.values()):
             signal_group(run.proc.pid, signal.SIGKILL)
             run.proc.wait()
+
+
+SERVER_SCRIPT = """
+import asyncio, contextlib, sys
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+from brewnet.server.config import ServerConfig
+from brewnet.server.scheduler import Scheduler
+
+jobs_dir, url, job_id = sys.argv[1:4]
+try:
+    from brewnet.server.store.db import Database
+    db = Database(url)
+except ImportError:
+    class Db:
+        def __init__(self):
+            self.maker = sessionmaker(create_engine(url), expire_on_commit=False)
+        @contextlib.contextmanager
+        def session(self):
+            s = self.maker()
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+            finally:
+                s.close()
+    db = Db()
+
+async def main():
+    sched = Scheduler(ServerConfig(jobs_dir=jobs_dir, poll_interval_s=0.05), db)
+    await sched.start()
+    sched.submit(job_id)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_server_killed_mid_training_recovers_and_resumes(config, db, tmp_path):
+    """kill -9 of the server while a model trains: the trainer gets SIGTERM (PR_SET_PDEATHSIG),
+    snapshots and exits; the restarted scheduler marks the job Interrupted with that snapshot,
+    and a resume continues at its iteration."""
+    import subprocess
+    images = make_images(tmp_path / "images")
+    jobs = config.jobs_dir
+    ds = add_job(config, db, kind=states.DATASET, status=states.DONE)
+    subprocess.run(brewnet_argv("dataset", "create", str(images), str(jobs / ds), "--val-percent", "30",
+                                "--seed", "1"), check=True, capture_output=True)
+    model = add_job(config, db, dataset_id=ds, spec={"train_epochs": 1})
+    mdir = jobs / model
+    (mdir / "train_val.prototxt").write_text(TINY_NET.replace("{ds}", str(jobs / ds)))
+    (mdir / "solver.prototxt").write_text(SOLVER.format(max_iter=100000))
+    (mdir / "plan.json").write_text(json.dumps({"max_iter": 100000}))
+    server = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, str(jobs), db.url, model],
+                              stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and server.poll() is None:
+            recs, _ = read_metrics(mdir)
+            if recs and recs[-1]["iter"] >= 12:
+                break
+            time.sleep(0.1)
+        assert server.poll() is None, server.stderr.read().decode()[-3000:]
+        assert status(db, model) == states.RUNNING
+        trainer = get(db, model).pid
+        server.kill()
+        server.wait()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    sched = Scheduler(config, db, steps_override=lambda job, resume: steps_for(job, config, resume=resume),
+                      recovery_wait_s=60)
+    asyncio.run(sched.recover())
+    assert not pid_alive(trainer, mdir)
+    job = get(db, model)
+    assert job.status == states.INTERRUPTED
+    assert len(job.summary["snapshots"]) == 1        # written by the trainer on its SIGTERM
+    k = job.summary["snapshots"][0]["iteration"]
+    assert "Received SIGTERM" in (mdir / "log.txt").read_text()
+    (mdir / "solver.prototxt").write_text(SOLVER.format(max_iter=k + 5))
+    (mdir / "plan.json").write_text(json.dumps({"max_iter": k + 5}))
+    before, _ = read_metrics(mdir)
+    sched.resume(model)
+    try:
+        assert run_until(sched, lambda: status(db, model) in states.FINISHED, timeout=300)
+    finally:
+        for run in list(sched._running.values()):
+            signal_group(run.proc.pid, signal.SIGKILL)
+            run.proc.wait()
+    job = get(db, model)
+    assert job.status == states.DONE, job.error
+    after, _ = read_metrics(mdir)
+    assert [r["iter"] for r in after[len(before):] if r["phase"] == "train"][0] == k
+    assert [s["iteration"] for s in job.summary["snapshots"]] == [k, k + 5]
