@@ -78,7 +78,7 @@ def epoch_of(iteration: int, plan: dict, spec: dict) -> int | float | None:
     """DIGITS' epoch of snapshot N: round(N * train_epochs / max_iter, 3), an int when whole;
     N / iters_per_epoch when the plan has no max_iter."""
     max_iter = plan.get("max_iter")
-    epochs = spec.get("train_epochs")
+    epochs = spec.get("train_epochs") or plan.get("train_epochs")
     if max_iter and epochs:
         e = round(iteration * float(epochs) / float(max_iter), 3)
     elif plan.get("iters_per_epoch"):
@@ -318,6 +318,8 @@ class Scheduler:
         with self._lock:
             run = self._running.get(job_id)
             if run is not None:
+                if run.proc.poll() is not None and not run.steps:
+                    return False   # its last step has ended: the next tick records how
                 if not run.aborting:
                     run.aborting = True
                     grace = self.train_abort_grace_s if run.kind == states.MODEL else self.abort_grace_s
