@@ -216,17 +216,23 @@ def test_gpu_indices_and_cpu_slot_independence(config, db, sched):
 
 
 def test_model_waits_for_its_dataset(config, db, sched):
+    seen = []
+    sched.listeners.append(lambda d: seen.append((d["id"], d["status"])))
     ds = add_job(config, db, kind=states.DATASET)
     m = add_job(config, db, dataset_id=ds)
     sched.submit(ds)
     sched.submit(m)
     sched.tick()
     assert status(db, ds) == states.RUNNING and status(db, m) == states.WAITING
+    assert seen == [(ds, states.WAITING), (m, states.WAITING), (ds, states.RUNNING)]
     assert sched.queue()[0]["waiting_for"] == f"dataset {ds}"
     release(config, ds)
     assert run_until(sched, lambda: status(db, m) == states.RUNNING)
     release(config, m)
     assert run_until(sched, lambda: status(db, m) == states.DONE)
+    changes = [st for j, st in seen if j == m]     # progress updates repeat a status
+    assert [st for i, st in enumerate(changes) if i == 0 or changes[i - 1] != st] == \
+        [states.WAITING, states.RUNNING, states.DONE]
 
 
 def test_failed_dataset_aborts_its_models(config, db, sched):
