@@ -9,8 +9,12 @@ a last line without its trailing newline, in case it catches a write half way)::
 
 - ``iter``: the solver iteration the value belongs to (train values: the iteration whose forward
   pass produced them, as in Caffe's log; test values: the iteration at which testing ran).
-- ``phase``: ``"train"`` or ``"test"``; ``test_net`` (an int) is added when a solver has several
-  test nets and the net is not #0.
+- ``phase``: ``"train"``, ``"test"`` or ``"test_moving_bn"``; ``test_net`` (an int) is added when
+  a solver has several test nets and the net is not #0.  ``"test_moving_bn"`` (``brewnet train
+  -bn_recalibrate N``, unless ``-bn_compare off``): the same test outputs, at the same
+  iteration, computed with BatchNorm's moving averages as they stood (Caffe's numbers) just
+  before precise BN re-estimated them; the ``"test"`` records of that iteration are then the
+  numbers with the re-estimated statistics.  Without -bn_recalibrate there is only ``"test"``.
 - ``name``: a net output blob (``name[k]`` for element k of an output with several values),
   ``"smoothed_loss"`` (train: the loss Caffe displays, averaged over ``average_loss``
   iterations), ``"test_loss"`` (test, with ``test_compute_loss``), or ``"lr"`` (train).

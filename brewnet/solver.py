@@ -134,6 +134,26 @@ def _device_of(device) -> torch.device:
     return torch.device(device if device is not None else runtime.default_device())
 
 
+def _bn_statistics(bn) -> tuple:
+    """A copy of a BatchNorm layer's statistics (running mean and variance, BVLC's factor,
+    NVCaffe's average weight), for Solver.test_all's run with the moving averages."""
+    factor = getattr(bn, "factor", None)
+    return (bn.running_mean.detach().clone(), bn.running_var.detach().clone(),
+            None if factor is None else factor.detach().clone(), getattr(bn, "weight_sum", None))
+
+
+def _set_bn_statistics(bns, stats) -> None:
+    """Copy statistics from :func:`_bn_statistics` back in place (test nets share the tensors)."""
+    with torch.no_grad():
+        for bn, (mean, var, factor, weight_sum) in zip(bns, stats):
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            if factor is not None:
+                bn.factor.copy_(factor)
+            if weight_sum is not None:
+                bn.weight_sum = weight_sum
+
+
 class _Group:
     """Parameters sharing (lr_mult, decay_mult): updated by one run of foreach operations."""
 
@@ -195,7 +215,11 @@ class Solver:
         self.last_test_scores: list[OrderedDict] = []
         #: precise BatchNorm before tests and snapshots (see recalibrate_batchnorm); 0 = Caffe's
         self.bn_recalibrate = 0
+        #: with bn_recalibrate: also test with the moving averages first (phase "test_moving_bn")
+        self.bn_compare = True
         self._recalibrated_at = -1
+        self._moving_bn_stats = None  # (iteration, statistics) replaced by the last re-estimation
+        self.last_moving_bn_scores: list[OrderedDict] = []
         self._callbacks: list[tuple] = []  # pycaffe's add_callback: (on_start, on_gradients_ready)
         self._init_train_net()
         self._init_test_nets()
@@ -528,9 +552,11 @@ class Solver:
         if self.bn_recalibrate <= 0 or self._recalibrated_at == self.iter:
             return
         push_host_writes()
-        bns = [layer for layer in self.net.layers if layer.type == "BatchNorm" and not layer.use_global_stats]
+        bns = self._recalibrated_layers()
         if not bns:
             return
+        if self.bn_compare:  # a test at this iteration still reports the moving averages
+            self._moving_bn_stats = (self.iter, [_bn_statistics(bn) for bn in bns])
         for bn in bns:
             bn.begin_recalibration()
         try:
@@ -544,19 +570,57 @@ class Solver:
         log.info("Iteration %d, BatchNorm statistics re-estimated over %d batches (%d layers)",
                  self.iter, self.bn_recalibrate, len(bns))
 
+    def _recalibrated_layers(self) -> list:
+        """The train net's BatchNorm layers whose statistics precise BN re-estimates."""
+        return [layer for layer in self.net.layers if layer.type == "BatchNorm" and not layer.use_global_stats]
+
     def test_all(self) -> list[OrderedDict]:
+        """Run every test net; returns (and keeps in ``last_test_scores``) their scores.
+
+        With ``bn_recalibrate`` > 0 the BatchNorm statistics are re-estimated first; with
+        ``bn_compare`` (the default) the test nets also run, before that, with the statistics
+        as they stood (Caffe's moving averages), written to the metrics as phase
+        ``"test_moving_bn"`` and kept in ``last_moving_bn_scores``: both numbers, so the
+        effect of precise BN is visible at every test.  A snapshot at this iteration may have
+        re-estimated them already; the moving averages it replaced are then put back for that
+        run and restored afterwards."""
+        self.last_moving_bn_scores = []
+        bns = self._recalibrated_layers() if self.bn_recalibrate > 0 and self.bn_compare else []
+        if bns:
+            if self._recalibrated_at != self.iter:
+                self.last_moving_bn_scores = self._test_nets("test_moving_bn")
+            elif self._moving_bn_stats is not None and self._moving_bn_stats[0] == self.iter:
+                now = [_bn_statistics(bn) for bn in bns]
+                _set_bn_statistics(bns, self._moving_bn_stats[1])
+                try:
+                    self.last_moving_bn_scores = self._test_nets("test_moving_bn")
+                finally:
+                    _set_bn_statistics(bns, now)
         self.recalibrate_batchnorm()
-        self.last_test_scores = []
+        self.last_test_scores = self._test_nets("test")
+        return self.last_test_scores
+
+    def _test_nets(self, phase: str) -> list[OrderedDict]:
+        scores = []
         for i in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break
-            self.last_test_scores.append(self.test(i))
-        return self.last_test_scores
+            scores.append(self.test(i, phase=phase))
+        return scores
 
-    def test(self, test_net_id: int = 0) -> OrderedDict:
-        """Run test net ``test_net_id`` for its test_iter batches; return {output: mean}."""
+    def test(self, test_net_id: int = 0, phase: str = "test") -> OrderedDict:
+        """Run test net ``test_net_id`` for its test_iter batches; return {output: mean}.
+        ``phase``: the metrics records' phase ("test", or "test_moving_bn" for test_all's run
+        with BatchNorm's moving averages before precise BN re-estimates them)."""
         p = self.param
-        log.info("Iteration %d, Testing net (#%d)", self.iter, test_net_id)
+        if phase == "test_moving_bn":
+            log.info("Iteration %d, Testing net (#%d) with BatchNorm's moving averages "
+                     "(before re-estimating them)", self.iter, test_net_id)
+        elif self.bn_recalibrate > 0 and self._recalibrated_at == self.iter:
+            log.info("Iteration %d, Testing net (#%d) with re-estimated BatchNorm statistics",
+                     self.iter, test_net_id)
+        else:
+            log.info("Iteration %d, Testing net (#%d)", self.iter, test_net_id)
         net = self.test_nets[test_net_id]
         net.share_with(self.net)
         n_iter = p.test_iter[test_net_id] if test_net_id < len(p.test_iter) else 0
@@ -592,7 +656,7 @@ class Solver:
             tl = float(loss_sum) / n_iter if loss_sum is not None and n_iter else 0.0
             log.info("Test loss: %s", _fmt(tl))
             if self.metrics is not None:
-                self.metrics.write(self.iter, "test", "test_loss", tl, lr=lr, **extra)
+                self.metrics.write(self.iter, phase, "test_loss", tl, lr=lr, **extra)
         scores: OrderedDict = OrderedDict()
         idx = 0
         if sums is not None:
@@ -606,7 +670,7 @@ class Solver:
                     log.info("    Test net output #%d: %s = %s%s", idx, name, _fmt(mean), ex)
                     idx += 1
                     if self.metrics is not None:
-                        self.metrics.write(self.iter, "test", key, mean, lr=lr, **extra)
+                        self.metrics.write(self.iter, phase, key, mean, lr=lr, **extra)
         return scores
 
     # ----- the update --------------------------------------------------------------------------

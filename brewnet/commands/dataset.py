@@ -2,9 +2,14 @@
 
 SOURCE: a folder of class sub-folders, a list file ("path label" lines) or a folder of IDX files
 (MNIST/Fashion-MNIST: ``train-*`` -> train and val, ``t10k-*`` -> test).  OUTDIR receives
-train_db/, val_db/, test_db/ (non-empty splits), labels.txt, mean.binaryproto, summary.json and
-summary.txt.  Defaults: --val-percent 25 (folders, list files) or 10 (IDX); colour and PNG for
-images, grey and raw (none) for IDX.
+train_db/, val_db/, test_db/ and train.txt, val.txt, test.txt (non-empty splits), labels.txt,
+mean.binaryproto, mean.jpg, summary.json and summary.txt.  Defaults: --val-percent 25 (folders,
+list files) or 10 (IDX); colour and PNG for images, grey and raw (none) for IDX.
+
+DIGITS' options: -val-folder/-test-folder (a folder SOURCE's separate sets), -val-list/-test-list,
+-labels, -list-root/-val-list-root/-test-list-root (list files), -digits-labels (folder class
+names with '_' as a space), -{val,test}-{min,max}-per-class.  A separate set replaces that
+split's percentage.
 """
 from __future__ import annotations
 
@@ -51,6 +56,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag(p, "seed", type=int, default=None, help="random seed (default: random, recorded in summary.json)")
     flag(p, "workers", type=int, default=0, help="image loading threads (default: up to 8)")
     p.add_argument("--overwrite", action="store_true", help="replace existing *_db folders in OUTDIR")
+    d = p.add_argument_group("DIGITS' separate sets and list files (the percentage is then ignored for that split)")
+    flag(d, "val-folder", default=None, metavar="DIR",
+         help="a folder SOURCE's validation set: a folder with the same class sub-folders")
+    flag(d, "test-folder", default=None, metavar="DIR", help="the same for the test set")
+    flag(d, "val-list", default=None, metavar="FILE",
+         help="a list-file SOURCE's validation set: 'path label' lines with the same label indices")
+    flag(d, "test-list", default=None, metavar="FILE", help="the same for the test set")
+    flag(d, "labels", default=None, metavar="FILE",
+         help="class names of list files: line i+1 names label i (default: a labels.txt beside the "
+              "list, else 0..N-1)")
+    flag(d, "list-root", default=None, metavar="DIR",
+         help="prefix of relative paths in the train list (default: the list's folder)")
+    flag(d, "val-list-root", default=None, metavar="DIR", help="the same for -val-list")
+    flag(d, "test-list-root", default=None, metavar="DIR", help="the same for -test-list")
+    flag(d, "digits-labels", action="store_true", default=False,
+         help="name folder classes as DIGITS did: the sub-folder name with '_' replaced by a space")
+    for split in ("val", "test"):
+        flag(d, f"{split}-min-per-class", type=int, default=0,
+             help=f"a separate {split} set: classes with fewer images get no {split} images")
+        flag(d, f"{split}-max-per-class", type=int, default=None,
+             help=f"a separate {split} set: keep at most this many images per class")
     parser.set_defaults(_dataset_parser=parser)
 
 
@@ -59,15 +85,26 @@ def run(args) -> int:
         args._dataset_parser.print_help()
         return 2
     from ..data.builder import create_dataset
-    if args.max_per_class is not None and args.max_per_class <= 0:
-        raise DataError("--max-per-class must be positive")
+    for name in ("max_per_class", "val_max_per_class", "test_max_per_class"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise DataError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("val_min_per_class", "test_min_per_class"):
+        if getattr(args, name) < 0:
+            raise DataError(f"--{name.replace('_', '-')} must be 0 or more")
     summary = create_dataset(
         args.source, args.outdir, val_percent=args.val_percent, test_percent=args.test_percent,
         min_per_class=args.min_per_class, max_per_class=args.max_per_class, color=args.color,
         resize=args.resize, resize_mode=args.resize_mode, encoding=args.encoding, shuffle=args.shuffle,
-        seed=args.seed, workers=args.workers, overwrite=args.overwrite)
+        seed=args.seed, workers=args.workers, overwrite=args.overwrite,
+        val_folder=args.val_folder, test_folder=args.test_folder, val_list=args.val_list,
+        test_list=args.test_list, labels_file=args.labels, list_root=args.list_root,
+        val_list_root=args.val_list_root, test_list_root=args.test_list_root,
+        digits_labels=args.digits_labels, val_min_per_class=args.val_min_per_class,
+        val_max_per_class=args.val_max_per_class, test_min_per_class=args.test_min_per_class,
+        test_max_per_class=args.test_max_per_class)
     from ..data.builder import summary_text
     print(summary_text(summary), end="")
     print(f"wrote {args.outdir}: " + ", ".join(f"{k}_db ({v['total']})" for k, v in summary["splits"].items())
-          + ", labels.txt, mean.binaryproto, summary.json, summary.txt")
+          + ", " + ", ".join(f"{k}.txt" for k in summary["splits"])
+          + ", labels.txt, mean.binaryproto, mean.jpg, summary.json, summary.txt")
     return 0

@@ -3,11 +3,13 @@
     brewnet train -solver S [-weights a.caffemodel[,b...]] [-snapshot s.solverstate]
                   [-gpu 0|all] [-iterations N] [-level L] [-stage a,b]
                   [-sigint_effect stop|snapshot|none] [-sighup_effect stop|snapshot|none]
+                  [-metrics FILE] [-bn_recalibrate N [-bn_compare on|off]]
 
 The log is Caffe's (``Iteration 100, lr = 0.01``, ``Iteration 100 (...), loss = 0.53``,
 ``Iteration 100, Testing net (#0)``, ``Test net output #0: accuracy = 0.87``); the same numbers go
 to ``<snapshot_prefix>_metrics.jsonl`` as JSON lines (see brewnet.metrics).  A progress bar is
-drawn on stderr when it is a terminal.
+drawn on stderr when it is a terminal, and progress lines go to ``$BREWNET_PROGRESS_FILE`` when
+it is set (brewnet.progress_file: task "train", done = iteration, total = max_iter).
 
 SIGINT and SIGTERM follow ``-sigint_effect`` (default ``stop``: finish the current iteration,
 write a snapshot and exit 0); SIGHUP follows ``-sighup_effect`` (default ``snapshot``: write a
@@ -46,6 +48,9 @@ def add_arguments(parser) -> None:
     flag(parser, "bn_recalibrate", type=int, default=0, metavar="N",
          help="before each test and snapshot, re-estimate BatchNorm statistics over N training "
               "batches (precise BN; default 0: Caffe's moving averages as they are)")
+    flag(parser, "bn_compare", default="on", choices=("on", "off"),
+         help="with -bn_recalibrate: also test with the moving averages before re-estimating them, "
+              "metrics phase test_moving_bn (default on: both numbers at every test)")
 
 
 class _Signals:
@@ -125,6 +130,25 @@ class _Progress:
         self.filter(None)
 
 
+class _ProgressLines:
+    """``$BREWNET_PROGRESS_FILE`` lines for the solver's progress callback: task "train", done =
+    the iteration, total = max_iter (brewnet.progress_file throttles them); chains to the
+    terminal bar when there is one."""
+
+    def __init__(self, file, max_iter: int, then=None):
+        self.file = file
+        self.max_iter = int(max_iter)
+        self.then = then
+
+    def __call__(self, it, start, stop) -> None:
+        self.file.update("train", it, self.max_iter)
+        if self.then is not None:
+            self.then(it, start, stop)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def _warn_about_batchnorm_pitfalls(solver) -> None:
     """`brewnet lint`'s BatchNorm findings for the train net, as warnings before training starts
     (the user may mean them; nothing is changed)."""
@@ -178,6 +202,7 @@ def run(args) -> int:
     solver = solver_class(param.type or "SGD")(args.solver, device=device, param=param)
     apply_speed_flags([solver.net, *solver.test_nets], args)
     solver.bn_recalibrate = args.bn_recalibrate
+    solver.bn_compare = args.bn_compare == "on"
     _warn_about_batchnorm_pitfalls(solver)
 
     weights = [w.strip() for w in args.weights.split(",") if w.strip()]
@@ -194,6 +219,12 @@ def run(args) -> int:
         solver.progress = progress
         for h in logging.getLogger().handlers:
             h.addFilter(progress.filter)
+    from ..progress_file import from_env
+    lines = None
+    pfile = from_env()
+    if pfile is not None:
+        lines = _ProgressLines(pfile, solver.param.max_iter, then=progress)
+        solver.progress = lines
     try:
         with _Signals(args.sigint_effect, args.sighup_effect) as sigs:
             solver.set_action_function(sigs.action)
@@ -202,6 +233,8 @@ def run(args) -> int:
             solver.solve(args.snapshot or None)
     finally:
         metrics.close()
+        if lines is not None:
+            lines.close()
         if progress is not None:
             progress.close()
             for h in logging.getLogger().handlers:

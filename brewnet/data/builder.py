@@ -1,8 +1,11 @@
 """``brewnet dataset create``: build Caffe LMDBs the way DIGITS does.
 
 SOURCE is one of
-- a folder of class sub-folders (class names sorted; images found recursively in each),
-- a list file of "path label" lines (paths relative to the list file's folder unless absolute),
+- a folder of class sub-folders (class names sorted; images found recursively in each; with
+  ``digits_labels`` the names are DIGITS': ``_`` in a folder name becomes a space),
+- a list file of "path label" lines (relative paths joined to ``list_root``, else to the list
+  file's folder; class names from ``labels_file``, line i+1 naming label i, else a labels.txt
+  beside the list, else "0".."N-1"),
 - a folder holding IDX files (MNIST / Fashion-MNIST): ``train-*`` gives the train and validation
   sets, ``t10k-*`` the test set; classes are named 0..9 (Fashion-MNIST's names when the folder's
   path says "fashion").
@@ -13,9 +16,20 @@ percentages (``round(n·(100−val−test)/100)`` train, up to ``round(n·(100�
 rest test).  Each split is shuffled and written with keys ``%08d`` as Datums: uint8 C×H×W, BGR for
 colour (or encoded PNG/JPEG bytes of the RGB image, which Caffe decodes to BGR), with the label.
 
+DIGITS' separate sets: ``val_folder`` / ``test_folder`` (folders with the train folder's class
+sub-folders; sub-folders of unknown classes are skipped with a warning) or ``val_list`` /
+``test_list`` (list files with the train list's label indices; relative paths joined to
+``val_list_root`` / ``test_list_root``, else to the list's folder) give that split instead of
+the percentage, which is then ignored.  Their ``{val,test}_{min,max}_per_class`` work per class
+as the train set's do, except that a class below the minimum only loses that split's images (the
+classes come from the train set).
+
 OUTDIR gets ``train_db/``, ``val_db/``, ``test_db/`` (non-empty splits only), ``labels.txt``,
-``mean.binaryproto`` (the train set's mean image, 1×C×H×W, in stored channel order) and
-``summary.json`` / ``summary.txt`` (counts per class and split, skipped files).
+``train.txt`` / ``val.txt`` / ``test.txt`` (``<absolute image path> <label>`` per record, in LMDB
+order; IDX records are named ``<images file>#<index>``), ``mean.binaryproto`` (the train set's
+mean image, 1×C×H×W, in stored channel order), ``mean.jpg`` (the same mean as a W×H JPEG image,
+RGB or grey, as DIGITS showed it) and ``summary.json`` / ``summary.txt`` (image size and
+channels, resize mode, encoding, counts per class and split, skipped files).
 """
 from __future__ import annotations
 
@@ -57,39 +71,97 @@ class BuildOptions:
     workers: int = 0
     overwrite: bool = False
     stream: object = None              # progress and warnings (default stderr)
+    # DIGITS' separate validation and test sets (the percentage is then ignored for that split)
+    val_folder: str | None = None
+    test_folder: str | None = None
+    val_list: str | None = None
+    test_list: str | None = None
+    labels_file: str | None = None     # list files: line i+1 names label i
+    list_root: str | None = None       # prefix of relative paths in the train list
+    val_list_root: str | None = None
+    test_list_root: str | None = None
+    digits_labels: bool = False        # folder classes named as DIGITS did ('_' -> ' ')
+    val_min_per_class: int = 0
+    val_max_per_class: int | None = None
+    test_min_per_class: int = 0
+    test_max_per_class: int | None = None
 
 
 @dataclasses.dataclass
 class Sample:
     ref: object  # a file path, or an index into an IDX array
     label: int
-    pool: str = "train"  # IDX: which array ('train' or 'test')
+    pool: str = "train"  # the set it came from: 'train' (split by percent), 'val' or 'test'
+    name: str = ""       # what train.txt/val.txt/test.txt call it (default: the path)
+
+    def listed(self) -> str:
+        return self.name or os.path.abspath(str(self.ref))
 
 
-def _collect_folder(folder: str):
-    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
-                     and not d.startswith("."))
+def _class_dirs(folder: str) -> list[str]:
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: folder not found")
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
+                  and not d.startswith("."))
+
+
+def _folder_images(folder: str, label: int, pool: str) -> list[Sample]:
+    samples = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for f in sorted(files):
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                samples.append(Sample(os.path.join(root, f), label, pool))
+    return samples
+
+
+def digits_label(folder_name: str) -> str:
+    """DIGITS' class name for a class sub-folder: its name with ``_`` replaced by a space."""
+    return folder_name.replace("_", " ")
+
+
+def _collect_folder(folder: str, digits_labels: bool = False):
+    classes = _class_dirs(folder)
     if not classes:
         raise DataError(f"{folder}: no class sub-folders found (and no IDX files)")
     samples = []
     for label, name in enumerate(classes):
-        for root, dirs, files in os.walk(os.path.join(folder, name)):
-            dirs.sort()
-            for f in sorted(files):
-                if f.lower().endswith(IMAGE_EXTENSIONS):
-                    samples.append(Sample(os.path.join(root, f), label))
-    return classes, samples
+        samples += _folder_images(os.path.join(folder, name), label, "train")
+    names = [digits_label(c) for c in classes] if digits_labels else list(classes)
+    return names, samples, classes
 
 
-def _collect_list(path: str):
+def _read_labels_file(path: str) -> list[str]:
+    if not os.path.isfile(path):
+        raise DataError(f"labels file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        names = [ln.strip() for ln in f if ln.strip()]
+    if not names:
+        raise DataError(f"labels file is empty: {path}")
+    return names
+
+
+def _list_samples(path: str, root: str | None, pool: str) -> list[Sample]:
+    """The samples of a "path label" list: relative paths joined to ``root`` (default: the
+    list's folder)."""
     from .sources import read_list_file
-    base = os.path.dirname(os.path.abspath(path))
+    if root is not None and not os.path.isdir(root):
+        raise DataError(f"list root folder not found: {root}")
+    base = root if root is not None else os.path.dirname(os.path.abspath(path))
     lines = read_list_file(path, where="dataset")
-    samples = [Sample(p if os.path.isabs(p) else os.path.join(base, p), lab) for p, lab in lines]
-    if any(s.label < 0 for s in samples):
-        raise DataError(f"{path}: labels must be non-negative integers")
+    samples = [Sample(p if os.path.isabs(p) else os.path.join(base, p), lab, pool) for p, lab in lines]
+    bad = next((s for s in samples if s.label < 0), None)
+    if bad is not None:
+        raise DataError(f"{path}: labels must be non-negative integers (got {bad.label} for {bad.ref})")
+    return samples
+
+
+def _collect_list(path: str, root: str | None = None, labels_file: str | None = None):
+    samples = _list_samples(path, root, "train")
     n = max(s.label for s in samples) + 1
-    names_file = os.path.join(base, "labels.txt")
+    if labels_file:
+        return _read_labels_file(labels_file), samples
+    names_file = os.path.join(os.path.dirname(os.path.abspath(path)), "labels.txt")
     names = [str(i) for i in range(n)]
     if os.path.isfile(names_file):
         given = [ln.strip() for ln in open(names_file, encoding="utf-8") if ln.strip()]
@@ -120,13 +192,24 @@ class DatasetBuilder:
 
     # ----- collecting and splitting ---------------------------------------------------------
     def collect(self):
+        """(class names, samples): the train set's samples (pool "train") and those of separate
+        validation and test sets (pools "val", "test")."""
         src = self.source
+        o = self.o
         if not os.path.exists(src):
             raise DataError(f"dataset source not found: {src}")
+        folders = [f for f, v in (("--val-folder", o.val_folder), ("--test-folder", o.test_folder)) if v]
+        lists = [f for f, v in (("--val-list", o.val_list), ("--test-list", o.test_list),
+                                ("--labels", o.labels_file), ("--list-root", o.list_root),
+                                ("--val-list-root", o.val_list_root),
+                                ("--test-list-root", o.test_list_root)) if v]
         if os.path.isdir(src):
             sets = find_idx_sets(src)
             if sets:
                 self.kind = "idx"
+                if folders or lists:
+                    raise DataError(f"{src} holds IDX files: {', '.join(folders + lists)} "
+                                    "apply to image folders and list files only")
                 if "train" not in sets:
                     raise DataError(f"{src}: IDX test files found but no train-* files")
                 for name, (im, lb) in sets.items():
@@ -135,13 +218,48 @@ class DatasetBuilder:
                 names = [str(i) for i in range(n)]
                 if n == 10 and "fashion" in os.path.abspath(src).lower():
                     names = list(FASHION_MNIST_CLASSES)
-                samples = [Sample(i, int(lab), pool) for pool, (_, labels) in self.idx_arrays.items()
-                           for i, lab in enumerate(labels)]
+                samples = [Sample(i, int(lab), pool, f"{os.path.abspath(sets[pool][0])}#{i}")
+                           for pool, (_, labels) in self.idx_arrays.items() for i, lab in enumerate(labels)]
                 return names, samples
             self.kind = "folder"
-            return _collect_folder(src)
+            if lists:
+                raise DataError(f"{', '.join(lists)}: for a list-file SOURCE; a folder SOURCE takes "
+                                "--val-folder / --test-folder")
+            names, samples, dirs = _collect_folder(src, o.digits_labels)
+            for pool, folder in (("val", o.val_folder), ("test", o.test_folder)):
+                if folder:
+                    samples += self._extra_folder(folder, dirs, pool)
+            return names, samples
         self.kind = "list"
-        return _collect_list(src)
+        if folders:
+            raise DataError(f"{', '.join(folders)}: for a folder SOURCE; a list-file SOURCE takes "
+                            "--val-list / --test-list")
+        names, samples = _collect_list(src, o.list_root, o.labels_file)
+        for pool, path, root in (("val", o.val_list, o.val_list_root), ("test", o.test_list, o.test_list_root)):
+            if path:
+                samples += _list_samples(path, root, pool)
+        n = max(s.label for s in samples) + 1
+        if o.labels_file:
+            bad = next((s for s in samples if s.label >= len(names)), None)
+            if bad is not None:
+                raise DataError(f"{bad.ref}: label {bad.label}, but {o.labels_file} names only "
+                                f"{len(names)} labels (0..{len(names) - 1})")
+        elif len(names) < n:
+            names = [str(i) for i in range(n)]
+        return names, samples
+
+    def _extra_folder(self, folder: str, class_dirs: list[str], pool: str) -> list[Sample]:
+        """A separate val/test folder: its sub-folders named as the train folder's classes."""
+        found = _class_dirs(folder)
+        if not found:
+            raise DataError(f"{folder}: no class sub-folders found (--{pool}-folder)")
+        samples = []
+        for d in found:
+            if d not in class_dirs:
+                self.log(f"dataset: skipping {os.path.join(folder, d)}: the train folder has no class '{d}'")
+                continue
+            samples += _folder_images(os.path.join(folder, d), class_dirs.index(d), pool)
+        return samples
 
     def plan(self):
         o = self.o
@@ -149,8 +267,13 @@ class DatasetBuilder:
         idx = self.kind == "idx"
         val_pct = o.val_percent if o.val_percent is not None else (10.0 if idx else 25.0)
         test_pct = o.test_percent
-        if idx and "test" in self.idx_arrays:
-            test_pct = 0.0  # the t10k files are the test set
+        # a separate set replaces the percentage (the t10k files are IDX's test set)
+        self.separate = {"val": o.val_folder or o.val_list,
+                         "test": o.test_folder or o.test_list or (idx and "test" in self.idx_arrays)}
+        if self.separate["val"]:
+            val_pct = 0.0
+        if self.separate["test"]:
+            test_pct = 0.0
         if not (0 <= val_pct <= 100 and 0 <= test_pct <= 100 and val_pct + test_pct <= 100):
             raise DataError(f"--val-percent {val_pct} and --test-percent {test_pct} must be between 0 and "
                             "100 and add up to at most 100")
@@ -174,6 +297,8 @@ class DatasetBuilder:
             raise DataError("no class has enough images")
         relabel = {old: new for new, old in enumerate(kept_labels)}
         self.class_names = [names[i] for i in kept_labels]
+        limits = {"train": (o.min_per_class, o.max_per_class), "val": (o.val_min_per_class, o.val_max_per_class),
+                  "test": (o.test_min_per_class, o.test_max_per_class)}
         splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
         for (pool, label), items in sorted(by_class.items(), key=lambda kv: (kv[0][0], kv[0][1])):
             if label not in relabel:
@@ -181,12 +306,18 @@ class DatasetBuilder:
             items = list(items)
             if o.shuffle:
                 items = [items[i] for i in rng.permutation(len(items))]
-            if o.max_per_class:
-                items = items[:o.max_per_class]
+            # IDX's t10k set: the train set's maximum, no minimum (as before separate sets existed)
+            low, high = limits[pool] if self.kind != "idx" else (0, o.max_per_class)
+            if high:
+                items = items[:high]
             for s in items:
                 s.label = relabel[label]
-            if pool == "test":
-                splits["test"].extend(items)
+            if pool != "train":
+                if len(items) < (low or 0):
+                    self.log(f"dataset: no {pool} images of class '{names[label]}': {len(items)} images, "
+                             f"fewer than --{pool}-min-per-class {low}")
+                    continue
+                splits[pool].extend(items)
                 continue
             a, b = three_way_split(len(items), val_pct, test_pct)
             splits["train"].extend(items[:a])
@@ -253,6 +384,9 @@ class DatasetBuilder:
                 if not o.overwrite:
                     raise DataError(f"{db} already exists (choose a new OUTDIR or pass --overwrite)")
                 shutil.rmtree(db)
+            listed = os.path.join(self.outdir, f"{split}.txt")
+            if os.path.exists(listed) and o.overwrite:
+                os.unlink(listed)  # an old run's list of a split this run may leave empty
         self.shape = None
         self.shape_from = None
         counts: dict[str, dict[str, int]] = {}
@@ -265,6 +399,7 @@ class DatasetBuilder:
                 if not items:
                     continue
                 per_class = [0] * len(self.class_names)
+                listed: list[str] = []  # "<path> <label>" of each record, in LMDB order
                 path = os.path.join(self.outdir, f"{split}_db")
                 seeds = self.rng.integers(0, 2**63 - 1, size=len(items))
                 progress = Progress(len(items), f"{split}_db", self.stream)
@@ -290,6 +425,7 @@ class DatasetBuilder:
                                 datum.data = data
                                 datum.encoded = True
                             writer.put(datum)
+                            listed.append(f"{s.listed()} {s.label}\n")
                             per_class[s.label] += 1
                             if split == "train":
                                 mean_sum = chw.astype(np.float64) if mean_sum is None else mean_sum + chw
@@ -298,6 +434,7 @@ class DatasetBuilder:
                 if writer.count == 0:
                     shutil.rmtree(path, ignore_errors=True)
                     raise DataError(f"no image of the {split} split could be read")
+                _write_text_atomic(os.path.join(self.outdir, f"{split}.txt"), "".join(listed))
         finally:
             if pool:
                 pool.shutdown()
@@ -305,6 +442,7 @@ class DatasetBuilder:
         n_train = sum(counts["train"].values())
         mean = (mean_sum / n_train).astype(np.float32)[None]
         fileio.write_binaryproto(mean, os.path.join(self.outdir, "mean.binaryproto"))
+        write_mean_jpg(mean[0], os.path.join(self.outdir, "mean.jpg"))
         with open(os.path.join(self.outdir, "labels.txt"), "w", encoding="utf-8") as f:
             f.write("".join(f"{n}\n" for n in self.class_names))
         summary = {
@@ -316,9 +454,17 @@ class DatasetBuilder:
             "resize_mode": o.resize_mode if o.resize else None,
             "val_percent": self.val_pct, "test_percent": self.test_pct,
             "min_per_class": o.min_per_class, "max_per_class": o.max_per_class,
+            # where each split came from: the source's split by percent, or a separate set
+            "sets": {"train": os.path.abspath(self.source),
+                     "val": _abs_or_none(o.val_folder or o.val_list),
+                     "test": _abs_or_none(o.test_folder or o.test_list)},
+            "per_split_limits": {"val": {"min": o.val_min_per_class, "max": o.val_max_per_class},
+                                 "test": {"min": o.test_min_per_class, "max": o.test_max_per_class}},
+            "digits_labels": o.digits_labels,
             "shuffle": o.shuffle, "seed": o.seed,
             "splits": {k: {"total": sum(v.values()), "per_class": v,
-                           "db": f"{k}_db"} for k, v in counts.items()},
+                           "db": f"{k}_db", "list": f"{k}.txt"} for k, v in counts.items()},
+            "files": {"labels": "labels.txt", "mean": "mean.binaryproto", "mean_image": "mean.jpg"},
             "skipped": self.skipped,
         }
         with open(os.path.join(self.outdir, "summary.json"), "w", encoding="utf-8") as f:
@@ -339,6 +485,30 @@ class DatasetBuilder:
             raise DataError(f"image {s.ref} is {chw.shape[2]}x{chw.shape[1]} with {chw.shape[0]} channel(s), but "
                             f"{self.shape_from} is {self.shape[2]}x{self.shape[1]} with {self.shape[0]}; "
                             "give --resize WxH so all images have one size")
+
+
+def _abs_or_none(path: str | None) -> str | None:
+    return os.path.abspath(path) if path else None
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_mean_jpg(mean_chw: np.ndarray, path: str) -> None:
+    """The mean image (C, H, W) in stored order (BGR or grey) as a W×H JPEG, RGB or grey, rounded
+    to 0..255 — the picture of the mean DIGITS showed beside the dataset."""
+    a = np.clip(np.rint(np.asarray(mean_chw, dtype=np.float64)), 0, 255).astype(np.uint8)
+    if a.shape[0] == 1:
+        im = Image.fromarray(a[0])  # grey (L)
+    else:
+        im = Image.fromarray(np.ascontiguousarray(a[::-1].transpose(1, 2, 0)))  # BGR -> RGB
+    tmp = f"{path}.tmp-{os.getpid()}"
+    im.save(tmp, "JPEG", quality=90)
+    os.replace(tmp, path)
 
 
 def summary_text(summary: dict) -> str:

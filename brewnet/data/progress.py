@@ -1,4 +1,6 @@
-"""Progress reporting: a bar on a terminal, plain periodic lines otherwise (logs, the web app)."""
+"""Progress reporting: a bar on a terminal, plain periodic lines otherwise (logs, the web app),
+and JSON lines in ``$BREWNET_PROGRESS_FILE`` when it is set (brewnet.progress_file; the task is
+the label)."""
 from __future__ import annotations
 
 import sys
@@ -7,6 +9,8 @@ import time
 
 class Progress:
     def __init__(self, total: int, label: str, stream=None, every_s: float = 5.0):
+        from ..progress_file import from_env
+
         self.total = max(0, int(total))
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
@@ -16,11 +20,16 @@ class Progress:
         self.every_s = every_s
         self._last_t = 0.0 if self.tty else self.start
         self._last_pct = 0
+        self.file = from_env()
+        if self.file is not None:
+            self.file.update(self.label, 0, self.total)
 
     def update(self, n: int = 1) -> None:
         self.done += n
         now = time.monotonic()
         pct = int(100 * self.done / self.total) if self.total else 100
+        if self.file is not None:
+            self.file.update(self.label, self.done, self.total)
         if self.tty:
             if now - self._last_t >= 0.1 or self.done >= self.total:
                 width = 30
@@ -36,6 +45,9 @@ class Progress:
             self._last_t, self._last_pct = now, pct
 
     def close(self) -> None:
+        if self.file is not None:
+            self.file.close()  # writes the final numbers if throttling held them back
+            self.file = None
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
