@@ -92,6 +92,8 @@ def test_dataset_create_and_train_write_progress(tmp_path, monkeypatch, capsys):
     src = _folder(tmp_path / "src")
     assert main(["dataset", "create", str(src), str(tmp_path / "ds"), "-seed", "1", "-val-percent", "50"]) == 0
     recs = read_progress_file(path)
+    # both splits are announced before any is written
+    assert [(r["task"], r["done"], r["total"]) for r in recs[:2]] == [("train_db", 0, 6), ("val_db", 0, 6)]
     final = {r["task"]: r for r in recs}
     assert final["train_db"]["done"] == final["train_db"]["total"] == 6
     assert final["val_db"]["done"] == final["val_db"]["total"] == 6

@@ -391,6 +391,15 @@ class DatasetBuilder:
         self.shape_from = None
         counts: dict[str, dict[str, int]] = {}
         mean_sum = None
+        from ..progress_file import from_env
+        announce = from_env()
+        if announce is not None:
+            # every split's total up front, so that a reader's done/total over the tasks does not
+            # reach 1 when the train split alone is written
+            with announce:
+                for split in SPLITS:
+                    if splits[split]:
+                        announce.update(f"{split}_db", 0, len(splits[split]), force=True)
         workers = o.workers or min(8, os.cpu_count() or 1)
         pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and self.kind != "idx" else None
         try:
