@@ -105,8 +105,12 @@ def dataset_summary(jobdir: Path) -> dict:
         "counts": {k: int(v.get("total", 0)) for k, v in splits.items()},
         "per_class": {k: v.get("per_class", {}) for k, v in splits.items()},
         "dbs": {k: str(jobdir / v.get("db", f"{k}_db")) for k, v in splits.items()},
+        "lists": {k: str(jobdir / v["list"]) for k, v in splits.items()
+                  if v.get("list") and (jobdir / v["list"]).is_file()},
         "encoding": s.get("encoding"),
+        "resize": s.get("resize"),
         "resize_mode": s.get("resize_mode"),
+        "sets": s.get("sets") or {},
         "skipped": len(s.get("skipped") or []),
     }
     for k in ("min_per_class", "max_per_class"):
@@ -114,6 +118,8 @@ def dataset_summary(jobdir: Path) -> dict:
             out[k] = s[k]
     mean = jobdir / "mean.binaryproto"
     out["mean_file"] = str(mean) if mean.is_file() else None
+    mean_image = jobdir / "mean.jpg"
+    out["mean_image"] = str(mean_image) if mean_image.is_file() else None
     return out
 
 

@@ -476,6 +476,7 @@ def test_real_dataset_training_abort_resume_and_inference(config, db, tmp_path):
         assert summary["labels"] == ["alpha", "beta", "gamma"] and summary["num_classes"] == 3
         assert summary["counts"]["train"] + summary["counts"]["val"] == 30
         assert summary["image"]["height"] == 8 and Path(summary["mean_file"]).is_file()
+        assert Path(summary["lists"]["train"]).is_file() and Path(summary["dbs"]["val"]).is_dir()
         # the model waited for the dataset and now trains
         assert run_until(sched, lambda: (read_metrics(mdir)[0] or [{}])[-1].get("iter", 0) >= 12, timeout=300)
         assert status(db, model) == states.RUNNING
