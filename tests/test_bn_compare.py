@@ -94,3 +94,22 @@ def test_no_moving_bn_record_without_recalibration_or_with_compare_off(tmp_path)
         assert "test_moving_bn" not in phases
         assert {k[0] for k in phases["test"]} == {0, 5, 10}
         assert solver.last_moving_bn_scores == []
+
+
+@pytest.mark.parametrize("compare", ["on", "off"])
+def test_train_flag(tmp_path, compare):
+    from brewnet.cli import main
+
+    (tmp_path / "net.prototxt").write_text(NET)
+    (tmp_path / "solver.prototxt").write_text(
+        f'net: "{tmp_path / "net.prototxt"}" base_lr: 0.5 momentum: 0.9 lr_policy: "fixed" max_iter: 4 '
+        f'test_iter: 1 test_interval: 2 display: 0 random_seed: 1 snapshot_prefix: "{tmp_path / "s"}"\n')
+    metrics = tmp_path / "m.jsonl"
+    assert main(["train", "-solver", str(tmp_path / "solver.prototxt"), "-metrics", str(metrics),
+                 "-bn_recalibrate", "2", "-bn_compare", compare]) == 0
+    phases = _by_phase(read_metrics(metrics))
+    if compare == "on":
+        assert {k[0] for k in phases["test_moving_bn"]} == {0, 2, 4}
+    else:
+        assert "test_moving_bn" not in phases
+    assert {k[0] for k in phases["test"]} == {0, 2, 4}
