@@ -340,3 +340,14 @@ def test_postgresql_concurrent_read_modify_write(pg_db):
     assert errors == []
     with pg_db.session() as s:
         assert s.get(Job, jid).queue_seq == 80
+
+
+def test_nested_sessions_are_refused_at_once(db):
+    """A second session in the same thread would wait for the first one's SQLite write lock."""
+    with db.session() as s:
+        s.add(_job("outer"))
+        with pytest.raises(RuntimeError, match="inside another db.session"):
+            with db.session():
+                pass
+    with db.session() as s:                  # the outer one committed; sessions work again
+        assert s.get(Job, "outer") is not None

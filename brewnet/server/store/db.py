@@ -17,6 +17,11 @@ SQLite specifics, because several threads of the server write to one file:
   cannot retry).  Transactions are short, so serialising them costs little.
 - ``foreign_keys=ON``: SQLite ignores foreign keys (and ON DELETE CASCADE) unless asked.
 
+So: never open a session while another one is open (it would wait for the first one's lock,
+which cannot be released meanwhile).  In one thread (the event loop included) a nested
+``db.session()`` raises RuntimeError at once instead of hanging for the busy timeout; across
+threads, keep transactions short and never hold one across an ``await``.
+
 Command line (developers)::
 
     python -m brewnet.server.store.db upgrade URL     # migrate URL to the newest schema
@@ -29,6 +34,7 @@ import argparse
 import contextlib
 import secrets
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -111,6 +117,7 @@ class Database:
             self.engine = create_engine(self._url, pool_pre_ping=True,
                                         connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S})
         self._maker = sessionmaker(self.engine, expire_on_commit=False)
+        self._local = threading.local()          # .open: this thread is inside session()
         # connect now: a wrong host, password or folder is reported at start, not at the first request
         try:
             with self.engine.connect():
@@ -168,8 +175,14 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed when the block ends, rolled back if it raises.
 
-        Objects stay readable after the block (``expire_on_commit=False``).
+        Objects stay readable after the block (``expire_on_commit=False``).  Sessions do not nest
+        (RuntimeError): on SQLite the inner one would wait for the outer one's write lock.
         """
+        if getattr(self._local, "open", False):
+            raise RuntimeError("db.session() opened inside another db.session() of the same thread: "
+                               "the inner transaction would wait for the outer one's lock; pass the open "
+                               "session down instead (or finish the first one before an await)")
+        self._local.open = True
         s = self._maker()
         try:
             yield s
@@ -179,6 +192,7 @@ class Database:
             raise
         finally:
             s.close()
+            self._local.open = False
 
     def dispose(self) -> None:
         """Close every pooled connection."""
