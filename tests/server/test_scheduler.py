@@ -3,7 +3,6 @@ recovery, and (slow) a real dataset, training, abort with snapshot, resume and i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -14,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.orm import sessionmaker
 
 from brewnet.server.config import ServerConfig
 from brewnet.server.errors import ApiError
@@ -25,45 +22,22 @@ from brewnet.server.jobs.process import pid_alive, signal_group, start_step
 from brewnet.server.jobs.progress import read_metrics
 from brewnet.server.jobs.tasks import brewnet_argv, steps_for
 from brewnet.server.scheduler import Scheduler
-from brewnet.server.store.models import Base, Job
-
-
-class _SqliteDb:
-    """The contract's Database API over a plain SQLite engine (used until store/db.py exists)."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.engine = create_engine(url, connect_args={"check_same_thread": False})
-        Base.metadata.create_all(self.engine)
-        self._maker = sessionmaker(self.engine, expire_on_commit=False)
-
-    @contextlib.contextmanager
-    def session(self):
-        s = self._maker()
-        try:
-            yield s
-            s.commit()
-        except BaseException:
-            s.rollback()
-            raise
-        finally:
-            s.close()
-
-    def dispose(self) -> None:
-        self.engine.dispose()
+from brewnet.server.store.models import Job
 
 
 @pytest.fixture
-def db(tmp_path):
-    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    try:
-        from brewnet.server.store.db import Database
-    except ImportError:
-        d = _SqliteDb(url)
-    else:
-        d = Database(url)
-        d.migrate()
+def pg_db(pg_url):
+    """The PostgreSQL database of the session (conftest's pg_url), migrated, without jobs."""
+    from sqlalchemy import delete
+
+    from brewnet.server.store.db import Database
+    d = Database(pg_url)
+    d.migrate()
+    with d.session() as s:
+        s.execute(delete(Job))
     yield d
+    with d.session() as s:
+        s.execute(delete(Job))
     d.dispose()
 
 
@@ -213,6 +187,17 @@ def test_gpu_indices_and_cpu_slot_independence(config, db, sched):
         release(config, j)
     assert run_until(sched, lambda: status(db, c) == states.DONE and status(db, d) == states.DONE)
     assert get(db, c).assigned == {}
+
+
+def test_model_waits_for_its_dataset_postgresql(config, pg_db):
+    """The same scheduling on PostgreSQL (skipped without BREWNET_TEST_POSTGRES_URL)."""
+    sched = Scheduler(config, pg_db, steps_override=wait_steps)
+    try:
+        test_model_waits_for_its_dataset(config, pg_db, sched)
+    finally:
+        for run in list(sched._running.values()):
+            signal_group(run.proc.pid, signal.SIGKILL)
+            run.proc.wait()
 
 
 def test_model_waits_for_its_dataset(config, db, sched):
@@ -530,32 +515,13 @@ def test_real_dataset_training_abort_resume_and_inference(config, db, tmp_path):
 
 
 SERVER_SCRIPT = """
-import asyncio, contextlib, sys
-from sqlalchemy import create_engine
-from sqlalchemy.orm import sessionmaker
+import asyncio, sys
 from brewnet.server.config import ServerConfig
 from brewnet.server.scheduler import Scheduler
+from brewnet.server.store.db import Database
 
 jobs_dir, url, job_id = sys.argv[1:4]
-try:
-    from brewnet.server.store.db import Database
-    db = Database(url)
-except ImportError:
-    class Db:
-        def __init__(self):
-            self.maker = sessionmaker(create_engine(url), expire_on_commit=False)
-        @contextlib.contextmanager
-        def session(self):
-            s = self.maker()
-            try:
-                yield s
-                s.commit()
-            except BaseException:
-                s.rollback()
-                raise
-            finally:
-                s.close()
-    db = Db()
+db = Database(url)
 
 async def main():
     sched = Scheduler(ServerConfig(jobs_dir=jobs_dir, poll_interval_s=0.05), db)
