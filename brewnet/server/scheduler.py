@@ -14,6 +14,12 @@ are considered in queue order (``queue_seq``); a job whose resources are busy wa
 jobs needing other resources may start (as DIGITS did).  A model waits for its dataset to be Done
 and is Aborted when the dataset ended otherwise.
 
+``listeners`` (callables taking job.json's dict) are called after every committed change, in
+the thread that made it, outside any database session; within a tick, jobs that ended are
+published before waiting jobs are considered (so a listener can prepare a model's files when
+its dataset becomes Done).  Call ``submit``/``abort``/``resume`` outside your own
+``db.session()`` block: each opens its own transaction.
+
 ``submit``/``abort``/``resume``/``queue``/``slots`` may be called from any thread (FastAPI runs
 plain ``def`` routes in a thread pool); steps are only ever started from the loop's thread,
 because PR_SET_PDEATHSIG follows the thread that forked the child.
