@@ -1,0 +1,56 @@
+"""The server's routes, one module per part, each with ``router = APIRouter(...)``:
+
+    digits.py     DIGITS' REST routes and its plain HTML job pages
+    api_v1.py     brewnet's own JSON API under /api/v1 (OpenAPI at /api/v1/openapi.json)
+    accounts.py   login, logout, users and tokens
+    events.py     Server-Sent Events of a job and of the whole server
+
+Helpers every route module may use are here.
+"""
+from __future__ import annotations
+
+from starlette.requests import Request
+
+
+def server_of(request: Request):
+    """The :class:`~brewnet.server.service.Server` of the running application."""
+    return request.app.state.server
+
+
+def _quality(accept: str, mime: str) -> float:
+    """The q-value ``accept`` gives ``mime`` (exact type, then ``type/*``, then ``*/*``)."""
+    best, best_spec = 0.0, -1
+    major = mime.split("/")[0]
+    for part in accept.split(","):
+        bits = [b.strip() for b in part.split(";")]
+        rng = bits[0].lower()
+        q = 1.0
+        for b in bits[1:]:
+            if b.startswith("q="):
+                try:
+                    q = float(b[2:])
+                except ValueError:
+                    q = 0.0
+        spec = 2 if rng == mime else 1 if rng == f"{major}/*" else 0 if rng == "*/*" else -1
+        if spec > best_spec:
+            best, best_spec = q, spec
+    return best if best_spec >= 0 else 0.0
+
+
+def wants_json(request: Request, json_suffix: bool = False) -> bool:
+    """DIGITS' rule: JSON when the path ends in ``.json`` or ``Accept`` rates application/json
+    strictly above text/html; HTML otherwise (a browser, curl's ``*/*``)."""
+    if json_suffix:
+        return True
+    accept = request.headers.get("accept", "")
+    if not accept.strip():
+        return False
+    return _quality(accept, "application/json") > _quality(accept, "text/html")
+
+
+def digits_bool(value) -> bool:
+    """A DIGITS BooleanField: missing, ``false`` and the empty string are False, anything else
+    True."""
+    if value is None:
+        return False
+    return str(value) not in ("", "false")   # WTForms' false_values, compared as they are
