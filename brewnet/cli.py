@@ -25,6 +25,7 @@ VERBS = {
     "deploy": "Write a deploy bundle: deploy net, weights, labels and the validation preprocessing",
     "classify": "Classify images, a list, a folder or an LMDB with a deploy bundle",
     "draw": "Draw a network as a PNG or SVG graph (caffe's draw_net.py)",
+    "serve": "Start the DIGITS server (web app and REST API)",
 }
 
 
