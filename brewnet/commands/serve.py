@@ -129,6 +129,9 @@ def _user_admin(args, config) -> int:
 
 
 def run(args) -> int:
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)   # its per-migration chatter
     config = _config(args)
     if args.add_user or args.create_token:
         return _user_admin(args, config)
@@ -137,13 +140,19 @@ def run(args) -> int:
 
     import uvicorn
 
-    from ..server import security
+    from ..server import auth
     from ..server.app import create_app
 
     # refuse an unauthenticated public bind here, with one clear line, before anything listens
+    # (the application's start-up checks it again through security.refuse_insecure_bind)
     db = _open_db(config)
     try:
-        security.refuse_insecure_bind(config, db)
+        if not config.local_mode_possible:
+            with db.session() as s:
+                if auth.users_with_passwords(s) == 0:
+                    raise BrewnetError(
+                        f"--host {config.host} is reachable from other machines and no user has a "
+                        "password: add one first (brewnet serve --add-user NAME), or serve on 127.0.0.1")
     finally:
         db.dispose()
     app = create_app(config)

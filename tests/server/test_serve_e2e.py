@@ -72,7 +72,8 @@ class Serve:
         self.client = httpx.Client(base_url=self.url, timeout=120)
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log.name).read_text(errors="replace")[-4000:]
 
     def login(self, name: str) -> None:
@@ -181,8 +182,8 @@ def test_serve_end_to_end(tmp_path):
         # the resumed run continued the same metrics file at the snapshot's iteration (a run
         # started over would log its first iterations twice)
         lines = [json.loads(x) for x in (Path(done["directory"]) / "metrics.jsonl").read_text().splitlines()]
-        train_iters = [x["iter"] for x in lines if x.get("phase") == "train"]
-        assert max(train_iters) >= 6 * 12 - 1 and train_iters.count(train_iters[0]) == 1
+        train = [(x["iter"], x["name"]) for x in lines if x.get("phase") == "train"]
+        assert max(it for it, _ in train) >= 6 * 12 - 1 and train.count(train[0]) == 1
 
         for name in CLASSES:
             r = c.post(f"/models/images/classification/classify_one.json?job_id={model}",
@@ -207,4 +208,31 @@ def test_serve_end_to_end(tmp_path):
         assert "deploy.prototxt" in names and info["snapshot file"] in names
     finally:
         rc = serve.stop()
-    assert rc == 0, serve.output()
+    # uvicorn ends by re-raising the SIGTERM it handled, after a clean shutdown
+    assert rc in (0, -signal.SIGTERM), serve.output()
+    assert "Application shutdown complete" in serve.output()
+
+
+def test_public_bind_needs_a_user_with_a_password(tmp_path):
+    jobs = tmp_path / "jobs"
+    cmd = [sys.executable, "-m", "brewnet", "serve", "--host", "0.0.0.0", "--port", str(free_port()),
+           "--jobs", str(jobs)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().startswith("brewnet serve: error:")
+    # --add-user (password from stdin) and --create-token work on the database and exit
+    r = subprocess.run([*cmd[:4], "--jobs", str(jobs), "--add-user", "alice", "--admin"], input="s3cret-pw\n",
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "user alice created (administrator)" in r.stdout, r.stderr
+    r = subprocess.run([*cmd[:4], "--jobs", str(jobs), "--create-token", "alice", "--token-name", "ci"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().startswith("bnt_"), r.stderr
+    r = subprocess.run([*cmd[:4], "--jobs", str(jobs), "--create-token", "nobody"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "no user named 'nobody'" in r.stderr
+    r = subprocess.run([*cmd[:4], "--jobs", str(jobs), "--add-user", "alice"], input="other\n",
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    r = subprocess.run([*cmd[:4], "--data-root", str(tmp_path / "missing")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "--data-root" in r.stderr

@@ -107,12 +107,14 @@ def test_kill_9_and_restart(tmp_path):
         snaps = c.get(f"/models/{model}.json").json()["snapshots"]
         assert snaps[-1] == 40 and before < 40
         lines = (jobs / model / "metrics.jsonl").read_text().splitlines()
-        train_iters = [json.loads(x)["iter"] for x in lines if json.loads(x).get("phase") == "train"]
-        assert train_iters.count(train_iters[0]) == 1   # continued, not started over
+        train = [(r["iter"], r["name"]) for r in map(json.loads, lines) if r.get("phase") == "train"]
+        assert train.count(train[0]) == 1   # continued, not started over (its first record once)
         # the interrupted dataset can be deleted; the finished one still cannot (models use it)
         assert c.delete(f"/datasets/{big}").text == "Job deleted."
         assert c.delete(f"/datasets/{ds}").status_code == 403
         check_consistent(jobs)
     finally:
         rc = serve.stop()
-    assert rc == 0, serve.output()
+    # uvicorn ends by re-raising the SIGTERM it handled, after a clean shutdown
+    assert rc in (0, -signal.SIGTERM), serve.output()
+    assert "Application shutdown complete" in serve.output()
