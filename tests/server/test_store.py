@@ -351,3 +351,51 @@ def test_nested_sessions_are_refused_at_once(db):
                 pass
     with db.session() as s:                  # the outer one committed; sessions work again
         assert s.get(Job, "outer") is not None
+
+
+def _migrate_concurrently(url: str, n: int = 3) -> list[str]:
+    """n Database objects (as n servers starting at once) migrate one fresh database together."""
+    dbs = [Database(url) for _ in range(n)]
+    errors: list[str] = []
+    barrier = threading.Barrier(n)
+
+    def go(d):
+        barrier.wait()
+        try:
+            d.migrate()
+        except Exception as e:                 # reported by the caller's assertion
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=go, args=(d,)) for d in dbs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        if not errors:
+            _check_migrated(dbs[0])
+    finally:
+        for d in dbs:
+            d.dispose()
+    return errors
+
+
+def test_sqlite_concurrent_first_migrations(tmp_path):
+    assert _migrate_concurrently(f"sqlite:///{tmp_path / 'x.db'}") == []
+
+
+def test_postgresql_concurrent_first_migrations(pg_url):
+    """The advisory lock makes concurrent migrations take turns (else two CREATE TABLEs collide)."""
+    from sqlalchemy import create_engine
+
+    base = normalize_url(pg_url)
+    name = f"{base.database}_race"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        assert _migrate_concurrently(base.set(database=name).render_as_string(hide_password=False)) == []
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

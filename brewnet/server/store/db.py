@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import secrets
 import sys
 import threading
@@ -285,8 +286,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.action == "revision":
             from alembic import command
 
+            # numbered like the first one: 0002_<message>, 0003_<message>, ...
+            number = int(db.head_revision().split("_", 1)[0]) + 1
+            slug = re.sub(r"[^a-z0-9]+", "_", a.message.lower()).strip("_")[:40] or "change"
             with db.engine.begin() as conn:
-                command.revision(db.alembic_config(conn), message=a.message, autogenerate=True)
+                command.revision(db.alembic_config(conn), message=a.message, autogenerate=True,
+                                 rev_id=f"{number:04d}_{slug}")
         print(f"{db.url}: revision {db.current_revision()}")
         return 0
     except BrewnetError as e:
