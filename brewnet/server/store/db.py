@@ -9,7 +9,8 @@ block's changes or none of them.  On SQLite this relies on its journal (WAL here
 on the server's own transactions.
 
 SQLite specifics, because several threads of the server write to one file:
-- WAL journal: readers never block the writer, the writer never blocks readers.
+- WAL journal: a commit appends to the log and a crash mid-commit leaves the previous state;
+  readers from elsewhere (a backup, the sqlite3 shell) neither block nor are blocked by the server.
 - ``busy_timeout`` 10 s: a writer waits for the lock instead of failing at once.
 - every transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock at its start, so a
   block that reads and then writes (the queue's next position, a counter) is atomic, and SQLite
