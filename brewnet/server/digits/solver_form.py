@@ -1,0 +1,272 @@
+"""DIGITS' epochs -> iterations arithmetic and its solver values (shared/docs/digits-rest.md §4),
+so that a job's snapshots fall on the epochs DIGITS would name:
+
+- iterations per epoch ``ceil(train_entries / (batch * iter_size))``; ``max_iter`` that times
+  ``train_epochs``.  The batch is the form's, else the TRAIN Data layer's, else 16.
+- ``snapshot``: ``snapshot_interval * it/epoch`` iterations (truncated), 1 when that is in (0, 1],
+  0 (the end only) when it is 0 or reaches ``max_iter``; the solver always snapshots at the end.
+- ``test_interval`` the same way from ``val_interval`` (reaching ``max_iter``: the end only);
+  ``test_iter = ceil(val_entries / val_batch)``; no testing without a val set or with
+  ``val_interval`` 0.
+- the policy values are percentages of ``max_iter``: ``stepsize = ceil(v * max_iter / 100)``
+  (step, multistep's values, sigmoid), exp ``gamma ** (100 / max_iter)``, inv ``gamma * 100 /
+  max_iter``, sigmoid ``-gamma * 100 / max_iter``.
+- momentum 0.9 (not AdaGrad or RMSProp), ``weight_decay = base_lr / 100``, RMSProp's
+  ``rms_decay`` 0.99, display 8 times per epoch or every 5000 images, whichever is more often.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from ...proto import caffe_pb2
+
+#: DIGITS' batch size when neither the form nor the network gives one
+DEFAULT_BATCH_SIZE = 16
+
+#: DIGITS' solver_type choices -> brewnet's (Caffe's) solver type names
+SOLVER_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMSPROP": "RMSProp",
+                "ADADELTA": "AdaDelta", "ADAM": "Adam"}
+NO_MOMENTUM = ("ADAGRAD", "RMSPROP")
+
+LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
+
+#: the form's policy fields and their defaults (percentages of the run where they are steps)
+LR_DEFAULTS: dict[str, Any] = {
+    "lr_step_size": 33.0, "lr_step_gamma": 0.1,
+    "lr_multistep_values": "50,85", "lr_multistep_gamma": 0.5,
+    "lr_exp_gamma": 0.95,
+    "lr_inv_gamma": 0.1, "lr_inv_power": 0.5,
+    "lr_poly_power": 3.0,
+    "lr_sigmoid_step": 50.0, "lr_sigmoid_gamma": 0.1,
+}
+#: the fields each policy reads
+LR_FIELDS = {"fixed": (), "step": ("lr_step_size", "lr_step_gamma"),
+             "multistep": ("lr_multistep_values", "lr_multistep_gamma"), "exp": ("lr_exp_gamma",),
+             "inv": ("lr_inv_gamma", "lr_inv_power"), "poly": ("lr_poly_power",),
+             "sigmoid": ("lr_sigmoid_step", "lr_sigmoid_gamma")}
+
+
+@dataclass
+class Plan:
+    """A model job's iterations, as DIGITS computes them (written to plan.json)."""
+    iters_per_epoch: int
+    max_iter: int
+    snapshot: int            # 0: only the final snapshot
+    test_interval: int       # 0: no testing
+    test_iter: int           # 0: no testing
+    train_entries: int
+    val_entries: int
+    batch: int
+    iter_size: int
+    val_batch: int = 0
+    train_epochs: int = 0
+    display: int = 1
+    weights: list[str] = field(default_factory=list)   # caffemodels for -weights
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "Plan":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def snapshot_iterations(self) -> list[int]:
+        """The iterations that get a snapshot: every ``snapshot`` and always the last."""
+        its = list(range(self.snapshot, self.max_iter, self.snapshot)) if self.snapshot > 0 else []
+        return its + [self.max_iter]
+
+    def snapshot_epochs(self) -> list[int | float]:
+        """DIGITS' epochs of :meth:`snapshot_iterations`."""
+        return [epoch_of_iteration(it, self, self.train_epochs) for it in self.snapshot_iterations()]
+
+
+def _interval(epochs_interval: float, iters_per_epoch: int, max_iter: int) -> int | None:
+    """DIGITS' rule for an interval given in epochs: 1 in (0, 1], truncated below max_iter,
+    None (the end only) for 0 or at/after max_iter."""
+    its = epochs_interval * iters_per_epoch
+    if 0 < its <= 1:
+        return 1
+    if 1 < its < max_iter:
+        return int(its)
+    return None
+
+
+def compute_plan(*, train_entries: int, val_entries: int, train_epochs: int, batch: int,
+                 val_batch: int | None = None, iter_size: int = 1, snapshot_interval: float = 1.0,
+                 val_interval: float = 1.0) -> Plan:
+    """The plan from plain numbers (see the module's docstring for the rules)."""
+    if batch < 1 or iter_size < 1 or train_epochs < 1:
+        raise ValueError("batch, iter_size and train_epochs must be at least 1")
+    if train_entries < 1:
+        raise ValueError("the dataset has no training images")
+    val_batch = val_batch or batch
+    per_epoch = int(math.ceil(float(train_entries) / (batch * iter_size)))
+    max_iter = per_epoch * int(train_epochs)
+    snapshot = _interval(float(snapshot_interval), per_epoch, max_iter) or 0
+    test_interval = test_iter = 0
+    if val_entries > 0 and val_interval:
+        test_iter = int(math.ceil(float(val_entries) / val_batch))
+        test_interval = _interval(float(val_interval), per_epoch, max_iter) or max_iter
+    display = max(1, min(int(math.floor(float(max_iter) / (train_epochs * 8))),
+                         int(math.ceil(5000.0 / (batch * iter_size)))))
+    return Plan(iters_per_epoch=per_epoch, max_iter=max_iter, snapshot=snapshot,
+                test_interval=test_interval, test_iter=test_iter, train_entries=int(train_entries),
+                val_entries=int(val_entries), batch=int(batch), iter_size=int(iter_size),
+                val_batch=int(val_batch), train_epochs=int(train_epochs), display=display)
+
+
+# ----- datasets --------------------------------------------------------------------------------
+
+@dataclass
+class DatasetFacts:
+    """What a model needs of its dataset job."""
+    dir: Path
+    labels: list[str]
+    train_entries: int
+    val_entries: int
+    image_dims: list[int]          # [H, W, C]
+    resize_mode: str | None
+    mean_file: Path | None
+    train_db: Path
+    val_db: Path | None
+
+
+def dataset_facts(dataset: Mapping) -> DatasetFacts:
+    """Normalise a dataset dict: the short form (``dir, labels, train_entries, val_entries,
+    image_dims, resize_mode, mean_file``) or the service's (job.json's dict with ``directory``,
+    ``counts``, ``image``, ``dbs``, ``mean_file``)."""
+    d = Path(dataset.get("dir") or dataset.get("directory") or ".")
+    counts = dataset.get("counts") or {}
+    train = dataset.get("train_entries", counts.get("train", 0)) or 0
+    val = dataset.get("val_entries", counts.get("val", 0)) or 0
+    dims = dataset.get("image_dims")
+    if not dims:
+        image = dataset.get("image") or {}
+        dims = [image.get("height"), image.get("width"), image.get("channels")]
+    if any(not isinstance(x, int) or x < 1 for x in dims):
+        raise ValueError(f"dataset {d.name}: image dimensions unknown ({dims})")
+    dbs = dataset.get("dbs") or {}
+    train_db = Path(dbs.get("train") or d / "train_db")
+    val_db = Path(dbs["val"]) if dbs.get("val") else d / "val_db"
+    if int(val) <= 0 or not val_db.exists():
+        val_db, val = None, 0
+    mean = dataset.get("mean_file")
+    if mean is None and (d / "mean.binaryproto").is_file():
+        mean = d / "mean.binaryproto"
+    labels = list(dataset.get("labels") or [])
+    if not labels and (d / "labels.txt").is_file():
+        labels = [ln.strip() for ln in (d / "labels.txt").read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return DatasetFacts(dir=d, labels=labels, train_entries=int(train), val_entries=int(val),
+                        image_dims=[int(x) for x in dims], resize_mode=dataset.get("resize_mode"),
+                        mean_file=Path(mean) if mean else None, train_db=train_db, val_db=val_db)
+
+
+def plan_training(spec, dataset: Mapping, net_batch: int | None = None,
+                  net_val_batch: int | None = None) -> Plan:
+    """DIGITS' plan for ``spec`` (a ModelSpec) on ``dataset``: the form's batch size, else the
+    network's TRAIN (and val) Data layer's, else 16."""
+    facts = dataset_facts(dataset)
+    batch = getattr(spec, "batch_size", None) or net_batch or DEFAULT_BATCH_SIZE
+    val_batch = getattr(spec, "batch_size", None) or net_val_batch or DEFAULT_BATCH_SIZE
+    return compute_plan(train_entries=facts.train_entries, val_entries=facts.val_entries,
+                        train_epochs=int(spec.train_epochs), batch=int(batch), val_batch=int(val_batch),
+                        iter_size=int(getattr(spec, "batch_accumulation", None) or 1),
+                        snapshot_interval=float(spec.snapshot_interval), val_interval=float(spec.val_interval))
+
+
+def epoch_of_iteration(iteration: int, plan: Plan | Mapping, train_epochs: int | float) -> int | float:
+    """DIGITS' epoch of iteration N: ``round(N * train_epochs / max_iter, 3)``, an int when whole."""
+    max_iter = plan["max_iter"] if isinstance(plan, Mapping) else plan.max_iter
+    e = round(float(iteration) * float(train_epochs) / float(max_iter), 3)
+    return int(e) if float(e).is_integer() else e
+
+
+# ----- the solver -------------------------------------------------------------------------------
+
+def apply_lr_policy(solver: caffe_pb2.SolverParameter, policy: str, params: Mapping[str, Any]) -> None:
+    """Set ``solver``'s lr_policy and its values from the form's percentages (``solver.max_iter``
+    must be set)."""
+    p = {**LR_DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    scale = float(solver.max_iter) / 100.0
+    solver.lr_policy = policy
+    if policy == "fixed":
+        pass
+    elif policy == "step":
+        solver.stepsize = int(math.ceil(float(p["lr_step_size"]) * scale))
+        solver.gamma = float(p["lr_step_gamma"])
+    elif policy == "multistep":
+        for v in str(p["lr_multistep_values"]).split(","):
+            solver.stepvalue.append(int(math.ceil(float(v) * scale)))
+        solver.gamma = float(p["lr_multistep_gamma"])
+    elif policy == "exp":
+        solver.gamma = math.pow(float(p["lr_exp_gamma"]), 1.0 / scale)
+    elif policy == "inv":
+        solver.gamma = float(p["lr_inv_gamma"]) / scale
+        solver.power = float(p["lr_inv_power"])
+    elif policy == "poly":
+        solver.power = float(p["lr_poly_power"])
+    elif policy == "sigmoid":
+        solver.gamma = -float(p["lr_sigmoid_gamma"]) / scale
+        solver.stepsize = int(math.ceil(float(p["lr_sigmoid_step"]) * scale))
+    else:
+        raise ValueError(f"unknown lr_policy {policy!r} (one of {', '.join(LR_POLICIES)})")
+
+
+def solver_parameter(spec, plan: Plan, net: str = "train_val.prototxt") -> caffe_pb2.SolverParameter:
+    """The SolverParameter DIGITS would write for ``spec`` and ``plan``."""
+    s = caffe_pb2.SolverParameter()
+    kind = str(getattr(spec, "solver_type", "SGD") or "SGD").upper()
+    s.net = net
+    s.type = SOLVER_TYPES[kind]
+    s.snapshot_prefix = "snapshot"
+    if plan.iter_size > 1:
+        s.iter_size = plan.iter_size
+    s.max_iter = plan.max_iter
+    s.snapshot = plan.snapshot
+    s.snapshot_after_train = True
+    if plan.test_iter > 0:
+        s.test_iter.append(plan.test_iter)
+        s.test_interval = plan.test_interval
+    s.base_lr = float(spec.learning_rate)
+    apply_lr_policy(s, getattr(spec, "lr_policy", "step") or "step", getattr(spec, "lr_params", {}) or {})
+    if kind not in NO_MOMENTUM:
+        s.momentum = 0.9
+    s.weight_decay = s.base_lr / 100.0
+    if kind == "RMSPROP":
+        s.rms_decay = float(getattr(spec, "rms_decay", None) or 0.99)
+    s.display = plan.display
+    seed = getattr(spec, "random_seed", None)
+    if seed is not None:
+        s.random_seed = int(seed)
+    return s
+
+
+# ----- the learning-rate graph ------------------------------------------------------------------
+
+def lr_curves(form: Mapping[str, str]) -> list[list[float]]:
+    """``/models/visualize-lr``: for each learning rate of the form (a sweep gives several), 101
+    values over the run (at 0 %, 1 %, ... 100 % of it), computed by brewnet.solver's Caffe
+    policies on a 100-iteration run.  Raises FormErrors for bad fields."""
+    from ...solver import learning_rate
+    from .forms import parse_lr_fields
+
+    rates, policy, params = parse_lr_fields(form)
+    out = []
+    for base in rates:
+        s = caffe_pb2.SolverParameter(max_iter=100, base_lr=float(base))
+        apply_lr_policy(s, policy, params)
+        step, values = 0, []
+        for it in range(101):   # in order: multistep advances one step per call, as in Caffe
+            rate, step = learning_rate(s, it, step)
+            values.append(float(rate))
+        out.append(values)
+    return out
+
+
+def lr_curve(form: Mapping[str, str]) -> list[float]:
+    """The first learning rate's curve of :func:`lr_curves` (101 values)."""
+    return lr_curves(form)[0]
