@@ -293,7 +293,6 @@ def _folder_fields(f: _Fields, spec: DatasetSpec, roots: list[Path]) -> None:
     if pv is not None and pt is not None and pv + pt > 100:
         f.error("folder_pct_val", "The sum of validation and test percentages must not exceed 100")
     spec.pct_val, spec.pct_test = pv if pv is not None else 25, pt if pt is not None else 0
-    lo_max = {}
     for split, prefix in (("train", ""), ("val", "val_"), ("test", "test_")):
         mn = f.number(f"folder_{split}_min_per_class", int, 2, lo=1)
         mx = f.number(f"folder_{split}_max_per_class", int, None, lo=1, optional=True)
@@ -301,7 +300,6 @@ def _folder_fields(f: _Fields, spec: DatasetSpec, roots: list[Path]) -> None:
             f.error(f"folder_{split}_max_per_class", "must be greater than or equal to the minimum")
         setattr(spec, f"{prefix}min_per_class", mn if mn is not None else 2)
         setattr(spec, f"{prefix}max_per_class", mx)
-        lo_max[split] = (mn, mx)
     for split in ("val", "test"):
         if f.boolean(f"has_{split}_folder"):
             raw = f.text(f"folder_{split}", required=True)
@@ -342,7 +340,6 @@ def _textfile_fields(f: _Fields, spec: DatasetSpec, uploads: Mapping[str, str], 
 
 # ----- models -------------------------------------------------------------------------------------
 
-#: brewnet's extra: the form's standard networks beyond DIGITS' three
 METHODS = ("standard", "previous", "pretrained", "custom")
 
 
@@ -502,13 +499,12 @@ def _gpu_fields(f: _Fields, spec: ModelSpec) -> None:
     spec.select_gpu = f.text("select_gpu") or None
     spec.select_gpu_count = f.number("select_gpu_count", int, 1, lo=1)
     gpus: list[int] = []
-    texts = f.raw_values("select_gpus") + [v for v in f.raw_values("select_gpus_list")]
-    for name, text in [("select_gpus", t) for t in texts]:
+    for text in f.raw_values("select_gpus") + f.raw_values("select_gpus_list"):
         for part in re.split(r"[,\s]+", text.strip().strip("[]")):
             if not part:
                 continue
             if not part.isdigit():
-                f.error(name, NOT_CHOICE)
+                f.error("select_gpus", NOT_CHOICE)
                 continue
             gpus.append(int(part))
     if spec.select_gpu and spec.select_gpu != "next":
