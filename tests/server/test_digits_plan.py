@@ -419,3 +419,12 @@ def test_customize_gives_the_standard_network():
     assert customize("googlenet") == network_prototxt("googlenet")
     with pytest.raises(KeyError):
         customize("nope")
+
+
+def test_dataset_without_image_dims_is_a_form_error(tmp_path):
+    spec = ModelSpec(name="m", method="standard", standard_network="lenet", train_epochs=1)
+    with pytest.raises(FormErrors) as e:
+        write_model_files(tmp_path, spec, {"directory": str(tmp_path), "labels": ["a", "b"],
+                                           "counts": {"train": 10}, "image": {}}, None)
+    assert list(e.value.errors) == ["dataset"] and "image dimensions" in e.value.errors["dataset"][0]
+    assert list(tmp_path.iterdir()) == []

@@ -355,7 +355,10 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
     jobdir = Path(jobdir)
     if isinstance(spec, Mapping):
         spec = ModelSpec.from_json(spec)
-    facts = dataset_facts(dataset)
+    try:
+        facts = dataset_facts(dataset)
+    except ValueError as e:   # a dataset whose summary is missing or damaged
+        raise FormErrors({"dataset": [str(e)]}) from None
     num_classes = int(dataset.get("num_classes") or 0) or len(facts.labels)
     if num_classes < 1:
         raise FormErrors({"dataset": [f"Dataset {facts.dir.name} has no labels"]})
