@@ -189,6 +189,17 @@ async def require_admin(request: Request) -> User:
     return user
 
 
+async def read_access(request: Request) -> User | None:
+    """Dependency of routes that only read: in local mode anyone (DIGITS' reads need no login);
+    once users have passwords, a logged-in user (ApiError 401 otherwise)."""
+    user = await current_user(request)
+    if user is not None:
+        return user
+    if await _in_thread(local_mode, _db(request), _config(request)):
+        return None
+    return await require_user(request)
+
+
 def _owner_of(job: Any) -> str | None:
     if isinstance(job, dict):
         return job.get("owner")
