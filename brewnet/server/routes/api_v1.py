@@ -149,6 +149,9 @@ class Message(BaseModel):
 
 
 class MetricsOut(BaseModel):
+    """Series by phase: ``train``, ``test``, and any other phase the trainer wrote (e.g.
+    ``test_moving_bn``: validation with the moving-average BatchNorm statistics) under its own key."""
+    model_config = ConfigDict(extra="allow")
     job_id: str
     train: dict[str, list[list[Any]]] = Field(description="name -> [[iteration, value, time], ...]")
     test: dict[str, list[list[Any]]]
@@ -410,7 +413,9 @@ async def job_metrics(request: Request, job_id: str,
 
     def answer():
         series = server.metrics(server.get_job(job_id), max_points)
-        return MetricsOut(job_id=job_id, train=series.get("train") or {}, test=series.get("test") or {})
+        series.setdefault("train", {})
+        series.setdefault("test", {})
+        return MetricsOut(job_id=job_id, **series)
     return await _run(answer)
 
 
