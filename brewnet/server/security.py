@@ -192,12 +192,16 @@ async def require_admin(request: Request) -> User:
 async def read_access(request: Request) -> User | None:
     """Dependency of routes that only read: in local mode anyone (DIGITS' reads need no login);
     once users have passwords, a logged-in user (ApiError 401 otherwise)."""
-    user = await current_user(request)
-    if user is not None:
-        return user
-    if await _in_thread(local_mode, _db(request), _config(request)):
-        return None
-    return await require_user(request)
+    try:
+        user = await current_user(request)
+        if user is not None:
+            return user
+        if await _in_thread(local_mode, _db(request), _config(request)):
+            return None
+        return await require_user(request)
+    except BaseException:
+        _discard_form(request)
+        raise
 
 
 def _owner_of(job: Any) -> str | None:
@@ -239,10 +243,22 @@ async def csrf_protect(request: Request, user: User | None = None) -> None:
                             f"{CSRF_FIELD} form field your login returned")
 
 
+def _discard_form(request: Request) -> None:
+    """Remove the uploads of a form read here when the request is refused before its route runs
+    (the route, which would clean them up, never sees them)."""
+    form = getattr(request.state, "brewnet_form", None)
+    if form is not None:
+        form.cleanup()
+
+
 async def api_user(request: Request) -> User:
     """FastAPI dependency of the JSON API: a logged-in user, CSRF-checked for unsafe methods."""
-    user = await require_user(request)
-    await csrf_protect(request, user)
+    try:
+        user = await require_user(request)
+        await csrf_protect(request, user)
+    except BaseException:
+        _discard_form(request)
+        raise
     return user
 
 

@@ -376,3 +376,21 @@ def test_500_bodies_carry_no_trace(app, monkeypatch):
         body = r.text
         assert "Traceback" not in body and "secret internal detail" not in body and 'File "' not in body
         assert r.json()["error"]["type"] == "InternalServerError"
+
+
+def test_refused_uploads_leave_nothing(client):
+    """A multipart request refused by authentication or CSRF after its form was read (to find
+    DIGITS' username or the csrf_token field) leaves no upload behind."""
+    from brewnet.server.formdata import UPLOAD_PREFIX
+
+    app = client.app
+    jobs = app.state.config.jobs_dir
+    model = add_job(app, owner=None, kind="model")
+    files = {"image_list": ("list.txt", b"/x.png\n" * 1000, "text/plain")}
+    r = client.post(f"/api/v1/models/{model}/classify-many", files=files, data={"note": "no username"})
+    assert r.status_code == 401
+    add_user(app, "alice", "pw-alice")
+    assert client.post("/api/v1/login", json={"username": "alice", "password": "pw-alice"}).status_code == 200
+    r = client.post(f"/api/v1/models/{model}/classify-many", files=files, data={"csrf_token": "wrong"})
+    assert r.status_code == 403 and "CSRF" in r.text
+    assert not [p.name for p in jobs.iterdir() if p.name.startswith(UPLOAD_PREFIX)]
