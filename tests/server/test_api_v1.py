@@ -370,6 +370,12 @@ def test_api_flow_dataset_model_inference(env):
     preds = r.json()["predictions"]
     assert len(preds) == 3 and {p[0] for p in preds} == {"red", "green", "blue"}
     assert sum(p[1] for p in preds) == pytest.approx(100, abs=0.1)
+    assert r.json()["visualizations"] is None
+    r = c.post(f"/api/v1/models/{model['id']}/classify", headers=h, data={"show_visualizations": "y"},
+               files={"image_file": ("x.png", images[0].read_bytes(), "image/png")})
+    assert r.status_code == 200, r.text
+    vis = r.json()["visualizations"]
+    assert vis and r.json()["visualization_dir"] and r.json()["predictions"] == preds
     # classify many: an inference job
     listing = "".join(f"{p}\n" for p in images[:4]).encode()
     r = c.post(f"/api/v1/models/{model['id']}/classify-many", headers=h,
