@@ -8,16 +8,26 @@
 # The password is BREWNET_PG_PASSWORD when set, else one made on the first run and kept in
 # /var/lib/postgresql/brewnet-ci-password (root-only), so a second run does not change it under
 # a test run that already uses it.
+#
+#     scripts/ci_postgres.sh stop   stops the cluster again if (and only if) this script started it
+#
+# Daemons started here (the cluster, and whatever apt-get's postinst starts) get fd 3 closed and
+# stdin from /dev/null: fd 3 is the caller's $(...) pipe, and a daemon holding it open would make
+# the caller wait for ever.
 set -euo pipefail
 exec 3>&1 1>&2          # everything but the URL goes to stderr
 
 die() { echo "ci_postgres.sh: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (it installs and starts PostgreSQL)"
 
+if [ "${1:-}" = "stop" ] && ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  exit 0   # nothing was installed, so nothing was started
+fi
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq postgresql >/dev/null
+  apt-get install -y -qq postgresql >/dev/null </dev/null 3>&-
+  installed_here=1
 fi
 
 cluster_line() { pg_lsclusters --no-header 2>/dev/null | head -n 1; }
@@ -25,12 +35,23 @@ line="$(cluster_line)"
 if [ -z "$line" ]; then
   version="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
   [ -n "$version" ] || die "no PostgreSQL server under /usr/lib/postgresql"
-  pg_createcluster "$version" main
+  pg_createcluster "$version" main </dev/null 3>&-
   line="$(cluster_line)"
 fi
 read -r version cluster port status _ <<<"$line"
+started_marker=/var/lib/postgresql/brewnet-ci-started
+# a cluster that Debian's postinst started while this script installed PostgreSQL counts as ours
+if [ "${installed_here:-0}" = 1 ]; then touch "$started_marker"; fi
+if [ "${1:-}" = "stop" ]; then
+  if [ -e "$started_marker" ] && [ "$status" = "online" ]; then
+    pg_ctlcluster "$version" "$cluster" stop </dev/null 3>&-
+  fi
+  rm -f "$started_marker"
+  exit 0
+fi
 if [ "$status" != "online" ]; then
-  pg_ctlcluster "$version" "$cluster" start
+  pg_ctlcluster "$version" "$cluster" start </dev/null 3>&-
+  touch "$started_marker"
 fi
 
 pwfile=/var/lib/postgresql/brewnet-ci-password
