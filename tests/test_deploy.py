@@ -486,3 +486,24 @@ def test_cli_deploy(work, tmp_path, capsys):
                      "-output", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("brewnet deploy: error: weights file not found") and "Traceback" not in err
+
+
+def test_cli_deploy_reads_the_accuracy_from_a_metrics_file_named_by_metrics(work, tmp_path, capsys):
+    """A run trained with ``-metrics NAME`` (the server's ``metrics.jsonl``): deploy -metrics finds
+    the accuracy there; without the flag it looks for <snapshot_prefix>_metrics.jsonl only."""
+    default = work["root"] / "snap" / "tiny_metrics.jsonl"
+    renamed = tmp_path / "elsewhere" / "metrics.jsonl"
+    renamed.parent.mkdir()
+    shutil.copyfile(default, renamed)
+    expected = Bundle.load(work["bundle"]).info["accuracy"]
+    assert expected is not None
+    weights = tmp_path / "snapshot_iter_20.caffemodel"  # a prefix with no metrics file beside it
+    shutil.copyfile(work["weights"], weights)
+    assert cli.main(["deploy", "-model", work["train_val"], "-weights", str(weights),
+                     "-output", str(tmp_path / "without")]) == 0
+    assert Bundle.load(str(tmp_path / "without")).info["accuracy"] is None
+    assert cli.main(["deploy", "-model", work["train_val"], "-weights", str(weights),
+                     "-output", str(tmp_path / "with"), "-metrics", str(renamed)]) == 0
+    info = Bundle.load(str(tmp_path / "with")).info
+    assert info["accuracy"] == expected and info["metrics_file"] == str(renamed)
+    assert f"validation accuracy {expected:.4g}" in capsys.readouterr().out

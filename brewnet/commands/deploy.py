@@ -2,6 +2,7 @@
 
     brewnet deploy -model train_val.prototxt -weights W.caffemodel -output DIR
                    [-labels labels.txt] [-tar] [-bake] [-name NAME] [-input_shape C,H,W]
+                   [-metrics FILE]
 
 A thin layer over :func:`brewnet.inference.deploy.write_bundle`; prints what it wrote and the
 preprocessing in one paragraph.
@@ -26,6 +27,9 @@ def add_arguments(parser) -> None:
     flag(parser, "name", default="", help="the model's name in info.json (default: the directory's)")
     flag(parser, "input_shape", default="",
          help="C,H,W of the input when the validation data cannot be read")
+    flag(parser, "metrics", default="",
+         help="the training's metrics JSON lines, for the validation accuracy at the snapshot's "
+              "iteration (default <snapshot_prefix>_metrics.jsonl, brewnet train's default)")
 
 
 def _shape(text: str) -> tuple[int, ...] | None:
@@ -48,7 +52,8 @@ def run(args) -> int:
             raise BrewnetError("deploy needs -model train_val.prototxt -weights W.caffemodel -output DIR "
                                f"(missing -{what})")
     out = write_bundle(args.model, args.weights, args.output, labels=args.labels or None, tar=args.tar,
-                       bake=args.bake, name=args.name or None, input_shape=_shape(args.input_shape))
+                       bake=args.bake, name=args.name or None, input_shape=_shape(args.input_shape),
+                       metrics=args.metrics or None)
     with open(os.path.join(out, "info.json"), encoding="utf-8") as f:
         info = json.load(f)
     with open(os.path.join(out, "preprocess.json"), encoding="utf-8") as f:

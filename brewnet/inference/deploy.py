@@ -664,12 +664,19 @@ def _accuracy_tops(train_val) -> list[str]:
             if lp.type == "Accuracy" and lp.top and lp.accuracy_param.top_k == 1]
 
 
-def _logged(weights_path: str, iteration: int | None, accuracy_tops: list[str]) -> dict:
-    """The test outputs ``<snapshot_prefix>_metrics.jsonl`` logged at ``iteration`` (test net 0)."""
-    m = _SNAPSHOT.match(os.path.abspath(weights_path))
-    if m is None or iteration is None:
+def _logged(weights_path: str, iteration: int | None, accuracy_tops: list[str],
+            metrics: str | os.PathLike | None = None) -> dict:
+    """The test outputs logged at ``iteration`` (test net 0) in ``metrics``, by default
+    ``<snapshot_prefix>_metrics.jsonl``."""
+    if iteration is None:
         return {}
-    path = m.group("prefix") + "_metrics.jsonl"
+    if metrics is not None:
+        path = os.path.abspath(os.fspath(metrics))
+    else:
+        m = _SNAPSHOT.match(os.path.abspath(weights_path))
+        if m is None:
+            return {}
+        path = m.group("prefix") + "_metrics.jsonl"
     if not os.path.isfile(path):
         return {}
     from ..metrics import read_metrics
@@ -763,7 +770,8 @@ def _write_dir(output: str, files: dict) -> None:
 
 
 def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake: bool = False,
-                 name: str | None = None, input_shape: Sequence[int] | None = None) -> str:
+                 name: str | None = None, input_shape: Sequence[int] | None = None,
+                 metrics: str | os.PathLike | None = None) -> str:
     """Write the deploy bundle of ``model`` (train_val prototxt path or NetParameter) with the
     trained ``weights`` (caffemodel or Caffe HDF5 path) into the directory ``output``; returns
     its path.
@@ -774,7 +782,8 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
     else the dataset's labels.txt; else "0".."N-1" with a warning), preprocess.json
     (:func:`preprocess_spec`), mean.binaryproto (a copy of the validation mean file) and
     info.json (name, snapshot iteration, creation time, brewnet version, sources, the accuracy
-    logged at that iteration in ``<snapshot_prefix>_metrics.jsonl`` when there is one, notes).
+    logged at that iteration in ``metrics`` (default ``<snapshot_prefix>_metrics.jsonl``, what
+    ``brewnet train`` writes without ``-metrics``) when there is one, notes).
 
     The bundle is built in a temporary sibling directory and renamed into place: ``output``
     holds either the old bundle or the complete new one. A directory that is not a bundle is
@@ -829,7 +838,7 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
         "baked": bool(bake),
         "batchnorm_converted": bvlc_weights is not None,
     }
-    info.update(_logged(weights, iteration, _accuracy_tops(tv)))
+    info.update(_logged(weights, iteration, _accuracy_tops(tv), metrics))
     info["notes"] = list(notes)
     files = {"deploy.prototxt": lambda p: fileio.write_prototxt(deploy, p),
              "weights.caffemodel": lambda p: fileio.write_caffemodel(caffemodel, p),

@@ -35,6 +35,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from .errors import ApiError
+from .jobs.progress import METRICS_FILE
 
 #: DIGITS' download extensions -> how to write them
 ARCHIVE_FORMATS = {"tar": "w", "tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "zip": "zip"}
@@ -102,7 +103,8 @@ def ensure_bundle(model_dir: str | os.PathLike, iteration: int, dataset_dir: str
         try:
             built = write_bundle(str(train_val), str(weights), str(tmp / target.name),
                                  labels=str(labels) if labels is not None and labels.is_file() else None,
-                                 name=f"{model_dir.name} iteration {int(iteration)}")
+                                 name=f"{model_dir.name} iteration {int(iteration)}",
+                                 metrics=model_dir / METRICS_FILE)
             if target.exists():  # an incomplete leftover (the lock makes a finished one impossible)
                 shutil.rmtree(target, ignore_errors=True)
             try:

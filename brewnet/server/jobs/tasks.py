@@ -22,7 +22,7 @@ from pathlib import Path
 from ...errors import BrewnetError
 from . import states
 from .jobdir import job_dir, read_job_json
-from .progress import read_plan
+from .progress import METRICS_FILE, read_plan
 
 SNAPSHOT_RE = re.compile(r"^snapshot_iter_(\d+)\.(caffemodel|solverstate)$")
 
@@ -71,7 +71,7 @@ def dataset_steps(job, config) -> list[list[str]]:
 
 def model_steps(job, config, *, resume: bool) -> list[list[str]]:
     jobdir = job_dir(config, job.id)
-    argv = brewnet_argv("train", "-solver", "solver.prototxt", "-metrics", "metrics.jsonl",
+    argv = brewnet_argv("train", "-solver", "solver.prototxt", "-metrics", METRICS_FILE,
                         "-sigint_effect", "stop")
     if resume:
         state = newest_solverstate(jobdir)
@@ -120,7 +120,7 @@ def inference_steps(job, config) -> list[list[str]]:
             raise BrewnetError(f"model {model_id} has no snapshot at iteration {iteration}")
         dataset_id = job.dataset_id or read_job_json(model_dir).get("dataset_id")
         deploy = ["deploy", "-model", str(model_dir / "train_val.prototxt"), "-weights", str(weights),
-                  "-output", str(bundle)]
+                  "-output", str(bundle), "-metrics", str(model_dir / METRICS_FILE)]
         if dataset_id:
             labels = job_dir(config, dataset_id) / "labels.txt"
             if labels.is_file():
