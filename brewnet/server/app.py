@@ -15,10 +15,11 @@ import importlib
 import logging
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import ServerConfig
@@ -41,6 +42,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
+        if exc.status == 401 and _browser_page_request(request):
+            # a browser asking for a page: the login form, then back here
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
 
@@ -64,6 +69,13 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         err = ApiError(500, f"an unexpected {type(exc).__name__} (the server's log has the details)")
         return JSONResponse(err.to_json(), status_code=500)
+
+
+def _browser_page_request(request: Request) -> bool:
+    """A GET of a page (not JSON, not the API) by a browser, which sends Accept: text/html."""
+    path = request.url.path
+    return (request.method == "GET" and "text/html" in request.headers.get("accept", "")
+            and not path.endswith(".json") and not path.startswith("/api/"))
 
 
 def _optional_router(name: str):

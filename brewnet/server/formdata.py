@@ -53,6 +53,20 @@ class ParsedForm:
         """Every value sent for ``name``, in order (``job_ids[]``)."""
         return [v for k, v in self.items if k == name]
 
+    def to_fields(self) -> dict[str, str | list[str]]:
+        """Every field: its value, or the list of its values when it was sent more than once
+        (DIGITS' sweeps repeat ``learning_rate`` / ``batch_size``; ``select_gpus`` is a multiple
+        select).  The forms' readers take either."""
+        out: dict[str, str | list[str]] = {}
+        for k, v in self.items:
+            if k not in out:
+                out[k] = v
+            elif isinstance(out[k], list):
+                out[k].append(v)
+            else:
+                out[k] = [out[k], v]
+        return out
+
     def to_dict(self) -> dict[str, str]:
         """One value per field (the last one)."""
         out: dict[str, str] = {}

@@ -248,6 +248,14 @@ def test_retrain_from_previous_and_sweep(world, model, dataset):
     assert r.status_code == 200, r.text
     jobs = r.json()["jobs"]
     assert sorted(j["name"] for j in jobs) == ["sweep learning_rate:0.01", "sweep learning_rate:0.02"]
+    # the same sweep as the browser's form sends it: the field repeated (and batch sizes too)
+    r = c.post("/models/images/classification.json",
+               data={**model_form(dataset, "repeated"), "learning_rate": ["0.01", "0.02"],
+                     "batch_size": ["2", "4"]})
+    assert r.status_code == 200, r.text
+    jobs += r.json()["jobs"]
+    assert sorted(j["name"] for j in r.json()["jobs"]) == [
+        f"repeated learning_rate:{lr} batch_size:{b}" for lr in ("0.01", "0.02") for b in (2, 4)]
     for j in jobs:
         assert c.post(f"/models/{j['id']}/abort").status_code in (200, 403)
         wait_status(c, "models", j["id"], 300)

@@ -244,6 +244,26 @@ def test_users_exist_mode_digits_login(client):
     assert client.get("/api/v1/me").json()["user"]["name"] == "alice"
 
 
+def test_digits_reads_need_a_login_once_users_have_passwords(client):
+    app = client.app
+    job = add_job(app, owner=None)
+    # local mode: DIGITS' reads are open
+    assert client.get("/index.json").status_code == 200
+    assert client.get(f"/datasets/{job}.json").status_code == 200
+    add_user(app, "alice", "pw-alice")
+    for path in ("/index.json", "/completed_jobs.json", f"/datasets/{job}.json", f"/jobs/{job}/table_data.json"):
+        r = client.get(path, headers=JSON)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "Unauthorized", path
+    # a browser asking for a page is sent to the login form, and comes back after it
+    r = client.get(f"/datasets/{job}?x=1", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/login?next=%2Fdatasets%2F{job}%3Fx%3D1"
+    r = client.post(r.headers["location"], data={"username": "alice", "password": "pw-alice"},
+                    follow_redirects=False)
+    assert r.status_code == 302 and r.headers["location"] == f"/datasets/{job}?x=1"
+    assert client.get(f"/datasets/{job}.json").json()["id"] == job
+    assert client.get("/index.json").status_code == 200
+
+
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example",
                                     "javascript:alert(1)", "relative/path", ""])
 def test_login_next_is_a_local_path_only(client, target):

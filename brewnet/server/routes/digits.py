@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -29,7 +29,15 @@ from ..formdata import ParsedForm, read_form
 from ..jobs import states
 from . import digits_bool, server_of, wants_json
 
-router = APIRouter(include_in_schema=False)
+async def _readers_only(request: Request) -> None:
+    """Every DIGITS route needs read access: open in DIGITS' local mode, a login once users
+    have passwords (routes that change something check the user themselves as well)."""
+    from .. import security
+
+    await security.read_access(request)
+
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(_readers_only)])
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
 KIND_PATHS = {states.DATASET: "datasets", states.MODEL: "models"}
@@ -124,7 +132,7 @@ async def _create(request: Request, kind: str, as_json: bool):
     form = await _form(request)
     try:
         user = await _user(request)
-        fields = form.to_dict()
+        fields = form.to_fields()
         clone = _param(request, form, "clone")
         if clone:
             fields["clone"] = clone
