@@ -414,3 +414,16 @@ def test_refused_uploads_leave_nothing(client):
     r = client.post(f"/api/v1/models/{model}/classify-many", files=files, data={"csrf_token": "wrong"})
     assert r.status_code == 403 and "CSRF" in r.text
     assert not [p.name for p in jobs.iterdir() if p.name.startswith(UPLOAD_PREFIX)]
+
+
+def test_no_page_loads_anything_from_another_host(client):
+    """FastAPI's /docs pages would load Swagger UI from a CDN: they are off; our pages name no
+    other host."""
+    import re
+
+    assert client.get("/api/v1/docs").status_code == 404
+    assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "brewnet"
+    for path in ("/", "/login", "/datasets/images/classification/new", "/models/images/classification/new"):
+        r = client.get(path, params={"username": "bob"}, headers={"Accept": "text/html"})
+        assert r.status_code == 200 and "<html" in r.text.lower(), path
+        assert not re.search(r"""(src|href|action)\s*=\s*["']?\s*(https?:)?//""", r.text, re.I), path
