@@ -5,7 +5,6 @@ import io
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from brewnet.cli import main
