@@ -148,6 +148,15 @@ def create_app(config: ServerConfig, *, scheduler_options: dict[str, Any] | None
             app.include_router(router, prefix="/api/v1")
         else:
             app.include_router(router)
+    from .web import PAGE_ROUTERS
+    for name in PAGE_ROUTERS:  # the web app's own pages and static files
+        try:
+            module = importlib.import_module(f"brewnet.server.web.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"brewnet.server.web.{name}":
+                raise
+            continue
+        app.include_router(module.router)
     # DIGITS' routes last: their /models/{id} patterns must not shadow the others
     app.include_router(digits.router)
     return app

@@ -22,7 +22,6 @@ from pathlib import Path
 import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from ..errors import ApiError
 from ..formdata import ParsedForm, read_form
@@ -38,7 +37,6 @@ async def _readers_only(request: Request) -> None:
 
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(_readers_only)])
-templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
 KIND_PATHS = {states.DATASET: "datasets", states.MODEL: "models"}
 CREATE_PATHS = {states.DATASET: "/datasets/images/classification", states.MODEL: "/models/images/classification"}
@@ -83,7 +81,10 @@ def _text(message: str, status: int = 200) -> PlainTextResponse:
 
 
 def _page(request: Request, name: str, **context) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, context)
+    """A page of the web app (brewnet/server/web): ``templates/<name>`` with the common context."""
+    from ..web.render import page
+
+    return page(request, name, **context)
 
 
 def _job_url(job) -> str:
