@@ -80,6 +80,21 @@ def _text(message: str, status: int = 200) -> PlainTextResponse:
     return PlainTextResponse(message, status_code=status)
 
 
+async def _web(request: Request, module: str, function: str, *args):
+    """The page ``brewnet.server.web.<module>.<function>(request, *args)`` renders (an async
+    function of the web app), or None when that module or function does not exist yet."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"brewnet.server.web.{module}")
+    except ModuleNotFoundError as e:
+        if e.name != f"brewnet.server.web.{module}":
+            raise
+        return None
+    fn = getattr(mod, function, None)
+    return None if fn is None else await fn(request, *args)
+
+
 def _page(request: Request, name: str, **context) -> HTMLResponse:
     """A page of the web app (brewnet/server/web): ``templates/<name>`` with the common context."""
     from ..web.render import page
@@ -108,6 +123,9 @@ async def home(request: Request):
     def rows():
         jobs = server.list_jobs()
         return [dict(server.table_row(j), url=_job_url(j), kind=j.kind) for j in jobs]
+    page = await _web(request, "home", "render_home")
+    if page is not None:
+        return page
     jobs = await _run(rows)
     queue = await _run(server.scheduler.queue)
     return _page(request, "home.html", jobs=jobs, queue=queue, slots=server.scheduler.slots(),
@@ -185,6 +203,11 @@ async def _new_page(request: Request, kind: str):
         fields = (read_form_file(server._dir(src.id)) or {}).get("fields") or {}
     if wants_json(request):
         return {"clone": clone, "fields": fields}
+    module = "dataset_pages" if kind == states.DATASET else "new_model_pages"
+    function = "render_new_dataset" if kind == states.DATASET else "render_new_model"
+    page = await _web(request, module, function, fields, clone)
+    if page is not None:
+        return page
     return _page(request, "new.html", kind=kind, action=CREATE_PATHS[kind], fields=fields, clone=clone,
                  title=f"New {states.TYPE_NAMES[kind]}")
 
@@ -494,6 +517,12 @@ async def job_redirect(request: Request, job_id: str):
 
 async def _job_page(request: Request, job):
     server = server_of(request)
+    module, function = {states.DATASET: ("dataset_pages", "render_dataset"),
+                        states.MODEL: ("model_pages", "render_model")}.get(
+                            job.kind, ("inference_pages", "render_inference_job"))
+    page = await _web(request, module, function, job)
+    if page is not None:
+        return page
 
     def context():
         row = server.table_row(job)
