@@ -245,6 +245,12 @@ class Scheduler:
                 pass
             self._wake.clear()
 
+    def _python_path(self) -> list[str]:
+        """Folders a job's steps import from besides brewnet: the server's Python layer folder
+        (``--allow-python-layers``; forms accept only Python layers whose module is in it)."""
+        folder = getattr(self.config, "allow_python_layers", None)
+        return [str(folder)] if folder else []
+
     def _poke(self) -> None:
         """Wake the loop now (from any thread)."""
         loop, wake = self._loop, self._wake
@@ -473,7 +479,7 @@ class Scheduler:
     def _next_step(self, run: _Run) -> None:
         argv = run.steps.pop(0)
         try:
-            run.proc = start_step(argv, run.jobdir, run.gpus)
+            run.proc = start_step(argv, run.jobdir, run.gpus, python_path=self._python_path())
         except OSError as e:
             self._finish(run, None, error=f"could not start {argv[:4]}: {e}")
             return
@@ -628,7 +634,7 @@ class Scheduler:
                          else steps_for(job, self.config, resume=resume))
                 if not steps:
                     raise BrewnetError("the job has no step to run")
-                proc = start_step(steps[0], jobdir, gpus)
+                proc = start_step(steps[0], jobdir, gpus, python_path=self._python_path())
             except (BrewnetError, ApiError, OSError, ValueError, KeyError, TypeError, ImportError) as e:
                 msg = getattr(e, "message", None) or str(e) or type(e).__name__
                 self._set_status(job, states.ERROR, time.time())

@@ -285,6 +285,23 @@ def test_start_step_logs_header_output_and_env(tmp_path):
     assert lines[-2].startswith("==> ") and lines[-1] == "again"
 
 
+def test_a_step_imports_the_servers_own_brewnet(tmp_path):
+    """Whatever brewnet the environment would give ``python -m brewnet`` (another checkout's
+    editable install, a module named brewnet in the job's folder), a step runs this server's."""
+    import brewnet
+
+    (tmp_path / "brewnet.py").write_text("raise SystemExit('the wrong brewnet')\n")
+    p = start_step([sys.executable, "-c", "import brewnet; print('from', brewnet.__file__)"], tmp_path)
+    assert p.wait(timeout=60) == 0, (tmp_path / "log.txt").read_text()
+    assert f"from {brewnet.__file__}" in (tmp_path / "log.txt").read_text().splitlines()
+    # the server's Python layer folder is importable
+    layers = tmp_path.parent / f"{tmp_path.name}-layers"
+    layers.mkdir()
+    (layers / "mylayer.py").write_text("NAME = 'my layer'\n")
+    p = start_step([sys.executable, "-c", "import mylayer; print(mylayer.NAME)"], tmp_path, python_path=[str(layers)])
+    assert p.wait(timeout=60) == 0 and (tmp_path / "log.txt").read_text().splitlines()[-1] == "my layer"
+
+
 def test_pid_alive_checks_the_process_is_ours(tmp_path):
     other = tmp_path / "other"
     other.mkdir()

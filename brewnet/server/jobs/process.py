@@ -53,16 +53,26 @@ def step_label(argv: list[str]) -> str:
 
 
 def start_step(argv: list[str], jobdir: str | os.PathLike, gpus: list[int] | None = None,
-               extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+               extra_env: dict[str, str] | None = None, python_path: list[str] | None = None
+               ) -> subprocess.Popen:
     """Start ``argv`` in ``jobdir``: stdout and stderr appended to log.txt after a header line
     ``==> <time> brewnet <verb> ...``, BREWNET_PROGRESS_FILE=<jobdir>/progress.jsonl,
-    CUDA_VISIBLE_DEVICES set to the assigned GPU indices (empty: no GPU), a new session, and
-    SIGTERM on the server's death (Linux)."""
+    CUDA_VISIBLE_DEVICES set to the assigned GPU indices (empty: no GPU), PYTHONPATH leading to
+    this server's own brewnet package and then ``python_path`` (the Python layer folder), the
+    job's folder never on the import path (PYTHONSAFEPATH), a new session, and SIGTERM on the
+    server's death (Linux)."""
     jobdir = Path(jobdir).resolve()
     env = dict(os.environ)
     env["BREWNET_PROGRESS_FILE"] = str(jobdir / PROGRESS_FILE)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus) if gpus else ""
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach log.txt as they are printed
+    # the step runs the same brewnet as this server, whatever else `python -m brewnet` would find
+    # on the path; nothing in the job's folder (uploads) is importable: Python >= 3.11 leaves the
+    # working directory off sys.path with PYTHONSAFEPATH
+    package_parent = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join([package_parent, *(python_path or []),
+                                         *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONSAFEPATH"] = "1"
     if extra_env:
         env.update(extra_env)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
