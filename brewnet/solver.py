@@ -508,8 +508,10 @@ class Solver:
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
         if self.requested_early_exit:
-            # brewnet always snapshots on a stop request (Caffe does when snapshot_after_train)
-            if not (p.snapshot and self.iter % p.snapshot == 0):
+            # brewnet always snapshots on a stop request unless this iteration's snapshot exists
+            # (Caffe, when snapshot_after_train, skips every multiple of `snapshot`, assuming one
+            # was just written: not so at iteration 0, where a stop during the first test lands)
+            if getattr(self, "_snapshotted_iter", None) != self.iter:
                 self.snapshot()
             log.info("Optimization stopped early.")
             return
@@ -773,6 +775,7 @@ class Solver:
         for h in self.history:
             fileio.array_to_blob(h.detach().to("cpu", torch.float32).numpy(), state.history.add())
         fileio.write_binary(state, state_file)
+        self._snapshotted_iter = self.iter
         return model, state_file
 
     def restore(self, path: str) -> None:
@@ -809,6 +812,7 @@ class Solver:
             for a, h in zip(arrays, self.history):
                 h.copy_(torch.as_tensor(a.reshape(tuple(h.shape)), dtype=h.dtype))
         self.iter = int(state.iter)
+        self._snapshotted_iter = self.iter  # this iteration's snapshot is the one restored
         self.current_step = int(state.current_step)
         for layer in self.net.layers:  # NVCaffe-dialect averages go on with the weight they had
             if layer.type == "BatchNorm" and layer.nvcaffe:

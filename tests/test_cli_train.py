@@ -149,6 +149,32 @@ def test_sigterm_leaves_loadable_snapshot(tmp_path):
     assert b"Optimization stopped early." in out
 
 
+def test_a_stop_during_the_first_test_still_snapshots(tmp_path, monkeypatch):
+    """A stop that lands in the test at iteration 0 (a server's abort right after the first
+    metrics) writes snapshot_iter_0, so the job can be resumed; a stop right after a regular
+    snapshot does not write it twice."""
+    from brewnet.solver import get_solver
+
+    write_solver(tmp_path, extra="snapshot: 3\n", max_iter=10)
+    monkeypatch.chdir(tmp_path)
+    solver = get_solver("solver.prototxt")
+    calls = []
+
+    def stop_in_first_test():
+        calls.append(solver.iter)
+        return "stop" if len(calls) == 1 else "none"   # the first poll is in test(): iteration 0
+    solver.set_action_function(stop_in_first_test)
+    solver.solve()
+    assert solver.iter == 0 and os.path.exists("out/run_iter_0.solverstate")
+    # resumed, and stopped right after the snapshot of iteration 3 (polled after that iteration)
+    solver = get_solver("solver.prototxt")
+    solver.set_action_function(lambda: "stop" if solver.iter == 3 else "none")
+    solver.solve("out/run_iter_0.solverstate")
+    assert solver.iter == 3
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.solverstate")) == [
+        "run_iter_0.solverstate", "run_iter_3.solverstate"]
+
+
 def test_cli_test_prints_caffe_lines(tmp_path, monkeypatch, capsys):
     write_solver(tmp_path)
     monkeypatch.chdir(tmp_path)
