@@ -98,7 +98,7 @@ def read_solver(path: PathLike) -> caffe_pb2.SolverParameter:
 
 def write_prototxt(msg: pb_message.Message, path: PathLike) -> None:
     """Write ``msg`` in text format, atomically. (Unknown fields are not written.)"""
-    _atomic_write(path, text_format.MessageToString(msg).encode("utf-8"))
+    atomic_write(path, text_format.MessageToString(msg).encode("utf-8"))
 
 
 def _read_text(path: PathLike) -> str:
@@ -233,7 +233,7 @@ def read_caffemodel(path: PathLike) -> caffe_pb2.NetParameter:
 
 def write_binary(msg: pb_message.Message, path: PathLike) -> None:
     """Write ``msg`` in protobuf binary, atomically."""
-    _atomic_write(path, msg.SerializeToString())
+    atomic_write(path, msg.SerializeToString())
 
 
 def write_caffemodel(net_param: caffe_pb2.NetParameter, path: PathLike) -> None:
@@ -260,7 +260,7 @@ def _looks_like_text(data: bytes) -> bool:
     return b"\0" not in head and sum(b < 9 or 13 < b < 32 for b in head) < len(head) // 100 + 1
 
 
-def _atomic_write(path: PathLike, data: bytes) -> None:
+def atomic_write(path: PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over ``path``.
 
     Readers see either the old file or the complete new one, never a partial snapshot.

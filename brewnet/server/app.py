@@ -11,7 +11,6 @@ other exception a 500 without a trace (the traceback goes to the server's log on
 """
 from __future__ import annotations
 
-import importlib
 import logging
 from contextlib import asynccontextmanager
 from typing import Any
@@ -79,13 +78,10 @@ def _browser_page_request(request: Request) -> bool:
 
 
 def _optional_router(name: str):
-    try:
-        module = importlib.import_module(f"brewnet.server.routes.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"brewnet.server.routes.{name}":
-            raise
-        return None
-    return getattr(module, "router", None)
+    from .routes import optional_module
+
+    module = optional_module(name)
+    return getattr(module, "router", None) if module is not None else None
 
 
 def create_app(config: ServerConfig, *, scheduler_options: dict[str, Any] | None = None) -> FastAPI:
@@ -141,7 +137,7 @@ def create_app(config: ServerConfig, *, scheduler_options: dict[str, Any] | None
     install_error_handlers(app)
     app.add_middleware(security.OriginCheckMiddleware)
     for name in OPTIONAL_ROUTERS:
-        router = _optional_router(name)
+        router = _optional_router(f"brewnet.server.routes.{name}")
         if router is None:
             continue
         if name == "api_v1" and not router.prefix:
@@ -150,13 +146,9 @@ def create_app(config: ServerConfig, *, scheduler_options: dict[str, Any] | None
             app.include_router(router)
     from .web import PAGE_ROUTERS
     for name in PAGE_ROUTERS:  # the web app's own pages and static files
-        try:
-            module = importlib.import_module(f"brewnet.server.web.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"brewnet.server.web.{name}":
-                raise
-            continue
-        app.include_router(module.router)
+        router = _optional_router(f"brewnet.server.web.{name}")
+        if router is not None:
+            app.include_router(router)
     # DIGITS' routes last: their /models/{id} patterns must not shadow the others
     app.include_router(digits.router)
     return app

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +24,11 @@ JOB_JSON = "job.json"
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically: a temporary file in the same folder, fsync,
-    rename over ``path``, fsync of the folder (so the rename itself survives a power cut)."""
-    path = Path(path)
-    data = (json.dumps(obj, indent=1, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # some platforms cannot open a directory; the rename is still atomic
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`brewnet.fileio.atomic_write`: a
+    temporary file beside it, fsync, rename, fsync of the folder)."""
+    from ...fileio import atomic_write
+
+    atomic_write(path, (json.dumps(obj, indent=1, sort_keys=False, allow_nan=False) + "\n").encode("utf-8"))
 
 
 def _brewnet_version() -> str:

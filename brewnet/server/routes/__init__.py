@@ -9,7 +9,21 @@ Helpers every route module may use are here.
 """
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 from starlette.requests import Request
+
+
+def optional_module(name: str) -> ModuleType | None:
+    """The module ``name``, or None when it does not exist (an ImportError inside an existing
+    module is raised, not hidden)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name:
+            raise
+        return None
 
 
 def server_of(request: Request):

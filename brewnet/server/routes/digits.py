@@ -83,15 +83,10 @@ def _text(message: str, status: int = 200) -> PlainTextResponse:
 async def _web(request: Request, module: str, function: str, *args):
     """The page ``brewnet.server.web.<module>.<function>(request, *args)`` renders (an async
     function of the web app), or None when that module or function does not exist yet."""
-    import importlib
+    from . import optional_module
 
-    try:
-        mod = importlib.import_module(f"brewnet.server.web.{module}")
-    except ModuleNotFoundError as e:
-        if e.name != f"brewnet.server.web.{module}":
-            raise
-        return None
-    fn = getattr(mod, function, None)
+    mod = optional_module(f"brewnet.server.web.{module}")
+    fn = getattr(mod, function, None) if mod is not None else None
     return None if fn is None else await fn(request, *args)
 
 
