@@ -213,7 +213,16 @@
                                                                        : "Pick models on the left",
                                           showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5}],
     };
-    window.Plotly.react(div, raw.concat(traces), layout, {responsive: true, displaylogo: false});
+    window.Plotly.react(div, raw.concat(traces), layout, {displaylogo: false});
+    if (!div.dataset.observed && window.ResizeObserver) {
+      // the plot follows its box (a window resize, the page's layout switching to one column)
+      div.dataset.observed = "1";
+      let pending = null;
+      new ResizeObserver(() => {
+        cancelAnimationFrame(pending);
+        pending = requestAnimationFrame(() => { if (div._fullLayout) window.Plotly.Plots.resize(div); });
+      }).observe(div);
+    }
   }
 
   // ------------------------------------------------------------------ settings side by side
@@ -277,13 +286,15 @@
     const factKeys = Object.keys(facts[0] || {});
     for (const key of factKeys) {
       const cells = facts.map((f) => f[key]);
-      if (key === "best val (moving-average BN)" && cells.every((c) => !c.text)) continue;
+      if (cells.every((c) => !c.text)) continue;
       rows.push([key, key, cells]);
     }
     const specs = ids.map((id) => flatten(state.data.get(id).job.spec || {}, "", {}));
     const keys = [...new Set(specs.flatMap((s) => Object.keys(s)))].filter((k) => k !== "name").sort();
     for (const key of keys) {
-      rows.push([key, key, specs.map((s) => ({raw: s[key] === undefined ? null : s[key], text: shown(key, s[key])}))]);
+      const cells = specs.map((s) => ({raw: s[key] === undefined ? null : s[key], text: shown(key, s[key])}));
+      if (cells.every((c) => !c.text)) continue;   // unset for every job (e.g. a standard net's custom_network)
+      rows.push([key, key, cells]);
     }
     return rows;
   }
