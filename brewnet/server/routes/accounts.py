@@ -176,7 +176,13 @@ async def _login(request: Request, name: str | None, password: str | None):
     return found
 
 
-def _login_page(message: str = "", next_path: str = "/", status: int = 200) -> HTMLResponse:
+def _login_page(request: Request, message: str = "", next_path: str = "/", status: int = 200) -> HTMLResponse:
+    """The web app's login page, or a bare form when the web app is not there."""
+    from . import optional_module
+
+    pages = optional_module("brewnet.server.web.account_pages")
+    if pages is not None:
+        return pages.render_login(request, next_path, message, status)
     note = f'<p class="error">{html.escape(message)}</p>' if message else ""
     body = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>brewnet: log in</title></head>
@@ -184,8 +190,7 @@ def _login_page(message: str = "", next_path: str = "/", status: int = 200) -> H
 <form method="post" action="/login">
 <input type="hidden" name="next" value="{html.escape(next_path, quote=True)}">
 <p><label>Username <input name="username" autocomplete="username" required></label></p>
-<p><label>Password <input name="password" type="password" autocomplete="current-password"></label>
-(not needed while no user has one)</p>
+<p><label>Password <input name="password" type="password" autocomplete="current-password"></label></p>
 <p><button type="submit">Log in</button></p>
 </form></body></html>"""
     return HTMLResponse(body, status_code=status)
@@ -196,7 +201,7 @@ def _login_page(message: str = "", next_path: str = "/", status: int = 200) -> H
 @router.get("/login", include_in_schema=False)
 async def login_page(request: Request):
     """A minimal login form (the web pages of the next issue bring their own)."""
-    return _login_page(next_path=safe_next(request.query_params.get("next")))
+    return _login_page(request, next_path=safe_next(request.query_params.get("next")))
 
 
 @router.post("/login", include_in_schema=False)
@@ -210,7 +215,7 @@ async def login(request: Request):
     except ApiError as e:
         if wants_json(request) or e.status != 401:
             raise
-        return _login_page(e.message, target, status=401)
+        return _login_page(request, e.message, target, status=401)
     response = RedirectResponse(target, status_code=302)
     if cookie is None:
         security.set_username_cookie(response, request, user.name)
