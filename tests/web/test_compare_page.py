@@ -126,3 +126,18 @@ def test_compare_two_models(page, live, model_id, second_model_id, shot, tmp_pat
                            " return d._fullLayout && Math.abs(d._fullLayout.width - d.clientWidth) <= 2; }")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     shot(page, "compare-1024")
+
+    # a job's name is text everywhere on the page (list, legend, settings), never markup
+    evil = '<img src="/evil-img" onerror="window.__pwned=1">'
+    r = live.api("PATCH", f"/api/v1/jobs/{b}", json={"name": evil})
+    assert r.status_code == 200, r.text
+    try:
+        page.reload()
+        wait_traces(page, 2)
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator("img[src='/evil-img']").count() == 0
+        assert page.locator(f"label[for='pick-{b}']").text_content() == evil
+        assert evil in page.locator("#c-settings thead").text_content()
+        assert evil in page.locator("#c-plot .legend").text_content()
+    finally:
+        live.api("PATCH", f"/api/v1/jobs/{b}", json={"name": "lenet-bn-lr0.02"})

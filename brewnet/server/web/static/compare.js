@@ -23,6 +23,8 @@
     data: new Map(),          // id -> {job, metrics, start}
   };
   let refreshTimer = null;
+  // plotly reads names and titles as a little HTML and decodes &amp; &lt; &gt; only (not &quot;)
+  const ptext = (s) => String(s ?? "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   let loadToken = 0;
 
   // ------------------------------------------------------------------ URL, picks, filter
@@ -193,21 +195,21 @@
       const ys = pts.map((p) => (typeof p[1] === "number" ? p[1] : null));
       const label = (models.get(id) || {}).name || d.job.name || id;
       const mode = pts.length < 2 ? "markers" : "lines";
-      traces.push({type: "scatter", mode, x: xs, y: B.smooth(ys, state.smooth), name: label, meta: id,
+      traces.push({type: "scatter", mode, x: xs, y: B.smooth(ys, state.smooth), name: ptext(label), meta: id,
                    legendgroup: id, line: {color: colorOf(id), width: 2}, marker: {color: colorOf(id)},
-                   hovertemplate: `${B.esc(label)}<br>%{x}: %{y:.4g}<extra></extra>`});
+                   hovertemplate: `${ptext(label)}<br>%{x}: %{y:.4g}<extra></extra>`});
       if (state.smooth > 0) {
-        raw.push({type: "scatter", mode, x: xs, y: ys, name: `${label} (raw)`, meta: `${id}:raw`,
+        raw.push({type: "scatter", mode, x: xs, y: ys, name: ptext(`${label} (raw)`), meta: `${id}:raw`,
                   legendgroup: id, showlegend: false, hoverinfo: "skip", opacity: 0.25,
                   line: {color: colorOf(id), width: 1}, marker: {color: colorOf(id)}});
       }
     }
     const layout = {
       margin: {l: 60, r: 20, t: 30, b: 50}, height: 400, hovermode: "closest",
-      title: {text: state.output ? B.esc(`${name} (${phase})`) : "", font: {size: 14}},
+      title: {text: state.output ? ptext(`${name} (${phase})`) : "", font: {size: 14}},
       xaxis: {title: {text: state.x === "iteration" ? "iteration" : "wall time (s since the job's first point)"},
               zeroline: false},
-      yaxis: {title: {text: B.esc(name)}, zeroline: false},
+      yaxis: {title: {text: ptext(name)}, zeroline: false},
       legend: {orientation: "h", y: -0.2},
       annotations: traces.length ? [] : [{text: state.selected.length ? "No points of this output yet"
                                                                        : "Pick models on the left",
