@@ -15,6 +15,16 @@ LOADED_IMAGES = """(sel) => {
 }"""
 
 
+def _fits(page, width: int = 1024) -> None:
+    """At a laptop width the page needs no sideways scrolling."""
+    page.set_viewport_size({"width": width, "height": 800})
+    over = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    try:   # plotly's responsive charts resize after the window's resize event
+        page.wait_for_function(f"({over}) <= 0", timeout=5_000)
+    except Exception:
+        pytest.fail(f"{page.evaluate(over)} px wider than a {width} px window")
+
+
 def _images_loaded(page, selector: str) -> dict:
     page.wait_for_function(f"Array.from(document.querySelectorAll({selector!r})).every((i) => i.complete)")
     return page.evaluate(LOADED_IMAGES, selector)
@@ -94,6 +104,8 @@ def test_classify_one_in_place(page, live, model_id, labels, visualizations, sho
     assert page.locator("#classify-one-output .bn-stats tbody tr").count() == 2 * bn_layers
     assert "eps" in page.locator("#classify-one-output .bn-info").first.inner_text()
     shot(page, "classify_one")
+    _fits(page)
+    shot(page, "classify_one_1024")
 
 
 def test_classify_one_plain_form_post(page, live, model_id):
@@ -159,7 +171,7 @@ def test_classify_many_job_page(page, live, model_id, labels, shot):
     # the deliberately mislabelled images are among the misclassified, with true and predicted labels
     figs = page.locator("#misclassified figure.thumb")
     assert figs.count() >= len(wrong)
-    names = [f.locator(".name").inner_text() for f in figs.all()]
+    names = [f.get_attribute("title") for f in figs.all()]
     for p in wrong:
         fig = figs.nth(names.index(p))
         assert fig.locator(".truth").inner_text() == f"true: {labels[-1]}"
@@ -168,6 +180,24 @@ def test_classify_many_job_page(page, live, model_id, labels, shot):
     assert state["loaded"] == state["total"] == figs.count(), state
     assert page.locator("#image-predictions tbody tr").count() == len(lines)
     shot(page, "inference_job")
+    _fits(page)
+    shot(page, "inference_job_1024")
+
+
+def test_classify_many_without_labels(page, live, model_id, labels):
+    """A list without true classes: predictions only, and the page says why there is no accuracy."""
+    path = live.data / "unlabelled.txt"
+    path.write_text("\n".join(str(live.images[c][5]) for c in labels) + "\n")
+    page.goto(f"/models/{model_id}/classify")
+    page.set_input_files("#many-list-file", str(path))
+    page.click("#classify-many-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/jobs/[^/?#]+$"), timeout=60_000)
+    page.locator("#image-predictions tbody tr").first.wait_for(timeout=300_000)
+    assert page.locator("#image-predictions tbody tr").count() == len(labels)
+    assert "No image had a true class" in page.locator("#report-summary").inner_text()
+    assert page.locator("#report-confusion").is_hidden() and page.locator("#report-per-class").is_hidden()
+    assert page.locator("#confusion .main-svg").count() == 0
+    assert page.locator(".summary-card.top1 .value").inner_text() == "–"
 
 
 def test_top_images_from_a_server_list(page, live, model_id, labels):

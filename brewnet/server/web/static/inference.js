@@ -207,8 +207,9 @@
       const bn = layer.batchnorm || {};
       const note = $(`.bn-info[data-layer="${CSS.escape(box.dataset.layer)}"]`, root);
       if (note) {
-        const parts = [`eps ${bn.eps}`, `scale factor s = ${B().fmt.num(bn.scale_factor)}`,
-                       `moving average fraction ${bn.moving_average_fraction}`, `normalises with ${bn.normalizes_with}`];
+        const n = (v) => B().fmt.num(v, 4);
+        const parts = [`eps ${n(bn.eps)}`, `scale factor s = ${n(bn.scale_factor)}`,
+                       `moving average fraction ${n(bn.moving_average_fraction)}`, `normalises with ${bn.normalizes_with}`];
         note.textContent = parts.join(" · ") + (bn.note ? `. ${bn.note}.` : "");
         if (bn.warning) note.append(el("strong", {class: "warn", text: ` ${bn.warning}`}));
       }
@@ -262,8 +263,11 @@
   function thumb(jobId, item, caption, lazy) {
     const img = el("img", {src: `/inference/${encodeURIComponent(jobId)}/images/${item.index}`, alt: item.name,
                            loading: lazy ? "lazy" : null, title: item.name});
-    return el("figure", {class: "thumb"}, img, caption);
+    return el("figure", {class: "thumb", title: item.name}, img, caption);
   }
+
+  // the end of a long path: its last two parts
+  const shortName = (name) => { const parts = String(name).split("/"); return parts.length > 2 ? "…/" + parts.slice(-2).join("/") : name; };
 
   async function loadReport(box) {
     if (!box) return;
@@ -350,7 +354,7 @@
       ? `The first ${rep.misclassified.length} of ${rep.misclassified_total} misclassified images.`
       : `${rep.misclassified_total} misclassified image${rep.misclassified_total === 1 ? "" : "s"}.`;
     thumbs.replaceChildren(...rep.misclassified.map((m) => thumb(rep.job_id, m, el("figcaption", {},
-      el("span", {class: "name", text: m.name}),
+      el("span", {class: "name", text: shortName(m.name)}),
       el("span", {class: "truth", text: `true: ${m.label}`}),
       el("span", {class: "predicted bad", text: `predicted: ${m.predicted} (${m.confidence.toFixed(1)} %)`})), false)));
   }
