@@ -290,3 +290,20 @@ def test_routes_confine_what_they_serve(live, model_id, labels):
     assert live.api("GET", "/inference/list-file", params={"path": "/etc/hostname"}).status_code == 403
     ok = live.api("GET", "/inference/list-file", params={"path": str(path)})
     assert ok.status_code == 200 and ok.text == path.read_text()
+
+
+def test_forms_on_the_model_page(page, live, model_id):
+    """The model page includes the same forms; classify one answers in place there too."""
+    page.goto(f"/models/{model_id}")
+    form = page.locator("#inference #classify-one-form")
+    if form.count() == 0:
+        pytest.fail("the model page does not include model_inference_forms.html")
+    page.set_input_files("#one-image-file", str(live.images["columns"][4]))
+    url = page.url
+    page.click("#classify-one-form button[type=submit]")
+    rows = page.locator("#classify-one-output #predictions tbody tr")
+    rows.first.wait_for(timeout=120_000)
+    assert page.url == url
+    assert rows.nth(0).locator("td").nth(1).inner_text() == "columns"
+    state = _images_loaded(page, "#classify-one-output .vis-card img.vis")
+    assert state["total"] > 0 and state["loaded"] == state["total"], state
