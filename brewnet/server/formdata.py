@@ -29,7 +29,8 @@ UPLOAD_PREFIX = ".upload-"
 class Upload:
     """One uploaded file, saved at ``path`` (inside the form's temporary folder)."""
     field: str
-    filename: str        # the client's name, reduced to a safe base name
+    filename: str        # the client's name, reduced to a safe base name; "" when the client
+                         # sent none (a browser's unfilled file input: no name, no bytes)
     path: Path
     size: int
     content_type: str = ""
@@ -157,7 +158,9 @@ class _Collector:
                 self.form.tmpdir = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX, dir=self.tmp_parent))
             path = self.form.tmpdir / f"{self.n_files:03d}_{safe_filename(self.filename)}"
             self.fh = open(path, "wb")
-            self.form.files[self.name] = Upload(self.name, safe_filename(self.filename), path, 0,
+            # an unfilled <input type=file> arrives as filename="" with no bytes: no upload
+            shown = safe_filename(self.filename) if self.filename.strip() else ""
+            self.form.files[self.name] = Upload(self.name, shown, path, 0,
                                                 ctype.decode("latin-1"))
         else:
             self.n_fields += 1

@@ -277,6 +277,15 @@ def test_classify_one_and_many(world, model):
     r = c.post("/models/images/classification/classify_one.json",
                data={"job_id": model, "image_path": str(image)})
     assert r.status_code == 200 and r.json()["predictions"][0][0] in CLASSES
+    # a browser's form sends its unfilled file input as an empty part with filename="": no upload
+    boundary = "brewnet-boundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="job_id"\r\n\r\n{model}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image_path"\r\n\r\n{image}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image_file"; filename=""\r\n'
+            f'Content-Type: application/octet-stream\r\n\r\n\r\n--{boundary}--\r\n').encode()
+    r = c.post("/models/images/classification/classify_one.json", content=body,
+               headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 200 and r.json()["predictions"][0][0] in CLASSES
     r = c.post("/models/images/classification/classify_one.json", data={"job_id": model, "image_path": "/etc/passwd"})
     assert r.status_code == 403
     r = c.post("/models/images/classification/classify_one.json", data={"job_id": model})
