@@ -65,7 +65,7 @@
 
   // ------------------------------------------------------------------ gallery
   const gSplit = $("g-split"), gClass = $("g-class"), gallery = $("gallery");
-  const perPage = Number(root.dataset.perPage) || 48;
+  const gPerPage = $("g-per-page");
   let gPage = 1, gPages = 1, gRequest = 0;
 
   function fillSelectors() {
@@ -77,7 +77,7 @@
     gClass.innerHTML = (data.labels || []).map((l, i) => `<option value="${i}">${B.esc(l)}</option>`).join("");
     if (keepClass) gClass.value = keepClass;
     const ready = splits.length > 0;
-    [gSplit, gClass].forEach((e) => { e.disabled = !ready; });
+    [gSplit, gClass, gPerPage].forEach((e) => { e.disabled = !ready; });
     $("gallery-empty").hidden = ready;
     return ready;
   }
@@ -93,7 +93,7 @@
     gallery.setAttribute("aria-busy", "true");
     $("g-page").textContent = "Loading…";
     try {
-      const q = new URLSearchParams({split, label, page: gPage, per_page: perPage});
+      const q = new URLSearchParams({split, label, page: gPage, per_page: Number(gPerPage.value) || 48});
       const g = await B.api(`/datasets/${encodeURIComponent(id)}/gallery.json?${q}`);
       if (n !== gRequest) return;   // a newer request was made meanwhile
       gPage = g.page; gPages = g.pages;
@@ -122,6 +122,7 @@
   }
   gSplit.addEventListener("change", () => { gPage = 1; loadGallery(); });
   gClass.addEventListener("change", () => { gPage = 1; loadGallery(); });
+  gPerPage.addEventListener("change", () => { gPage = 1; loadGallery(); });
   $("g-prev").addEventListener("click", () => { if (gPage > 1) { gPage -= 1; loadGallery(); } });
   $("g-next").addEventListener("click", () => { if (gPage < gPages) { gPage += 1; loadGallery(); } });
 

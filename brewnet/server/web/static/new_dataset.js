@@ -42,6 +42,15 @@
     .forEach((e) => e.addEventListener("change", sync));
   sync();
 
+  // a field's error goes once the field is changed
+  form.addEventListener("input", (ev) => {
+    const name = ev.target.name;
+    if (!name || ev.target.getAttribute("aria-invalid") !== "true") return;
+    ev.target.removeAttribute("aria-invalid");
+    const slot = form.querySelector(`.field-error[data-for="${CSS.escape(name)}"]`);
+    if (slot) slot.textContent = "";
+  });
+
   // ------------------------------------------------------------------ submit
   const button = $("create");
   const status = $("create-status");
