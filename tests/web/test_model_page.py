@@ -4,6 +4,8 @@ snapshots with downloads that answer, rename and notes that persist; and a live 
 without reload through abort and resume."""
 from __future__ import annotations
 
+import json
+
 POINTS = "Number(document.getElementById('charts').dataset.points)"
 
 
@@ -113,6 +115,11 @@ def test_finished_model_page(page, live, model_id, shot):
     assert page.locator("#history tbody tr").count() == len(job["status_history"])
     assert "snapshot" in page.locator("#log-text").inner_text().lower()
     shot(page, "model")
+    # laptop width: nothing wider than the window
+    page.set_viewport_size({"width": 1024, "height": 800})
+    page.wait_for_function("document.documentElement.scrollWidth <= 1024")   # once plotly has resized
+    shot(page, "model-1024")
+    page.set_viewport_size({"width": 1366, "height": 900})
 
     # rename and notes persist after a reload; a blank name is refused next to its field
     try:
@@ -170,8 +177,12 @@ def test_live_training_abort_resume(page, live, dataset_id, shot):
         page.wait_for_function("document.getElementById('status').textContent === 'Aborted'", timeout=120_000)
         page.wait_for_function("document.getElementById('usage-process').textContent === 'not running'")
         assert page.evaluate("window.__sameDocument") is True    # all of it without a reload
-        history = page.locator("#history tbody tr td:first-child").all_inner_texts()
-        assert history.count("Aborted") == 2 and history.count("Running") == 2, history
+        # the status history follows, with every change the server recorded
+        server_history = [h[0] for h in live.api("GET", f"/api/v1/jobs/{job_id}").json()["status_history"]]
+        assert server_history.count("Aborted") == 2 and server_history.count("Running") == 2, server_history
+        page.wait_for_function("(want) => JSON.stringify(Array.from(document.querySelectorAll("
+                               "'#history tbody tr td:first-child')).map((td) => td.textContent)) === want",
+                               arg=json.dumps(server_history, separators=(",", ":")))
         # the page holds what the server has: every metric record it wrote
         metrics = live.api("GET", f"/api/v1/jobs/{job_id}/metrics").json()
         total = sum(len(pts) for names in metrics.values() if isinstance(names, dict) for pts in names.values())

@@ -40,6 +40,8 @@ _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 _in_flight: dict[str, tuple] = {}       # job dir -> key of the gap being computed
 _in_flight_guard = threading.Lock()
+#: one measurement at a time in the whole server (each loads a net; trainings run beside it)
+_measuring = threading.Semaphore(1)
 
 
 def _lock(jobdir: Path) -> threading.Lock:
@@ -224,7 +226,8 @@ def _run_gap_subprocess(jobdir: Path, snapshot: Path, batches: int, timeout_s: f
 
 def _gap_worker(jobdir: Path, snapshot: Path, key: list, timeout_s: float) -> None:
     try:
-        result = _run_gap_subprocess(jobdir, snapshot, gap_batches(jobdir), timeout_s)
+        with _measuring:
+            result = _run_gap_subprocess(jobdir, snapshot, gap_batches(jobdir), timeout_s)
         result.update({"key": key, "file": snapshot.name, "time": time.time()})
         if jobdir.is_dir():
             with _lock(jobdir):

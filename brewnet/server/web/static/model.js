@@ -135,12 +135,17 @@
     };
     window.Plotly.react("chart-main", traces, layout, PLOT_CONFIG);
     const lrPts = lr ? sortedOf(lr) : [];
+    const lrValues = lrPts.map((p) => p[1]).filter((v) => v !== null && isFinite(v));
+    const lrMax = lrValues.length ? Math.max(...lrValues) : 0;
+    // a constant rate would get plotly's ±1 range around it: start the axis at 0 instead
+    const lrAxis = lrMax > 0 && Math.min(...lrValues) === lrMax ? {range: [0, lrMax * 1.5]} : {rangemode: "tozero"};
     window.Plotly.react("chart-lr", lrPts.length ? [{x: lrPts.map((p) => xOf(p[0])), y: lrPts.map((p) => p[1]),
                                                     name: "learning rate", mode: "lines", line: {color: "#7b4fa8"}}] : [],
       {margin: {l: 60, r: 60, t: 10, b: 40}, height: 200, xaxis: {title: {text: xTitle}},
-       yaxis: {title: {text: "learning rate"}, exponentformat: "e"}, showlegend: false}, PLOT_CONFIG);
+       yaxis: {title: {text: "learning rate"}, exponentformat: "e", ...lrAxis}, showlegend: false}, PLOT_CONFIG);
     $("chart-status").textContent = state.points ? `${state.points} points` : "no points yet";
     updateSnapshotAccuracy();
+    drawBnAccuracy();
   }
 
   async function loadMetrics() {
@@ -173,15 +178,31 @@
     $("model").dataset.status = status;
     $("error-text").textContent = state.job.error || "";
     updateButtons();
-    if (before !== status && extra.time) {
-      const tr = document.createElement("tr");
-      const td1 = document.createElement("td"); td1.textContent = status;
-      const td2 = document.createElement("td"); td2.className = "time"; td2.textContent = B.fmt.time(extra.time);
-      tr.append(td1, td2);
-      $("history").querySelector("tbody").appendChild(tr);
-    }
+    if (before !== status) refreshJob();
     if (status !== "Waiting") $("queue-text").textContent = "";
     if (isActive(status)) startPolling(); else stopPolling();
+  }
+
+  // The job as /api/v1 has it: its status history (every change, even those the stream's polling
+  // stepped over) and its place in the queue
+  let jobTimer = null;
+  function refreshJob() {
+    if (jobTimer) return;
+    jobTimer = setTimeout(async () => {
+      jobTimer = null;
+      let job;
+      try { job = await B.api(`/api/v1/jobs/${encodeURIComponent(jobId)}`); } catch (err) { return; }
+      const body = $("history").querySelector("tbody");
+      body.innerHTML = "";
+      for (const [status, t] of job.status_history || []) {
+        const tr = document.createElement("tr");
+        const td1 = document.createElement("td"); td1.textContent = status;
+        const td2 = document.createElement("td"); td2.className = "time"; td2.textContent = B.fmt.time(t);
+        tr.append(td1, td2); body.appendChild(tr);
+      }
+      $("queue-text").textContent = job.queue_position ? `queue position ${job.queue_position}` +
+        (job.waiting_for ? ` (waiting for ${job.waiting_for})` : "") : "";
+    }, 200);
   }
 
   function setProgress(p) {
@@ -478,6 +499,16 @@
         `<td class="num">${B.esc(B.fmt.num(r.var_rel_median, 3))}</td>`;
       tbody.appendChild(tr);
     }
+    drawBnAccuracy();
+  }
+
+  // Validation accuracy: the doctor's global vs batch statistics, and the trainer's recalibrated
+  // ("test") vs moving-average ("test_moving_bn") statistics at their last common iteration
+  function drawBnAccuracy() {
+    const bn = state.bn;
+    if (!bn) return;
+    const gap = bn.gap || {status: "none"};
+    const shown = gap.status === "ready" ? gap : (gap.status === "computing" ? gap.previous : null);
     const acc = $("bn-accuracy").querySelector("tbody");
     acc.innerHTML = "";
     const addRow = (text, value) => {
