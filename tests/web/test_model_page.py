@@ -5,6 +5,7 @@ without reload through abort and resume."""
 from __future__ import annotations
 
 import json
+import os
 
 POINTS = "Number(document.getElementById('charts').dataset.points)"
 
@@ -191,3 +192,40 @@ def test_live_training_abort_resume(page, live, dataset_id, shot):
         if live.api("GET", f"/api/v1/jobs/{job_id}").json()["status"] not in ("Done", "Aborted", "Error", "Interrupted"):
             live.api("POST", f"/api/v1/jobs/{job_id}/abort")
         assert live.wait(job_id)["status"] == "Aborted"
+
+
+def test_data_routes_refuse_what_is_not_a_model(live, dataset_id):
+    for route in ("batchnorm.json", "usage.json"):
+        r = live.api("GET", f"/models/{dataset_id}/{route}")
+        assert r.status_code == 404 and r.json()["error"]["description"] == "Job not found", r.text
+        r = live.api("GET", f"/models/20990101-000000-ffff/{route}")
+        assert r.status_code == 404, r.text
+        r = live.api("GET", f"/models/..%2F..%2Fetc/{route}")
+        assert r.status_code in (400, 404), r.text
+
+
+def test_process_usage_reads_proc(tmp_path):
+    """CPU %, RSS and threads of a process group led by one of ours (its command line names
+    brewnet, its folder is the job's); any other pid is 'not running'."""
+    import subprocess
+    import sys
+
+    from brewnet.server.web.model_pages import process_usage
+
+    burn = ("import sys, time\nx = b'x' * 30_000_000\nprint('ready', flush=True)\nt = time.time()\n"
+            "while time.time() - t < 60: pass\n")
+    proc = subprocess.Popen([sys.executable, "-c", burn, "brewnet"], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"      # its memory is touched
+        first = process_usage(proc.pid, tmp_path)
+        assert first["running"] and first["pid"] == proc.pid and first["processes"] == 1
+        assert first["rss_bytes"] > 30_000_000 and first["threads"] >= 1 and first["cpu_percent"] >= 0
+        assert process_usage(proc.pid, tmp_path / "elsewhere") == {"running": False}
+        assert process_usage(os.getpid(), tmp_path) == {"running": False}
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    assert process_usage(proc.pid, tmp_path) == {"running": False}
+    assert process_usage(None, tmp_path) == {"running": False}
