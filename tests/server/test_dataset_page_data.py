@@ -198,7 +198,12 @@ def test_resize_example_of_a_training_folder_is_confined(world):
     want = digits_resize(Image.open(folder / "cats" / "cats_00.png").convert("RGB"), 6, 6, "crop")
     np.testing.assert_array_equal(np.asarray(png(r.content)), np.asarray(want))
     # outside the data roots (directly, or by ..): the built-in picture, never the folder's image
-    for bad in (str(world["outside"]), f"{folder}/../../outside", "relative/path", "/etc"):
+    # a class folder linked from outside: not followed out of the data root
+    linked = world["data"] / "linked"
+    linked.mkdir()
+    (linked / "aaa").symlink_to(world["outside"] / "cats")
+    (linked / "bbb").mkdir()
+    for bad in (str(world["outside"]), f"{folder}/../../outside", "relative/path", "/etc", str(linked)):
         r = c.get("/datasets/resize-example.png", params={"mode": "squash", "width": 6, "height": 6, "folder": bad})
         assert r.status_code == 200 and r.headers["x-example-source"] == "built-in", bad
 

@@ -166,3 +166,39 @@ def test_delete_a_dataset(page, live):
     page.click("#delete")
     page.wait_for_url(f"{live.url}/")
     assert live.api("GET", f"/api/v1/jobs/{job_id}").status_code == 404
+
+
+def test_new_dataset_from_uploaded_list_files(page, live, tmp_path, shot):
+    # a list of relative paths (under the training folder given as their prefix) and a labels file
+    names = ["bars", "columns", "dots"]
+    lines = [f"{name}/{p.name} {i}" for i, name in enumerate(names) for p in live.images[name][:6]]
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n")
+    page.goto("/datasets/images/classification/new")
+    page.check("#f-method-textfile")
+    assert page.locator("#method-folder").is_hidden() and page.locator("#f-textfile_train_images").is_visible()
+    assert page.locator("#f-textfile_local_train_images").is_hidden()
+    page.check("#f-textfile_use_local_files")   # server paths instead of uploads ...
+    assert page.locator("#f-textfile_local_labels_file").is_visible() and page.locator("#f-textfile_labels_file").is_hidden()
+    page.uncheck("#f-textfile_use_local_files")  # ... and back
+    page.set_input_files("#f-textfile_train_images", str(tmp_path / "train.txt"))
+    page.set_input_files("#f-textfile_labels_file", str(tmp_path / "labels.txt"))
+    page.fill("#f-textfile_train_folder", str(live.data / "train"))
+    page.fill("#f-resize_width", "16")
+    page.fill("#f-resize_height", "16")
+    page.fill("#f-dataset_name", "from lists")
+    # the list method's examples use the built-in picture
+    page.wait_for_function("document.querySelector('.resize-examples').dataset.size === '16x16x3'")
+    assert "built-in" in page.locator("#example-source").inner_text()
+    page.set_viewport_size({"width": 1024, "height": 900})
+    assert no_horizontal_scroll(page)
+    shot(page, "new_dataset_lists_1024")
+    page.click("#create")
+    page.wait_for_url(re.compile(r"/datasets/\d{8}-\d{6}-[0-9a-f]{4}$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_function("document.querySelector('#status').textContent === 'Done'", timeout=180_000)
+    job = live.api("GET", f"/api/v1/jobs/{job_id}").json()
+    assert job["spec"]["method"] == "textfile" and job["summary"]["per_class"]["train"] == {n: 6 for n in names}
+    assert "train.txt" in page.locator("table.facts").first.inner_text() or "train.txt" in page.content()
+    page.wait_for_function("document.querySelector('#counts-chart').dataset.traces === '1'")
+    page.wait_for_function("document.querySelectorAll('#gallery img').length === 6")

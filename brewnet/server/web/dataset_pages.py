@@ -156,6 +156,11 @@ def example_source(folder: str | None, roots) -> tuple[Image.Image, str]:
         if full is not None and full.is_dir():
             path = first_image(full)
             if path is not None:
+                try:   # a class folder or image linked from outside the data roots is not shown
+                    path = confine_server_path(str(path), [Path(r) for r in roots], "folder_train")
+                except ApiError:
+                    path = None
+            if path is not None:
                 try:
                     with Image.open(path) as im:
                         if im.width * im.height <= 64_000_000:
