@@ -42,6 +42,7 @@
     const splits = splitsOf(perClass);
     const labels = data.labels && data.labels.length ? data.labels : Object.keys(perClass.train || {});
     $("counts-empty").hidden = splits.length > 0;
+    document.querySelector(".ds-counts").hidden = !splits.length;
     const table = $("counts-table");
     if (!splits.length) { table.innerHTML = ""; return; }
     const total = (s) => labels.reduce((a, l) => a + (perClass[s][l] || 0), 0);
