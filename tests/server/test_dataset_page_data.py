@@ -125,6 +125,18 @@ def test_record_png_is_the_stored_datum(world):
         assert (got[..., 2] == 255).all()   # the owls' channel (RGB order kept)
 
 
+def test_thumbnails_keep_small_images_and_shrink_big_ones(world):
+    from brewnet.server.web.dataset_pages import THUMB_SIDE, thumbnail
+
+    small = Image.new("RGB", (THUMB_SIDE, 40))
+    assert thumbnail(small) is small
+    assert thumbnail(Image.new("L", (512, 256))).size == (THUMB_SIDE, THUMB_SIDE // 2)
+    assert thumbnail(Image.new("RGB", (100, 1000))).size == (13, THUMB_SIDE)
+    c, job_id = world["client"], world["id"]
+    full = c.get(f"/datasets/{job_id}/images/train/0.png", params={"full": 1})
+    assert full.status_code == 200 and png(full.content).size == (12, 8)
+
+
 def test_record_and_gallery_errors(world):
     c, job_id = world["client"], world["id"]
     n = world["summary"]["counts"]["train"]

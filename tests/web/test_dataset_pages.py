@@ -102,6 +102,10 @@ def test_new_dataset_from_a_folder_then_its_page(page, live, shot):
     page.wait_for_function("[...document.querySelectorAll('#gallery img')].every((i) => i.complete && i.naturalWidth === 28)")
     assert all("dots" in t for t in gallery.evaluate_all("(imgs) => imgs.map((i) => i.title)"))
     first = gallery.evaluate_all("(imgs) => imgs.map((i) => i.dataset.index)")
+    # each thumbnail links to its record as stored
+    href = page.locator("#gallery a").first.get_attribute("href")
+    assert href == f"/datasets/{job_id}/images/train/{first[0]}.png?full=1"
+    assert page.request.get(href).headers["content-type"] == "image/png"
     assert page.locator("#g-prev").is_disabled()
     page.click("#g-next")
     page.wait_for_function("document.querySelector('#g-page').textContent.startsWith('Page 2 of 2')")

@@ -20,8 +20,8 @@ Data routes (read access, as every page):
         ``X-Example-Source`` says which picture it is (``built-in`` or the file's name)
     GET /datasets/<id>/gallery.json?split=&label=&page=&per_page=
         the records of one class of one split, a page at a time (record indexes in LMDB order)
-    GET /datasets/<id>/images/<split>/<index>.png
-        one record of a split's LMDB as a PNG image
+    GET /datasets/<id>/images/<split>/<index>.png[?full=1]
+        one record of a split's LMDB as a PNG thumbnail (full: the image as stored)
     GET /datasets/<id>/mean.png
         the train set's mean image (mean.binaryproto) as a PNG image
 """
@@ -64,6 +64,8 @@ EXAMPLE_SIZE = (240, 150)
 #: files looked at in one class folder when searching the first image of a training folder
 MAX_SCANNED = 2000
 IMAGE_CACHE = "private, max-age=3600"
+#: the gallery's thumbnails: at most this many pixels on their longer side (``?full=1``: as stored)
+THUMB_SIDE = 128
 
 
 # ----------------------------------------------------------------------- the new-dataset form
@@ -342,7 +344,15 @@ def chw_to_image(chw: np.ndarray) -> Image.Image:
     raise ApiError(422, f"Images of {a.shape[0]} channels are not shown")
 
 
-def record_png(server, job_id: str, split: str, index: int) -> bytes:
+def thumbnail(im: Image.Image, side: int = THUMB_SIDE) -> Image.Image:
+    """``im`` scaled down (aspect ratio kept) to at most ``side`` pixels on its longer side."""
+    if max(im.size) <= side:
+        return im
+    k = side / max(im.size)
+    return im.resize((max(1, round(im.width * k)), max(1, round(im.height * k))), Image.BILINEAR, reducing_gap=2.0)
+
+
+def record_png(server, job_id: str, split: str, index: int, full: bool = False) -> bytes:
     """Record ``index`` of a split's LMDB, its Datum decoded as Caffe's Data layer reads it."""
     from ...data.image import datum_to_chw
     from ...data.lmdb_io import parse_datum, read_record
@@ -360,12 +370,14 @@ def record_png(server, job_id: str, split: str, index: int) -> bytes:
         if "no record" in str(e):
             raise ApiError(404, "No such record") from None
         raise ApiError(422, f"The record cannot be shown: {e}") from None
-    return png_bytes(chw_to_image(chw))
+    im = chw_to_image(chw)
+    return png_bytes(im if full else thumbnail(im))
 
 
 @router.get("/datasets/{job_id}/images/{split}/{index}.png")
-async def record_image(request: Request, job_id: str, split: str, index: int):
-    data = await anyio.to_thread.run_sync(record_png, server_of(request), job_id, split, index)
+async def record_image(request: Request, job_id: str, split: str, index: int, full: bool = False):
+    """Record ``index`` of the split's LMDB as a PNG thumbnail (``full=1``: as stored)."""
+    data = await anyio.to_thread.run_sync(record_png, server_of(request), job_id, split, index, full)
     return Response(data, media_type="image/png", headers={"Cache-Control": IMAGE_CACHE})
 
 

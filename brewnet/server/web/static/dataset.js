@@ -106,7 +106,12 @@
         img.title = `${g.label_name} · record ${item.index}`;
         img.loading = "lazy";
         img.dataset.index = String(item.index);
-        gallery.appendChild(img);
+        const a = document.createElement("a");
+        a.href = `${item.url}?full=1`;
+        a.target = "_blank";
+        a.rel = "noopener";
+        a.appendChild(img);
+        gallery.appendChild(a);
       }
       if (!g.items.length) gallery.innerHTML = `<p class="muted">No image of this class in this set.</p>`;
       const first = g.total ? (g.page - 1) * g.per_page + 1 : 0;
