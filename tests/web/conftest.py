@@ -204,8 +204,17 @@ def shot():
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     def take(page, name: str) -> Path:
+        # The whole page, by growing the viewport to the document's height and back.  Playwright's
+        # own full_page screenshot leaves Debian's Chromium 156 deaf to the next click (mousedown
+        # focuses, no click event follows), which broke the tests that went on after a screenshot.
         path = SCREENSHOTS / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        viewport = page.viewport_size
+        height = page.evaluate("Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)")
+        page.set_viewport_size({"width": viewport["width"], "height": max(viewport["height"], min(int(height), 16000))})
+        try:
+            page.screenshot(path=str(path))
+        finally:
+            page.set_viewport_size(viewport)
         return path
     return take
 

@@ -28,6 +28,7 @@ PAGES = {
     "model": ("/models/{model}", True),
     "compare": ("/compare?job={model}", True),
     "login": ("/login", False),
+    "account": ("/account", False),
 }
 
 # a plotly chart is drawn when its <div> got plotly's class and holds a laid-out main SVG
