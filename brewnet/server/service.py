@@ -45,6 +45,12 @@ VIS_KEEP = 5                      # classify-one visualisation folders kept per 
 NOT_SETTINGS = {"username", "csrf_token", "clone", "job_id"}
 
 
+#: predictions per image in DIGITS' classify answers
+DIGITS_TOP = 5
+#: an inference job keeps every class's probability for datasets of up to this many classes
+TOP_KEPT_MAX = 100
+
+
 def _now() -> float:
     return time.time()
 
@@ -475,7 +481,10 @@ class Server:
             else:
                 raise ApiError(400, f"unknown inference kind {kind!r}: classify_many or test")
             now = _now()
-            spec = {"kind": kind, "model_id": model.id, "iteration": iteration, "source": source, "top": 5}
+            # every class's probability is kept (up to TOP_KEPT_MAX classes), so the pages can rank
+            # the top images of every class exactly; DIGITS' answers still show the best 5
+            top = max(DIGITS_TOP, min(num_classes, TOP_KEPT_MAX))
+            spec = {"kind": kind, "model_id": model.id, "iteration": iteration, "source": source, "top": top}
             resources = {"gpu_count": 1} if self.config.gpus else {}
             job = Job(id=job_id, kind=states.INFERENCE, name=name, group_name="", notes="",
                       owner=self._owner(user), status=states.INITIALIZED,
@@ -571,7 +580,7 @@ class Server:
         out: dict[str, list] = {}
         for p in result.get("predictions") or []:
             for key in by_path.get(str(p.get("source")), []):
-                out[key] = [[lab, round(100.0 * float(prob), 2)] for lab, prob in p.get("top") or []]
+                out[key] = [[lab, round(100.0 * float(prob), 2)] for lab, prob in (p.get("top") or [])[:DIGITS_TOP]]
         return {"classifications": out}
 
     # ------------------------------------------------------------------ control

@@ -62,6 +62,7 @@ def test_login_tokens_users_logout(anon, locked, shot):
     page.locator("#new-token").wait_for()
     token = page.locator("#new-token-value").inner_text()
     assert token.startswith("bnt_")
+    page.locator("#tokens tbody tr").first.wait_for()
     assert page.locator("#tokens tbody tr").count() == 1
     r = httpx.get(f"{locked.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200 and r.json()["user"]["name"] == ADMIN

@@ -42,7 +42,7 @@ def test_form_fields_are_labelled_and_the_lr_preview_follows_the_policy(page, li
 def test_custom_network_shows_lint_findings_at_their_lines_and_its_picture(page, live, dataset_id, shot):
     page.goto(f"/models/images/classification/new?dataset={dataset_id}")
     page.click("button.customize[data-network=lenet_bn]")
-    assert page.locator("#tab-custom").get_attribute("aria-selected") == "true"
+    page.wait_for_selector("#tab-custom[aria-selected=true]")
     page.wait_for_function("document.querySelector('#f-custom_network').value.includes('LeNetBN')")
     page.wait_for_function("document.querySelector('#lint-status').textContent === 'No findings.'")
     text = page.locator("#f-custom_network").input_value()

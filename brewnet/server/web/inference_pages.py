@@ -179,7 +179,7 @@ def inference_report(server, job, top_n: int = TOP_N_DEFAULT) -> dict:
     def entry(i: int, p: dict) -> dict:
         top = p.get("top") or []
         e = {"index": i, "name": _name_of(str(p.get("source")), names),
-             "top": [[lab, _pct(prob)] for lab, prob in top]}
+             "top": [[lab, _pct(prob)] for lab, prob in top[:5]]}
         if p.get("label") is not None:
             e["label"] = p["label"]
         return e

@@ -177,6 +177,7 @@
     badge.className = `status-badge status-${css}`;
     $("model").dataset.status = status;
     $("error-text").textContent = state.job.error || "";
+    if (before !== status && !isActive(status)) B.flash("");   // "Aborting…" and the like are over
     updateButtons();
     if (before !== status) refreshJob();
     if (status !== "Waiting") $("queue-text").textContent = "";
@@ -415,6 +416,12 @@
     for (const s of snaps) if (!have.has(String(s.iteration))) body.appendChild(snapshotRow(s));
     $("no-snapshots").hidden = snaps.length > 0;
     updateSnapshotAccuracy();
+    const noSnapshot = document.getElementById("inference-no-snapshot");
+    if (noSnapshot && snaps.length > 0 && !noSnapshot.dataset.ready) {
+      // the inference forms were rendered without snapshots to choose from: offer them now
+      noSnapshot.dataset.ready = "1";
+      noSnapshot.innerHTML = 'Snapshots are ready: <a href="">reload the page</a> to classify images with them.';
+    }
     if (state.snapshotCount !== snaps.length) { state.snapshotCount = snaps.length; loadBatchNorm(); }
   }
 
