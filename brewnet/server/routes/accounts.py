@@ -8,7 +8,6 @@ answers 302.  Once a user has a password, ``/login`` checks it (argon2) and star
 """
 from __future__ import annotations
 
-import html
 from urllib.parse import urlsplit
 
 import anyio
@@ -177,23 +176,10 @@ async def _login(request: Request, name: str | None, password: str | None):
 
 
 def _login_page(request: Request, message: str = "", next_path: str = "/", status: int = 200) -> HTMLResponse:
-    """The web app's login page, or a bare form when the web app is not there."""
-    from . import optional_module
+    """The web app's login page (``message``: why the last try failed)."""
+    from ..web.account_pages import render_login
 
-    pages = optional_module("brewnet.server.web.account_pages")
-    if pages is not None:
-        return pages.render_login(request, next_path, message, status)
-    note = f'<p class="error">{html.escape(message)}</p>' if message else ""
-    body = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>brewnet: log in</title></head>
-<body><h1>Log in</h1>{note}
-<form method="post" action="/login">
-<input type="hidden" name="next" value="{html.escape(next_path, quote=True)}">
-<p><label>Username <input name="username" autocomplete="username" required></label></p>
-<p><label>Password <input name="password" type="password" autocomplete="current-password"></label></p>
-<p><button type="submit">Log in</button></p>
-</form></body></html>"""
-    return HTMLResponse(body, status_code=status)
+    return render_login(request, next_path, message, status)
 
 
 # ----------------------------------------------------------------------- DIGITS' browser routes

@@ -1,5 +1,5 @@
 """DIGITS' REST routes (shared/docs/digits-rest.md), so that scripts written for DIGITS run
-unchanged, plus plain server-rendered pages of the same dicts (home, one page per job).
+unchanged; their page URLs render the web app's pages (``brewnet/server/web``).
 
 Conventions kept from DIGITS: JSON when the path ends in ``.json`` or ``Accept`` prefers it,
 HTML otherwise (a create then answers 302 to the job's page); ``job_id``, ``username`` and
@@ -81,13 +81,11 @@ def _text(message: str, status: int = 200) -> PlainTextResponse:
 
 
 async def _web(request: Request, module: str, function: str, *args):
-    """The page ``brewnet.server.web.<module>.<function>(request, *args)`` renders (an async
-    function of the web app), or None when that module or function does not exist yet."""
-    from . import optional_module
+    """The page ``brewnet.server.web.<module>.<function>(request, *args)`` renders (the web app's
+    renderers: see ``brewnet/server/web/__init__.py``)."""
+    import importlib
 
-    mod = optional_module(f"brewnet.server.web.{module}")
-    fn = getattr(mod, function, None) if mod is not None else None
-    return None if fn is None else await fn(request, *args)
+    return await getattr(importlib.import_module(f"brewnet.server.web.{module}"), function)(request, *args)
 
 
 def _page(request: Request, name: str, **context) -> HTMLResponse:
@@ -111,20 +109,9 @@ async def index_json(request: Request):
 
 @router.get("/")
 async def home(request: Request):
-    server = server_of(request)
     if wants_json(request):
-        return await _run(server.index_json)
-
-    def rows():
-        jobs = server.list_jobs()
-        return [dict(server.table_row(j), url=_job_url(j), kind=j.kind) for j in jobs]
-    page = await _web(request, "home", "render_home")
-    if page is not None:
-        return page
-    jobs = await _run(rows)
-    queue = await _run(server.scheduler.queue)
-    return _page(request, "home.html", jobs=jobs, queue=queue, slots=server.scheduler.slots(),
-                 title="brewnet")
+        return await _run(server_of(request).index_json)
+    return await _web(request, "home", "render_home")
 
 
 @router.get("/completed_jobs.json")
@@ -200,11 +187,7 @@ async def _new_page(request: Request, kind: str):
         return {"clone": clone, "fields": fields}
     module = "dataset_pages" if kind == states.DATASET else "new_model_pages"
     function = "render_new_dataset" if kind == states.DATASET else "render_new_model"
-    page = await _web(request, module, function, fields, clone)
-    if page is not None:
-        return page
-    return _page(request, "new.html", kind=kind, action=CREATE_PATHS[kind], fields=fields, clone=clone,
-                 title=f"New {states.TYPE_NAMES[kind]}")
+    return await _web(request, module, function, fields, clone)
 
 
 @router.get("/datasets/images/classification/new")
@@ -511,31 +494,10 @@ async def job_redirect(request: Request, job_id: str):
 
 
 async def _job_page(request: Request, job):
-    server = server_of(request)
     module, function = {states.DATASET: ("dataset_pages", "render_dataset"),
                         states.MODEL: ("model_pages", "render_model")}.get(
                             job.kind, ("inference_pages", "render_inference_job"))
-    page = await _web(request, module, function, job)
-    if page is not None:
-        return page
-
-    def context():
-        row = server.table_row(job)
-        if job.kind == states.MODEL:
-            details = server.model_json(job, verbose=True)
-        elif job.kind == states.DATASET:
-            details = server.dataset_json(job)
-        else:
-            details = {"spec": job.spec, "summary": job.summary}
-        series = server.metrics(job) if job.kind == states.MODEL else {}
-        last = [{"phase": phase, "name": name, "iteration": pts[-1][0], "value": pts[-1][1], "points": len(pts)}
-                for phase, names in series.items() for name, pts in names.items() if pts]
-        snaps = server.snapshot_list(job) if job.kind == states.MODEL else []
-        deps = [{"id": m.id, "name": m.name, "status": m.status} for m in server.dependents(job)]
-        return dict(job=row, kind=job.kind, details=details, metrics=last, snapshots=snaps,
-                    dependents=deps, history=job.status_history or [], notes=job.notes or "",
-                    log=server.log_tail(job, 60), title=f"{job.name} ({row['type']})")
-    return _page(request, "job.html", **await _run(context))
+    return await _web(request, module, function, job)
 
 
 async def _show(request: Request, job_id: str, kind: str, as_json: bool):
