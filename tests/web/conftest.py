@@ -18,6 +18,7 @@ skipped, unless ``BREWNET_REQUIRE_BROWSER=1`` (``.ci/run`` sets it) makes that a
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -185,18 +186,30 @@ class PageProblems:
         return [e for e in self.errors if not any(x in e for x in self.expected_errors)]
 
 
-@pytest.fixture
-def page(browser, live):
-    context = browser.new_context(base_url=live.url, viewport={"width": 1366, "height": 900})
-    context.add_cookies([{"name": "username", "value": USER, "url": live.url}])
+@contextlib.contextmanager
+def watched_page(browser, url: str, width: int = 1366, height: int = 900, username: str | None = USER):
+    """A new page on ``url`` (logged in as ``username`` by DIGITS' cookie unless None) whose
+    problems fail the test when the block ends: console errors, exceptions, HTTP errors (other
+    than ``page.problems.expected_errors``), requests to other hosts."""
+    context = browser.new_context(base_url=url, viewport={"width": width, "height": height})
+    if username:
+        context.add_cookies([{"name": "username", "value": username, "url": url}])
     p = context.new_page()
     p.set_default_timeout(30_000)
-    p.problems = PageProblems(p, live.url)
-    yield p
-    problems = p.problems
-    context.close()
+    p.problems = PageProblems(p, url)
+    try:
+        yield p
+    finally:
+        problems = p.problems
+        context.close()
     assert not problems.foreign, f"requests to other hosts: {problems.foreign}"
     assert not problems.unexpected(), "\n".join(problems.unexpected())
+
+
+@pytest.fixture
+def page(browser, live):
+    with watched_page(browser, live.url) as p:
+        yield p
 
 
 @pytest.fixture(scope="session")

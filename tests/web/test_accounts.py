@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .conftest import Live
+from .conftest import Live, watched_page
 
 ADMIN, ADMIN_PW = "root", "root-password-1"
 
@@ -25,17 +25,8 @@ def locked(tmp_path_factory):
 
 @pytest.fixture
 def anon(browser, locked):
-    from .conftest import PageProblems
-
-    context = browser.new_context(base_url=locked.url, viewport={"width": 1024, "height": 800})
-    p = context.new_page()
-    p.set_default_timeout(30_000)
-    p.problems = PageProblems(p, locked.url)
-    yield p
-    problems = p.problems
-    context.close()
-    assert not problems.foreign, problems.foreign
-    assert not problems.unexpected(), "\n".join(problems.unexpected())
+    with watched_page(browser, locked.url, 1024, 800, username=None) as p:
+        yield p
 
 
 def login(page, name, password):

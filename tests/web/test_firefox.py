@@ -29,6 +29,7 @@ PAGES = {
     "compare": ("/compare?job={model}", True),
     "login": ("/login", False),
     "account": ("/account", False),
+    "inference_forms": ("/models/{model}/classify", False),
 }
 
 # a plotly chart is drawn when its <div> got plotly's class and holds a laid-out main SVG
