@@ -33,3 +33,33 @@ def test_jobs_appear_and_change_live_and_filters_hide_them(page, live, dataset_i
     # deleted elsewhere: the row goes
     assert live.api("DELETE", f"/api/v1/jobs/{new_id}").status_code == 200
     row.wait_for(state="detached")
+
+
+def test_selected_jobs_grouped_then_deleted(page, live):
+    ids = []
+    for name in ("bulk-one", "bulk-two"):
+        r = live.api("POST", "/api/v1/datasets", json={
+            "dataset_name": name, "method": "folder", "folder_train": str(live.data / "train"),
+            "resize_channels": 1, "resize_width": 8, "resize_height": 8})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    for job_id in ids:
+        live.wait(job_id)
+    page.goto("/")
+    page.wait_for_selector("#live.ok")
+    assert page.locator("#bulk").is_hidden()
+    page.fill("#filter-text", "bulk-")
+    page.check('#dataset-jobs thead input.pick-all')   # every dataset shown: the two
+    assert page.locator("#bulk-count").inner_text() == "2 jobs selected"
+    page.fill("#bulk-group", "sweep 7")
+    page.click("#bulk-set-group")
+    page.wait_for_function("document.querySelector('#flash').textContent === 'Group of 2 jobs set.'")
+    for job_id in ids:
+        assert page.locator(f'tr.job[data-id="{job_id}"] .group').inner_text() == "sweep 7"
+        assert live.api("GET", f"/api/v1/jobs/{job_id}").json()["group"] == "sweep 7"
+    page.once("dialog", lambda d: d.accept())
+    page.click("#bulk-delete")
+    for job_id in ids:
+        page.locator(f'tr.job[data-id="{job_id}"]').wait_for(state="detached")
+        assert live.api("GET", f"/api/v1/jobs/{job_id}").status_code == 404
+    assert page.locator("#bulk").is_hidden()

@@ -29,7 +29,7 @@
     tr.className = "job";
     Object.assign(tr.dataset, {id: job.id, kind: job.kind, status: job.status, owner: job.owner || "",
                                name: job.name, group: job.group || ""});
-    tr.innerHTML = `<td><a href="${(URL_OF[job.kind] || "/jobs/") + encodeURIComponent(job.id)}">${B.esc(job.name)}</a></td>
+    tr.innerHTML = `<td class="pick"><input type="checkbox" class="pick-job" aria-label="Select ${B.esc(job.name)}"></td><td><a href="${(URL_OF[job.kind] || "/jobs/") + encodeURIComponent(job.id)}">${B.esc(job.name)}</a></td>
       ${job.kind === "model" ? '<td class="spark"></td>' : ""}
       <td class="status"></td>
       <td class="progress-cell"><span class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="100"><span></span></span> <span class="pct"></span></td>
@@ -130,6 +130,55 @@
     } catch (err) { /* shown on the next event */ }
   }
 
+  // ------------------------------------------------------------------ selected jobs (DIGITS' bulk actions)
+  const bulk = document.getElementById("bulk");
+  const picked = () => [...document.querySelectorAll("tr.job:not([hidden]) input.pick-job:checked")].map((c) => c.closest("tr"));
+  function showBulk() {
+    const n = picked().length;
+    bulk.hidden = n === 0;
+    document.getElementById("bulk-count").textContent = `${n} job${n === 1 ? "" : "s"} selected`;
+  }
+  document.addEventListener("change", (ev) => {
+    if (ev.target.classList.contains("pick-all")) {
+      ev.target.closest("table").querySelectorAll("tr.job:not([hidden]) input.pick-job").forEach((c) => { c.checked = ev.target.checked; });
+    }
+    if (ev.target.matches("input.pick-job, input.pick-all")) showBulk();
+  });
+  async function act(path, method, message, extra = {}) {
+    const rows = picked();
+    const fd = new FormData();
+    rows.forEach((tr) => fd.append("job_ids[]", tr.dataset.id));
+    for (const [k, v] of Object.entries(extra)) fd.append(k, v);
+    bulk.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+    B.flash("");
+    try {
+      await B.api(path, {method, form: fd});
+      B.flash(message(rows.length), "info");
+      return rows;
+    } catch (err) {
+      B.flash(err.message);   // the server says how many it could not do, and why
+      return null;
+    } finally {
+      bulk.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+    }
+  }
+  document.getElementById("bulk-abort").addEventListener("click", () =>
+    act("/abort_jobs", "POST", (n) => `Abort asked of ${n} job${n === 1 ? "" : "s"}.`));
+  document.getElementById("bulk-delete").addEventListener("click", async () => {
+    const n = picked().length;
+    if (!confirm(`Delete ${n} job${n === 1 ? "" : "s"} and their files?`)) return;
+    await act("/jobs", "DELETE", (k) => `${k} job${k === 1 ? "" : "s"} deleted.`);
+  });
+  document.getElementById("bulk-set-group").addEventListener("click", async () => {
+    const group = document.getElementById("bulk-group").value.trim();
+    const rows = await act("/group", "POST", (n) => `Group of ${n} job${n === 1 ? "" : "s"} set.`, {group_name: group});
+    (rows || []).forEach((tr) => { tr.dataset.group = group; tr.querySelector(".group").textContent = group; });
+  });
+  document.getElementById("bulk-clear").addEventListener("click", () => {
+    document.querySelectorAll("input.pick-job, input.pick-all").forEach((c) => { c.checked = false; });
+    showBulk();
+  });
+
   // ------------------------------------------------------------------ live
   const live = document.getElementById("live");
   document.querySelectorAll("td.time").forEach((td) => { td.textContent = B.fmt.time(Number(td.dataset.time)); });
@@ -150,7 +199,7 @@
       setProgress(tr, d.progress);
       if (tr.dataset.status === "Running") sparkSoon(tr);
     },
-    deleted: (d) => { const tr = rowOf(d.id); if (tr) { tr.remove(); counts(); } },
+    deleted: (d) => { const tr = rowOf(d.id); if (tr) { tr.remove(); counts(); showBulk(); } },
     queue: (d) => showQueue(d.queue),
   });
   es.addEventListener("open", () => { live.textContent = "live"; live.className = "ok"; });
