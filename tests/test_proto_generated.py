@@ -1,5 +1,5 @@
 """The committed caffe_pb2.py is what scripts/gen_proto.sh makes, and caffe.proto matches the
-schema facts in shared/docs (every BVLC field exact; NVCaffe fields except documented clashes).
+schema facts in tests/schema_facts (every BVLC field exact; NVCaffe fields except documented clashes).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DIGITS' epochs -> iterations arithmetic and solver values (shared/docs/digits-rest.md §4),
+"""DIGITS' epochs -> iterations arithmetic and solver values (docs/digits-rest.md §4),
 pinned with literal numbers."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """DIGITS' REST routes through FastAPI's TestClient (the application's lifespan runs: database,
-scheduler, inference worker): the flow of DIGITS' own tests (shared/docs/digits-rest.md §8) on
+scheduler, inference worker): the flow of DIGITS' own tests (docs/digits-rest.md §8) on
 a real dataset and real trainings, then malformed forms, unknown ids, path escapes, oversized
 uploads, JSON/HTML negotiation and the error handlers."""
 from __future__ import annotations

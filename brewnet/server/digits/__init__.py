@@ -1,4 +1,4 @@
-"""DIGITS' image-classification forms and their arithmetic (shared/docs/digits-rest.md §3–§4).
+"""DIGITS' image-classification forms and their arithmetic (docs/digits-rest.md §3–§4).
 
     networks.py     the standard networks (LeNet, AlexNet, GoogLeNet, their BatchNorm variants,
                     ResNet-18/50) as DIGITS-style train_val prototxt with train/val/deploy stages

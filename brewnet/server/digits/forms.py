@@ -1,4 +1,4 @@
-"""DIGITS' dataset and model forms (shared/docs/digits-rest.md §3–§4): field names, defaults and
+"""DIGITS' dataset and model forms (docs/digits-rest.md §3–§4): field names, defaults and
 validation as DIGITS' WTForms had them, into :class:`DatasetSpec` / :class:`ModelSpec`.
 
 - A missing select, number or radio field keeps its default; a missing BooleanField is False;

@@ -1,4 +1,4 @@
-"""DIGITS' epochs -> iterations arithmetic and its solver values (shared/docs/digits-rest.md §4),
+"""DIGITS' epochs -> iterations arithmetic and its solver values (docs/digits-rest.md §4),
 so that a job's snapshots fall on the epochs DIGITS would name:
 
 - iterations per epoch ``ceil(train_entries / (batch * iter_size))``; ``max_iter`` that times

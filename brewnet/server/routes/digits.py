@@ -1,4 +1,4 @@
-"""DIGITS' REST routes (shared/docs/digits-rest.md), so that scripts written for DIGITS run
+"""DIGITS' REST routes (docs/digits-rest.md), so that scripts written for DIGITS run
 unchanged; their page URLs render the web app's pages (``brewnet/server/web``).
 
 Conventions kept from DIGITS: JSON when the path ends in ``.json`` or ``Accept`` prefers it,
