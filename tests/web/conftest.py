@@ -143,12 +143,20 @@ def model_id(live, dataset_id) -> str:
     return job["id"]
 
 
+def require_browser(path: str, package: str) -> None:
+    """Skip the test when the browser at ``path`` is missing; fail instead under
+    ``BREWNET_REQUIRE_BROWSER=1`` (CI)."""
+    if os.path.exists(path):
+        return
+    message = f"{path} is missing (apt-get install {package}); .ci/run installs it"
+    if os.environ.get("BREWNET_REQUIRE_BROWSER") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("BREWNET_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); .ci/run installs it")
+    require_browser(CHROMIUM, "chromium")
     from playwright.sync_api import sync_playwright
 
     pw = sync_playwright().start()

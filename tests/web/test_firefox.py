@@ -8,13 +8,12 @@ Without Firefox the tests are skipped, unless ``BREWNET_REQUIRE_BROWSER=1`` make
 """
 from __future__ import annotations
 
-import os
 import time
 from urllib.parse import urlsplit
 
 import pytest
 
-from .conftest import SCREENSHOTS, USER, free_port
+from .conftest import SCREENSHOTS, USER, free_port, require_browser
 from .firefox_bidi import FIREFOX, BiDi, BiDiTimeout, Firefox
 
 WIDTHS = {1366: 900, 1024: 768}
@@ -45,10 +44,7 @@ HEADING = """(() => { const h = document.querySelector('main h1') || document.qu
 @pytest.fixture(scope="session")
 def firefox():
     """One headless Firefox (fresh profile, BiDi session) for the whole run, always stopped."""
-    if not os.path.exists(FIREFOX):
-        if os.environ.get("BREWNET_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{FIREFOX} is missing (apt-get install firefox-esr)")
-        pytest.skip(f"{FIREFOX} is missing (apt-get install firefox-esr)")
+    require_browser(FIREFOX, "firefox-esr")
     ff = Firefox()
     try:
         ff.bidi.new_session()

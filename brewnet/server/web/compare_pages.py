@@ -14,8 +14,7 @@ the page itself only lists the model jobs.  Every route needs read access.
 """
 from __future__ import annotations
 
-import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 
 from ..errors import ApiError
@@ -23,15 +22,10 @@ from ..jobs import states
 from ..routes import server_of
 from . import export
 from .render import page
+from .routers import in_thread, page_router
 
 
-async def _readers(request: Request) -> None:
-    from .. import security
-
-    await security.read_access(request)
-
-
-router = APIRouter(include_in_schema=False, dependencies=[Depends(_readers)])
+router = page_router()
 
 #: the most jobs one export or comparison takes
 MAX_JOBS = 50
@@ -66,7 +60,7 @@ def _model_rows(server) -> list[dict]:
 @router.get("/compare")
 async def compare_page(request: Request, job: list[str] = Query(default=[])):
     server = server_of(request)
-    rows = await anyio.to_thread.run_sync(_model_rows, server)
+    rows = await in_thread(_model_rows, server)
     known = {r["id"] for r in rows}
     selected = [j for j in dict.fromkeys(job) if j in known][:MAX_JOBS]
     missing = [j for j in dict.fromkeys(job) if j not in known]
@@ -105,34 +99,28 @@ def _stem(jobs: list[export.JobSeries]) -> str:
     return f"brewnet-compare-{len(jobs)}-models"
 
 
-@router.get("/compare/export.csv")
-async def export_csv(request: Request, job: list[str] = Query(default=[])):
+async def _export(request: Request, job: list[str], build, suffix: str, media_type: str) -> Response:
+    """The chosen jobs' series written by ``build(jobs)``, as an attachment ``<stem><suffix>``."""
     server = server_of(request)
 
     def make():
         jobs = _series(server, job)
-        return export.to_csv(jobs), _stem(jobs)
-    text, stem = await anyio.to_thread.run_sync(make)
-    return _attachment(text.encode("utf-8"), f"{stem}.csv", "text/csv; charset=utf-8")
+        return build(jobs), _stem(jobs)
+    data, stem = await in_thread(make)
+    return _attachment(data, f"{stem}{suffix}", media_type)
+
+
+@router.get("/compare/export.csv")
+async def export_csv(request: Request, job: list[str] = Query(default=[])):
+    return await _export(request, job, lambda jobs: export.to_csv(jobs).encode("utf-8"), ".csv",
+                         "text/csv; charset=utf-8")
 
 
 @router.get("/compare/export-tensorboard.zip")
 async def export_tensorboard_zip(request: Request, job: list[str] = Query(default=[])):
-    server = server_of(request)
-
-    def make():
-        jobs = _series(server, job)
-        return export.tensorboard_zip(jobs), _stem(jobs)
-    data, stem = await anyio.to_thread.run_sync(make)
-    return _attachment(data, f"{stem}-tensorboard.zip", "application/zip")
+    return await _export(request, job, export.tensorboard_zip, "-tensorboard.zip", "application/zip")
 
 
 @router.get("/compare/export-tensorboard.tar.gz")
 async def export_tensorboard_tar_gz(request: Request, job: list[str] = Query(default=[])):
-    server = server_of(request)
-
-    def make():
-        jobs = _series(server, job)
-        return export.tensorboard_tar_gz(jobs), _stem(jobs)
-    data, stem = await anyio.to_thread.run_sync(make)
-    return _attachment(data, f"{stem}-tensorboard.tar.gz", "application/gzip")
+    return await _export(request, job, export.tensorboard_tar_gz, "-tensorboard.tar.gz", "application/gzip")

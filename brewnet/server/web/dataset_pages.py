@@ -33,9 +33,8 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-import anyio
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 from PIL import Image
 
@@ -43,15 +42,10 @@ from ..errors import ApiError
 from ..jobs import states
 from ..routes import server_of
 from .render import page
+from .routers import in_thread, page_router
 
 
-async def _readers(request: Request) -> None:
-    from .. import security
-
-    await security.read_access(request)
-
-
-router = APIRouter(include_in_schema=False, dependencies=[Depends(_readers)])
+router = page_router()
 
 SPLITS = ("train", "val", "test")
 #: the gallery's page size (DIGITS showed a few dozen images per class)
@@ -211,7 +205,7 @@ async def resize_example_png(request: Request,
     def make():
         src, name = example_source(folder, roots)
         return png_bytes(resize_example(src, mode, width, height, channels)), name
-    data, name = await anyio.to_thread.run_sync(make)
+    data, name = await in_thread(make)
     return Response(data, media_type="image/png",
                     headers={"X-Example-Source": name.encode("ascii", "replace").decode("ascii"),
                              "Cache-Control": "no-store"})
@@ -241,7 +235,7 @@ def _page_context(server, job) -> dict:
 
 async def render_dataset(request: Request, job):
     server = server_of(request)
-    ctx = await anyio.to_thread.run_sync(_page_context, server, job)
+    ctx = await in_thread(_page_context, server, job)
     return page(request, "dataset.html", title=job.name, nav="", job=job, **ctx,
                 per_page=PER_PAGE, finished=job.status in states.FINISHED)
 
@@ -329,7 +323,7 @@ def gallery(server, job_id: str, split: str, label: int, page_no: int, per_page:
 async def gallery_json(request: Request, job_id: str, split: str = "train", label: int = 0,
                        page: int = Query(1, ge=1), per_page: int = Query(PER_PAGE, ge=1, le=MAX_PER_PAGE)):
     """One page of the records of class ``label`` in ``split`` (index = position in the LMDB)."""
-    return await anyio.to_thread.run_sync(gallery, server_of(request), job_id, split, label, page, per_page)
+    return await in_thread(gallery, server_of(request), job_id, split, label, page, per_page)
 
 
 def chw_to_image(chw: np.ndarray) -> Image.Image:
@@ -377,7 +371,7 @@ def record_png(server, job_id: str, split: str, index: int, full: bool = False) 
 @router.get("/datasets/{job_id}/images/{split}/{index}.png")
 async def record_image(request: Request, job_id: str, split: str, index: int, full: bool = False):
     """Record ``index`` of the split's LMDB as a PNG thumbnail (``full=1``: as stored)."""
-    data = await anyio.to_thread.run_sync(record_png, server_of(request), job_id, split, index, full)
+    data = await in_thread(record_png, server_of(request), job_id, split, index, full)
     return Response(data, media_type="image/png", headers={"Cache-Control": IMAGE_CACHE})
 
 
@@ -401,5 +395,5 @@ def mean_png(server, job_id: str) -> bytes:
 
 @router.get("/datasets/{job_id}/mean.png")
 async def mean_image(request: Request, job_id: str):
-    data = await anyio.to_thread.run_sync(mean_png, server_of(request), job_id)
+    data = await in_thread(mean_png, server_of(request), job_id)
     return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})

@@ -5,12 +5,12 @@ asks ``/api/v1/jobs/<id>`` for jobs it has not seen.  The resource slots and the
 beside the tables, as DIGITS' home hid them (its issues #127, #729)."""
 from __future__ import annotations
 
-import anyio
 from fastapi import APIRouter, Request
 
 from ..jobs import states
 from ..routes import server_of
 from .render import page
+from .routers import in_thread
 
 router = APIRouter(include_in_schema=False)   # the page itself is DIGITS' route "/"
 
@@ -27,5 +27,5 @@ def _context(server) -> dict:
 
 async def render_home(request: Request):
     server = server_of(request)
-    ctx = await anyio.to_thread.run_sync(_context, server)
+    ctx = await in_thread(_context, server)
     return page(request, "jobs_home.html", title="Jobs", nav="home", **ctx)

@@ -27,23 +27,17 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from ..errors import ApiError
 from ..jobs import states
 from ..routes import server_of
 from .render import page
+from .routers import in_thread, page_router
 
 
-async def _readers(request: Request) -> None:
-    from .. import security
-
-    await security.read_access(request)
-
-
-router = APIRouter(include_in_schema=False, dependencies=[Depends(_readers)])
+router = page_router()
 
 #: misclassified images listed in a report (the total is always given)
 MISCLASSIFIED_SHOWN = 200
@@ -58,10 +52,6 @@ LIST_FILE_MAX_BYTES = 16 * 1024 * 1024
 
 
 # ----------------------------------------------------------------------- helpers
-
-async def _run(fn, *args):
-    return await anyio.to_thread.run_sync(lambda: fn(*args))
-
 
 def _snapshots(server, job) -> list[dict]:
     return [{"iteration": s["iteration"], "epoch": s["epoch"]} for s in server.snapshot_list(job)]
@@ -295,7 +285,7 @@ async def model_inference_page(request: Request, job_id: str):
         job = server.get_job(job_id, states.MODEL)
         return {"job": job, "snapshots": _snapshots(server, job), "inference_datasets": _done_datasets(server),
                 "data_roots": [str(r) for r in server.config.data_roots]}
-    ctx = await _run(context)
+    ctx = await in_thread(context)
     return page(request, "model_inference.html", title=f"Inference: {ctx['job'].name}", **ctx)
 
 
@@ -303,12 +293,12 @@ async def model_inference_page(request: Request, job_id: str):
 async def report_json(request: Request, job_id: str,
                       top_n: int = Query(TOP_N_DEFAULT, ge=1, le=TOP_N_MAX)):
     server = server_of(request)
-    return await _run(lambda: inference_report(server, _finished_inference(server, job_id), top_n))
+    return await in_thread(lambda: inference_report(server, _finished_inference(server, job_id), top_n))
 
 
 @router.get("/inference/{job_id}/images/{index}")
 async def thumbnail(request: Request, job_id: str, index: int):
-    data = await _run(_thumbnail, server_of(request), job_id, index)
+    data = await in_thread(_thumbnail, server_of(request), job_id, index)
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -330,7 +320,7 @@ async def list_file(request: Request, path: str = Query("", description="a list 
             return full.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise ApiError(400, "The list is not UTF-8 text", field="image_list_path") from None
-    return PlainTextResponse(await _run(read))
+    return PlainTextResponse(await in_thread(read))
 
 
 async def render_inference_job(request: Request, job):
@@ -353,7 +343,7 @@ async def render_inference_job(request: Request, job):
                 what = "a list of images"
         return {"job": job, "model": model, "what": what, "kind": spec.get("kind"),
                 "iteration": spec.get("iteration"), "error": getattr(job, "error", None)}
-    ctx = await _run(context)
+    ctx = await in_thread(context)
     top_n = request.query_params.get("top_n", "")
     ctx["top_n"] = int(top_n) if top_n.isdigit() and 1 <= int(top_n) <= TOP_N_MAX else TOP_N_DEFAULT
     return page(request, "inference_job.html", title=job.name, **ctx)

@@ -24,30 +24,20 @@ import threading
 import time
 from pathlib import Path
 
-import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 
 from ..errors import ApiError
 from ..jobs import states
 from ..routes import server_of
 from . import batchnorm_stats
 from .render import page
+from .routers import in_thread, page_router
 
 
-async def _readers(request: Request) -> None:
-    from .. import security
-
-    await security.read_access(request)
-
-
-router = APIRouter(include_in_schema=False, dependencies=[Depends(_readers)])
+router = page_router()
 
 LOG_LINES = 80                 # lines of the log shown
 INITIAL_MAX_POINTS = 5000      # per series in the page's first load (the SSE adds the rest)
-
-
-async def _run(fn, *args):
-    return await anyio.to_thread.run_sync(lambda: fn(*args))
 
 
 # ----------------------------------------------------------------------- the page
@@ -136,7 +126,7 @@ def _context(request: Request, server, job) -> dict:
 
 async def render_model(request: Request, job):
     server = server_of(request)
-    ctx = await _run(_context, request, server, job)
+    ctx = await in_thread(_context, request, server, job)
     return page(request, "model.html", title=job.name, nav="", **ctx)
 
 
@@ -151,7 +141,7 @@ async def batchnorm_json(request: Request, job_id: str):
     def answer():
         job = server.get_job(job_id, states.MODEL)
         return batchnorm_stats.batchnorm_json(server._dir(job.id), server.snapshot_list(job))
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 # ----------------------------------------------------------------------- process usage
@@ -274,4 +264,4 @@ async def usage_json(request: Request, job_id: str):
         running = job.status == states.RUNNING
         out.update(process_usage(job.pid, server._dir(job.id)) if running else {"running": False})
         return out
-    return await _run(answer)
+    return await in_thread(answer)

@@ -11,8 +11,7 @@ stand (``/api/v1/lr-curve``), batch accumulation, the seed, precise BatchNorm, G
 """
 from __future__ import annotations
 
-import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -20,15 +19,10 @@ from ..errors import ApiError
 from ..jobs import states
 from ..routes import server_of
 from .render import page
+from .routers import in_thread, page_router
 
 
-async def _readers(request: Request) -> None:
-    from .. import security
-
-    await security.read_access(request)
-
-
-router = APIRouter(include_in_schema=False, dependencies=[Depends(_readers)])
+router = page_router()
 
 #: the largest prototxt drawn (bigger nets make pictures nobody can read, and cost Graphviz time)
 MAX_DRAWN_LAYERS = 400
@@ -61,7 +55,7 @@ def _field_values(fields: dict) -> dict[str, str]:
 
 async def render_new_model(request: Request, fields: dict, clone: str | None):
     server = server_of(request)
-    choices = await anyio.to_thread.run_sync(_choices, server)
+    choices = await in_thread(_choices, server)
     values = _field_values(fields)
     if not clone and "dataset" in request.query_params:   # a dataset page's "new model" link
         values["dataset"] = request.query_params["dataset"]
@@ -105,7 +99,7 @@ def _draw_svg(body: DrawRequest) -> bytes:
 @router.post("/models/network.svg")
 async def network_svg(request: Request, body: DrawRequest):
     """The network of a prototxt as an SVG picture (pycaffe's ``caffe.draw``)."""
-    svg = await anyio.to_thread.run_sync(_draw_svg, body)
+    svg = await in_thread(_draw_svg, body)
     # our own picture, shown inline: nothing in it may run or load anything
     return Response(svg, media_type="image/svg+xml",
                     headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})

@@ -21,10 +21,11 @@
     return err;
   }
 
-  // fetch JSON from our own server.  opts: {method, json (a body to send as JSON), form (a
-  // FormData or <form>), signal}.  Throws the error answer (see errorOf).
-  async function api(path, opts = {}) {
-    const headers = {"Accept": "application/json"};
+  // A request to our own server; the Response when it succeeded, else throws its error answer
+  // (see errorOf).  opts: {method, json (a body sent as JSON), form (a FormData or <form>),
+  // accept, signal}.
+  async function send(path, opts = {}) {
+    const headers = {"Accept": opts.accept || "application/json"};
     const init = {method: opts.method || (opts.json || opts.form ? "POST" : "GET"), headers,
                   credentials: "same-origin", signal: opts.signal};
     if (init.method !== "GET" && csrf()) headers["X-CSRF-Token"] = csrf();
@@ -32,6 +33,12 @@
     else if (opts.form) { init.body = opts.form instanceof FormData ? opts.form : new FormData(opts.form); }
     const r = await fetch(path, init);
     if (!r.ok) throw await errorOf(r);
+    return r;
+  }
+
+  // JSON (or text) from our own server: send()'s answer, read
+  async function api(path, opts = {}) {
+    const r = await send(path, opts);
     const type = r.headers.get("content-type") || "";
     return type.includes("json") ? r.json() : r.text();
   }
@@ -125,5 +132,5 @@
   // Escape text for innerHTML
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
-  window.brewnet = {api, events, flash, showFieldErrors, ajaxForm, smooth, fmt, esc, csrf};
+  window.brewnet = {api, send, events, flash, showFieldErrors, ajaxForm, smooth, fmt, esc, csrf};
 })();

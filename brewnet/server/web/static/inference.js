@@ -87,13 +87,10 @@
     try {
       const fd = new FormData(form);
       if (!file) fd.delete("image_file");
-      const r = await fetch(form.getAttribute("action"), {method: "POST", body: fd, credentials: "same-origin",
-        headers: {"Accept": "text/html", "X-CSRF-Token": B().csrf()}});
-      if (!r.ok) {
-        let body = null;
-        try { body = await r.json(); } catch (e) { /* not JSON */ }
-        const err = new Error((body && body.error && (body.error.description || body.error.message)) || `${r.status} ${r.statusText}`);
-        err.errors = body && body.errors; err.field = body && body.error && body.error.field;
+      let r;
+      try {
+        r = await B().send(form.getAttribute("action"), {method: "POST", form: fd, accept: "text/html"});
+      } catch (err) {
         if (err.field === "image_path" && !path) err.field = "image_file";
         throw err;
       }

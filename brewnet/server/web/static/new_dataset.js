@@ -95,8 +95,7 @@
   }
 
   async function load(img, url, signal) {
-    const r = await fetch(url, {credentials: "same-origin", signal});
-    if (!r.ok) throw new Error(`${r.status} ${r.statusText}`);
+    const r = await B.send(url, {signal, accept: "image/png"});
     const name = r.headers.get("X-Example-Source") || "built-in";
     const blob = await r.blob();
     const old = img.dataset.blob;

@@ -116,14 +116,7 @@
     button.disabled = true;
     drawStatus.textContent = "Drawing…";
     try {
-      const r = await fetch("/models/network.svg", {method: "POST", credentials: "same-origin",
-        headers: {"Content-Type": "application/json", "X-CSRF-Token": B.csrf()},
-        body: JSON.stringify({prototxt: editor.value, phase: "train"})});
-      if (!r.ok) {
-        let message = `${r.status} ${r.statusText}`;
-        try { const body = await r.json(); message = (body.error && (body.error.description || body.error.message)) || message; } catch (e) { /* not JSON */ }
-        throw new Error(message);
-      }
+      const r = await B.send("/models/network.svg", {json: {prototxt: editor.value, phase: "train"}, accept: "image/svg+xml"});
       if (pictureUrl) URL.revokeObjectURL(pictureUrl);
       pictureUrl = URL.createObjectURL(await r.blob());
       picture.innerHTML = "";
