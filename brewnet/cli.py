@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(verb, help=VERBS[verb], description=VERBS[verb])
         module.add_arguments(p)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given (brewnet train's ranks)
     if args.verb is None:
         parser.print_help()
         return 2

@@ -1,59 +1,130 @@
-"""pycaffe's multi-process training names: ``NCCL``, ``solver_count``, ``solver_rank``,
-``set_multiprocess``, ``has_nccl``.
+"""pycaffe's multi-process training names on torch.distributed: ``NCCL``, ``solver_count``,
+``solver_rank``, ``set_solver_count``, ``set_solver_rank``, ``set_multiprocess``, ``has_nccl``.
 
-brewnet does not train on several processes yet (that is the distributed-training work, on
-torch.distributed).  Until then these names exist so that pycaffe scripts import and run their
-single-process path, exactly as on a Caffe built without NCCL: ``has_nccl()`` is False, the
-solver count is 1 and the rank 0, and anything that asks for more says so clearly.
+BVLC's ``python/train.py`` runs unchanged: the parent makes a uid with ``caffe.NCCL.new_uid()``
+and starts one process per device; each sets its count and rank, builds its solver (data layers
+then read their rank's slice of every global batch), joins the others with
+``caffe.NCCL(solver, uid)``, makes every rank start from rank 0's weights with ``bcast()``, and
+registers the NCCL object as a solver callback: its ``on_gradients_ready`` averages the
+gradients over the processes (Caffe's NCCL sums and scales by 1/count), and from then on the
+train net's BatchNorm layers reduce their batch statistics over the processes.
+
+The transport is torch.distributed: NCCL for CUDA solvers when PyTorch has it, gloo otherwise,
+so the same script trains data-parallel on CPU processes after ``caffe.set_mode_cpu()``.  The
+uid names a rendezvous file (a ``torch.distributed.FileStore``) in the temporary directory,
+which is why every process must share one machine (across machines, use ``torchrun`` with
+``brewnet train``).
 """
 from __future__ import annotations
 
+import os
+import secrets
+import tempfile
+
 from .errors import BrewnetError
 
-_NOT_YET = ("multi-process training (caffe.NCCL, several solvers) is not supported by brewnet yet; "
-            "train on one process (brewnet train -gpu with one device, or the CPU)")
+_state = {"count": 1, "rank": 0, "multiprocess": False}
 
-_state = {"multiprocess": False}
+_UID_PREFIX = b"brewnet-uid-"
 
 
 def has_nccl() -> bool:
-    """Whether ``caffe.NCCL`` can train across devices: not yet in brewnet (as a Caffe built
-    without NCCL, pycaffe scripts then take their single-process path)."""
-    return False
+    """Whether ``caffe.NCCL`` can train across processes: whenever PyTorch has torch.distributed
+    (NCCL on CUDA, gloo on the CPU)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - every supported torch has it
+        return False
+    return bool(dist.is_available())
 
 
 def solver_count() -> int:
-    """The number of solvers training together: 1."""
-    return 1
+    """The number of solvers training together (1 unless set or under a process group)."""
+    from . import distributed
+    if distributed.active():
+        return distributed.world_size()
+    return _state["count"]
 
 
 def set_solver_count(count: int) -> None:
-    if int(count) != 1:
-        raise BrewnetError(f"set_solver_count({count}): {_NOT_YET}")
+    count = int(count)
+    if count < 1:
+        raise BrewnetError(f"set_solver_count({count}): the count must be at least 1")
+    _state["count"] = count
 
 
 def solver_rank() -> int:
-    """This process's rank among the solvers: 0."""
-    return 0
+    """This process's rank among the solvers (0 unless set or under a process group)."""
+    from . import distributed
+    if distributed.active():
+        return distributed.rank()
+    return _state["rank"]
 
 
 def set_solver_rank(rank: int) -> None:
-    if int(rank) != 0:
-        raise BrewnetError(f"set_solver_rank({rank}): {_NOT_YET}")
+    rank = int(rank)
+    if rank < 0:
+        raise BrewnetError(f"set_solver_rank({rank}): the rank must be at least 0")
+    _state["rank"] = rank
 
 
 def set_multiprocess(multiprocess: bool) -> None:
-    if multiprocess:
-        raise BrewnetError(f"set_multiprocess(True): {_NOT_YET}")
-    _state["multiprocess"] = False
+    """pycaffe's flag for solvers in separate processes (always the case in brewnet)."""
+    _state["multiprocess"] = bool(multiprocess)
+
+
+def is_root_solver() -> bool:
+    return solver_rank() == 0
+
+
+def _rendezvous_file(uid: bytes) -> str:
+    if not isinstance(uid, (bytes, bytearray)) or not bytes(uid).startswith(_UID_PREFIX):
+        raise BrewnetError(f"caffe.NCCL: {uid!r} is not a uid from caffe.NCCL.new_uid()")
+    token = bytes(uid)[len(_UID_PREFIX):].decode("ascii")
+    if not token.isalnum():
+        raise BrewnetError(f"caffe.NCCL: malformed uid {uid!r}")
+    return os.path.join(tempfile.gettempdir(), f"brewnet-rendezvous-{token}")
 
 
 class NCCL:
-    """pycaffe's ``caffe.NCCL(solver, uid)``: not available (see the module's note)."""
+    """pycaffe's ``caffe.NCCL(solver, uid)``: joins the processes that share ``uid`` (one per
+    solver rank, ``solver_count()`` of them) and keeps their solvers in step.
 
-    def __init__(self, solver=None, uid=None):
-        raise BrewnetError(f"caffe.NCCL: {_NOT_YET}")
+    - ``bcast()``: every rank takes rank 0's weights and BatchNorm statistics.
+    - as a solver callback (``solver.add_callback(nccl)``): ``on_gradients_ready`` averages the
+      parameter gradients over the ranks before the update.
+    - as a net callback (``net.after_backward(nccl)``, train.py's ``layer_wise_reduce``): accepted;
+      the gradients are averaged once, in ``on_gradients_ready``, in one bucket.
+    """
+
+    def __init__(self, solver, uid: bytes):
+        from . import distributed
+        count, rank = _state["count"], _state["rank"]
+        if rank >= count:
+            raise BrewnetError(f"caffe.NCCL: solver rank {rank} is not below the solver count {count} "
+                               "(call caffe.set_solver_count and caffe.set_solver_rank first)")
+        self.solver = solver
+        if count > 1 and not distributed.active():
+            distributed.init_with_file(_rendezvous_file(uid), rank, count, solver.device)
+        from .solver.distributed import DataParallel
+        self.parallel = DataParallel.attach(solver, reduce_in_step=False)
 
     @staticmethod
     def new_uid() -> bytes:
-        raise BrewnetError(f"caffe.NCCL.new_uid: {_NOT_YET}")
+        """A fresh session id (bytes, as Caffe's under Python 3)."""
+        return _UID_PREFIX + secrets.token_hex(16).encode("ascii")
+
+    def bcast(self) -> None:
+        """Every rank takes rank 0's parameters and statistics (Caffe's NCCL::Broadcast)."""
+        self.parallel.broadcast_parameters()
+
+    # the solver callback (Caffe's Solver::Callback)
+    def on_start(self) -> None:
+        pass
+
+    def on_gradients_ready(self) -> None:
+        self.parallel.average_gradients()
+
+    # the net callback (Caffe's Net::Callback, layer-wise reduction): one bucket instead
+    def __call__(self, layer_index: int) -> None:
+        pass

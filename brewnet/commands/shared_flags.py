@@ -53,13 +53,13 @@ def apply_speed_flags(nets, args) -> None:
             net.autocast = amp_dtype(net.device)
 
 
-def device_from_flag(gpu: str | None, what: str = "-gpu"):
-    """The torch device for a Caffe ``-gpu`` value ('' = CPU)."""
+def gpu_ids_from_flag(gpu: str | None, what: str = "-gpu") -> list[int]:
+    """The GPU ids a Caffe ``-gpu`` value names ('' = none: the CPU; 'all' = every GPU)."""
     import torch
 
     gpu = (gpu or "").strip()
     if not gpu:
-        return torch.device("cpu")
+        return []
     if not torch.cuda.is_available():
         raise BrewnetError(f"{what} {gpu}: CUDA is not available on this machine "
                            "(torch.cuda.is_available() is False); run without -gpu to use the CPU")
@@ -74,8 +74,20 @@ def device_from_flag(gpu: str | None, what: str = "-gpu"):
     bad = [i for i in ids if not 0 <= i < count]
     if bad or not ids:
         raise BrewnetError(f"{what} {gpu}: no such GPU (this machine has {count}: ids 0..{count - 1})")
+    if len(set(ids)) != len(ids):
+        raise BrewnetError(f"{what} {gpu}: a GPU is listed twice")
+    return ids
+
+
+def device_from_flag(gpu: str | None, what: str = "-gpu"):
+    """The torch device for a Caffe ``-gpu`` value ('' = CPU); the first of several."""
+    import torch
+
+    ids = gpu_ids_from_flag(gpu, what)
+    if not ids:
+        return torch.device("cpu")
     if len(ids) > 1:
-        log.warning("%s %s: training on several GPUs in one process is not supported; using GPU %d "
-                    "(use torchrun for data-parallel training)", what, gpu, ids[0])
+        log.warning("%s %s: this command runs on one GPU; using GPU %d (brewnet train -gpu %s "
+                    "trains data-parallel on all of them)", what, gpu, ids[0], gpu)
     torch.cuda.set_device(ids[0])
     return torch.device(f"cuda:{ids[0]}")

@@ -1,7 +1,8 @@
 """``brewnet train``: train a network from a solver file, like ``caffe train``.
 
     brewnet train -solver S [-weights a.caffemodel[,b...]] [-snapshot s.solverstate]
-                  [-gpu 0|all] [-iterations N] [-level L] [-stage a,b]
+                  [-gpu 0|0,1|all] [-cpu_procs K] [-bn_sync all|none|bn1,bn2]
+                  [-dist_timeout S] [-iterations N] [-level L] [-stage a,b]
                   [-sigint_effect stop|snapshot|none] [-sighup_effect stop|snapshot|none]
                   [-metrics FILE] [-bn_recalibrate N [-bn_compare on|off]]
 
@@ -10,6 +11,13 @@ The log is Caffe's (``Iteration 100, lr = 0.01``, ``Iteration 100 (...), loss = 
 to ``<snapshot_prefix>_metrics.jsonl`` as JSON lines (see brewnet.metrics).  A progress bar is
 drawn on stderr when it is a terminal, and progress lines go to ``$BREWNET_PROGRESS_FILE`` when
 it is set (brewnet.progress_file: task "train", done = iteration, total = max_iter).
+
+Data-parallel training (brewnet.distributed): ``-gpu 0,1`` (or ``all``) starts one process per
+GPU, ``-cpu_procs K`` K CPU processes (gloo); ``torchrun --nnodes N --nproc-per-node M -m brewnet
+train -solver S`` does the same across machines (``-gpu all`` there: one GPU per local rank).  As
+in Caffe each process takes a batch of the prototxt's ``batch_size`` (rank r the r-th slice of
+each global batch), so the effective batch is batch × processes; BatchNorm statistics are
+reduced over all processes (``-bn_sync``); rank 0 tests, logs, writes metrics and snapshots.
 
 SIGINT and SIGTERM follow ``-sigint_effect`` (default ``stop``: finish the current iteration,
 write a snapshot and exit 0); SIGHUP follows ``-sighup_effect`` (default ``snapshot``: write a
@@ -25,7 +33,7 @@ import time
 
 from ..cli import flag
 from ..errors import BrewnetError
-from .shared_flags import add_speed_flags, apply_speed_flags, device_from_flag
+from .shared_flags import add_speed_flags, apply_speed_flags, gpu_ids_from_flag
 
 log = logging.getLogger("brewnet")
 
@@ -36,7 +44,17 @@ def add_arguments(parser) -> None:
     flag(parser, "solver", default="", help="the solver prototxt")
     flag(parser, "weights", default="", help="caffemodel(s) to fine-tune from, comma separated")
     flag(parser, "snapshot", default="", help="a .solverstate to resume from")
-    flag(parser, "gpu", default="", help="GPU to use: an id, 'all' (the first is used), or empty for CPU")
+    flag(parser, "gpu", default="",
+         help="GPUs: an id, a comma separated list or 'all' (several: one process each, data-parallel); "
+              "empty for the CPU")
+    flag(parser, "cpu_procs", type=int, default=1, metavar="K",
+         help="train data-parallel on K CPU processes (gloo); default 1")
+    flag(parser, "bn_sync", default="all", metavar="all|none|LAYERS",
+         help="data-parallel: BatchNorm layers whose batch statistics are reduced over all processes: "
+              "all (default), none, or comma separated layer names")
+    flag(parser, "dist_timeout", type=float, default=1800.0, metavar="SECONDS",
+         help="data-parallel: a rank that does not answer for this long ends the job (default 1800; "
+              "rank 0's test phases must fit in it)")
     flag(parser, "iterations", type=int, default=None, help="override the solver's max_iter")
     flag(parser, "level", type=int, default=0, help="NetState level of the train net")
     flag(parser, "stage", default="", help="NetState stages of the train net, comma separated")
@@ -166,9 +184,7 @@ def _warn_about_batchnorm_pitfalls(solver) -> None:
 def run(args) -> int:
     import torch
 
-    from ..metrics import MetricsWriter
-    from ..solver import solver_class
-    from .. import fileio, runtime
+    from .. import distributed, fileio, runtime
 
     if not args.solver:
         raise BrewnetError("train needs a solver: brewnet train -solver solver.prototxt")
@@ -188,40 +204,109 @@ def run(args) -> int:
     gpu = args.gpu
     if not gpu and param.HasField("solver_mode") and param.solver_mode == param.GPU:
         if torch.cuda.is_available():
-            gpu = str(param.device_id)
+            gpu = "all" if distributed.env_world() else str(param.device_id)
         else:
             log.warning("the solver asks for solver_mode: GPU but CUDA is not available; using the CPU")
-    device = device_from_flag(gpu)
+    gpu_ids = gpu_ids_from_flag(gpu)
+    if args.cpu_procs < 1:
+        raise BrewnetError(f"-cpu_procs must be at least 1, got {args.cpu_procs}")
+    if gpu_ids and args.cpu_procs > 1:
+        raise BrewnetError("give -gpu or -cpu_procs, not both")
+    world_env = distributed.env_world()
+    if world_env is None and max(len(gpu_ids), args.cpu_procs) > 1:
+        from ..distributed.launch import run_ranks
+        return run_ranks(list(args.argv), max(len(gpu_ids), args.cpu_procs))
+    device = _rank_device(gpu_ids, world_env)
     if device.type == "cuda":
         runtime.set_mode_gpu()
         runtime.set_device(device.index or 0)
     else:
         runtime.set_mode_cpu()
+    rank = 0
+    if world_env is not None and world_env[1] > 1:
+        if world_env[0] != 0:  # rank 0 logs; the others say only what goes wrong
+            logging.getLogger("brewnet").setLevel(logging.WARNING)
+        _share_cpu_threads(device)
+        distributed.init_from_env(device, args.dist_timeout)
+        rank = distributed.rank()
     log.info("Using %s", "GPU " + str(device.index) if device.type == "cuda" else "the CPU")
+    try:
+        return _train(args, param, device, rank)
+    finally:
+        distributed.shutdown()
+
+
+def _rank_device(gpu_ids: list[int], world_env):
+    """This process's device: its local rank's GPU under torchrun or the launcher, else the first."""
+    import torch
+
+    if not gpu_ids:
+        return torch.device("cpu")
+    local, local_world = 0, 1
+    if world_env is not None:
+        local = world_env[2]
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_env[1]))
+    if len(gpu_ids) == 1 and local_world > 1:
+        raise BrewnetError(f"{local_world} processes on this machine but one GPU given: give one GPU per "
+                           "process (-gpu 0,1,... or -gpu all)")
+    if local >= len(gpu_ids):
+        raise BrewnetError(f"local rank {local} has no GPU: -gpu lists {len(gpu_ids)} "
+                           f"({','.join(map(str, gpu_ids))})")
+    if len(gpu_ids) > 1 and world_env is None:
+        raise BrewnetError("several GPUs need one process each")  # run() launches them
+    torch.cuda.set_device(gpu_ids[local])
+    return torch.device(f"cuda:{gpu_ids[local]}")
+
+
+def _share_cpu_threads(device) -> None:
+    """CPU ranks on one machine share its cores instead of each taking them all."""
+    import torch
+
+    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+
+
+def _train(args, param, device, rank: int) -> int:
+    import torch
+
+    from ..metrics import MetricsWriter
+    from ..solver import solver_class
+    from .. import distributed
+    from ..solver.distributed import DataParallel
 
     solver = solver_class(param.type or "SGD")(args.solver, device=device, param=param)
     apply_speed_flags([solver.net, *solver.test_nets], args)
     solver.bn_recalibrate = args.bn_recalibrate
     solver.bn_compare = args.bn_compare == "on"
-    _warn_about_batchnorm_pitfalls(solver)
+    if rank == 0:  # once per job
+        _warn_about_batchnorm_pitfalls(solver)
 
     weights = [w.strip() for w in args.weights.split(",") if w.strip()]
     for w in weights:
         solver.copy_weights(w)
+    if distributed.active():
+        policy = args.bn_sync if args.bn_sync in ("all", "none") else \
+            [n.strip() for n in args.bn_sync.split(",") if n.strip()]
+        parallel = DataParallel.attach(solver, reduce_in_step=True, bn_sync=policy)
+        parallel.broadcast_parameters()  # every rank starts from rank 0's weights
+        if solver.param.random_seed >= 0:  # Dropout: one stream per rank
+            torch.manual_seed(int(solver.param.random_seed) + rank)
 
-    metrics_path = args.metrics or f"{solver.param.snapshot_prefix}_metrics.jsonl"
-    metrics = MetricsWriter(metrics_path, truncate=not args.snapshot)
-    solver.metrics = metrics
-    log.info("Metrics (JSON lines): %s", metrics_path)
-    progress = None
-    if sys.stderr.isatty():
+    metrics = progress = lines = None
+    if rank == 0:  # metrics, progress and snapshots come from rank 0 alone
+        metrics_path = args.metrics or f"{solver.param.snapshot_prefix}_metrics.jsonl"
+        metrics = MetricsWriter(metrics_path, truncate=not args.snapshot)
+        solver.metrics = metrics
+        log.info("Metrics (JSON lines): %s", metrics_path)
+    if rank == 0 and sys.stderr.isatty():
         progress = _Progress(sys.stderr)
         solver.progress = progress
         for h in logging.getLogger().handlers:
             h.addFilter(progress.filter)
     from ..progress_file import from_env
-    lines = None
-    pfile = from_env()
+    pfile = from_env() if rank == 0 else None
     if pfile is not None:
         lines = _ProgressLines(pfile, solver.param.max_iter, then=progress)
         solver.progress = lines
@@ -232,7 +317,8 @@ def run(args) -> int:
                 log.info("Resuming from %s", args.snapshot)
             solver.solve(args.snapshot or None)
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         if lines is not None:
             lines.close()
         if progress is not None:

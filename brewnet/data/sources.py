@@ -88,6 +88,11 @@ class DatumSource:
         data = self.transformer(batch)
         return (data, labels) if self.output_labels else (data,)
 
+    def skip(self, n: int) -> None:
+        """Pass over ``n`` records without decoding them (data-parallel sharding)."""
+        for _ in range(n):
+            self.cursor.next()
+
     def close(self) -> None:
         self.cursor.close()
 
@@ -209,6 +214,14 @@ class ImageListSource:
         labels = np.array([lab for _, lab, _ in items], dtype=np.float32)
         return data, labels
 
+    def skip(self, n: int) -> None:
+        """Pass over ``n`` list entries without reading them (data-parallel sharding; an
+        unreadable image among them is not replaced, as the rank that reads it would)."""
+        self._shuffle_pending = False
+        self._take(n)
+        if self._shuffle_pending:
+            self._shuffle()
+
     def close(self) -> None:
         pass
 
@@ -298,6 +311,11 @@ class HDF5Source:
                 o[i] = a[r]
             self._next()
         return tuple(outs)
+
+    def skip(self, n: int) -> None:
+        """Pass over ``n`` rows (data-parallel sharding)."""
+        for _ in range(n):
+            self._next()
 
     def close(self) -> None:
         pass

@@ -34,8 +34,10 @@ from .base import DataLayer, Layer, register
 log = logging.getLogger("brewnet")
 
 
-def layer_rng(layer: Layer, explicit_seed: int = -1) -> np.random.Generator:
-    """The layer's numpy Generator: reproducible under a global seed, distinct per layer/phase."""
+def layer_rng(layer: Layer, explicit_seed: int = -1, per_rank: bool = False) -> np.random.Generator:
+    """The layer's numpy Generator: reproducible under a global seed, distinct per layer/phase.
+    ``per_rank``: distinct per data-parallel rank too (augmentation: ranks must not crop and
+    mirror their slices alike); record order (shuffles, rand_skip) is the same on every rank."""
     if explicit_seed is not None and explicit_seed >= 0:
         entropy = [int(explicit_seed), zlib.crc32(layer.name.encode()), int(layer.phase)]
     elif runtime._state.get("seed") is not None:
@@ -43,7 +45,20 @@ def layer_rng(layer: Layer, explicit_seed: int = -1) -> np.random.Generator:
                    int(layer.phase)]
     else:
         entropy = None
+    shard = data_shard(layer)
+    if entropy is not None and per_rank and shard is not None:
+        entropy.append(shard[0])
     return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+def data_shard(layer: Layer) -> tuple[int, int] | None:
+    """(rank, count) when this data layer reads a slice of each global batch: TRAIN-phase layers
+    under data-parallel training (test phases run on rank 0 alone and read everything)."""
+    from ..multiprocess import solver_count, solver_rank
+    count = solver_count()
+    if count <= 1 or not layer.training_phase:
+        return None
+    return solver_rank(), count
 
 
 class _ReaderLayer(DataLayer):
@@ -75,6 +90,12 @@ class _ReaderLayer(DataLayer):
                 self._source, self._top_shapes = self.make_source()
             except DataError as e:
                 self._fail_data(e)
+            shard = data_shard(self)
+            if shard is not None:
+                from ..data.sharding import ShardedSource
+                self._source = ShardedSource(self._source, *shard)
+                log.info("layer '%s' reads slice %d of %d of each global batch", self.name,
+                         shard[0] + 1, shard[1])
         return list(self._top_shapes)
 
     def make_source(self):
@@ -139,7 +160,7 @@ class Data(_ReaderLayer):
                 " (convert it to LMDB, e.g. with `brewnet dataset create`)"
             raise DataError(f"backend LEVELDB is not supported, only LMDB{looks}: {path}")
         tp = self.param.transform_param
-        transformer = DataTransformer(tp, self.phase, layer_rng(self, tp.random_seed), self.model_dir,
+        transformer = DataTransformer(tp, self.phase, layer_rng(self, tp.random_seed, per_rank=True), self.model_dir,
                                       where=f"layer '{self.name}' transform_param")
         src = DatumSource(path, int(p.batch_size), transformer, int(p.rand_skip),
                           layer_rng(self, tp.random_seed), output_labels=len(self.param.top) > 1,
@@ -167,7 +188,7 @@ class ImageData(_ReaderLayer):
         if p.batch_size <= 0:
             raise DataError("image_data_param.batch_size must be positive")
         tp = self.param.transform_param
-        transformer = DataTransformer(tp, self.phase, layer_rng(self, tp.random_seed), self.model_dir,
+        transformer = DataTransformer(tp, self.phase, layer_rng(self, tp.random_seed, per_rank=True), self.model_dir,
                                       where=f"layer '{self.name}' transform_param")
         root = resolve_path(p.root_folder, self.model_dir) if p.root_folder else ""
         src = ImageListSource(resolve_path(p.source, self.model_dir), int(p.batch_size), transformer,

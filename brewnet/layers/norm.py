@@ -76,6 +76,9 @@ class BatchNorm(Layer):
         if not self.blob_names:
             self.eps = float(p.eps)
             self.update_statistics = True  # doctor turns this off to measure batch statistics
+            #: data-parallel training: reduce the batch statistics over every process (set by
+            #: the solver for its train net, see brewnet.solver.distributed); False: this rank's
+            self.sync_statistics = False
             self._batch_stats: list[torch.Tensor] | None = None  # scratch of _forward_updating
             self.loaded_layout: str | None = None
             #: why the layer took scale/bias its prototxt left implicit from a file (None: it did not)
@@ -151,6 +154,8 @@ class BatchNorm(Layer):
             # PyTorch's mixed batch norm takes float32 statistics and parameters)
             sd = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
             return F.batch_norm(x, mean.to(sd), var.to(sd), weight, bias, False, 0.0, self.eps)
+        if self.sync_statistics:
+            return self._forward_synchronised(x, weight, bias)
         m = x.numel() // c
         if self.update_statistics and m > 1 and self.running_mean.dtype == x.dtype:
             return self._forward_updating(x, weight, bias)
@@ -187,6 +192,19 @@ class BatchNorm(Layer):
                 torch._foreach_mul_(stats, maf)
                 torch._foreach_add_(stats, scratch)
                 self.factor.mul_(maf).add_(1.0)
+        return y
+
+    def _forward_synchronised(self, x, weight, bias):
+        """TRAIN pass over the global batch of every process (brewnet.distributed.batchnorm):
+        the output and, when updating, the running statistics from the global mean and the
+        global variance (Caffe's m/(m−1) with m the global N·H·W), identical on every rank."""
+        from ..distributed.batchnorm import normalize
+        y, mean_b, var_b, count = normalize(x, weight, bias, self.eps)
+        if self.update_statistics:
+            with torch.no_grad():
+                m = float(count)
+                var_u = var_b * (m / (m - 1)) if m > 1 else var_b
+                self._update_statistics(mean_b.detach(), var_u.detach())
         return y
 
     def resume_average(self, batches: int) -> None:

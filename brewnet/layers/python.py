@@ -71,8 +71,18 @@ class _PythonFunction(torch.autograd.Function):
         user = owner.user
         bottom = _blobs_for(bottoms, owner.param.bottom)
         top = [Blob(n, torch.zeros(0)) for n in owner.param.top]
-        user.reshape(bottom, top)
-        user.forward(bottom, top)
+        shard = getattr(owner, "shard", None)
+        if shard is None:
+            user.reshape(bottom, top)
+            user.forward(bottom, top)
+        else:  # a data layer under data-parallel training: this rank's slice of the global batch
+            rank, count = shard
+            for k in range(count):
+                produced = [Blob(n, torch.zeros(0)) for n in owner.param.top]
+                user.reshape(bottom, produced)
+                user.forward(bottom, produced)
+                if k == rank:
+                    top = produced
         ctx.owner, ctx.bottom, ctx.top = owner, bottom, top
         ctx.meta = [(b.device, b.dtype) for b in bottoms]
         dev, dtype = ctx.meta[0] if ctx.meta else ("cpu", torch.float32)
@@ -128,6 +138,13 @@ class Python(_Layer):
             bottom = [Blob(n, torch.zeros(s)) for n, s in zip(self.param.bottom, bottom_shapes)]
             top = [Blob(n, torch.zeros(0)) for n in self.param.top]
             self.user.setup(bottom, top)
+            # A Python data layer (no bottoms) under data-parallel training runs `count` times per
+            # forward and keeps its rank's batch: the ranks then see, slice by slice, what one
+            # process with `count` times the batch would.  A layer that reads
+            # caffe.solver_rank() and shards itself says so with `shards_itself = True`.
+            from .datalayers import data_shard
+            self.shard = None if (self.param.bottom or getattr(cls, "shards_itself", False)) \
+                else data_shard(self)
         bottom = [Blob(n, torch.zeros(s)) for n, s in zip(self.param.bottom, bottom_shapes)]
         top = [Blob(n, torch.zeros(0)) for n in self.param.top]
         self.user.reshape(bottom, top)

@@ -98,6 +98,8 @@ class Solver(TrainingLoop, Testing, ParameterUpdate, Snapshots):
         self._moving_bn_stats = None  # (iteration, statistics) replaced by the last re-estimation
         self.last_moving_bn_scores: list[OrderedDict] = []
         self._callbacks: list[tuple] = []  # pycaffe's add_callback: (on_start, on_gradients_ready)
+        #: data-parallel training across processes (brewnet.solver.distributed), or None
+        self.parallel = None
         self._init_train_net()
         self._init_test_nets()
         for w in param.weights:
@@ -267,11 +269,15 @@ class Solver(TrainingLoop, Testing, ParameterUpdate, Snapshots):
         """The learning rate at the current iteration (pycaffe's SGDSolver.lr)."""
         return learning_rate(self.param, self.iter, self.current_step)[0]
 
-    def add_callback(self, on_start, on_gradients_ready) -> None:
+    def add_callback(self, on_start, on_gradients_ready=None) -> None:
         """pycaffe's Solver.add_callback: ``on_start()`` at the start of every iteration (after
-        any test), ``on_gradients_ready()`` once its gradients are computed, before the update."""
+        any test), ``on_gradients_ready()`` once its gradients are computed, before the update.
+        One argument: an object with both methods (``caffe.NCCL``, as Caffe's C++ overload)."""
+        if on_gradients_ready is None and hasattr(on_start, "on_gradients_ready"):
+            on_start, on_gradients_ready = on_start.on_start, on_start.on_gradients_ready
         if not (callable(on_start) and callable(on_gradients_ready)):
-            raise TypeError("add_callback(on_start, on_gradients_ready): both must be callable")
+            raise TypeError("add_callback(on_start, on_gradients_ready): both must be callable "
+                            "(or one object with on_start and on_gradients_ready, e.g. caffe.NCCL)")
         self._callbacks.append((on_start, on_gradients_ready))
 
     def __repr__(self) -> str:

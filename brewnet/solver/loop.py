@@ -49,7 +49,7 @@ class TrainingLoop:
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and \
                     (self.iter > 0 or p.test_initialization):
-                self.test_all()
+                self._run_tests()
                 if self.requested_early_exit:
                     break
             display = self._display_due()
@@ -71,6 +71,12 @@ class TrainingLoop:
                 loss_t = torch.zeros(())
             else:
                 loss_t = loss / iter_size if iter_size > 1 else loss
+            parallel = self.parallel
+            if parallel is not None:  # loss and requested action travel with the gradients
+                parallel.stage(loss_t, self._requested_action())
+                if parallel.reduce_in_step:
+                    parallel.average_gradients()
+                    loss_t = parallel.reduced_loss
             self._update_smoothed_loss(loss_t, start_iter, average_loss)
             if display:
                 raise_deferred_label_errors()
@@ -81,6 +87,8 @@ class TrainingLoop:
                 iters_last = self.iter
             for cb in self._callbacks:
                 cb[1]()
+            if parallel is not None:
+                request = parallel.finish_iteration()
             if scaler is None:
                 self.apply_update()
             else:  # float16 autocast: unscale, skip the update if a gradient overflowed
@@ -89,13 +97,38 @@ class TrainingLoop:
             self.iter += 1
             if self.progress is not None:
                 self.progress(self.iter, start_iter, stop_iter)
-            request = self._requested_action()
+            if parallel is None:
+                request = self._requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
-                self.snapshot()
+                self._write_snapshot()
             if request == "stop":
                 self.requested_early_exit = True
                 break
         raise_deferred_label_errors()
+
+    def _run_tests(self) -> None:
+        """The test phases when due: on rank 0 alone under data-parallel training (precise BN's
+        re-estimation first, on every rank together), then every rank learns whether a stop
+        was asked during them."""
+        if self.parallel is None:
+            self.test_all()
+            return
+        self.recalibrate_batchnorm()
+        if self.parallel.is_root:
+            self.test_all()
+        self.requested_early_exit = self.parallel.agree(self.requested_early_exit)
+
+    def _write_snapshot(self) -> None:
+        """A snapshot (rank 0 writes it under data-parallel training; precise BN's
+        re-estimation, when on, runs on every rank first)."""
+        if self.parallel is None:
+            self.snapshot()
+            return
+        self.recalibrate_batchnorm()
+        if self.parallel.is_root:
+            self.snapshot()
+        else:
+            self._snapshotted_iter = self.iter
 
     def _update_smoothed_loss(self, loss, start_iter, average_loss) -> None:
         # Caffe's UpdateSmoothedLoss; values stay tensors until displayed (no device sync)
@@ -128,7 +161,10 @@ class TrainingLoop:
         score_index = 0
         for name in outputs:
             w = self.net.blob_loss_weights.get(name, 0.0)
-            vals = self.net.blobs[name]._tensor.detach().reshape(-1).float().cpu().tolist()
+            value = self.net.blobs[name]._tensor.detach().reshape(-1).float()
+            if self.parallel is not None and self.parallel.reduce_in_step:
+                value = self.parallel.mean(value)  # the global batch's, as one process shows
+            vals = value.cpu().tolist()
             for k, v in enumerate(vals):
                 extra = f" (* {_fmt(w)} = {_fmt(w * v)} loss)" if w else ""
                 log.info("    Train net output #%d: %s = %s%s", score_index, name, _fmt(v), extra)
@@ -153,15 +189,17 @@ class TrainingLoop:
             # (Caffe, when snapshot_after_train, skips every multiple of `snapshot`, assuming one
             # was just written: not so at iteration 0, where a stop during the first test lands)
             if getattr(self, "_snapshotted_iter", None) != self.iter:
-                self.snapshot()
+                self._write_snapshot()
             log.info("Optimization stopped early.")
             return
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
-            self.snapshot()
+            self._write_snapshot()
         if self._display_due():
             with torch.no_grad():
                 loss, _ = self.net.forward_loss()
             loss = torch.zeros(()) if loss is None else loss.detach()
+            if self.parallel is not None:
+                loss = self.parallel.mean(loss)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             sl = self._smoothed()
             log.info("Iteration %d, loss = %s", self.iter, _fmt(sl))
@@ -169,7 +207,7 @@ class TrainingLoop:
                 self.metrics.write(self.iter, "train", "smoothed_loss", sl,
                                    lr=learning_rate(p, self.iter, self.current_step)[0])
         if p.test_interval and self.iter % p.test_interval == 0:
-            self.test_all()
+            self._run_tests()
         log.info("Optimization Done.")
 
     # ----- mixed precision ---------------------------------------------------------------------

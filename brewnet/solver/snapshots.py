@@ -22,7 +22,8 @@ class Snapshots:
 
     def snapshot(self) -> tuple[str, str]:
         """Write ``<prefix>_iter_<N>.caffemodel`` and ``.solverstate`` (atomically)."""
-        self.recalibrate_batchnorm()
+        if self.parallel is None:  # data-parallel: re-estimated on every rank before (loop)
+            self.recalibrate_batchnorm()
         p = self.param
         if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
             if not getattr(self, "_warned_hdf5", False):

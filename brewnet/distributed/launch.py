@@ -1,0 +1,174 @@
+"""``brewnet train -gpu 0,1`` / ``-cpu_procs K``: one training process per device, as torchrun
+would start them, watched until the job ends.
+
+Each rank is ``python -m brewnet train <the same flags>`` with torchrun's variables (RANK,
+WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT), so the code path
+is the one ``torchrun --nproc-per-node K -m brewnet train`` takes.  The launcher:
+
+- prints rank 0's output as it is (Caffe's log) and the other ranks' lines prefixed ``[rank r]``;
+- forwards SIGINT, SIGTERM and SIGHUP once to every rank (the ranks run in sessions of their own,
+  so a signal to the launcher's process group is not delivered twice); the ranks agree on the
+  iteration at which to act (brewnet.solver.distributed);
+- ends the job when a rank fails: the first rank to exit with an error or a signal is named with
+  its last error line, the others get ``grace_s`` to leave and are then killed (a rank that hangs
+  is named too).  Snapshots are written atomically by rank 0, so the last one stays intact.
+- kills the ranks if the launcher itself is killed (PR_SET_PDEATHSIG), so none is orphaned.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from ..errors import BrewnetError
+
+log = logging.getLogger("brewnet")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_launcher(parent_pid: int):
+    def setup() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # not Linux: the ranks end on their own
+            return
+        if os.getppid() != parent_pid:  # the launcher died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+    return setup
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class _Rank:
+    def __init__(self, rank: int, proc: subprocess.Popen):
+        self.rank, self.proc = rank, proc
+        self.last_error = ""
+        self.reader: threading.Thread | None = None
+
+
+def _relay(rank: _Rank, out) -> None:
+    prefix = "" if rank.rank == 0 else f"[rank {rank.rank}] "
+    for raw in iter(rank.proc.stdout.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        low = line.lower()
+        if "error" in low or "failed" in low or "exception" in low:
+            rank.last_error = line.strip()
+        try:
+            out.write(prefix + line + "\n")
+            out.flush()
+        except (OSError, ValueError):
+            pass
+    rank.proc.stdout.close()
+
+
+def run_ranks(argv: list[str], world: int, extra_env: dict[str, str] | None = None,
+              grace_s: float = 10.0, out=None) -> int:
+    """Start ``world`` ranks of ``python -m brewnet <argv>`` and wait for them; returns 0 when
+    all succeed, else raises BrewnetError naming the failed rank."""
+    if world < 2:
+        raise BrewnetError(f"data-parallel training needs at least 2 processes, got {world}")
+    out = out if out is not None else sys.stdout
+    port = free_port()
+    base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                LOCAL_WORLD_SIZE=str(world), GROUP_RANK="0", PYTHONUNBUFFERED="1", **(extra_env or {}))
+    ranks: list[_Rank] = []
+    old_handlers = {}
+
+    def forward(signum, frame):
+        for r in ranks:
+            if r.proc.poll() is None:
+                try:
+                    r.proc.send_signal(signum)
+                except ProcessLookupError:
+                    pass
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            old_handlers[sig] = signal.signal(sig, forward)
+    except ValueError:  # not the main thread: signals stay with the caller
+        old_handlers = {}
+    try:
+        for r in range(world):
+            env = dict(base, RANK=str(r), LOCAL_RANK=str(r))
+            proc = subprocess.Popen([sys.executable, "-m", "brewnet", *argv], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_die_with_launcher(os.getpid()))
+            rank = _Rank(r, proc)
+            rank.reader = threading.Thread(target=_relay, args=(rank, out), daemon=True,
+                                           name=f"brewnet-rank-{r}")
+            rank.reader.start()
+            ranks.append(rank)
+        log.info("Started %d training processes (pids %s)", world, ", ".join(str(r.proc.pid) for r in ranks))
+        return _watch(ranks, grace_s)
+    finally:
+        for r in ranks:
+            if r.proc.poll() is None:
+                r.proc.kill()
+                r.proc.wait()
+            if r.reader is not None:
+                r.reader.join(timeout=5)
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+
+
+def _watch(ranks: list[_Rank], grace_s: float) -> int:
+    failed: _Rank | None = None
+    failed_at = 0.0
+    hung: list[int] = []
+    while True:
+        running = [r for r in ranks if r.proc.poll() is None]
+        if failed is None:
+            # a rank killed by a signal is the cause; the others' errors are its consequence
+            bad = sorted((r for r in ranks if r.proc.returncode not in (None, 0)),
+                         key=lambda r: (r.proc.returncode >= 0, r.rank))
+            if bad:
+                failed, failed_at = bad[0], time.monotonic()
+                log.error("rank %d %s; ending the job (the other ranks get %.0f s to leave)",
+                          failed.rank, _describe_exit(failed.proc.returncode), grace_s)
+        if not running:
+            break
+        if failed is not None and time.monotonic() - failed_at > grace_s:
+            for r in running:
+                r.proc.kill()
+                r.proc.wait()
+                hung.append(r.rank)
+            if hung:
+                log.error("rank(s) %s did not leave within %.0f s and were killed",
+                          ", ".join(map(str, hung)), grace_s)
+            break
+        time.sleep(0.1)
+    for r in ranks:
+        if r.reader is not None:
+            r.reader.join(timeout=5)
+    if failed is None:
+        return 0
+    why = f": {failed.last_error}" if failed.last_error else ""
+    if hung:  # the others gave up waiting for them: they are the ones that hung
+        raise BrewnetError(f"rank {', '.join(map(str, hung))} of {len(ranks)} stopped responding and was "
+                           f"killed after rank {failed.rank} {_describe_exit(failed.proc.returncode)}{why}; "
+                           "the last snapshot written stays as it was")
+    others = [f"rank {r.rank} {_describe_exit(r.proc.returncode)}" for r in ranks if r is not failed]
+    raise BrewnetError(f"rank {failed.rank} of {len(ranks)} {_describe_exit(failed.proc.returncode)}{why}; "
+                       f"the job was ended ({', '.join(others)}); the last snapshot written stays as it was")

@@ -1,0 +1,225 @@
+"""Data-parallel training with 2 CPU processes on gloo, through `brewnet train -cpu_procs 2`:
+the numbers of one process with the global batch, within float32 tolerance."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.distributed import workspace
+
+REL = 1e-5
+
+
+def train(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("BREWNET_PROGRESS_FILE", None)
+    proc = subprocess.run([sys.executable, "-m", "brewnet", "train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    return proc
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def blobs(path: Path) -> dict:
+    from brewnet import fileio
+    from brewnet.proto import caffe_pb2
+
+    net = fileio.read_binary(str(path), caffe_pb2.NetParameter)
+    return {f"{layer.name}[{i}]": fileio.blob_to_array(b)
+            for layer in net.layer for i, b in enumerate(layer.blobs)}
+
+
+def train_losses(metrics: Path, name: str = "smoothed_loss") -> dict[int, float]:
+    """The solver's loss per iteration (display: 1, average_loss 1: the iteration's loss, the
+    mean over iter_size); name="loss": the train net's output at the last forward."""
+    out = {}
+    for line in metrics.read_text().splitlines():
+        r = json.loads(line)
+        if r["phase"] == "train" and r["name"] == name:
+            out[r["iter"]] = r["value"]
+    return out
+
+
+def assert_close_blobs(a: dict, b: dict, rel: float = REL) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        scale = max(float(np.abs(a[k]).max()), 1e-3)
+        err = float(np.abs(a[k] - b[k]).max()) / scale
+        assert err <= rel, f"{k}: relative difference {err:.2e} > {rel:.0e}"
+
+
+def assert_close_losses(a: dict, b: dict, rel: float = REL) -> None:
+    assert a.keys() == b.keys() and a
+    for it in a:
+        assert abs(a[it] - b[it]) <= rel * max(abs(a[it]), 1e-3), (it, a[it], b[it])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """1 process × batch 64 and 2 processes × batch 32, synchronised BatchNorm, 20 iterations."""
+    root = tmp_path_factory.mktemp("dp")
+    one = workspace.make(root, "one", 64, snapshot=10)
+    two = workspace.make(root, "two", 32, snapshot=10)
+    out_one = ok(train(root, "-solver", str(one)))
+    out_two = ok(train(root, "-solver", str(two), "-cpu_procs", "2"))
+    return root, out_one, out_two
+
+
+def test_two_ranks_of_32_equal_one_process_of_64(runs):
+    root, _, out_two = runs
+    assert "rank 0 of 2" in out_two and "effective batch = batch × 2" in out_two
+    a, b = blobs(root / "one" / "snap_iter_20.caffemodel"), blobs(root / "two" / "snap_iter_20.caffemodel")
+    # weights, Scale's γ/β, BVLC BatchNorm's sums and NVCaffe BatchNorm's averages and γ/β
+    assert {"bn1[0]", "bn1[1]", "bn1[2]", "bn2[0]", "bn2[1]", "bn2[3]", "conv1[0]"} <= a.keys()
+    assert_close_blobs(a, b)
+    for name in ("smoothed_loss", "loss"):
+        assert_close_losses(train_losses(root / "one" / "snap_metrics.jsonl", name),
+                            train_losses(root / "two" / "snap_metrics.jsonl", name))
+
+
+def test_metrics_and_log_written_once(runs):
+    root, _, out_two = runs
+    lines = (root / "two" / "snap_metrics.jsonl").read_text().splitlines()
+    iters = [json.loads(x)["iter"] for x in lines if json.loads(x)["name"] == "smoothed_loss"]
+    assert iters == sorted(set(iters)), "a metrics record came twice"
+    assert out_two.count("Optimization Done.") == 1
+    assert "[rank 1]" not in out_two  # rank 1 logs warnings and errors only
+    # test phases ran once, on rank 0, with the numbers of one process
+    def tests(path):
+        return [(r["iter"], r["name"], round(r["value"], 4)) for r in map(json.loads, path.read_text().splitlines())
+                if r["phase"] == "test"]
+    assert tests(root / "one" / "snap_metrics.jsonl") == tests(root / "two" / "snap_metrics.jsonl")
+
+
+def test_unsynchronised_batchnorm_differs(runs, tmp_path):
+    root = runs[0]
+    two = workspace.make(tmp_path, "local", 32, snapshot=10)
+    ok(train(tmp_path, "-solver", str(two), "-cpu_procs", "2", "-bn_sync", "none", "-iterations", "10"))
+    local = blobs(tmp_path / "local" / "snap_iter_10.caffemodel")
+    synced = blobs(root / "two" / "snap_iter_10.caffemodel")
+    diff = np.abs(local["bn1[1]"] - synced["bn1[1]"]).max() / np.abs(synced["bn1[1]"]).max()
+    assert diff > 1e-3  # statistics of half the batch: a different variance
+
+
+def test_bn_sync_names_unknown_layers(tmp_path):
+    solver = workspace.make(tmp_path, "bad", 32)
+    proc = train(tmp_path, "-solver", str(solver), "-cpu_procs", "2", "-bn_sync", "bn1,nosuch")
+    assert proc.returncode == 1
+    assert "no BatchNorm layer named nosuch" in proc.stderr + proc.stdout
+
+
+def test_iter_size_2_on_2_ranks_equals_batch_times_4(tmp_path):
+    big = workspace.make(tmp_path, "big", 64, batchnorm=False)
+    acc = workspace.make(tmp_path, "acc", 16, batchnorm=False, iter_size=2)
+    ok(train(tmp_path, "-solver", str(big)))
+    ok(train(tmp_path, "-solver", str(acc), "-cpu_procs", "2"))
+    assert_close_blobs(blobs(tmp_path / "big" / "snap_iter_20.caffemodel"),
+                       blobs(tmp_path / "acc" / "snap_iter_20.caffemodel"))
+    # iterations 0..19 (Caffe's last display after training is one forward: one batch, not iter_size)
+    big_l, acc_l = (train_losses(tmp_path / n / "snap_metrics.jsonl") for n in ("big", "acc"))
+    assert_close_losses({i: v for i, v in big_l.items() if i < 20}, {i: v for i, v in acc_l.items() if i < 20})
+
+
+def test_resume_across_process_counts(runs, tmp_path):
+    """A 1-process snapshot resumed on 2 processes, and a 2-process one on 1, give what the
+    other count gives from the same state."""
+    root = runs[0]
+    for name, batch, procs, state in (("one_to_two", 32, "2", root / "one" / "snap_iter_10.solverstate"),
+                                      ("one_to_one", 64, "1", root / "one" / "snap_iter_10.solverstate"),
+                                      ("two_to_one", 64, "1", root / "two" / "snap_iter_10.solverstate")):
+        solver = workspace.make(tmp_path, name, batch, snapshot=10)
+        ok(train(tmp_path, "-solver", str(solver), "-cpu_procs", procs, "-snapshot", str(state)))
+    ref = blobs(tmp_path / "one_to_one" / "snap_iter_20.caffemodel")
+    assert_close_blobs(ref, blobs(tmp_path / "one_to_two" / "snap_iter_20.caffemodel"))
+    assert_close_blobs(ref, blobs(tmp_path / "two_to_one" / "snap_iter_20.caffemodel"))
+
+
+def _snapshots(folder: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in folder.glob("snap_iter_*.solverstate")
+                  if (m := re.match(r"snap_iter_(\d+)\.solverstate$", p.name)))
+
+
+def _start_long_job(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, list[int]]:
+    solver = workspace.make(tmp_path, "long", 32, max_iter=100000, snapshot=20)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "brewnet", "train", "-solver", str(solver), "-cpu_procs", "2",
+                             *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    pids: list[int] = []
+    deadline = time.monotonic() + 120
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        m = re.search(r"Started 2 training processes \(pids (\d+), (\d+)\)", line)
+        if m:
+            pids = [int(m.group(1)), int(m.group(2))]
+        if pids and _snapshots(tmp_path / "long"):
+            break
+        assert time.monotonic() < deadline, "".join(lines[-30:])
+    assert pids, "".join(lines[-30:])
+    return proc, tmp_path / "long", pids
+
+
+def _check_last_snapshot(folder: Path) -> None:
+    from brewnet import fileio
+    from brewnet.proto import caffe_pb2
+
+    it = _snapshots(folder)[-1]
+    state = fileio.read_binary(str(folder / f"snap_iter_{it}.solverstate"), caffe_pb2.SolverState)
+    assert state.iter == it
+    assert blobs(folder / f"snap_iter_{it}.caffemodel")["conv1[0]"].shape == (6, 1, 3, 3)
+
+
+def test_killing_one_rank_ends_the_job(tmp_path):
+    proc, folder, pids = _start_long_job(tmp_path)
+    killed_at = time.monotonic()
+    os.kill(pids[1], signal.SIGKILL)
+    rest = proc.communicate(timeout=120)[0]
+    assert time.monotonic() - killed_at < 60
+    assert proc.returncode == 1, rest[-3000:]
+    assert "rank 1 of 2 was killed by SIGKILL" in rest, rest[-3000:]
+    _check_last_snapshot(folder)
+    for pid in pids:  # no rank left behind
+        with pytest.raises(ProcessLookupError):
+            for _ in range(50):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+
+
+def test_a_hung_rank_ends_the_job_after_the_timeout(tmp_path):
+    proc, folder, pids = _start_long_job(tmp_path, "-dist_timeout", "5")
+    stopped_at = time.monotonic()
+    os.kill(pids[1], signal.SIGSTOP)
+    try:
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        try:
+            os.kill(pids[1], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert time.monotonic() - stopped_at < 60
+    assert proc.returncode == 1, rest[-3000:]
+    assert "rank 1 of 2 stopped responding" in rest, rest[-3000:]
+    _check_last_snapshot(folder)
+
+
+def test_sigint_stops_every_rank_with_one_snapshot(tmp_path):
+    proc, folder, pids = _start_long_job(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, rest[-3000:]
+    assert "Optimization stopped early." in rest
+    _check_last_snapshot(folder)
