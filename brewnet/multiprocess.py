@@ -99,15 +99,18 @@ class NCCL:
 
     def __init__(self, solver, uid: bytes):
         from . import distributed
+        path = _rendezvous_file(uid)
         count, rank = _state["count"], _state["rank"]
         if rank >= count:
             raise BrewnetError(f"caffe.NCCL: solver rank {rank} is not below the solver count {count} "
                                "(call caffe.set_solver_count and caffe.set_solver_rank first)")
         self.solver = solver
-        if count > 1 and not distributed.active():
-            distributed.init_with_file(_rendezvous_file(uid), rank, count, solver.device)
-        from .solver.distributed import DataParallel
-        self.parallel = DataParallel.attach(solver, reduce_in_step=False)
+        self.parallel = None  # one solver: nothing to share (as Caffe's NCCL with one GPU)
+        if count > 1:
+            if not distributed.active():
+                distributed.init_with_file(path, rank, count, solver.device)
+            from .solver.distributed import DataParallel
+            self.parallel = DataParallel.attach(solver, reduce_in_step=False)
 
     @staticmethod
     def new_uid() -> bytes:
@@ -116,14 +119,16 @@ class NCCL:
 
     def bcast(self) -> None:
         """Every rank takes rank 0's parameters and statistics (Caffe's NCCL::Broadcast)."""
-        self.parallel.broadcast_parameters()
+        if self.parallel is not None:
+            self.parallel.broadcast_parameters()
 
     # the solver callback (Caffe's Solver::Callback)
     def on_start(self) -> None:
         pass
 
     def on_gradients_ready(self) -> None:
-        self.parallel.average_gradients()
+        if self.parallel is not None:
+            self.parallel.average_gradients()
 
     # the net callback (Caffe's Net::Callback, layer-wise reduction): one bucket instead
     def __call__(self, layer_index: int) -> None:

@@ -232,15 +232,23 @@ def test_module_level_names():
     t.stop()
     first = t.ms
     assert first > 0 and t.ms == first
-    assert brewnet.has_nccl() is False
+    assert brewnet.has_nccl() is True  # torch.distributed (gloo on the CPU, NCCL on CUDA)
     assert brewnet.solver_count() == 1 and brewnet.solver_rank() == 0
-    brewnet.set_solver_count(1)
-    brewnet.set_solver_rank(0)
-    brewnet.set_multiprocess(False)
-    for call in (lambda: brewnet.set_solver_count(2), lambda: brewnet.set_solver_rank(1),
-                 lambda: brewnet.set_multiprocess(True), lambda: brewnet.NCCL(None, b""),
-                 lambda: brewnet.NCCL.new_uid()):
-        with pytest.raises(BrewnetError, match="not supported by brewnet yet"):
+    uid = brewnet.NCCL.new_uid()
+    assert isinstance(uid, bytes) and uid != brewnet.NCCL.new_uid()
+    try:
+        brewnet.set_solver_count(2)
+        brewnet.set_solver_rank(1)
+        brewnet.set_multiprocess(True)
+        assert brewnet.solver_count() == 2 and brewnet.solver_rank() == 1
+    finally:
+        brewnet.set_solver_count(1)
+        brewnet.set_solver_rank(0)
+        brewnet.set_multiprocess(False)
+    for call, message in ((lambda: brewnet.set_solver_count(0), "at least 1"),
+                          (lambda: brewnet.set_solver_rank(-1), "at least 0"),
+                          (lambda: brewnet.NCCL(None, b"not a uid"), "is not a uid from caffe.NCCL.new_uid")):
+        with pytest.raises(BrewnetError, match=message):
             call()
     # pycaffe's inference helpers exist: a missing prototxt is a clear error
     for call in (lambda: brewnet.Classifier("a", "b"), lambda: brewnet.Detector("a", "b")):

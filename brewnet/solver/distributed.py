@@ -63,11 +63,12 @@ class DataParallel:
             return existing
         parallel = cls(solver, reduce_in_step, bn_sync)
         solver.parallel = parallel
-        if not parallel.is_root:
-            solver.metrics = None
-            solver.progress = None
         log.info("Data-parallel training: rank %d of %d, effective batch = batch × %d", parallel.rank,
                  parallel.count, parallel.count)
+        if not parallel.is_root:  # as Caffe's LOG_IF(INFO, root_solver()): rank 0 reports
+            solver.metrics = None
+            solver.progress = None
+            logging.getLogger("brewnet").setLevel(logging.WARNING)
         return parallel
 
     # ----- BatchNorm ---------------------------------------------------------------------------
