@@ -233,6 +233,10 @@ def test_model_steps_fresh_resume_gpu(tmp_path):
     assert "-weights" not in args and "-bn_recalibrate" not in args
     # CUDA_VISIBLE_DEVICES holds only GPU 3: the trainer uses its first visible GPU
     assert args[args.index("-gpu") + 1] == "0"
+    # several GPUs: one training process each (data-parallel), visible as 0..n-1
+    job.assigned = {"gpus": [1, 4, 6]}
+    [argv] = steps_for(job, config, resume=True)
+    assert argv[argv.index("-gpu") + 1] == "0,1,2"
 
 
 def test_inference_steps_deploy_only_when_bundle_missing(tmp_path):

@@ -56,9 +56,15 @@ def newest_solverstate(jobdir: str | Path) -> Path | None:
     return states_[-1][1] if states_ else None
 
 
-def _gpu_flag(job) -> list[str]:
-    # CUDA_VISIBLE_DEVICES holds the assigned GPUs only: the job's GPU is visible as index 0
-    return ["-gpu", "0"] if (job.assigned or {}).get("gpus") else []
+def _gpu_flag(job, several: bool = False) -> list[str]:
+    """CUDA_VISIBLE_DEVICES holds the assigned GPUs only: they are visible as 0..n-1.  Training
+    (``several``) takes them all, data-parallel, one process each (brewnet.distributed); other
+    steps run on the first."""
+    gpus = (job.assigned or {}).get("gpus") or []
+    if not gpus:
+        return []
+    n = len(gpus) if several else 1
+    return ["-gpu", ",".join(str(i) for i in range(n))]
 
 
 def dataset_steps(job, config) -> list[list[str]]:
@@ -87,7 +93,7 @@ def model_steps(job, config, *, resume: bool) -> list[list[str]]:
     n = int((job.spec or {}).get("bn_recalibrate") or 0)
     if n > 0:
         argv += ["-bn_recalibrate", str(n)]
-    return [argv + _gpu_flag(job)]
+    return [argv + _gpu_flag(job, several=True)]
 
 
 def _resolve(base: Path, path: str) -> str:

@@ -177,18 +177,27 @@ def _proc_stat(pid: int) -> dict | None:
 
 
 def _group_pids(leader: int) -> list[int]:
-    """The live processes of the step's process group (the trainer and its data loaders)."""
-    pids = []
+    """The live processes of the step's process group (the trainer and its data loaders) and
+    their descendants (a data-parallel job's ranks run in sessions of their own)."""
+    group, parents = [], {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry.name}/stat").read_text()
-            if int(stat[stat.rindex(")") + 2:].split()[2]) == leader:
-                pids.append(int(entry.name))
+            fields = stat[stat.rindex(")") + 2:].split()
+            parents[int(entry.name)] = int(fields[1])
+            if int(fields[2]) == leader:
+                group.append(int(entry.name))
         except (OSError, ValueError, IndexError):
             continue
-    return pids or [leader]
+    found = set(group)
+    while True:
+        more = {pid for pid, ppid in parents.items() if ppid in found and pid not in found}
+        if not more:
+            break
+        found |= more
+    return sorted(found) or [leader]
 
 
 def _uptime() -> float:
