@@ -199,7 +199,8 @@ class BatchNorm(Layer):
         the output and, when updating, the running statistics from the global mean and the
         global variance (Caffe's m/(m−1) with m the global N·H·W), identical on every rank."""
         from ..distributed.batchnorm import normalize
-        y, mean_b, var_b, count = normalize(x, weight, bias, self.eps)
+        shift = self._global_stats()[0] if self.update_statistics else None
+        y, mean_b, var_b, count = normalize(x, weight, bias, self.eps, shift)
         if self.update_statistics:
             with torch.no_grad():
                 m = float(count)
