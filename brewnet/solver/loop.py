@@ -106,28 +106,27 @@ class TrainingLoop:
                 break
         raise_deferred_label_errors()
 
+    def _on_root(self, work) -> bool:
+        """Run ``work`` (a test phase, a snapshot); under data-parallel training precise BN's
+        re-estimation runs on every rank together first, then ``work`` on rank 0 alone.
+        Returns whether it ran in this process."""
+        if self.parallel is not None:
+            self.recalibrate_batchnorm()
+            if not self.parallel.is_root:
+                return False
+        work()
+        return True
+
     def _run_tests(self) -> None:
-        """The test phases when due: on rank 0 alone under data-parallel training (precise BN's
-        re-estimation first, on every rank together), then every rank learns whether a stop
-        was asked during them."""
-        if self.parallel is None:
-            self.test_all()
-            return
-        self.recalibrate_batchnorm()
-        if self.parallel.is_root:
-            self.test_all()
-        self.requested_early_exit = self.parallel.agree(self.requested_early_exit)
+        """The test phases when due (rank 0's; then every rank learns whether a stop was asked
+        during them)."""
+        self._on_root(self.test_all)
+        if self.parallel is not None:
+            self.requested_early_exit = self.parallel.agree(self.requested_early_exit)
 
     def _write_snapshot(self) -> None:
-        """A snapshot (rank 0 writes it under data-parallel training; precise BN's
-        re-estimation, when on, runs on every rank first)."""
-        if self.parallel is None:
-            self.snapshot()
-            return
-        self.recalibrate_batchnorm()
-        if self.parallel.is_root:
-            self.snapshot()
-        else:
+        """A snapshot (rank 0 writes it under data-parallel training)."""
+        if not self._on_root(self.snapshot):
             self._snapshotted_iter = self.iter
 
     def _update_smoothed_loss(self, loss, start_iter, average_loss) -> None:

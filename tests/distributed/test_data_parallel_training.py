@@ -122,8 +122,10 @@ def test_bn_sync_names_unknown_layers(tmp_path):
 
 
 def test_iter_size_2_on_2_ranks_equals_batch_times_4(tmp_path):
-    big = workspace.make(tmp_path, "big", 64, batchnorm=False)
-    acc = workspace.make(tmp_path, "acc", 16, batchnorm=False, iter_size=2)
+    # no clipping: Caffe clips the accumulated sum before dividing by iter_size, so with
+    # iter_size 2 the threshold acts on twice the gradient (as in Caffe on one GPU)
+    big = workspace.make(tmp_path, "big", 64, batchnorm=False, clip_gradients=-1)
+    acc = workspace.make(tmp_path, "acc", 16, batchnorm=False, iter_size=2, clip_gradients=-1)
     ok(train(tmp_path, "-solver", str(big)))
     ok(train(tmp_path, "-solver", str(acc), "-cpu_procs", "2"))
     assert_close_blobs(blobs(tmp_path / "big" / "snap_iter_20.caffemodel"),
@@ -223,3 +225,22 @@ def test_sigint_stops_every_rank_with_one_snapshot(tmp_path):
     assert proc.returncode == 0, rest[-3000:]
     assert "Optimization stopped early." in rest
     _check_last_snapshot(folder)
+
+
+def test_precise_batchnorm_on_two_ranks(tmp_path):
+    """-bn_recalibrate re-estimates the statistics on every rank together over the global
+    batches: the test numbers (both phases) and the snapshot equal one process's."""
+    one = workspace.make(tmp_path, "p_one", 64, max_iter=10, snapshot=10)
+    two = workspace.make(tmp_path, "p_two", 32, max_iter=10, snapshot=10)
+    ok(train(tmp_path, "-solver", str(one), "-bn_recalibrate", "2"))
+    ok(train(tmp_path, "-solver", str(two), "-cpu_procs", "2", "-bn_recalibrate", "2"))
+    assert_close_blobs(blobs(tmp_path / "p_one" / "snap_iter_10.caffemodel"),
+                       blobs(tmp_path / "p_two" / "snap_iter_10.caffemodel"))
+
+    def tests(name):
+        rows = [json.loads(x) for x in (tmp_path / name / "snap_metrics.jsonl").read_text().splitlines()]
+        return {(r["iter"], r["phase"], r["name"]): r["value"] for r in rows if r["phase"].startswith("test")}
+    a, b = tests("p_one"), tests("p_two")
+    assert a.keys() == b.keys() and {p for _, p, _ in a} == {"test", "test_moving_bn"}
+    for k in a:
+        assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (k, a[k], b[k])

@@ -62,7 +62,9 @@ layer {{ name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "a
 
 
 def solver_prototxt(net: str, prefix: str, max_iter: int = 20, iter_size: int = 1, snapshot: int = 0,
-                    extra: str = "") -> str:
+                    clip_gradients: float = 1, extra: str = "") -> str:
+    """SGD with momentum, weight decay, a step policy and clipping (active in the first
+    iterations at 1, so that it must see the averaged gradient)."""
     return f"""net: "{net}"
 test_iter: 4
 test_interval: 10
@@ -75,7 +77,8 @@ stepsize: 8
 display: 1
 max_iter: {max_iter}
 iter_size: {iter_size}
-clip_gradients: 5
+clip_gradients: {clip_gradients}
+average_loss: 3
 snapshot: {snapshot}
 snapshot_prefix: "{prefix}"
 random_seed: 1701
