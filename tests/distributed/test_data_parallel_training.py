@@ -244,3 +244,21 @@ def test_precise_batchnorm_on_two_ranks(tmp_path):
     assert a.keys() == b.keys() and {p for _, p, _ in a} == {"test", "test_moving_bn"}
     for k in a:
         assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (k, a[k], b[k])
+
+
+def _two_gpus_with_nccl() -> bool:
+    import torch
+    import torch.distributed as dist
+    return torch.cuda.is_available() and torch.cuda.device_count() >= 2 and dist.is_nccl_available()
+
+
+@pytest.mark.skipif(not _two_gpus_with_nccl(), reason="needs 2 CUDA GPUs and NCCL")
+def test_two_gpus_with_nccl_equal_one_gpu_of_twice_the_batch(tmp_path):
+    one = workspace.make(tmp_path, "g_one", 64)
+    two = workspace.make(tmp_path, "g_two", 32)
+    ok(train(tmp_path, "-solver", str(one), "-gpu", "0"))
+    out = ok(train(tmp_path, "-solver", str(two), "-gpu", "0,1"))
+    assert "(nccl)" in out
+    # cuDNN's kernels differ between batch sizes: float32 tolerance a GPU meets
+    assert_close_blobs(blobs(tmp_path / "g_one" / "snap_iter_20.caffemodel"),
+                       blobs(tmp_path / "g_two" / "snap_iter_20.caffemodel"), rel=1e-4)
