@@ -2,7 +2,7 @@
 
     brewnet train -solver S [-weights a.caffemodel[,b...]] [-snapshot s.solverstate]
                   [-gpu 0|0,1|all] [-cpu_procs K] [-bn_sync all|none|bn1,bn2]
-                  [-dist_timeout S] [-iterations N] [-level L] [-stage a,b]
+                  [-dist_timeout S] [-hang_timeout S] [-iterations N] [-level L] [-stage a,b]
                   [-sigint_effect stop|snapshot|none] [-sighup_effect stop|snapshot|none]
                   [-metrics FILE] [-bn_recalibrate N [-bn_compare on|off]]
 
@@ -53,8 +53,11 @@ def add_arguments(parser) -> None:
          help="data-parallel: BatchNorm layers whose batch statistics are reduced over all processes: "
               "all (default), none, or comma separated layer names")
     flag(parser, "dist_timeout", type=float, default=1800.0, metavar="SECONDS",
-         help="data-parallel: a rank that does not answer for this long ends the job (default 1800; "
-              "rank 0's test phases must fit in it)")
+         help="data-parallel: a collective that waits this long for a rank ends the job (default 1800, "
+              "PyTorch's; rank 0's test phases must fit in it)")
+    flag(parser, "hang_timeout", type=float, default=120.0, metavar="SECONDS",
+         help="data-parallel with -gpu 0,1 / -cpu_procs: a rank showing no sign of life (heartbeat) "
+              "this long ends the job (default 120)")
     flag(parser, "iterations", type=int, default=None, help="override the solver's max_iter")
     flag(parser, "level", type=int, default=0, help="NetState level of the train net")
     flag(parser, "stage", default="", help="NetState stages of the train net, comma separated")
@@ -182,6 +185,9 @@ def _warn_about_batchnorm_pitfalls(solver) -> None:
 
 
 def run(args) -> int:
+    from ..distributed.launch import start_heartbeat
+    start_heartbeat()  # a rank of `-cpu_procs` / `-gpu 0,1`: its launcher watches it from now on
+
     import torch
 
     from .. import distributed, fileio, runtime
@@ -215,7 +221,7 @@ def run(args) -> int:
     world_env = distributed.env_world()
     if world_env is None and max(len(gpu_ids), args.cpu_procs) > 1:
         from ..distributed.launch import run_ranks
-        return run_ranks(list(args.argv), max(len(gpu_ids), args.cpu_procs))
+        return run_ranks(list(args.argv), max(len(gpu_ids), args.cpu_procs), hang_timeout_s=args.hang_timeout)
     device = _rank_device(gpu_ids, world_env)
     if device.type == "cuda":
         runtime.set_mode_gpu()

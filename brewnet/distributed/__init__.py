@@ -20,8 +20,6 @@ import datetime
 import logging
 import os
 
-import torch
-
 from ..errors import BrewnetError
 
 log = logging.getLogger("brewnet")
@@ -51,7 +49,8 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def backend_for(device: torch.device) -> str:
+def backend_for(device) -> str:
+    import torch
     import torch.distributed as dist
     if torch.device(device).type == "cuda" and dist.is_nccl_available():
         return "nccl"
@@ -82,7 +81,7 @@ def _timeout(timeout_s: float | None) -> datetime.timedelta:
     return datetime.timedelta(seconds=float(timeout_s))
 
 
-def init_from_env(device: torch.device, timeout_s: float | None = None) -> bool:
+def init_from_env(device, timeout_s: float | None = None) -> bool:
     """Join the process group torchrun (or brewnet's launcher) describes in the environment;
     False when there is none or it has one process."""
     import torch.distributed as dist
@@ -103,7 +102,7 @@ def init_from_env(device: torch.device, timeout_s: float | None = None) -> bool:
     return True
 
 
-def init_with_file(path: str, rank_: int, world: int, device: torch.device,
+def init_with_file(path: str, rank_: int, world: int, device,
                    timeout_s: float | None = None) -> None:
     """Join a process group whose rendezvous is a file (pycaffe's ``caffe.NCCL`` uid)."""
     import torch.distributed as dist

@@ -12,6 +12,11 @@ is the one ``torchrun --nproc-per-node K -m brewnet train`` takes.  The launcher
 - ends the job when a rank fails: the first rank to exit with an error or a signal is named with
   its last error line, the others get ``grace_s`` to leave and are then killed (a rank that hangs
   is named too).  Snapshots are written atomically by rank 0, so the last one stays intact.
+- watches a heartbeat of every rank (a file each rank's background thread touches every second,
+  :func:`start_heartbeat`, started first thing in each rank): a rank that shows no sign of life for
+  ``hang_timeout_s`` (stopped, frozen, swapped out) ends the job then, whatever the collective
+  timeout, which must also cover rank 0's test phases.  A rank waiting in a collective or busy
+  in a long operation keeps beating.
 - kills the ranks if the launcher itself is killed (PR_SET_PDEATHSIG), so none is orphaned.
 """
 from __future__ import annotations
@@ -19,10 +24,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -82,16 +89,43 @@ def _relay(rank: _Rank, out) -> None:
     rank.proc.stdout.close()
 
 
+HEARTBEAT_ENV = "BREWNET_HEARTBEAT_DIR"
+
+
+def start_heartbeat() -> None:
+    """In a rank started by :func:`run_ranks`: a daemon thread touches
+    ``$BREWNET_HEARTBEAT_DIR/rank<RANK>`` every second (nothing elsewhere)."""
+    folder, rank = os.environ.get(HEARTBEAT_ENV), os.environ.get("RANK", "")
+    if not folder or not rank.isdigit() or not os.path.isdir(folder):
+        return
+    path = os.path.join(folder, f"rank{rank}")
+
+    def beat() -> None:
+        while True:
+            try:
+                with open(path, "a"):
+                    os.utime(path)
+            except OSError:  # the launcher removed the folder: the job is over
+                return
+            time.sleep(1.0)
+
+    threading.Thread(target=beat, name="brewnet-heartbeat", daemon=True).start()
+
+
 def run_ranks(argv: list[str], world: int, extra_env: dict[str, str] | None = None,
-              grace_s: float = 10.0, out=None) -> int:
+              grace_s: float = 10.0, hang_timeout_s: float = 120.0, out=None) -> int:
     """Start ``world`` ranks of ``python -m brewnet <argv>`` and wait for them; returns 0 when
     all succeed, else raises BrewnetError naming the failed rank."""
     if world < 2:
         raise BrewnetError(f"data-parallel training needs at least 2 processes, got {world}")
     out = out if out is not None else sys.stdout
+    if hang_timeout_s <= 0:
+        raise BrewnetError(f"the hang timeout must be positive, got {hang_timeout_s} s")
     port = free_port()
+    beats = tempfile.mkdtemp(prefix="brewnet-heartbeat-")
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
-                LOCAL_WORLD_SIZE=str(world), GROUP_RANK="0", PYTHONUNBUFFERED="1", **(extra_env or {}))
+                LOCAL_WORLD_SIZE=str(world), GROUP_RANK="0", PYTHONUNBUFFERED="1",
+                **{HEARTBEAT_ENV: beats}, **(extra_env or {}))
     ranks: list[_Rank] = []
     old_handlers = {}
 
@@ -121,8 +155,9 @@ def run_ranks(argv: list[str], world: int, extra_env: dict[str, str] | None = No
             rank.reader.start()
             ranks.append(rank)
         log.info("Started %d training processes (pids %s)", world, ", ".join(str(r.proc.pid) for r in ranks))
-        return _watch(ranks, grace_s)
+        return _watch(ranks, grace_s, beats, hang_timeout_s)
     finally:
+        shutil.rmtree(beats, ignore_errors=True)
         for r in ranks:
             if r.proc.poll() is None:
                 r.proc.kill()
@@ -133,12 +168,31 @@ def run_ranks(argv: list[str], world: int, extra_env: dict[str, str] | None = No
             signal.signal(sig, h)
 
 
-def _watch(ranks: list[_Rank], grace_s: float) -> int:
+def _silent_for(beats: str, rank: int, started: float) -> float:
+    """Seconds since rank's last heartbeat (since the launch while it has not beaten yet)."""
+    try:
+        last = os.stat(os.path.join(beats, f"rank{rank}")).st_mtime
+    except FileNotFoundError:
+        last = started
+    return time.time() - max(last, started)
+
+
+def _watch(ranks: list[_Rank], grace_s: float, beats: str, hang_timeout_s: float) -> int:
     failed: _Rank | None = None
     failed_at = 0.0
     hung: list[int] = []
+    silent: dict[int, float] = {}
+    started = time.time()
     while True:
         running = [r for r in ranks if r.proc.poll() is None]
+        if failed is None:
+            silent = {r.rank: s for r in running if (s := _silent_for(beats, r.rank, started)) > hang_timeout_s}
+            if silent:
+                for r in ranks:
+                    if r.proc.poll() is None:
+                        r.proc.kill()
+                        r.proc.wait()
+                break
         if failed is None:
             # a rank killed by a signal is the cause; the others' errors are its consequence
             bad = sorted((r for r in ranks if r.proc.returncode not in (None, 0)),
@@ -162,6 +216,10 @@ def _watch(ranks: list[_Rank], grace_s: float) -> int:
     for r in ranks:
         if r.reader is not None:
             r.reader.join(timeout=5)
+    if silent:
+        names = ", ".join(f"rank {r} (no sign of life for {t:.0f} s)" for r, t in sorted(silent.items()))
+        raise BrewnetError(f"{names} of {len(ranks)}: stopped responding; the job was ended (all ranks "
+                           "killed); the last snapshot written stays as it was")
     if failed is None:
         return 0
     why = f": {failed.last_error}" if failed.last_error else ""

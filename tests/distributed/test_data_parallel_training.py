@@ -201,8 +201,12 @@ def test_killing_one_rank_ends_the_job(tmp_path):
                 time.sleep(0.1)
 
 
-def test_a_hung_rank_ends_the_job_after_the_timeout(tmp_path):
-    proc, folder, pids = _start_long_job(tmp_path, "-dist_timeout", "5")
+@pytest.mark.parametrize("watch", ["heartbeat", "collective"])
+def test_a_hung_rank_ends_the_job(tmp_path, watch):
+    """A stopped rank: the launcher's heartbeat watch ends the job after -hang_timeout; under
+    torchrun (no launcher) the others' collective times out after -dist_timeout."""
+    flags = ("-hang_timeout", "5") if watch == "heartbeat" else ("-dist_timeout", "5", "-hang_timeout", "600")
+    proc, folder, pids = _start_long_job(tmp_path, *flags)
     stopped_at = time.monotonic()
     os.kill(pids[1], signal.SIGSTOP)
     try:
@@ -214,7 +218,8 @@ def test_a_hung_rank_ends_the_job_after_the_timeout(tmp_path):
             pass
     assert time.monotonic() - stopped_at < 60
     assert proc.returncode == 1, rest[-3000:]
-    assert "rank 1 of 2 stopped responding" in rest, rest[-3000:]
+    expected = "rank 1 (no sign of life for" if watch == "heartbeat" else "rank 1 of 2 stopped responding"
+    assert expected in rest and "stopped responding" in rest, rest[-3000:]
     _check_last_snapshot(folder)
 
 
