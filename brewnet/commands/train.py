@@ -29,9 +29,9 @@ import logging
 import os
 import signal
 import sys
-import time
 
 from ..cli import flag
+from ..progress_bar import TerminalProgress
 from ..errors import BrewnetError
 from .shared_flags import add_speed_flags, apply_speed_flags, gpu_ids_from_flag
 
@@ -110,45 +110,6 @@ class _Signals:
         if not self.pending:
             return "none"
         return self.pending.pop(0)
-
-
-class _Progress:
-    """A one-line progress bar on a terminal (stderr); log lines clear it first."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.shown = False
-        self.last = 0.0
-        self.t0 = time.perf_counter()
-        self.i0 = None
-
-    def filter(self, record) -> bool:  # a logging filter: clear the bar before a log line
-        if self.shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self.shown = False
-        return True
-
-    def __call__(self, it, start, stop) -> None:
-        now = time.perf_counter()
-        if self.i0 is None:
-            self.i0, self.t0 = start, now
-        if now - self.last < 0.1 and it < stop:
-            return
-        self.last = now
-        total = max(stop - start, 1)
-        done = it - start
-        width = 30
-        fill = int(width * done / total)
-        rate = (it - self.i0) / max(now - self.t0, 1e-9)
-        eta = (stop - it) / rate if rate > 0 else 0
-        self.stream.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {it}/{stop} iters "
-                          f"{rate:.1f} it/s ETA {eta:.0f}s\033[K")
-        self.stream.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        self.filter(None)
 
 
 class _ProgressLines:
@@ -307,7 +268,7 @@ def _train(args, param, device, rank: int) -> int:
         solver.metrics = metrics
         log.info("Metrics (JSON lines): %s", metrics_path)
     if rank == 0 and sys.stderr.isatty():
-        progress = _Progress(sys.stderr)
+        progress = TerminalProgress(sys.stderr)
         solver.progress = progress
         for h in logging.getLogger().handlers:
             h.addFilter(progress.filter)

@@ -6,6 +6,7 @@ WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT), s
 is the one ``torchrun --nproc-per-node K -m brewnet train`` takes.  The launcher:
 
 - prints rank 0's output as it is (Caffe's log) and the other ranks' lines prefixed ``[rank r]``;
+  on a terminal it draws rank 0's progress bar (read from its progress file) below them;
 - forwards SIGINT, SIGTERM and SIGHUP once to every rank (the ranks run in sessions of their own,
   so a signal to the launcher's process group is not delivered twice); the ranks agree on the
   iteration at which to act (brewnet.solver.distributed);
@@ -74,18 +75,60 @@ class _Rank:
         self.reader: threading.Thread | None = None
 
 
-def _relay(rank: _Rank, out) -> None:
+class _Screen:
+    """The ranks' lines and, on a terminal, rank 0's progress bar under them."""
+
+    def __init__(self, out, progress_path: str | None, bar_stream=None):
+        from ..progress_bar import TerminalProgress
+
+        self.out = out
+        self.lock = threading.Lock()
+        self.progress_path = progress_path
+        self.bar = TerminalProgress(bar_stream or sys.stderr) if progress_path else None
+        self.start: int | None = None
+        self.next_look = 0.0
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.filter(None)
+            try:
+                self.out.write(text + "\n")
+                self.out.flush()
+            except (OSError, ValueError):
+                pass
+
+    def clear(self) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.filter(None)
+
+    def update_bar(self) -> None:
+        """Draw rank 0's newest progress line (at most a few times a second)."""
+        if self.bar is None or time.monotonic() < self.next_look:
+            return
+        self.next_look = time.monotonic() + 0.25
+        from ..progress_file import read_progress_file
+        try:
+            rows = [r for r in read_progress_file(self.progress_path) if r.get("task") == "train"]
+        except (OSError, ValueError):
+            return
+        if rows:
+            done, total = int(rows[-1]["done"]), int(rows[-1]["total"])
+            if self.start is None:
+                self.start = done
+            with self.lock:
+                self.bar(done, self.start, total)
+
+
+def _relay(rank: _Rank, screen: _Screen) -> None:
     prefix = "" if rank.rank == 0 else f"[rank {rank.rank}] "
     for raw in iter(rank.proc.stdout.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip("\n")
         low = line.lower()
         if "error" in low or "failed" in low or "exception" in low:
             rank.last_error = line.strip()
-        try:
-            out.write(prefix + line + "\n")
-            out.flush()
-        except (OSError, ValueError):
-            pass
+        screen.line(prefix + line)
     rank.proc.stdout.close()
 
 
@@ -126,6 +169,11 @@ def run_ranks(argv: list[str], world: int, extra_env: dict[str, str] | None = No
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                 LOCAL_WORLD_SIZE=str(world), GROUP_RANK="0", PYTHONUNBUFFERED="1",
                 **{HEARTBEAT_ENV: beats}, **(extra_env or {}))
+    from ..progress_file import ENV as PROGRESS_ENV
+    progress_path = None
+    if sys.stderr.isatty() and not os.environ.get(PROGRESS_ENV):  # rank 0 reports, we draw
+        progress_path = base[PROGRESS_ENV] = os.path.join(beats, "progress.jsonl")
+    screen = _Screen(out, progress_path)
     ranks: list[_Rank] = []
     old_handlers = {}
 
@@ -150,13 +198,14 @@ def run_ranks(argv: list[str], world: int, extra_env: dict[str, str] | None = No
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     preexec_fn=_die_with_launcher(os.getpid()))
             rank = _Rank(r, proc)
-            rank.reader = threading.Thread(target=_relay, args=(rank, out), daemon=True,
+            rank.reader = threading.Thread(target=_relay, args=(rank, screen), daemon=True,
                                            name=f"brewnet-rank-{r}")
             rank.reader.start()
             ranks.append(rank)
         log.info("Started %d training processes (pids %s)", world, ", ".join(str(r.proc.pid) for r in ranks))
-        return _watch(ranks, grace_s, beats, hang_timeout_s)
+        return _watch(ranks, grace_s, beats, hang_timeout_s, screen)
     finally:
+        screen.clear()
         shutil.rmtree(beats, ignore_errors=True)
         for r in ranks:
             if r.proc.poll() is None:
@@ -177,7 +226,7 @@ def _silent_for(beats: str, rank: int, started: float) -> float:
     return time.time() - max(last, started)
 
 
-def _watch(ranks: list[_Rank], grace_s: float, beats: str, hang_timeout_s: float) -> int:
+def _watch(ranks: list[_Rank], grace_s: float, beats: str, hang_timeout_s: float, screen: _Screen) -> int:
     failed: _Rank | None = None
     failed_at = 0.0
     hung: list[int] = []
@@ -199,6 +248,7 @@ def _watch(ranks: list[_Rank], grace_s: float, beats: str, hang_timeout_s: float
                          key=lambda r: (r.proc.returncode >= 0, r.rank))
             if bad:
                 failed, failed_at = bad[0], time.monotonic()
+                screen.clear()
                 log.error("rank %d %s; ending the job (the other ranks get %.0f s to leave)",
                           failed.rank, _describe_exit(failed.proc.returncode), grace_s)
         if not running:
@@ -212,7 +262,10 @@ def _watch(ranks: list[_Rank], grace_s: float, beats: str, hang_timeout_s: float
                 log.error("rank(s) %s did not leave within %.0f s and were killed",
                           ", ".join(map(str, hung)), grace_s)
             break
+        if failed is None:
+            screen.update_bar()
         time.sleep(0.1)
+    screen.clear()
     for r in ranks:
         if r.reader is not None:
             r.reader.join(timeout=5)

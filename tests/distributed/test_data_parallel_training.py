@@ -267,3 +267,25 @@ def test_two_gpus_with_nccl_equal_one_gpu_of_twice_the_batch(tmp_path):
     # cuDNN's kernels differ between batch sizes: float32 tolerance a GPU meets
     assert_close_blobs(blobs(tmp_path / "g_one" / "snap_iter_20.caffemodel"),
                        blobs(tmp_path / "g_two" / "snap_iter_20.caffemodel"), rel=1e-4)
+
+
+def test_launcher_draws_rank_0s_progress_under_the_lines(tmp_path):
+    """On a terminal the launcher draws rank 0's progress file as a bar and clears it before
+    each relayed line."""
+    import io
+
+    from brewnet.distributed.launch import _Screen
+    from brewnet.progress_file import ProgressFile
+
+    lines, bar = io.StringIO(), io.StringIO()
+    path = tmp_path / "progress.jsonl"
+    screen = _Screen(lines, str(path), bar_stream=bar)
+    screen.update_bar()  # no progress yet: nothing drawn
+    assert bar.getvalue() == ""
+    with ProgressFile(path) as pf:
+        pf.update("train", 5, 20, force=True)
+    screen.next_look = 0.0  # (it looks at most 4 times a second)
+    screen.update_bar()
+    assert "5/20 iters" in bar.getvalue()
+    screen.line("Iteration 5, loss = 1.0")
+    assert bar.getvalue().endswith("\r\033[K") and lines.getvalue() == "Iteration 5, loss = 1.0\n"
