@@ -49,23 +49,27 @@ def _rms_scaled(grads, hist, delta: float, local_rate: float):
     return upd
 
 
-class AdaGradSolver(Solver):
-    """``h += g²``; ``update = lr·g/(sqrt(h)+delta)``."""
-
-    type_name = "AdaGrad"
-    adaptive = True
+class _NoMomentum(Solver):
+    """Solvers whose update has no momentum term (Caffe refuses one)."""
 
     def _check_param(self):
         super()._check_param()
         if self.param.momentum != 0:
-            raise SolverError("momentum cannot be used with AdaGrad (set momentum: 0)")
+            raise SolverError(f"momentum cannot be used with {self.type_name} (set momentum: 0)")
+
+
+class AdaGradSolver(_NoMomentum):
+    """``h += g²``; ``update = lr·g/(sqrt(h)+delta)``."""
+
+    type_name = "AdaGrad"
+    adaptive = True
 
     def compute_update_value(self, g, grads, local_rate):
         torch._foreach_add_(g.hist, torch._foreach_mul(grads, grads))
         return _rms_scaled(grads, g.hist, float(self.param.delta), local_rate)
 
 
-class RMSPropSolver(Solver):
+class RMSPropSolver(_NoMomentum):
     """``h = d·h + (1−d)·g²``; ``update = lr·g/(sqrt(h)+delta)``."""
 
     type_name = "RMSProp"
@@ -73,8 +77,6 @@ class RMSPropSolver(Solver):
 
     def _check_param(self):
         super()._check_param()
-        if self.param.momentum != 0:
-            raise SolverError("momentum cannot be used with RMSProp (set momentum: 0)")
         if not 0 <= self.param.rms_decay < 1:
             raise SolverError(f"rms_decay must be in [0, 1), got {self.param.rms_decay}")
 
