@@ -17,6 +17,8 @@ which is why every process must share one machine (across machines, use ``torchr
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import secrets
 import tempfile
@@ -86,6 +88,11 @@ def _rendezvous_file(uid: bytes) -> str:
     return os.path.join(tempfile.gettempdir(), f"brewnet-rendezvous-{token}")
 
 
+def _remove_rendezvous(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
 class NCCL:
     """pycaffe's ``caffe.NCCL(solver, uid)``: joins the processes that share ``uid`` (one per
     solver rank, ``solver_count()`` of them) and keeps their solvers in step.
@@ -114,8 +121,11 @@ class NCCL:
 
     @staticmethod
     def new_uid() -> bytes:
-        """A fresh session id (bytes, as Caffe's under Python 3)."""
-        return _UID_PREFIX + secrets.token_hex(16).encode("ascii")
+        """A fresh session id (bytes, as Caffe's under Python 3).  The process that makes it (the
+        parent of the solvers' processes) removes its rendezvous file when it exits."""
+        uid = _UID_PREFIX + secrets.token_hex(16).encode("ascii")
+        atexit.register(_remove_rendezvous, _rendezvous_file(uid))
+        return uid
 
     def bcast(self) -> None:
         """Every rank takes rank 0's parameters and statistics (Caffe's NCCL::Broadcast)."""
