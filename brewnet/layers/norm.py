@@ -202,10 +202,9 @@ class BatchNorm(Layer):
         shift = self._global_stats()[0] if self.update_statistics else None
         y, mean_b, var_b, count = normalize(x, weight, bias, self.eps, shift)
         if self.update_statistics:
-            with torch.no_grad():
-                m = float(count)
-                var_u = var_b * (m / (m - 1)) if m > 1 else var_b
-                self._update_statistics(mean_b.detach(), var_u.detach())
+            with torch.no_grad():  # Caffe's m/(m−1), m the global count (no device sync)
+                factor = torch.where(count > 1, count / (count - 1).clamp(min=1), torch.ones_like(count))
+                self._update_statistics(mean_b.detach(), var_b.detach() * factor.to(var_b.dtype))
         return y
 
     def resume_average(self, batches: int) -> None:
