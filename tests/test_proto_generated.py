@@ -13,7 +13,7 @@ import pytest
 from brewnet.proto import caffe_pb2
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "tests" / "schema_facts"  # copied from shared/docs (see its README)
+DOCS = REPO / "tests" / "schema_facts"  # copied from the design notes (see its README)
 
 
 def test_generated_module_is_up_to_date(tmp_path):
