@@ -75,10 +75,6 @@ def set_multiprocess(multiprocess: bool) -> None:
     _state["multiprocess"] = bool(multiprocess)
 
 
-def is_root_solver() -> bool:
-    return solver_rank() == 0
-
-
 def _rendezvous_file(uid: bytes) -> str:
     if not isinstance(uid, (bytes, bytearray)) or not bytes(uid).startswith(_UID_PREFIX):
         raise BrewnetError(f"caffe.NCCL: {uid!r} is not a uid from caffe.NCCL.new_uid()")

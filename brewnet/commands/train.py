@@ -219,8 +219,6 @@ def _rank_device(gpu_ids: list[int], world_env):
     if local >= len(gpu_ids):
         raise BrewnetError(f"local rank {local} has no GPU: -gpu lists {len(gpu_ids)} "
                            f"({','.join(map(str, gpu_ids))})")
-    if len(gpu_ids) > 1 and world_env is None:
-        raise BrewnetError("several GPUs need one process each")  # run() launches them
     torch.cuda.set_device(gpu_ids[local])
     return torch.device(f"cuda:{gpu_ids[local]}")
 

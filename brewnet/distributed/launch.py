@@ -22,7 +22,6 @@ is the one ``torchrun --nproc-per-node K -m brewnet train`` takes.  The launcher
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
@@ -34,29 +33,16 @@ import tempfile
 import threading
 import time
 
+from ..child_processes import die_with_parent
 from ..errors import BrewnetError
 
 log = logging.getLogger("brewnet")
-
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _die_with_launcher(parent_pid: int):
-    def setup() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):  # not Linux: the ranks end on their own
-            return
-        if os.getppid() != parent_pid:  # the launcher died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-    return setup
 
 
 def _describe_exit(code: int) -> str:
@@ -155,8 +141,8 @@ def start_heartbeat() -> None:
     threading.Thread(target=beat, name="brewnet-heartbeat", daemon=True).start()
 
 
-def run_ranks(argv: list[str], world: int, extra_env: dict[str, str] | None = None,
-              grace_s: float = 10.0, hang_timeout_s: float = 120.0, out=None) -> int:
+def run_ranks(argv: list[str], world: int, grace_s: float = 10.0, hang_timeout_s: float = 120.0,
+              out=None) -> int:
     """Start ``world`` ranks of ``python -m brewnet <argv>`` and wait for them; returns 0 when
     all succeed, else raises BrewnetError naming the failed rank."""
     if world < 2:
@@ -168,7 +154,7 @@ def run_ranks(argv: list[str], world: int, extra_env: dict[str, str] | None = No
     beats = tempfile.mkdtemp(prefix="brewnet-heartbeat-")
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                 LOCAL_WORLD_SIZE=str(world), GROUP_RANK="0", PYTHONUNBUFFERED="1",
-                **{HEARTBEAT_ENV: beats}, **(extra_env or {}))
+                **{HEARTBEAT_ENV: beats})
     from ..progress_file import ENV as PROGRESS_ENV
     progress_path = None
     if sys.stderr.isatty() and not os.environ.get(PROGRESS_ENV):  # rank 0 reports, we draw
@@ -196,7 +182,7 @@ def run_ranks(argv: list[str], world: int, extra_env: dict[str, str] | None = No
             proc = subprocess.Popen([sys.executable, "-m", "brewnet", *argv], env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_die_with_launcher(os.getpid()))
+                                    preexec_fn=die_with_parent(os.getpid(), signal.SIGKILL))
             rank = _Rank(r, proc)
             rank.reader = threading.Thread(target=_relay, args=(rank, screen), daemon=True,
                                            name=f"brewnet-rank-{r}")

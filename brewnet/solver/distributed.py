@@ -26,7 +26,23 @@ from ..errors import BrewnetError
 
 log = logging.getLogger("brewnet")
 
-_ACTIONS = ("none", "snapshot", "stop")
+def _flat(tensors: list[torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
+    """One tensor holding ``tensors`` (and ``extra`` at the end), in their widest float dtype (at
+    least float32): one collective for all."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    parts = [t.detach().reshape(-1).to(dtype) for t in tensors]
+    return torch.cat(parts + ([extra.to(dtype)] if extra is not None else []))
+
+
+def _unflat(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+    """Copy :func:`_flat`'s values back into ``tensors`` (in place)."""
+    offset = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[offset:offset + n].view_as(t))
+        offset += n
 
 
 def _bn_sync_choice(policy, layer_name: str) -> bool:
@@ -92,34 +108,23 @@ class DataParallel:
 
     # ----- weights -----------------------------------------------------------------------------
     def broadcast_parameters(self) -> None:
-        """Every rank takes rank 0's parameters and statistics (one bucket per dtype)."""
+        """Every rank takes rank 0's parameters and statistics (one broadcast)."""
         import torch.distributed as dist
         tensors = [e.tensor for e in self.solver.net.caffe_params]
-        by_dtype: dict = {}
-        for t in tensors:
-            by_dtype.setdefault((t.dtype, t.device), []).append(t)
+        flat = _flat(tensors)
+        nvcaffe = [layer for layer in self.solver.net.layers
+                   if layer.type == "BatchNorm" and getattr(layer, "nvcaffe", False)]
+        weights = torch.tensor([layer.weight_sum for layer in nvcaffe], dtype=torch.float64, device=self._device())
         try:
-            with torch.no_grad():
-                for group in by_dtype.values():
-                    flat = torch.cat([t.detach().reshape(-1) for t in group])
-                    dist.broadcast(flat, src=0)
-                    offset = 0
-                    for t in group:
-                        n = t.numel()
-                        t.copy_(flat[offset:offset + n].view_as(t))
-                        offset += n
+            dist.broadcast(flat, src=0)
+            if nvcaffe:  # the NVCaffe-dialect averages' weights (Python floats)
+                dist.broadcast(weights, src=0)
         except RuntimeError as e:
             raise distributed.collective_failed("broadcasting the weights", e) from None
-        for layer in self.solver.net.layers:  # NVCaffe-dialect averages: rank 0's weight
-            if layer.type == "BatchNorm" and getattr(layer, "nvcaffe", False):
-                w = self._broadcast_float(layer.weight_sum)
-                layer.weight_sum = w
-
-    def _broadcast_float(self, value: float) -> float:
-        import torch.distributed as dist
-        t = torch.tensor([float(value)], dtype=torch.float64, device=self._device())
-        dist.broadcast(t, src=0)
-        return float(t[0])
+        with torch.no_grad():
+            _unflat(flat, tensors)
+        for layer, w in zip(nvcaffe, weights.tolist()):
+            layer.weight_sum = w
 
     def _device(self) -> torch.device:
         return self.solver.net.device
@@ -150,7 +155,7 @@ class DataParallel:
         extras = torch.tensor([0.0, float(action == "snapshot"), float(action == "stop")],
                               dtype=torch.float32, device=dev)
         extras[0] = loss.detach().reshape(()).to(dev, torch.float32)
-        flat = torch.cat([g.reshape(-1).float() for g in grads] + [extras])
+        flat = _flat(grads, extras)
         try:
             dist.all_reduce(flat)
         except RuntimeError as e:
@@ -158,11 +163,7 @@ class DataParallel:
         n = flat.numel() - 3
         if grads:
             flat[:n].mul_(1.0 / self.count)
-            offset = 0
-            for g in grads:
-                k = g.numel()
-                g.copy_(flat[offset:offset + k].view_as(g))
-                offset += k
+            _unflat(flat, grads)
         self.reduced_loss = flat[n] / self.count
         snap, stop = float(flat[n + 1]), float(flat[n + 2])
         self.agreed_action = "stop" if stop > 0 else "snapshot" if snap > 0 else "none"

@@ -11,13 +11,9 @@ import torch
 from ..blob import push_host_writes
 from ..layers.loss import raise_deferred_label_errors
 from .lr_policies import learning_rate
+from .update import _fmt
 
 log = logging.getLogger("brewnet")
-
-
-def _fmt(v: float) -> str:
-    """Caffe's ostream float formatting (6 significant digits)."""
-    return f"{v:.6g}"
 
 
 def _bn_statistics(bn) -> tuple:

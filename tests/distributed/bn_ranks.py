@@ -1,5 +1,6 @@
 """One rank of the synchronised-BatchNorm check (run by test_batchnorm_sync.py as
-``python -m tests.distributed.bn_ranks OUT SYNC`` under torchrun's environment variables).
+``python -m tests.distributed.bn_ranks OUT sync|local|broadcast`` under torchrun's environment
+variables; ``broadcast``: the weights broadcast from rank 0).
 
 Every rank takes its slice of one float64 global batch, runs a TRAIN forward of three BatchNorm
 variants (BVLC alone, BVLC fused with a Scale's γ/β, NVCaffe with scale/bias) and the backward of
@@ -68,11 +69,34 @@ def run(rank: int, world: int, sync: bool) -> dict:
     return out
 
 
+def broadcast(rank: int) -> dict:
+    """Every rank fills its net differently; DataParallel.broadcast_parameters gives rank 0's."""
+    import types
+
+    import brewnet
+    from brewnet.solver.distributed import DataParallel
+    from tests.layer_harness import single_layer_net
+
+    brewnet.set_random_seed(100 + rank)
+    net = single_layer_net('type: "BatchNorm" batch_norm_param { scale_bias: true '
+                           'scale_filler { type: "gaussian" } bias_filler { type: "gaussian" } }',
+                           {"x": (4, 3)}, phase="TRAIN")
+    bn = net.layer_dict["l"]
+    bn.weight_sum = 3.0 + rank
+    with torch.no_grad():
+        bn.running_mean.fill_(float(rank))
+    before = {f"before.{i}": e.tensor.detach().numpy().copy() for i, e in enumerate(net.caffe_params)}
+    DataParallel(types.SimpleNamespace(net=net), reduce_in_step=True).broadcast_parameters()
+    after = {f"after.{i}": e.tensor.detach().numpy().copy() for i, e in enumerate(net.caffe_params)}
+    return {**before, **after, "weight_sum": np.array(bn.weight_sum)}
+
+
 def main() -> None:
-    path, sync = sys.argv[1], sys.argv[2] == "sync"
+    path, mode = sys.argv[1], sys.argv[2]
     dist.init_process_group("gloo", init_method="env://")
     try:
-        result = run(dist.get_rank(), dist.get_world_size(), sync)
+        result = broadcast(dist.get_rank()) if mode == "broadcast" else \
+            run(dist.get_rank(), dist.get_world_size(), mode == "sync")
         np.savez(f"{path}.rank{dist.get_rank()}.npz", **result)
     finally:
         dist.destroy_process_group()

@@ -86,3 +86,16 @@ def test_synchronised_gradient_matches_finite_differences(single):
         e[idx] = 1e-6
         fd = (f(x_all + e) - f(x_all - e)) / 2e-6
         assert abs(fd - single["bvlc.dx"][idx]) < 1e-6 * max(1.0, abs(fd))
+
+
+def test_broadcast_gives_every_rank_rank_0s_weights(tmp_path):
+    """float64 weights, BatchNorm statistics and NVCaffe's average weight, all from rank 0."""
+    r0, r1 = run_ranks(tmp_path, "broadcast")
+    names = sorted(k[len("after."):] for k in r0 if k.startswith("after."))
+    assert len(names) == 5  # mean, variance, correction, scale, bias
+    assert any(not np.array_equal(r0[f"before.{n}"], r1[f"before.{n}"]) for n in names)
+    for n in names:
+        assert r0[f"after.{n}"].dtype == np.float64
+        np.testing.assert_array_equal(r1[f"after.{n}"], r0[f"before.{n}"])
+        np.testing.assert_array_equal(r0[f"after.{n}"], r0[f"before.{n}"])
+    assert float(r0["weight_sum"]) == float(r1["weight_sum"]) == 3.0

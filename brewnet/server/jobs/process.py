@@ -8,43 +8,20 @@ a trainer whose server was killed with SIGKILL then snapshots and exits by itsel
 
 PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so steps must be started
 from a thread that lives as long as the server (the scheduler's event-loop thread), never from a
-short-lived worker thread.
+short-lived worker thread (brewnet.child_processes).
 """
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from ...child_processes import die_with_parent
+
 LOG_FILE = "log.txt"
 PROGRESS_FILE = "progress.jsonl"
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-_prctl = None
-if sys.platform.startswith("linux"):
-    try:
-        import ctypes
-
-        # resolved once in the parent: the child, between fork and exec, only calls it
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        _prctl = None
-
-
-def _child_setup(parent_pid: int):
-    """preexec_fn: SIGTERM on the parent's death; if the parent already died before prctl took
-    effect (we were re-parented), act as if the signal came."""
-    def setup() -> None:
-        if _prctl is not None:
-            _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGTERM)
-    return setup
-
-
 def step_label(argv: list[str]) -> str:
     """``brewnet train -solver ...`` for ``[python, -m, brewnet, train, -solver, ...]``."""
     if len(argv) >= 3 and argv[1] == "-m":
@@ -81,7 +58,7 @@ def start_step(argv: list[str], jobdir: str | os.PathLike, gpus: list[int] | Non
         log.flush()
         kwargs = {}
         if os.name == "posix":
-            kwargs["preexec_fn"] = _child_setup(os.getpid())
+            kwargs["preexec_fn"] = die_with_parent(os.getpid(), signal.SIGTERM)
         return subprocess.Popen(argv, cwd=str(jobdir), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                 close_fds=True, **kwargs)

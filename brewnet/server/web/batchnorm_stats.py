@@ -197,7 +197,7 @@ def compute_gap(jobdir: str | os.PathLike, snapshot: str | os.PathLike, batches:
 def _run_gap_subprocess(jobdir: Path, snapshot: Path, batches: int, timeout_s: float) -> dict:
     """:func:`compute_gap` in a child process on one CPU thread (trainings run beside it);
     ``{"error": ...}`` when it fails."""
-    from ..jobs.process import _child_setup
+    from ...child_processes import die_with_parent
 
     env = dict(os.environ)
     package_parent = str(Path(__file__).resolve().parents[3])
@@ -206,7 +206,7 @@ def _run_gap_subprocess(jobdir: Path, snapshot: Path, batches: int, timeout_s: f
                 "CUDA_VISIBLE_DEVICES": ""})
     argv = [sys.executable, "-m", "brewnet.server.web.batchnorm_stats", "gap", str(jobdir), snapshot.name,
             str(batches)]
-    kwargs = {"preexec_fn": _child_setup(os.getpid())} if os.name == "posix" else {}
+    kwargs = {"preexec_fn": die_with_parent(os.getpid())} if os.name == "posix" else {}
     try:
         done = subprocess.run(argv, cwd=str(jobdir), env=env, capture_output=True, timeout=timeout_s,
                               stdin=subprocess.DEVNULL, **kwargs)
