@@ -114,6 +114,17 @@ def test_unsynchronised_batchnorm_differs(runs, tmp_path):
     assert diff > 1e-3  # statistics of half the batch: a different variance
 
 
+def test_bn_sync_per_layer(tmp_path):
+    """-bn_sync bn1: bn1's statistics are the global batch's (as with all), bn2's its rank's."""
+    for policy in ("all", "bn1"):
+        solver = workspace.make(tmp_path, f"sync_{policy}", 32)
+        ok(train(tmp_path, "-solver", str(solver), "-cpu_procs", "2", "-bn_sync", policy, "-iterations", "1"))
+    every, first = (blobs(tmp_path / f"sync_{p}" / "snap_iter_1.caffemodel") for p in ("all", "bn1"))
+    assert_close_blobs({k: v for k, v in every.items() if k.startswith("bn1[")},
+                       {k: v for k, v in first.items() if k.startswith("bn1[")})
+    assert np.abs(every["bn2[1]"] - first["bn2[1]"]).max() > 1e-3 * np.abs(every["bn2[1]"]).max()
+
+
 def test_bn_sync_names_unknown_layers(tmp_path):
     solver = workspace.make(tmp_path, "bad", 32)
     proc = train(tmp_path, "-solver", str(solver), "-cpu_procs", "2", "-bn_sync", "bn1,nosuch")
