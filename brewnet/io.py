@@ -2,14 +2,12 @@
 
 Images are handled as pycaffe handles them: ``load_image`` gives H×W×C float RGB in [0, 1]; a
 ``Transformer`` turns that into the net's C×H×W input (transpose, channel swap to BGR, raw scale,
-mean subtraction, input scale) and back.  Resizing is bilinear (half-pixel centres, like
-scikit-image's order-1 resize without anti-aliasing).
+mean subtraction, input scale) and back.  Resizing is pycaffe's: scikit-image's ``resize`` in
+``mode='constant'`` (scipy's ``zoom`` for channel counts other than 1 and 3).
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .proto import caffe_pb2
 
@@ -95,16 +93,47 @@ def load_image(filename: str, color: bool = True) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+#: the channel counts pycaffe resizes with scikit-image; it hands every other count to scipy
+SKIMAGE_CHANNELS = (1, 3)
+
+
 def resize_image(im: np.ndarray, new_dims, interp_order: int = 1) -> np.ndarray:
-    """Resize H×W×K to new_dims (H', W'): bilinear (order 1) or nearest (order 0)."""
-    h, w = int(new_dims[0]), int(new_dims[1])
-    if im.shape[:2] == (h, w):
-        return im.astype(np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32)).permute(2, 0, 1)[None]
-    mode = "bilinear" if interp_order >= 1 else "nearest"
-    kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    out = F.interpolate(t, size=(h, w), mode=mode, **kwargs)
-    return out[0].permute(1, 2, 0).numpy()
+    """An H×W×K image resized to ``new_dims`` (H', W'), as float32, with pycaffe's numbers.
+
+    ``interp_order`` is the spline order (0 nearest, 1 bilinear, 3 cubic).  As pycaffe's
+    ``caffe.io.resize_image``: a 1- or 3-channel image is scaled to [0, 1] by its minimum and
+    maximum, resized by scikit-image's ``resize`` with ``mode='constant'`` (so the border rows
+    and columns blend with zero padding, i.e. towards the image's minimum, and a downscale is
+    anti-aliased as scikit-image does by default), and scaled back; a constant image comes back
+    filled with its value; any other channel count is resized by ``scipy.ndimage.zoom`` (whose
+    output size is the rounded product of the shape and the zoom).  An image already of
+    ``new_dims`` comes back as it is (pycaffe's round trip through [0, 1] would move such pixels
+    by an ulp or two).
+    """
+    pixels = np.asarray(im)
+    if pixels.ndim != 3:
+        raise ValueError(f"resize_image needs an H×W×K image, got shape {pixels.shape}")
+    target = (int(new_dims[0]), int(new_dims[1]))
+    if pixels.shape[:2] == target:
+        return pixels.astype(np.float32)
+    if pixels.shape[2] not in SKIMAGE_CHANNELS:
+        return _zoom_planes(pixels, target, interp_order)
+    low, high = pixels.min(), pixels.max()
+    if not high > low:
+        return np.full(target + pixels.shape[2:], low, dtype=np.float32)
+    from skimage.transform import resize
+
+    span = high - low
+    unit = resize((pixels - low) / span, target, order=interp_order, mode="constant")
+    return (unit * span + low).astype(np.float32)
+
+
+def _zoom_planes(pixels: np.ndarray, target: tuple[int, int], order: int) -> np.ndarray:
+    """Resize rows and columns by scipy's spline zoom, the channel axis left alone."""
+    from scipy.ndimage import zoom
+
+    factors = [t / float(n) for t, n in zip(target, pixels.shape[:2])] + [1.0]
+    return zoom(pixels, factors, order=order).astype(np.float32)
 
 
 def oversample(images, crop_dims) -> np.ndarray:
