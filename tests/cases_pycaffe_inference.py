@@ -10,8 +10,8 @@ pycaffe's, itself pinned on recorded pycaffe outputs by tests/test_pycaffe_resiz
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -69,12 +69,12 @@ def transformer_cases(tmp: Path) -> dict[str, np.ndarray]:
     rng = _rng(30)
     settings = {
         # every setting, a channel swap that is not its own inverse
-        "all": ((1, 3, 4, 5), dict(transpose=(2, 0, 1), channel_swap=(2, 0, 1), raw_scale=255.0,
-                                   mean=BGR_MEAN, input_scale=0.5)),
-        "mean_image": ((1, 3, 4, 5), dict(transpose=(2, 0, 1), channel_swap=(1, 2, 0),
-                                          mean=rng.random((3, 4, 5), dtype=np.float32))),
-        "grey_no_transpose": ((1, 1, 6, 6), dict(raw_scale=2.0, mean=np.array([0.25]),
-                                                 input_scale=3.0)),
+        "all": ((1, 3, 4, 5), {"transpose": (2, 0, 1), "channel_swap": (2, 0, 1),
+                               "raw_scale": 255.0, "mean": BGR_MEAN, "input_scale": 0.5}),
+        "mean_image": ((1, 3, 4, 5), {"transpose": (2, 0, 1), "channel_swap": (1, 2, 0),
+                                      "mean": rng.random((3, 4, 5), dtype=np.float32)}),
+        "grey_no_transpose": ((1, 1, 6, 6), {"raw_scale": 2.0, "mean": np.array([0.25]),
+                                             "input_scale": 3.0}),
         "none": ((1, 3, 6, 7), {}),
     }
     for name, (shape, kw) in settings.items():
@@ -147,7 +147,8 @@ def detector_cases(tmp: Path) -> dict[str, np.ndarray]:
             out[f"detector/{name}/crop_{i}"] = det.crop(image, np.array(window))
     conv = _net_files(tmp, CONV, "conv7", 42, n=2, c=3, h=7, w=7)
     files = [_png(tmp, "a.png", 43, 16, 24), _png(tmp, "b.png", 44, 12, 10)]
-    per_file = [[np.array(w) for w in WINDOWS[:5]], [np.array((1, 2, 9, 6)), np.array((0, 0, 11, 9))]]
+    per_file = [[np.array(w) for w in WINDOWS[:5]],
+                [np.array((1, 2, 9, 6)), np.array((0, 0, 11, 9))]]
     for name, pad in (("conv_warp", None), ("conv_pad2", 2)):
         det = Detector(*conv, mean=BGR_MEAN, raw_scale=255.0, channel_swap=(2, 1, 0),
                        input_scale=0.05, context_pad=pad)

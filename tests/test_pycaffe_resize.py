@@ -55,7 +55,8 @@ def test_resize_at_the_border_blends_with_zero_padding_as_pycaffe():
     assert_close_f32(got[rows], RECORDED["issue/out_rows"])
     assert_close_f32(got[:, cols], RECORDED["issue/out_cols"])
     # upscaling the rows, the first and last output rows reach 0.1 pixel into the padding
-    assert abs(float(got[0, 225, 0]) - 0.4496) < 1e-4 and abs(float(got[450, 225, 0]) - 0.4496) < 1e-4
+    for row in (0, 450):
+        assert abs(float(got[row, 225, 0]) - 0.4496) < 1e-4
     assert abs(float(got[225, 225, 0]) - 0.5) < 1e-6
 
 
@@ -100,3 +101,11 @@ def test_oversample_matches_recorded_pycaffe(name):
     got = caffe_io.oversample(list(case["in"]), tuple(case["crop"]))
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, case["out"])  # crops are copies: exact
+
+
+def test_oversample_refuses_crops_that_do_not_fit_and_images_of_two_shapes():
+    images = list(np.random.default_rng(2).random((2, 6, 8, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="crops of 7×4 do not fit in 6×8 images"):
+        caffe_io.oversample(images, (7, 4))
+    with pytest.raises(ValueError, match="oversample needs images of one shape"):
+        caffe_io.oversample([images[0], np.zeros((7, 8, 3), np.float32)], (4, 4))
