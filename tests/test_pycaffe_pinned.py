@@ -1,6 +1,6 @@
 """``caffe.io.Transformer``, ``caffe.Classifier.predict`` and ``caffe.Detector`` (crops, context
 padding, ``detect_windows``) compute what they computed when pinned: the cases of
-tests/cases_pycaffe_inference.py against tests/pycaffe_io/inference_pinned.npz.
+tests/pinned_pycaffe_inference.py against tests/pycaffe_io/inference_pinned.npz.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cases_pycaffe_inference import GROUPS
+from pinned_pycaffe_inference import GROUPS
 from numeric import assert_close_f32
 
 PINNED = np.load(Path(__file__).parent / "pycaffe_io" / "inference_pinned.npz")

@@ -5,7 +5,7 @@ context padding, ``detect_windows``) compute, on seeded inputs and nets.
 ``tests/test_pycaffe_pinned.py`` runs every case and compares it with
 ``tests/pycaffe_io/inference_pinned.npz``, which holds what brewnet computed for them before
 these classes were rewritten (recorded by running this file: ``PYTHONPATH=. python3
-tests/cases_pycaffe_inference.py tests/pycaffe_io/inference_pinned.npz``; the resize inside is
+tests/pinned_pycaffe_inference.py tests/pycaffe_io/inference_pinned.npz``; the resize inside is
 pycaffe's, itself pinned on recorded pycaffe outputs by tests/test_pycaffe_resize.py).
 """
 from __future__ import annotations
