@@ -3,8 +3,9 @@
 
 The preprocessing is checked on a net whose output is its input, flattened (``IDENTITY``): the
 prediction is then the preprocessed crop itself, compared with the same steps written out in
-numpy.  Resizes are chosen to be exact in numpy: a 2× bilinear downsample with half-pixel
-centres is the mean of each 2×2 block, and a resize to the same size is the identity.
+numpy.  A resize in those steps is ``caffe.io.resize_image`` itself (pycaffe's scikit-image
+resize, whose numbers test_pycaffe_resize.py pins on recorded pycaffe outputs), and a resize to
+the same size is the identity.
 """
 from __future__ import annotations
 
@@ -69,10 +70,10 @@ def _images(seed: int, *shapes) -> list[np.ndarray]:
 
 
 def _half(im: np.ndarray) -> np.ndarray:
-    """A 2× downsample of H×W×K as bilinear resizing with half-pixel centres makes it: the mean
-    of each 2×2 block."""
-    h, w, k = im.shape
-    return im.reshape(h // 2, 2, w // 2, 2, k).mean(axis=(1, 3))
+    """A 2× downsample of H×W×K as pycaffe makes it (``caffe.io.resize_image``: anti-aliased,
+    the border blended with zero padding)."""
+    h, w, _ = im.shape
+    return caffe_io.resize_image(im, (h // 2, w // 2))
 
 
 def _pycaffe_preprocess(crop, mean=None, raw_scale=None, input_scale=None, channel_swap=None):
@@ -338,7 +339,7 @@ def test_detect_windows_crops_and_warps_each_window(tmp_path):
         np.testing.assert_array_equal(d["window"], w)
     hand = [_half(im_a[2:10, 3:11]),                       # 8×8 -> 4×4
             im_a[0:4, 16:20],                              # 4×4 as it is
-            im_b[1:9, 2:6].reshape(4, 2, 4, 3).mean(1)]    # 8×4 -> 4×4: rows halved
+            caffe_io.resize_image(im_b[1:9, 2:6], (4, 4))]  # 8×4 -> 4×4: rows halved
     for d, crop in zip(detections, hand):
         want = _pycaffe_preprocess(crop, BGR_MEAN, 255.0, None, (2, 1, 0))
         assert_close_f32(d["prediction"], want.reshape(-1))

@@ -53,15 +53,11 @@ def _configure_transformer(net: Net, mean, input_scale, raw_scale,
         raise NetError("the net has no input blob to feed images to (give it an Input layer)")
     in_ = net.inputs[0]
     transformer = caffe_io.Transformer({in_: net.blobs[in_].data.shape})
-    transformer.set_transpose(in_, (2, 0, 1))
-    if mean is not None:
-        transformer.set_mean(in_, mean)
-    if input_scale is not None:
-        transformer.set_input_scale(in_, input_scale)
-    if raw_scale is not None:
-        transformer.set_raw_scale(in_, raw_scale)
-    if channel_swap is not None:
-        transformer.set_channel_swap(in_, channel_swap)
+    settings = {"transpose": (2, 0, 1), "channel_swap": channel_swap, "raw_scale": raw_scale,
+                "mean": mean, "input_scale": input_scale}
+    for setting, value in settings.items():
+        if value is not None:
+            getattr(transformer, f"set_{setting}")(in_, value)
     return transformer
 
 
@@ -105,9 +101,8 @@ class Classifier(Net):
         self.transformer = _configure_transformer(self, mean, input_scale, raw_scale,
                                                   channel_swap)
         self.crop_dims = np.array(self.blobs[self.inputs[0]].data.shape[2:])  # (H, W)
-        if image_dims is None or len(image_dims) == 0:
-            image_dims = self.crop_dims
-        self.image_dims = image_dims
+        no_dims = image_dims is None or len(image_dims) == 0
+        self.image_dims = self.crop_dims if no_dims else image_dims  # (H, W) before cropping
         #: set by from_bundle: the bundle and its validation preprocessing
         self.bundle = None
         self.preprocessor = None
@@ -131,37 +126,27 @@ class Classifier(Net):
                                    "transform (one centre crop); oversample=True would not give "
                                    "validation's numbers")
             return self._predict_bundle(inputs)
-        oversample = True if oversample is None else bool(oversample)
+        ten_crops = True if oversample is None else bool(oversample)
         images = _as_images(inputs)
-        in_ = self.inputs[0]
-        out_name = self.outputs[0]
+        in_, out_name = self.inputs[0], self.outputs[0]
         if not images:
             return np.zeros((0,) + tuple(self.blobs[out_name].data.shape[1:]), np.float32)
-        image_dims = np.array(self.image_dims).astype(int)
-        if np.any(image_dims < self.crop_dims):
-            raise BrewnetError(f"image_dims {tuple(image_dims.tolist())} is smaller than the net's "
-                               f"input {tuple(self.crop_dims.tolist())}: crops would not fit")
-        # Every image to image_dims: (N, H', W', K)
-        resized = np.zeros((len(images), image_dims[0], image_dims[1], images[0].shape[2]),
-                           dtype=np.float32)
-        for ix, im in enumerate(images):
-            resized[ix] = caffe_io.resize_image(im, image_dims)
-        if oversample:
-            crops = caffe_io.oversample(resized, self.crop_dims)  # (10N, h, w, K)
+        dims = tuple(int(v) for v in np.asarray(self.image_dims))
+        crop_hw = tuple(int(v) for v in self.crop_dims)
+        if dims[0] < crop_hw[0] or dims[1] < crop_hw[1]:
+            raise BrewnetError(f"image_dims {dims} is smaller than the net's input {crop_hw}: "
+                               "crops would not fit")
+        scaled = np.stack([caffe_io.resize_image(im, dims) for im in images])  # (N, H, W, K)
+        if ten_crops:
+            crops = caffe_io.oversample(scaled, crop_hw)  # (10 N, h, w, K)
         else:
-            # pycaffe's centre crop: [centre - crop/2, centre + crop/2), truncated to ints
-            center = image_dims / 2.0
-            box = (np.concatenate([center - self.crop_dims / 2.0,
-                                   center + self.crop_dims / 2.0])).astype(int)
-            crops = resized[:, box[0]:box[2], box[1]:box[3], :]  # (N, h, w, K)
-        caffe_in = np.zeros((len(crops), crops.shape[3]) + tuple(crops.shape[1:3]),
-                            dtype=np.float32)  # (M, K, h, w)
-        for ix, crop in enumerate(crops):
-            caffe_in[ix] = self.transformer.preprocess(in_, crop)
-        predictions = self.forward_all(**{in_: caffe_in})[out_name]
-        if oversample:  # the ten crops of one image are consecutive
-            predictions = predictions.reshape((len(predictions) // 10, 10, -1)).mean(1)
-        return predictions
+            top, left = caffe_io._crop_origins(dims, crop_hw)[-1]  # the centre's
+            crops = scaled[:, top:top + crop_hw[0], left:left + crop_hw[1]]
+        batch = np.stack([self.transformer.preprocess(in_, crop) for crop in crops])
+        scores = self.forward_all(**{in_: batch})[out_name]
+        if not ten_crops:
+            return scores
+        return scores.reshape(len(images), 10, -1).mean(axis=1)  # each image's ten, averaged
 
     # ----- brewnet: deploy bundles ------------------------------------------------------------
     @classmethod
@@ -267,29 +252,20 @@ class Detector(Net):
         Each window is cropped (:meth:`crop`), warped to the net's input size and preprocessed;
         returns ``[{"window", "prediction", "filename"}]`` in the order given.
         """
-        images_windows = [(fname, [np.asarray(w) for w in windows])
-                          for fname, windows in images_windows]
-        window_inputs = []
-        for fname, windows in images_windows:
-            image = caffe_io.load_image(fname).astype(np.float32)  # (H, W, 3) RGB in [0, 1]
-            for window in windows:
-                window_inputs.append(self.crop(image, window))
-        if not window_inputs:
-            return []
         in_ = self.inputs[0]
-        caffe_in = np.zeros((len(window_inputs), window_inputs[0].shape[2])
-                            + tuple(self.blobs[in_].data.shape[2:]), dtype=np.float32)
-        for ix, window_in in enumerate(window_inputs):  # preprocess warps to (h, w)
-            caffe_in[ix] = self.transformer.preprocess(in_, window_in)
-        predictions = self.forward_all(**{in_: caffe_in})[self.outputs[0]]
-        detections = []
-        ix = 0
-        for fname, windows in images_windows:
+        origins: list[tuple[str, np.ndarray]] = []  # (file, window) of each row of the batch
+        rows: list[np.ndarray] = []
+        for fname, windows in images_windows:  # one pass: a one-shot iterator is fine
+            image = caffe_io.load_image(fname)  # (H, W, 3) float32 RGB in [0, 1]
             for window in windows:
-                detections.append({"window": window, "prediction": predictions[ix],
-                                   "filename": fname})
-                ix += 1
-        return detections
+                window = np.asarray(window)
+                rows.append(self.transformer.preprocess(in_, self.crop(image, window)))
+                origins.append((fname, window))
+        if not rows:
+            return []
+        scores = self.forward_all(**{in_: np.stack(rows)})[self.outputs[0]]
+        return [{"window": window, "prediction": score, "filename": fname}
+                for (fname, window), score in zip(origins, scores)]
 
     def detect_selective_search(self, image_fnames: Iterable[str]) -> list[dict]:
         """Classify Selective Search proposals of image files (as :meth:`detect_windows`).
@@ -306,9 +282,9 @@ class Detector(Net):
                 "https://github.com/sergeyk/selective_search_ijcv_with_python (it needs MATLAB), "
                 "or compute windows yourself and call detect_windows") from None
         # absolute paths, because the proposals are computed by MATLAB in another directory
-        image_fnames = [os.path.abspath(f) for f in image_fnames]
-        windows_list = selective_search.get_windows(image_fnames, cmd="selective_search_rcnn")
-        return self.detect_windows(zip(image_fnames, windows_list))
+        paths = [os.path.abspath(name) for name in image_fnames]
+        proposals = selective_search.get_windows(paths, cmd="selective_search_rcnn")
+        return self.detect_windows(zip(paths, proposals))
 
     def crop(self, im: np.ndarray, window) -> np.ndarray:
         """The window ``(ymin, xmin, ymax, xmax)`` of the H×W×K image ``im``.
@@ -320,71 +296,54 @@ class Detector(Net):
         mean, the part outside the image left as mean; returns (crop_h, crop_w, K).
         """
         window = np.asarray(window)
-        if not self.context_pad:
-            crop = im[int(window[0]):int(window[2]), int(window[1]):int(window[3])]
-            if crop.shape[0] < 1 or crop.shape[1] < 1:
-                raise BrewnetError(f"window {tuple(int(v) for v in window)} (ymin, xmin, ymax, "
-                                   f"xmax) is empty in a {im.shape[0]}×{im.shape[1]} image")
-            return crop
-        box = window.astype(np.float64)
-        crop_size = self.blobs[self.inputs[0]].data.shape[3]  # Caffe assumes a square input
-        scale = crop_size / (1.0 * crop_size - self.context_pad * 2)
-        # the window (inclusive) grown about its centre
-        half_h = (box[2] - box[0] + 1) / 2.0
-        half_w = (box[3] - box[1] + 1) / 2.0
-        center = (box[0] + half_h, box[1] + half_w)
-        scaled_dims = scale * np.array((-half_h, -half_w, half_h, half_w))
-        box = np.round(np.tile(center, 2) + scaled_dims)  # numpy rounds halves to even
-        full_h = box[2] - box[0] + 1
-        full_w = box[3] - box[1] + 1
-        scale_h = crop_size / full_h
-        scale_w = crop_size / full_w
-        # what lies above/left of the image becomes mean padding, in input pixels
-        pad_y = int(round(max(0.0, -box[0]) * scale_h))
-        pad_x = int(round(max(0.0, -box[1]) * scale_w))
-        im_h, im_w = im.shape[:2]
-        box = np.clip(box, 0.0, [im_h, im_w, im_h, im_w])
-        clip_h = box[2] - box[0] + 1
-        clip_w = box[3] - box[1] + 1
-        if not (clip_h > 0 and clip_w > 0):
-            raise BrewnetError(f"window {tuple(int(v) for v in window)} lies outside the "
-                               f"{im_h}×{im_w} image")
-        crop_h = int(round(clip_h * scale_h))
-        crop_w = int(round(clip_w * scale_w))
-        if pad_y + crop_h > crop_size:
-            crop_h = crop_size - pad_y
-        if pad_x + crop_w > crop_size:
-            crop_w = crop_size - pad_x
-        y0, x0, y1, x1 = (int(v) for v in box)
-        context_crop = im[y0:y1, x0:x1]
-        if context_crop.shape[0] < 1 or context_crop.shape[1] < 1:
-            raise BrewnetError(f"window {tuple(int(v) for v in window)} lies outside the "
-                               f"{im_h}×{im_w} image")
-        context_crop = caffe_io.resize_image(context_crop, (crop_h, crop_w))
-        crop = np.ones(self.crop_dims, dtype=np.float32) * self.crop_mean  # (h, w, K)
-        crop[pad_y:pad_y + crop_h, pad_x:pad_x + crop_w] = context_crop
+        if self.context_pad:
+            return self._context_crop(im, window)
+        crop = im[int(window[0]):int(window[2]), int(window[1]):int(window[3])]
+        if crop.shape[0] < 1 or crop.shape[1] < 1:
+            raise BrewnetError(f"window {tuple(int(v) for v in window)} (ymin, xmin, ymax, "
+                               f"xmax) is empty in a {im.shape[0]}×{im.shape[1]} image")
         return crop
+
+    def _context_crop(self, im: np.ndarray, window: np.ndarray) -> np.ndarray:
+        """R-CNN's context crop (see :meth:`crop`), rows and columns computed together as
+        (y, x) pairs."""
+        side = self.blobs[self.inputs[0]].data.shape[3]  # the input's width; Caffe assumes square
+        grow = side / (side - 2.0 * self.context_pad)
+        first, last = window[:2].astype(np.float64), window[2:].astype(np.float64)
+        half = (last - first + 1) / 2.0  # the window counted inclusively
+        middle = first + half
+        lo, hi = np.round(middle - grow * half), np.round(middle + grow * half)  # halves to even
+        per_pixel = side / (hi - lo + 1)  # input pixels per image pixel, (y, x)
+        lead = np.round(np.maximum(0.0, -lo) * per_pixel).astype(int)  # mean rows/cols before
+        bounds = np.array(im.shape[:2], np.float64)
+        lo, hi = np.clip(lo, 0.0, bounds), np.clip(hi, 0.0, bounds)
+        outside = BrewnetError(f"window {tuple(int(v) for v in window)} lies outside the "
+                               f"{im.shape[0]}×{im.shape[1]} image")
+        if np.any(hi - lo + 1 <= 0):
+            raise outside
+        size = np.minimum(np.round((hi - lo + 1) * per_pixel).astype(int), side - lead)
+        (y0, x0), (y1, x1) = lo.astype(int), hi.astype(int)
+        visible = im[y0:y1, x0:x1]
+        if visible.shape[0] < 1 or visible.shape[1] < 1:
+            raise outside
+        canvas = np.broadcast_to(self.crop_mean, tuple(self.crop_dims)).astype(np.float32)
+        canvas[lead[0]:lead[0] + size[0], lead[1]:lead[1] + size[1]] = \
+            caffe_io.resize_image(visible, tuple(size))
+        return canvas
 
     def configure_crop(self, context_pad: int | None) -> None:
         """Set ``crop_dims`` (the net's input as H×W×K) and the context padding; with padding,
         ``crop_mean``: the mean in the image's own space (before channel swap and raw scale), so
         that padding preprocesses to zero."""
         in_ = self.inputs[0]
-        tpose = self.transformer.transpose[in_]
-        inv_tpose = list(np.argsort(tpose))
-        self.crop_dims = np.array(self.blobs[in_].data.shape[1:])[inv_tpose]  # (h, w, K)
+        to_image = np.argsort(self.transformer.transpose[in_])  # the net's axes back to H×W×K
+        self.crop_dims = np.array(self.blobs[in_].data.shape[1:])[to_image]  # (h, w, K)
         self.context_pad = context_pad
         if not self.context_pad:
             return
         mean = self.transformer.mean.get(in_)
         if mean is None:
             self.crop_mean = np.zeros(self.crop_dims, dtype=np.float32)
-            return
-        crop_mean = np.array(mean, dtype=np.float32).transpose(inv_tpose)  # (1|h, 1|w, K)
-        channel_order = self.transformer.channel_swap.get(in_)
-        if channel_order is not None:
-            crop_mean = crop_mean[:, :, list(np.argsort(channel_order))]
-        raw_scale = self.transformer.raw_scale.get(in_)
-        if raw_scale is not None:
-            crop_mean = crop_mean / raw_scale
-        self.crop_mean = crop_mean
+        else:  # the mean taken back through raw scale, channel swap and transpose
+            self.crop_mean = self.transformer._undo(
+                in_, np.array(mean, dtype=np.float32), ("transpose", "channel_swap", "raw_scale"))
