@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -41,6 +42,8 @@ from google.protobuf import text_format
 from .. import fileio
 from .errors import ApiError
 from .jobs.progress import METRICS_FILE
+
+log = logging.getLogger("brewnet.server")
 
 #: DIGITS' download extensions -> how to write them
 ARCHIVE_FORMATS = {"tar": "w", "tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "zip": "zip"}
@@ -175,7 +178,8 @@ def _members(model_dir: Path, iteration: int, dataset_dir: Path | None,
 
 def _in_digits_form(name: str, path: Path) -> Path | bytes:
     """deploy.prototxt with net-level inputs and mean.binaryproto with legacy dims, as DIGITS
-    writes them and its example scripts read them (``path`` itself when it already is so)."""
+    writes them and its example scripts read them (``path`` itself when it already is so, or
+    when it cannot be read: the download still holds the job's file, and the log says why)."""
     from ..errors import BrewnetError
     from ..inference.deploy import legacy_mean_blob, net_level_inputs
     from ..proto import caffe_pb2
@@ -191,7 +195,8 @@ def _in_digits_form(name: str, path: Path) -> Path | bytes:
         from ..data.transformer import load_mean
         return legacy_mean_blob(load_mean(str(path), where=name)).SerializeToString()
     except BrewnetError as e:
-        raise ApiError(500, f"Could not write {name} of the download: {e}") from None
+        log.warning("download: %s goes into the archive as it is, not in DIGITS' form: %s", path, e)
+        return path
 
 
 def bundle_archive(model_dir: str | os.PathLike, iteration: int, dataset_dir: str | os.PathLike | None,

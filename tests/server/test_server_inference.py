@@ -194,6 +194,20 @@ def test_archive_runs_digits_use_archive_script(model, tmp_path, ext, own_deploy
     np.testing.assert_allclose(scores.sum(1), 1, rtol=1e-5)  # net.outputs[-1] is the Softmax
 
 
+def test_archive_keeps_a_job_file_it_cannot_read_as_it_is(model, tmp_path, caplog):
+    src, ds, _ = model
+    md = tmp_path / src.name
+    md.mkdir()
+    for name in ("train_val.prototxt", f"snapshot_iter_{ITERS}.caffemodel"):
+        shutil.copyfile(src / name, md / name)
+    (md / "deploy.prototxt").write_text("layer { name: broken")
+    with caplog.at_level("WARNING", logger="brewnet.server"):
+        members = _names(bundle_archive(md, ITERS, ds, "tar", {"id": md.name}), "tar")
+    assert members["deploy.prototxt"] == b"layer { name: broken"
+    assert "not in DIGITS' form" in caplog.text and "deploy.prototxt" in caplog.text
+    assert not caffe_pb2.BlobProto.FromString(members["mean.binaryproto"]).HasField("shape")
+
+
 def test_archives_cached_in_an_older_form_are_rebuilt(model, monkeypatch):
     md, ds, _ = model
     info = {"id": md.name, "name": "form"}
