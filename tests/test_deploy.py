@@ -28,10 +28,12 @@ from brewnet.data.image import decode_datum_image
 from brewnet.data.lmdb_io import read_datums
 from brewnet.data.transformer import DataTransformer, load_mean
 from brewnet.inference.bundle import Bundle, BundleError
+from brewnet.inference.classify import LoadedBundle
 from brewnet.inference.deploy import (DeployError, deploy_net_param, preprocess_spec,
                                       write_bundle)
 from brewnet.metrics import read_metrics
 from brewnet.proto import caffe_pb2
+import digits_examples
 from numeric import assert_close_f32
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -225,8 +227,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 # ----- the deploy net -------------------------------------------------------------------------------
 def test_deploy_net_is_the_validation_net_without_data_losses_and_labels(work):
     deploy = fileio.read_net(os.path.join(work["bundle"], "deploy.prototxt"))
+    # the file declares its input at net level (DIGITS' form); loading it makes Caffe's one
+    # Input layer "input" of it
     assert [(lp.name, lp.type) for lp in deploy.layer] == [
-        ("data", "Input"), ("conv1", "Convolution"), ("bn1", "BatchNorm"), ("scale1", "Scale"),
+        ("input", "Input"), ("conv1", "Convolution"), ("bn1", "BatchNorm"), ("scale1", "Scale"),
         ("relu1", "ReLU"), ("ip", "InnerProduct"), ("prob", "Softmax")]
     assert list(deploy.layer[0].input_param.shape[0].dim) == [1, 3, 6, 6]
     assert deploy.layer[-1].bottom == ["ip"] and deploy.layer[-1].top == ["prob"]
@@ -350,7 +354,7 @@ def test_nvcaffe_batchnorm_becomes_bvlc_batchnorm_and_scale(work):
     out = write_bundle(str(path), weights, str(work["root"] / "nv_bundle"))
     deploy = fileio.read_net(os.path.join(out, "deploy.prototxt"))
     assert [(lp.name, lp.type) for lp in deploy.layer] == [
-        ("data", "Input"), ("conv1", "Convolution"), ("bn1", "BatchNorm"), ("bn1_scale", "Scale"),
+        ("input", "Input"), ("conv1", "Convolution"), ("bn1", "BatchNorm"), ("bn1_scale", "Scale"),
         ("relu1", "ReLU"), ("ip", "InnerProduct"), ("prob", "Softmax")]
     facts = _bvlc_schema()
     model = fileio.read_caffemodel(os.path.join(out, "weights.caffemodel"))
@@ -436,13 +440,16 @@ def test_bake_folds_into_the_first_layer_when_exact(work, body, mean, folded_int
 # ----- the directory, the tarball, the CLI, errors ------------------------------------------------------
 def test_tar_extracts_to_the_same_files(work, tmp_path):
     tar_path = work["bundle"] + ".tar.gz"
-    with tarfile.open(tar_path) as tar:
-        assert {m.name.split("/")[0] for m in tar.getmembers()} == {"bundle"}
-        tar.extractall(tmp_path, filter="data")
     files = sorted(os.listdir(work["bundle"]))
-    assert sorted(os.listdir(tmp_path / "bundle")) == files
+    with tarfile.open(tar_path) as tar:
+        # flat, as DIGITS' download: the files at the root, no folder (use_archive.py looks there)
+        assert sorted(m.name for m in tar.getmembers()) == files
+        assert all(m.isfile() and "/" not in m.name for m in tar.getmembers())
+        tar.extractall(tmp_path, filter="data")
+    assert sorted(os.listdir(tmp_path)) == files
     for f in files:
-        assert (tmp_path / "bundle" / f).read_bytes() == open(os.path.join(work["bundle"], f), "rb").read()
+        assert (tmp_path / f).read_bytes() == open(os.path.join(work["bundle"], f), "rb").read()
+    assert Bundle.load(str(tmp_path)).labels == ["c0", "c1", "c2"]
 
 
 def test_bundle_load_and_a_missing_preprocess_json(work, tmp_path):
@@ -507,3 +514,130 @@ def test_cli_deploy_reads_the_accuracy_from_a_metrics_file_named_by_metrics(work
     info = Bundle.load(str(tmp_path / "with")).info
     assert info["accuracy"] == expected and info["metrics_file"] == str(renamed)
     assert f"validation accuracy {expected:.4g}" in capsys.readouterr().out
+
+
+# ----- DIGITS' examples/classification scripts on the files --------------------------------------------
+def _raw_net(path: str) -> caffe_pb2.NetParameter:
+    """deploy.prototxt as caffe_pb2 + text_format read it, no upgrade (DIGITS' example.py)."""
+    raw = caffe_pb2.NetParameter()
+    with open(path, encoding="utf-8") as f:
+        text_format.Merge(f.read(), raw)
+    return raw
+
+
+def _raw_blob(path) -> caffe_pb2.BlobProto:
+    blob = caffe_pb2.BlobProto()
+    with open(path, "rb") as f:
+        blob.MergeFromString(f.read())
+    return blob
+
+
+def test_deploy_prototxt_declares_its_input_at_net_level_as_digits_does(work, tmp_path):
+    path = os.path.join(work["bundle"], "deploy.prototxt")
+    raw = _raw_net(path)
+    assert list(raw.input) == ["data"] and [list(s.dim) for s in raw.input_shape] == [[1, 3, 6, 6]]
+    assert not raw.input_dim and "Input" not in {lp.type for lp in raw.layer}
+    assert digits_examples.input_dims(path) == [1, 3, 6, 6]
+    assert non_bvlc_fields(raw, _bvlc_schema()) == []
+    net = brewnet.Net(path, brewnet.TEST)  # what Caffe makes of it: the same input blob
+    assert net.inputs == ["data"] and tuple(net.blobs["data"].data.shape) == (1, 3, 6, 6)
+    # a baked net too: its Bias and Power layers follow the net-level input
+    baked = write_bundle(work["train_val"], work["weights"], str(tmp_path / "baked"), bake=True)
+    raw = _raw_net(os.path.join(baked, "deploy.prototxt"))
+    assert list(raw.input) == ["data"] and [lp.type for lp in raw.layer[:2]] == ["Bias", "Power"]
+    assert raw.layer[0].bottom == ["data"]
+
+
+def test_mean_binaryproto_has_legacy_dims_as_digits_writes(work):
+    source = work["root"] / "ds" / "mean.binaryproto"
+    assert _raw_blob(source).HasField("shape")  # brewnet dataset create's own form
+    blob = _raw_blob(os.path.join(work["bundle"], "mean.binaryproto"))
+    assert not blob.HasField("shape")
+    assert all(blob.HasField(d) for d in ("num", "channels", "height", "width"))
+    assert (blob.num, blob.channels, blob.height, blob.width) == (1, 3, 8, 8)
+    # the dataset's mean, value for value, and what DIGITS' example.py subtracts from it
+    mean = load_mean(str(source))
+    np.testing.assert_array_equal(np.asarray(blob.data, np.float32).reshape(3, 8, 8), mean)
+    np.testing.assert_allclose(digits_examples.mean_pixel(os.path.join(work["bundle"], "mean.binaryproto")),
+                               mean.mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_array_equal(Bundle.load(work["bundle"]).mean, mean)
+
+
+# A net DIGITS' example.py preprocesses exactly as validation did: no crop (the input is the
+# stored size, so its squash does nothing), no scale, and a mean image that is one value per
+# channel (its mean pixel is the mean image)
+FLAT_MEAN_DATA = """name: "digits_like"
+layer {{ name: "data" type: "Data" top: "data" top: "label" include {{ phase: TEST }}
+  transform_param {{ mean_file: "{mean}" }}
+  data_param {{ source: "{val}" batch_size: 15 backend: LMDB }} }}
+"""
+
+
+def _val_pngs(root, into) -> list[str]:
+    """The validation images as RGB PNG files at their stored size (8x8)."""
+    into.mkdir()
+    images, _ = stored_val_images(root)
+    paths = []
+    for i, chw in enumerate(images):
+        path = str(into / f"{i}.png")
+        Image.fromarray(np.ascontiguousarray(chw.transpose(1, 2, 0)[:, :, ::-1])).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_digits_use_archive_on_the_tarball_agrees_with_brewnet_classify(work, tmp_path):
+    mean_file = tmp_path / "flat_mean.binaryproto"
+    fileio.write_binaryproto(np.broadcast_to(np.array([101.5, 117.25, 96.0], np.float32)[:, None, None],
+                                             (3, 8, 8)).copy(), mean_file)
+    path = tmp_path / "digits_like.prototxt"
+    path.write_text(FLAT_MEAN_DATA.format(mean=mean_file, val=work["root"] / "ds" / "val_db")
+                    + BODY + LOSSES)
+    weights = random_weights(str(path), str(tmp_path / "digits_like_iter_9.caffemodel"), seed=11)
+    bundle = write_bundle(str(path), weights, str(tmp_path / "digits_like"), tar=True)
+    images = _val_pngs(work["root"], tmp_path / "images")
+    scores, labels = digits_examples.classify_with_archive(bundle + ".tar.gz", images,
+                                                           str(tmp_path / "extracted"))
+    loaded = LoadedBundle(bundle)
+    probs = loaded.scores(np.stack([loaded.input_of(p) for p in images]))
+    assert labels == loaded.labels == ["c0", "c1", "c2"]
+    assert_close_f32(scores, probs, rtol=1e-6, what="use_archive.py against brewnet classify")
+    np.testing.assert_array_equal(scores.argmax(1), probs.argmax(1))
+    assert len(set(probs.argmax(1))) > 1  # not one class for every image: the check has teeth
+
+
+def _old_form_copy(bundle: str, parent) -> str:
+    """``bundle`` as brewnet wrote it before DIGITS' forms: an Input layer "data" in
+    deploy.prototxt, a mean with ``shape``, inside a top folder of ``parent``."""
+    old = parent / "old_bundle"
+    shutil.copytree(bundle, old)
+    net = fileio.read_net(str(old / "deploy.prototxt"))
+    net.layer[0].name = "data"
+    fileio.write_prototxt(net, str(old / "deploy.prototxt"))
+    fileio.write_binaryproto(load_mean(str(old / "mean.binaryproto"))[None], str(old / "mean.binaryproto"))
+    return str(old)
+
+
+def test_bundles_in_the_old_forms_still_load(work, tmp_path):
+    parent = tmp_path / "extracted_old_tarball"
+    parent.mkdir()
+    old = _old_form_copy(work["bundle"], parent)
+    assert _raw_net(os.path.join(old, "deploy.prototxt")).layer[0].type == "Input"
+    assert _raw_blob(os.path.join(old, "mean.binaryproto")).HasField("shape")
+    # where DIGITS' scripts stop on them
+    with pytest.raises(digits_examples.ScriptFailure, match="Caffe model file not found"):
+        digits_examples.files_at_root(str(parent))
+    with pytest.raises(digits_examples.ScriptFailure, match="number of dimensions"):
+        digits_examples.transformer(os.path.join(old, "deploy.prototxt"), None)
+    with pytest.raises(digits_examples.ScriptFailure, match="shape"):
+        digits_examples.mean_pixel(os.path.join(old, "mean.binaryproto"))
+    # brewnet reads them, from the folder the old tarball extracted to, with the same scores
+    b = Bundle.load(str(parent))
+    assert b.path == old and b.labels == ["c0", "c1", "c2"]
+    np.testing.assert_array_equal(b.mean, Bundle.load(work["bundle"]).mean)
+    images = _val_pngs(work["root"], tmp_path / "images")
+    new, before = LoadedBundle(work["bundle"]), LoadedBundle(str(parent))
+    assert_close_f32(before.scores(np.stack([before.input_of(p) for p in images])),
+                     new.scores(np.stack([new.input_of(p) for p in images])), what="old-form bundle")
+    # an archive is not a bundle directory: a clear error
+    with pytest.raises(BundleError, match="an archive.*extract it"):
+        Bundle.load(work["bundle"] + ".tar.gz")

@@ -21,7 +21,8 @@ def add_arguments(parser) -> None:
     flag(parser, "weights", default="", help="the trained caffemodel (a snapshot)")
     flag(parser, "output", default="", help="the bundle directory to write (replaced if it is a bundle)")
     flag(parser, "labels", default="", help="class names, one per line (default: the dataset's labels.txt)")
-    flag(parser, "tar", action="store_true", help="also write OUTPUT.tar.gz")
+    flag(parser, "tar", action="store_true",
+         help="also write OUTPUT.tar.gz, the files at its root as in DIGITS' model download")
     flag(parser, "bake", action="store_true",
          help="fold mean and scale into the net (it then takes raw 0-255 BGR pixels at the crop size)")
     flag(parser, "name", default="", help="the model's name in info.json (default: the directory's)")

@@ -1,14 +1,23 @@
 """A deploy bundle: everything needed to run a trained net on new images with the numbers
 validation showed, in one directory of readable files (``brewnet deploy`` writes it).
 
-    DIR/deploy.prototxt      the net for the deploy NetState (an Input of the validation shape,
-                             no loss or accuracy, a Softmax output); real BVLC Caffe loads it
+    DIR/deploy.prototxt      the net for the deploy NetState (net-level ``input`` +
+                             ``input_shape`` of the validation shape, as DIGITS writes it; no
+                             loss or accuracy, a Softmax output); real BVLC Caffe loads it
     DIR/weights.caffemodel   the deploy net's layers only
     DIR/labels.txt           one class name per line, in class-index order
     DIR/preprocess.json      what the validation data path did (below)
-    DIR/mean.binaryproto     the mean image, when validation subtracted one
+    DIR/mean.binaryproto     the mean image, when validation subtracted one (legacy
+                             num/channels/height/width dims, as DIGITS and Caffe's
+                             compute_image_mean write it)
     DIR/info.json            name, iteration, creation time, brewnet version, source prototxt,
                              the accuracy logged at that iteration when known
+
+``brewnet deploy -tar`` puts these files at the root of DIR.tar.gz (no folder), as DIGITS'
+model download does, so that DIGITS' examples/classification scripts (use_archive.py,
+example.py) run on it unchanged. Bundles written before that are read as well: an Input layer
+instead of net-level inputs, a mean with ``shape`` instead of the legacy dims, and a directory
+holding the one folder an older tarball extracted to.
 
 ``preprocess.json`` (version 1) — an image becomes the net's input in this order:
 
@@ -78,9 +87,7 @@ class Bundle:
 
     @classmethod
     def load(cls, path: str) -> "Bundle":
-        path = os.fspath(path)
-        if not os.path.isdir(path):
-            raise BundleError(f"{path}: not a deploy bundle directory (brewnet deploy writes one)")
+        path = _bundle_dir(os.fspath(path))
         missing = [f for f in FILES if not os.path.isfile(os.path.join(path, f))]
         if missing:
             raise BundleError(f"{path}: the bundle is missing {', '.join(missing)} "
@@ -109,6 +116,25 @@ class Bundle:
         """The deploy net with the bundle's weights (TEST phase)."""
         from ..net import TEST, Net
         return Net(self.deploy_prototxt, self.weights, TEST, device=device)
+
+
+def _bundle_dir(path: str) -> str:
+    """The directory holding the bundle's files: ``path``, or the one folder in it that holds
+    them (an older ``brewnet deploy -tar`` archive extracted there had one top folder)."""
+    if os.path.isfile(path):
+        import tarfile
+        import zipfile
+        if tarfile.is_tarfile(path) or zipfile.is_zipfile(path):
+            raise BundleError(f"{path}: an archive, not a deploy bundle directory; extract it "
+                              "(tar xf / unzip) and give the folder its files are in")
+    if not os.path.isdir(path):
+        raise BundleError(f"{path}: not a deploy bundle directory (brewnet deploy writes one)")
+    if any(os.path.exists(os.path.join(path, f)) for f in FILES):
+        return path
+    folders = [e for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")]
+    if len(folders) == 1 and os.path.isfile(os.path.join(folders[0].path, "preprocess.json")):
+        return folders[0].path
+    return path
 
 
 def _read_json(path: str) -> dict:

@@ -13,6 +13,9 @@ the scores validation saw (the bundle's layout is defined in :mod:`brewnet.infer
 - :func:`write_bundle` — both, plus the trained weights of the deploy layers only (an NVCaffe
   BatchNorm becomes BVLC BatchNorm + Scale), labels and ``info.json``, written atomically;
   ``bake=True`` folds the mean and scale into the net (brewnet/inference/bake.py).
+- :func:`net_level_inputs` and :func:`legacy_mean_blob` — deploy.prototxt and mean.binaryproto
+  in the forms DIGITS writes (net-level ``input_shape``; legacy num/channels/height/width),
+  which DIGITS' example scripts read; the server's download archive uses them too.
 """
 from __future__ import annotations
 
@@ -704,6 +707,86 @@ def _brewnet_version() -> str:
     return __version__
 
 
+# ----- the files in DIGITS' forms ----------------------------------------------------------------------
+#: fields an Input layer may set and still be written as net-level inputs
+_PLAIN_INPUT_FIELDS = frozenset({"name", "type", "top", "input_param"})
+
+
+def net_level_inputs(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    """A copy of ``net`` whose leading ``Input`` layers are net-level ``input`` + ``input_shape``
+    entries instead, the form DIGITS writes deploy.prototxt in.
+
+    DIGITS' example scripts (examples/classification/example.py) size their Transformer from
+    ``input_shape[0].dim`` (or ``input_dim``) and find nothing in an Input layer. Caffe, and
+    brewnet's :func:`brewnet.fileio.upgrade_net`, turn the entries back into one Input layer
+    named "input" when they load the net, so the blobs, shapes and outputs do not change.
+    Left as they are: a net that already has net-level inputs, and any Input layer after the
+    first other layer, with rules or other fields, or with a shape count Caffe's Input layer
+    would not accept for its tops (none, or neither one nor one per top).
+    """
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    if out.input or out.input_shape or out.input_dim:
+        return out
+    names: list[str] = []
+    shapes: list = []
+    moved = 0
+    for lp in out.layer:
+        fields = {fd.name for fd, _ in lp.ListFields()}
+        given = list(lp.input_param.shape)
+        if lp.type != "Input" or not fields <= _PLAIN_INPUT_FIELDS or not lp.top \
+                or len(given) not in (1, len(lp.top)):
+            break
+        names.extend(lp.top)
+        shapes.extend(given * len(lp.top) if len(given) == 1 else given)
+        moved += 1
+    if not moved:
+        return out
+    rest = list(out.layer)[moved:]
+    out.ClearField("layer")
+    out.input.extend(names)
+    for shape in shapes:
+        out.input_shape.add().CopyFrom(shape)
+    out.layer.extend(rest)
+    return out
+
+
+def _input_layer_as_loaded(caffemodel: caffe_pb2.NetParameter,
+                           written: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    """``caffemodel`` with the Input layers that ``written`` declares at net level replaced by
+    the one Input layer "input" that loading ``written`` makes (and Caffe's ``Net::ToProto``
+    would save): the weights file then names exactly the layers of the net it is loaded into.
+    Input layers have no blobs, so nothing else changes."""
+    if not written.input:
+        return caffemodel
+    loaded = fileio.upgrade_net(written).layer[0]
+    moved = set(written.input)
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(caffemodel)
+    rest = [lp for lp in out.layer if not (lp.type == "Input" and set(lp.top) <= moved)]
+    out.ClearField("layer")
+    first = out.layer.add()
+    first.CopyFrom(loaded)
+    first.phase = TEST
+    out.layer.extend(rest)
+    return out
+
+
+def legacy_mean_blob(mean: np.ndarray) -> caffe_pb2.BlobProto:
+    """A mean image (C, H, W) as the BlobProto DIGITS and Caffe's compute_image_mean write: the
+    legacy num/channels/height/width (1, C, H, W) and float32 ``data``, no ``shape``. DIGITS'
+    example scripts read those four fields (``len(blob.shape)`` fails on a BlobShape)."""
+    mean = np.asarray(mean, dtype=np.float32)
+    if mean.ndim != 3:
+        raise DeployError(f"a mean image is (C, H, W), got shape {mean.shape}")
+    return fileio.array_to_blob(mean, legacy_4d=True)
+
+
+def write_legacy_mean(mean: np.ndarray, path: str | os.PathLike) -> None:
+    """:func:`legacy_mean_blob` written to ``path`` atomically."""
+    fileio.write_binary(legacy_mean_blob(mean), path)
+
+
 # ----- writing ----------------------------------------------------------------------------------------
 def _is_bundle_dir(path: str) -> bool:
     """A directory holding a bundle and nothing else (or empty): safe to replace."""
@@ -719,11 +802,14 @@ def _write_json(path: str, value: dict) -> None:
 
 
 def _write_tar(directory: str) -> str:
+    """``directory.tar.gz`` with the bundle's files at the archive's root, as DIGITS' "Download
+    Model" archive has them (its use_archive.py looks for them there, not in a folder)."""
     target = directory.rstrip("/" + os.sep) + ".tar.gz"
     tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with tarfile.open(tmp, "w:gz") as tar:
-            tar.add(directory, arcname=os.path.basename(directory.rstrip("/" + os.sep)))
+            for name in sorted(os.listdir(directory)):
+                tar.add(os.path.join(directory, name), arcname=name, recursive=False)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -776,18 +862,22 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
     trained ``weights`` (caffemodel or Caffe HDF5 path) into the directory ``output``; returns
     its path.
 
-    Files (see :mod:`brewnet.inference.bundle`): deploy.prototxt (:func:`deploy_net_param`, any
-    NVCaffe BatchNorm converted to BVLC BatchNorm + Scale), weights.caffemodel (the deploy
+    Files (see :mod:`brewnet.inference.bundle`), in the forms DIGITS writes them:
+    deploy.prototxt (:func:`deploy_net_param`, any NVCaffe BatchNorm converted to BVLC
+    BatchNorm + Scale, its input as net-level ``input`` + ``input_shape``:
+    :func:`net_level_inputs`), weights.caffemodel (the deploy
     layers only, with the trained blobs), labels.txt (``labels``: a file or a list of names;
     else the dataset's labels.txt; else "0".."N-1" with a warning), preprocess.json
-    (:func:`preprocess_spec`), mean.binaryproto (a copy of the validation mean file) and
+    (:func:`preprocess_spec`), mean.binaryproto (the validation mean image, with legacy
+    num/channels/height/width dims: :func:`legacy_mean_blob`) and
     info.json (name, snapshot iteration, creation time, brewnet version, sources, the accuracy
     logged at that iteration in ``metrics`` (default ``<snapshot_prefix>_metrics.jsonl``, what
     ``brewnet train`` writes without ``-metrics``) when there is one, notes).
 
     The bundle is built in a temporary sibling directory and renamed into place: ``output``
     holds either the old bundle or the complete new one. A directory that is not a bundle is
-    never replaced. ``tar`` also writes ``output.tar.gz`` (one top folder, the bundle's name).
+    never replaced. ``tar`` also writes ``output.tar.gz`` with the files at its root, no folder
+    (as DIGITS' download archive: its use_archive.py finds them there).
 
     ``bake`` folds mean subtraction and scale into the net, which then takes raw 0–255 pixels at
     the crop size, still in BGR order (the bundle's channel order; no channel swap is needed as
@@ -840,13 +930,15 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
     }
     info.update(_logged(weights, iteration, _accuracy_tops(tv), metrics))
     info["notes"] = list(notes)
-    files = {"deploy.prototxt": lambda p: fileio.write_prototxt(deploy, p),
+    written = net_level_inputs(deploy)
+    caffemodel = _input_layer_as_loaded(caffemodel, written)
+    files = {"deploy.prototxt": lambda p: fileio.write_prototxt(written, p),
              "weights.caffemodel": lambda p: fileio.write_caffemodel(caffemodel, p),
              "labels.txt": lambda p: _write_text(p, "".join(f"{n}\n" for n in names)),
              "preprocess.json": lambda p: _write_json(p, spec),
              "info.json": lambda p: _write_json(p, info)}
     if mean_path is not None:
-        files["mean.binaryproto"] = lambda p: shutil.copyfile(mean_path, p)
+        files["mean.binaryproto"] = lambda p: write_legacy_mean(mean, p)
     _write_dir(output, files)
     if tar:
         _write_tar(output)

@@ -9,7 +9,9 @@ and classify-one in a worker process.
   it once.
 - :func:`bundle_archive` writes DIGITS' flat download archive ``<id>_epoch_<E>.<ext>``
   (solver/train_val/deploy/original prototxt, labels.txt, mean.binaryproto, the snapshot,
-  info.json, plus the bundle's preprocess.json), cached per iteration, extension and info.
+  info.json, plus the bundle's preprocess.json), cached per iteration, extension and info;
+  deploy.prototxt with net-level inputs and mean.binaryproto with legacy dims, the forms DIGITS
+  writes and its examples/classification scripts read.
 - :class:`InferencePool` runs classification in one ``spawn``ed worker process that keeps the
   loaded bundles; the event loop awaits it with ``asyncio.wrap_future`` and never blocks (torch
   is never imported by the server process for this).
@@ -21,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -34,11 +37,19 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from google.protobuf import text_format
+
+from .. import fileio
 from .errors import ApiError
 from .jobs.progress import METRICS_FILE
 
+log = logging.getLogger("brewnet.server")
+
 #: DIGITS' download extensions -> how to write them
 ARCHIVE_FORMATS = {"tar": "w", "tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "zip": "zip"}
+#: the archives' form, part of their cache key: archives cached in an older form are rebuilt
+#: (2: deploy.prototxt with net-level inputs, mean.binaryproto with legacy dims)
+ARCHIVE_FORM = 2
 #: the model job's files that go into the archive when present (DIGITS' names)
 MODEL_FILES = ("solver.prototxt", "train_val.prototxt", "deploy.prototxt", "original.prototxt",
                "digits_python_layers.py")
@@ -141,9 +152,10 @@ def archive_name(model_id: str, epoch: int | float, ext: str) -> str:
     return f"{model_id}_epoch_{epoch}.{ext}"
 
 
-def _members(model_dir: Path, iteration: int, dataset_dir: Path | None, bundle: Path) -> dict[str, Path]:
-    """archive name -> file, flat, in DIGITS' order."""
-    out: dict[str, Path] = {}
+def _members(model_dir: Path, iteration: int, dataset_dir: Path | None,
+             bundle: Path) -> dict[str, Path | bytes]:
+    """archive name -> file (or its contents in DIGITS' form), flat, in DIGITS' order."""
+    out: dict[str, Path | bytes] = {}
     for name in MODEL_FILES:
         p = model_dir / name
         if p.is_file():
@@ -158,7 +170,33 @@ def _members(model_dir: Path, iteration: int, dataset_dir: Path | None, bundle: 
             out[name] = bundle / name
     out[f"snapshot_iter_{int(iteration)}.caffemodel"] = _snapshot(model_dir, iteration)
     out["preprocess.json"] = bundle / "preprocess.json"
+    for name in ("deploy.prototxt", "mean.binaryproto"):
+        if name in out:
+            out[name] = _in_digits_form(name, out[name])
     return out
+
+
+def _in_digits_form(name: str, path: Path) -> Path | bytes:
+    """deploy.prototxt with net-level inputs and mean.binaryproto with legacy dims, as DIGITS
+    writes them and its example scripts read them (``path`` itself when it already is so, or
+    when it cannot be read: the download still holds the job's file, and the log says why)."""
+    from ..errors import BrewnetError
+    from ..inference.deploy import legacy_mean_blob, net_level_inputs
+    from ..proto import caffe_pb2
+
+    try:
+        if name == "deploy.prototxt":
+            net = fileio.read_prototxt(path)
+            digits = net_level_inputs(net)
+            return path if digits == net else text_format.MessageToString(digits).encode("utf-8")
+        blob = fileio.read_binary(path, caffe_pb2.BlobProto)
+        if all(blob.HasField(d) for d in ("num", "channels", "height", "width")) and not blob.HasField("shape"):
+            return path
+        from ..data.transformer import load_mean
+        return legacy_mean_blob(load_mean(str(path), where=name)).SerializeToString()
+    except BrewnetError as e:
+        log.warning("download: %s goes into the archive as it is, not in DIGITS' form: %s", path, e)
+        return path
 
 
 def bundle_archive(model_dir: str | os.PathLike, iteration: int, dataset_dir: str | os.PathLike | None,
@@ -180,7 +218,7 @@ def bundle_archive(model_dir: str | os.PathLike, iteration: int, dataset_dir: st
     bundle = ensure_bundle(model_dir, iteration, dataset_dir)
     members = _members(model_dir, iteration, dataset_dir, bundle)
     info_bytes = (json.dumps(info, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
-    key = hashlib.sha256(info_bytes + f"|{int(iteration)}|{ext}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(info_bytes + f"|{int(iteration)}|{ext}|{ARCHIVE_FORM}".encode()).hexdigest()[:16]
     name = archive_name(model_dir.name, _epoch(model_dir, iteration) if epoch is None else epoch, ext)
     folder = model_dir / "bundles" / "archives" / key
     target = folder / name
@@ -200,22 +238,31 @@ def bundle_archive(model_dir: str | os.PathLike, iteration: int, dataset_dir: st
     return target
 
 
-def _write_archive(path: str, mode: str, members: dict[str, Path], info_bytes: bytes) -> None:
+def _write_archive(path: str, mode: str, members: dict[str, Path | bytes], info_bytes: bytes) -> None:
     if mode == "zip":
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
             for arcname, p in members.items():
-                z.write(p, arcname)
+                if isinstance(p, bytes):
+                    z.writestr(arcname, p)
+                else:
+                    z.write(p, arcname)
             z.writestr("info.json", info_bytes)
         return
     import io
     import time
 
+    def add_bytes(tar, arcname: str, data: bytes) -> None:
+        ti = tarfile.TarInfo(arcname)
+        ti.size, ti.mtime, ti.mode = len(data), int(time.time()), 0o644
+        tar.addfile(ti, io.BytesIO(data))
+
     with tarfile.open(path, mode) as tar:
         for arcname, p in members.items():
-            tar.add(str(p), arcname=arcname, recursive=False)
-        ti = tarfile.TarInfo("info.json")
-        ti.size, ti.mtime, ti.mode = len(info_bytes), int(time.time()), 0o644
-        tar.addfile(ti, io.BytesIO(info_bytes))
+            if isinstance(p, bytes):
+                add_bytes(tar, arcname, p)
+            else:
+                tar.add(str(p), arcname=arcname, recursive=False)
+        add_bytes(tar, "info.json", info_bytes)
 
 
 def _prune_archives(root: Path, keep: Path, name: str) -> None:

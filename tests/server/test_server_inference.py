@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
 import tarfile
 import threading
 import zipfile
@@ -12,10 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
 from PIL import Image
 
 import brewnet
+import digits_examples  # tests/: DIGITS' examples/classification scripts, in our own code
+from brewnet import fileio
 from brewnet.data.builder import create_dataset
+from brewnet.data.transformer import load_mean
+from brewnet.proto import caffe_pb2
+from brewnet.server import inference
 from brewnet.server.errors import ApiError
 from brewnet.server.inference import (ARCHIVE_FORMATS, InferencePool, bundle_archive, bundle_path,
                                       ensure_bundle)
@@ -139,6 +146,76 @@ def test_archive_is_digits_flat_download(model, ext):
     other = bundle_archive(md, ITERS, ds, ext, {**info, "name": "renamed"}, epoch=2.5)
     assert other.name == f"{md.name}_epoch_2.5.{ext}"
     assert json.loads(_names(other, ext)["info.json"])["name"] == "renamed"
+
+
+# the deploy.prototxt a model job writes (brewnet.server.digits.model_files): an Input layer "data"
+JOB_DEPLOY = """name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 10 dim: 10 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip" inner_product_param { num_output: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
+"""
+
+
+@pytest.mark.parametrize("ext", ["tar.gz", "zip"])
+@pytest.mark.parametrize("own_deploy", [False, True], ids=["bundle-deploy", "job-deploy"])
+def test_archive_runs_digits_use_archive_script(model, tmp_path, ext, own_deploy):
+    """The download read the way DIGITS' use_archive.py and example.py read it: files at the
+    root, net-level input dims in deploy.prototxt (from the job's own file, which has an Input
+    layer, or the bundle's), the mean's legacy dims; the dataset's mean (written with ``shape``)
+    value for value."""
+    src, ds, samples = model
+    md = tmp_path / src.name
+    md.mkdir()
+    for name in ("train_val.prototxt", "solver.prototxt", "plan.json", f"snapshot_iter_{ITERS}.caffemodel"):
+        shutil.copyfile(src / name, md / name)
+    if own_deploy:
+        (md / "deploy.prototxt").write_text(JOB_DEPLOY)
+    path = bundle_archive(md, ITERS, ds, ext, {"id": md.name})
+    members = _names(path, ext)
+    assert all("/" not in n for n in members)
+    deploy = caffe_pb2.NetParameter()
+    text_format.Merge(members["deploy.prototxt"].decode(), deploy)
+    assert list(deploy.input) == ["data"] and [list(s.dim) for s in deploy.input_shape] == [[1, 3, 10, 10]]
+    assert "Input" not in {lp.type for lp in deploy.layer}
+    if own_deploy:  # the job's layers as they were
+        job = fileio.parse_text(JOB_DEPLOY, caffe_pb2.NetParameter())
+        assert list(deploy.layer) == list(job.layer)[1:]
+    assert caffe_pb2.BlobProto.FromString((ds / "mean.binaryproto").read_bytes()).HasField("shape")
+    mean = caffe_pb2.BlobProto.FromString(members["mean.binaryproto"])
+    assert not mean.HasField("shape") and (mean.num, mean.channels, mean.height, mean.width) == (1, 3, 10, 10)
+    np.testing.assert_array_equal(np.asarray(mean.data, np.float32).reshape(3, 10, 10),
+                                  load_mean(str(ds / "mean.binaryproto")))
+    images = [str(p) for p in samples.values()]
+    scores, labels = digits_examples.classify_with_archive(str(path), images, str(tmp_path / "extracted"))
+    assert labels == ["blue", "green", "red ish"] and scores.shape == (3, 3)
+    np.testing.assert_allclose(scores.sum(1), 1, rtol=1e-5)  # net.outputs[-1] is the Softmax
+
+
+def test_archive_keeps_a_job_file_it_cannot_read_as_it_is(model, tmp_path, caplog):
+    src, ds, _ = model
+    md = tmp_path / src.name
+    md.mkdir()
+    for name in ("train_val.prototxt", f"snapshot_iter_{ITERS}.caffemodel"):
+        shutil.copyfile(src / name, md / name)
+    (md / "deploy.prototxt").write_text("layer { name: broken")
+    with caplog.at_level("WARNING", logger="brewnet.server"):
+        members = _names(bundle_archive(md, ITERS, ds, "tar", {"id": md.name}), "tar")
+    assert members["deploy.prototxt"] == b"layer { name: broken"
+    assert "not in DIGITS' form" in caplog.text and "deploy.prototxt" in caplog.text
+    assert not caffe_pb2.BlobProto.FromString(members["mean.binaryproto"]).HasField("shape")
+
+
+def test_archives_cached_in_an_older_form_are_rebuilt(model, monkeypatch):
+    md, ds, _ = model
+    info = {"id": md.name, "name": "form"}
+    monkeypatch.setattr(inference, "ARCHIVE_FORM", 1)
+    old = bundle_archive(md, ITERS, ds, "tar", info)
+    monkeypatch.setattr(inference, "ARCHIVE_FORM", 2)
+    new = bundle_archive(md, ITERS, ds, "tar", info)
+    assert new != old and new.name == old.name and new.is_file() and not old.exists()
 
 
 def test_archive_bad_extension_is_400(model):
