@@ -97,9 +97,13 @@ def test_augmented_model_job_records_and_applies_its_fields(tmp_path):
         assert all(a or b for a, b in zip(rising, falling))
         assert any(rising) and any(falling)
 
-        # shown on the model page's settings
+        # shown on the model page's settings; the new-model page offers the fields and the file
         page = c.get(f"/models/{job}").text
         assert "augmentation" in page and "flip=fliplr" in page
+        new = c.get("/models/images/classification/new").text
+        for name in ("aug_flip", "aug_quad_rot", "aug_rot", "aug_scale", "aug_noise", "aug_contrast", "aug_hsv_use",
+                     "aug_hsv_h", "aug_hsv_s", "aug_hsv_v", "python_layer_client_file"):
+            assert f'name="{name}"' in new, name
 
 
 def test_python_layer_file_without_the_flag_is_a_400_naming_the_field(tmp_path):
@@ -115,6 +119,7 @@ def test_python_layer_file_without_the_flag_is_a_400_naming_the_field(tmp_path):
         errors = r.json()["errors"]
         assert "--allow-python-layers" in errors["python_layer_client_file"][0]
         assert "--allow-python-layers" in errors["custom_network"][0]
+        assert 'name="python_layer_client_file"' not in c.get("/models/images/classification/new").text
         # nothing was made
         assert [p.name for p in config.jobs_dir.iterdir() if p.is_dir() and p.name != ds] == []
 
