@@ -151,6 +151,7 @@ class Augmentation:
 
     def apply(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """N×C×H×W (uint8 or float, 0..255) -> float32 N×C×H×W, each image augmented anew."""
+        self.check_input(*batch.shape[1:])
         out = np.empty(batch.shape, dtype=np.float32)
         for i in range(batch.shape[0]):
             out[i] = self.draw(rng, batch.shape[1:]).apply(batch[i])
