@@ -246,7 +246,6 @@ class Scheduler:
                 pass
             self._wake.clear()
 
-
     def _poke(self) -> None:
         """Wake the loop now (from any thread)."""
         loop, wake = self._loop, self._wake
