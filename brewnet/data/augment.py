@@ -201,7 +201,7 @@ def scale_contrast(x: np.ndarray, factor: float) -> np.ndarray:
 def warp(x: np.ndarray, angle_deg: float, zoom: float, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Rotate by ``angle_deg`` and scale the sampled area by ``1 + zoom`` about the centre, moved
     by ``shift`` (y, x) half-sizes; bilinear, coordinates clamped to the border."""
-    c, h, w = x.shape
+    _, h, w = x.shape
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     dy, dx = np.meshgrid(np.arange(h, dtype=np.float64) - cy, np.arange(w, dtype=np.float64) - cx,
                          indexing="ij")
