@@ -1,7 +1,7 @@
 """brewnet serve: the DIGITS server (web app, DIGITS' REST routes and /api/v1) in one command.
 
     brewnet serve [--host 127.0.0.1] [--port 5000] [--jobs DIR] [--data-root DIR ...] [--db URL]
-                  [--allow-python-layers DIR] [--cpu-slots N] [--gpus 0,1]
+                  [--allow-python-layers [DIR]] [--cpu-slots N] [--gpus 0,1]
     brewnet serve [--jobs DIR | --db URL] --add-user NAME [--admin] [--password-file F]
     brewnet serve [--jobs DIR | --db URL] --create-token NAME [--token-name N] [--token-days D]
 
@@ -10,6 +10,10 @@ file there unless ``--db`` names another (``postgresql://user:pw@host/db``).  Se
 in forms (dataset folders, list files) are accepted only under a ``--data-root``.  A ``--host``
 other than loopback needs a user with a password (``--add-user``): without one the server
 refuses to start.  ``--add-user`` and ``--create-token`` do their job on the database and exit.
+Python layers run the user's code on the server and are refused unless ``--allow-python-layers``
+is given: then a model job may carry its own Python layer file (DIGITS' ``python_layer_*`` fields;
+kept in the job's folder and importable by that job alone, as ``digits_python_layers``), and
+with DIR every job may also import the modules in DIR.
 """
 from __future__ import annotations
 
@@ -29,8 +33,9 @@ def add_arguments(p) -> None:
          help="a folder whose server paths forms may name (dataset folders, list files); repeatable")
     flag(p, "db", metavar="URL", help="database URL (default: sqlite file brewnet.sqlite3 in the jobs "
                                       "directory; postgresql://user:password@host/name)")
-    flag(p, "allow-python-layers", metavar="DIR",
-         help="allow Python layers whose modules are in DIR (refused otherwise)")
+    flag(p, "allow-python-layers", metavar="DIR", nargs="?", const=True, default=None,
+         help="allow Python layers (refused otherwise): a model job's own uploaded Python layer file, "
+              "and with DIR also the modules in DIR")
     flag(p, "cpu-slots", type=int, default=1, metavar="N", help="CPU jobs that may run at once (default 1)")
     flag(p, "gpus", default="", metavar="LIST", help="GPU indices the scheduler hands out, e.g. 0,1 (default none)")
     flag(p, "server-name", default="", help="a name shown in index.json (DIGITS' server_name)")
@@ -65,7 +70,7 @@ def _config(args):
         if not p.is_dir():
             raise BrewnetError(f"--data-root {r}: not a folder")
         roots.append(p)
-    if args.allow_python_layers and not Path(args.allow_python_layers).is_dir():
+    if isinstance(args.allow_python_layers, str) and not Path(args.allow_python_layers).is_dir():
         raise BrewnetError(f"--allow-python-layers {args.allow_python_layers}: not a folder")
     if args.cpu_slots < 0:
         raise BrewnetError(f"--cpu-slots must be 0 or more, got {args.cpu_slots}")

@@ -4,7 +4,7 @@
                   [-gpu 0|0,1|all] [-cpu_procs K] [-bn_sync all|none|bn1,bn2]
                   [-dist_timeout S] [-hang_timeout S] [-iterations N] [-level L] [-stage a,b]
                   [-sigint_effect stop|snapshot|none] [-sighup_effect stop|snapshot|none]
-                  [-metrics FILE] [-bn_recalibrate N [-bn_compare on|off]]
+                  [-metrics FILE] [-bn_recalibrate N [-bn_compare on|off]] [-augment FILE]
 
 The log is Caffe's (``Iteration 100, lr = 0.01``, ``Iteration 100 (...), loss = 0.53``,
 ``Iteration 100, Testing net (#0)``, ``Test net output #0: accuracy = 0.87``); the same numbers go
@@ -18,6 +18,10 @@ train -solver S`` does the same across machines (``-gpu all`` there: one GPU per
 in Caffe each process takes a batch of the prototxt's ``batch_size`` (rank r the r-th slice of
 each global batch), so the effective batch is batch × processes; BatchNorm statistics are
 reduced over all processes (``-bn_sync``); rank 0 tests, logs, writes metrics and snapshots.
+
+``-augment FILE`` (brewnet's addition; brewnet.data.augment): the TRAIN-phase Data and ImageData
+layers augment each decoded image before transform_param as the JSON file says (DIGITS' flips,
+quarter turns, rotation, scale, noise, contrast and HSV shifts); test phases are not augmented.
 
 SIGINT and SIGTERM follow ``-sigint_effect`` (default ``stop``: finish the current iteration,
 write a snapshot and exit 0); SIGHUP follows ``-sighup_effect`` (default ``snapshot``: write a
@@ -72,6 +76,9 @@ def add_arguments(parser) -> None:
     flag(parser, "bn_compare", default="on", choices=("on", "off"),
          help="with -bn_recalibrate: also test with the moving averages before re-estimating them, "
               "metrics phase test_moving_bn (default on: both numbers at every test)")
+    flag(parser, "augment", default="", metavar="FILE",
+         help="augment the TRAIN-phase Data/ImageData images as the JSON FILE says (flip, quad_rot, "
+              "rotation, scale, noise, contrast, hsv_h/s/v; brewnet.data.augment); default none")
 
 
 class _Signals:
@@ -152,6 +159,7 @@ def run(args) -> int:
     import torch
 
     from .. import distributed, fileio, runtime
+    from ..data.augment import Augmentation, set_train_augmentation
 
     if not args.solver:
         raise BrewnetError("train needs a solver: brewnet train -solver solver.prototxt")
@@ -160,6 +168,7 @@ def run(args) -> int:
     if not os.path.exists(args.solver):
         raise BrewnetError(f"solver file not found: {args.solver}")
     param = fileio.read_solver(args.solver)
+    augmentation = Augmentation.load(args.augment) if args.augment else None
     if args.iterations is not None:
         if args.iterations < 0:
             raise BrewnetError(f"-iterations must be >= 0, got {args.iterations}")
@@ -197,9 +206,11 @@ def run(args) -> int:
         distributed.init_from_env(device, args.dist_timeout)
         rank = distributed.rank()
     log.info("Using %s", "GPU " + str(device.index) if device.type == "cuda" else "the CPU")
+    set_train_augmentation(augmentation)
     try:
         return _train(args, param, device, rank)
     finally:
+        set_train_augmentation(None)
         distributed.shutdown()
 
 

@@ -11,6 +11,9 @@ Paths (``source``, ``mean_file``) are resolved as Caffe does, relative to the wo
 and, when they do not exist there, relative to the prototxt's directory (``layer.model_dir``,
 set by the net).
 
+In the TRAIN phase, Data and ImageData also apply brewnet's augmentation when one is set
+(``brewnet train -augment FILE``, :mod:`brewnet.data.augment`), before transform_param.
+
 Randomness (crop offsets, mirroring, shuffling, rand_skip) comes from a numpy Generator seeded
 from ``brewnet.set_random_seed`` (the solver's ``random_seed``), the layer name and the phase,
 or from ``transform_param.random_seed`` when that is set; unseeded runs draw fresh entropy.
@@ -28,16 +31,19 @@ from .. import runtime
 from ..data import DataError, resolve_path
 from ..data.prefetch import attach
 from ..data.sources import DatumSource, HDF5Source, ImageListSource
+from ..data.augment import AugmentedTransformer, train_augmentation
 from ..data.transformer import DataTransformer
 from .base import DataLayer, Layer, register
 
 log = logging.getLogger("brewnet")
 
 
-def layer_rng(layer: Layer, explicit_seed: int = -1, per_rank: bool = False) -> np.random.Generator:
+def layer_rng(layer: Layer, explicit_seed: int = -1, per_rank: bool = False,
+              stream: int = 0) -> np.random.Generator:
     """The layer's numpy Generator: reproducible under a global seed, distinct per layer/phase.
     ``per_rank``: distinct per data-parallel rank too (augmentation: ranks must not crop and
-    mirror their slices alike); record order (shuffles, rand_skip) is the same on every rank."""
+    mirror their slices alike); record order (shuffles, rand_skip) is the same on every rank.
+    ``stream`` > 0: another, independent generator of the same layer (brewnet's -augment draws)."""
     if explicit_seed is not None and explicit_seed >= 0:
         entropy = [int(explicit_seed), zlib.crc32(layer.name.encode()), int(layer.phase)]
     elif runtime._state.get("seed") is not None:
@@ -48,7 +54,18 @@ def layer_rng(layer: Layer, explicit_seed: int = -1, per_rank: bool = False) -> 
     shard = data_shard(layer)
     if entropy is not None and per_rank and shard is not None:
         entropy.append(shard[0])
-    return np.random.default_rng(np.random.SeedSequence(entropy))
+    spawn_key = (int(stream),) if stream else ()
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=spawn_key))
+
+
+def _augmented(layer: Layer, transformer: DataTransformer, tp) -> DataTransformer | AugmentedTransformer:
+    """The TRAIN-phase transformer wrapped in brewnet's -augment step when one is set."""
+    aug = train_augmentation()
+    if aug is None or not layer.training_phase:
+        return transformer
+    log.info("layer '%s' (TRAIN) augments images: %s", layer.name, aug.describe())
+    return AugmentedTransformer(transformer, aug, layer_rng(layer, tp.random_seed, per_rank=True, stream=1),
+                                where=f"layer '{layer.name}' augmentation")
 
 
 def data_shard(layer: Layer) -> tuple[int, int] | None:
@@ -162,6 +179,7 @@ class Data(_ReaderLayer):
         tp = self.param.transform_param
         transformer = DataTransformer(tp, self.phase, layer_rng(self, tp.random_seed, per_rank=True), self.model_dir,
                                       where=f"layer '{self.name}' transform_param")
+        transformer = _augmented(self, transformer, tp)
         src = DatumSource(path, int(p.batch_size), transformer, int(p.rand_skip),
                           layer_rng(self, tp.random_seed), output_labels=len(self.param.top) > 1,
                           where=f"layer '{self.name}'")
@@ -190,6 +208,7 @@ class ImageData(_ReaderLayer):
         tp = self.param.transform_param
         transformer = DataTransformer(tp, self.phase, layer_rng(self, tp.random_seed, per_rank=True), self.model_dir,
                                       where=f"layer '{self.name}' transform_param")
+        transformer = _augmented(self, transformer, tp)
         root = resolve_path(p.root_folder, self.model_dir) if p.root_folder else ""
         src = ImageListSource(resolve_path(p.source, self.model_dir), int(p.batch_size), transformer,
                               root_folder=root, new_height=int(p.new_height), new_width=int(p.new_width),

@@ -26,7 +26,9 @@ class ServerConfig:
     port: int = 5000
     data_roots: list[Path] = dataclasses.field(default_factory=list)  # server paths allowed in forms
     db_url: str | None = None               # None: sqlite:///<jobs_dir>/brewnet.sqlite3
-    allow_python_layers: Path | None = None  # folder of Python layer modules; None refuses them
+    # Python layers: None/False refuses them; True allows a job's own uploaded file; a folder
+    # also allows the modules in it (brewnet serve --allow-python-layers [DIR])
+    allow_python_layers: Path | bool | None = None
     cpu_slots: int = 1                      # CPU jobs that may run at once
     gpus: list[int] = dataclasses.field(default_factory=list)  # GPU indices the scheduler hands out
     server_name: str = ""
@@ -41,8 +43,17 @@ class ServerConfig:
     def __post_init__(self):
         self.jobs_dir = Path(self.jobs_dir).resolve()
         self.data_roots = [Path(p).resolve() for p in self.data_roots]
-        if self.allow_python_layers is not None:
+        if self.allow_python_layers is not None and not isinstance(self.allow_python_layers, bool):
             self.allow_python_layers = Path(self.allow_python_layers).resolve()
+
+    @property
+    def python_layers_allowed(self) -> bool:
+        return self.allow_python_layers not in (None, False)
+
+    @property
+    def python_layer_folder(self) -> Path | None:
+        """The folder of Python layer modules every job may import (None: none)."""
+        return self.allow_python_layers if isinstance(self.allow_python_layers, Path) else None
 
     @property
     def database_url(self) -> str:

@@ -45,7 +45,7 @@ from .jobs.jobdir import (JOB_JSON, is_job_id, job_dir, job_from_dict, job_to_di
                           write_job_json)
 from .jobs.process import last_error_line, pid_alive, signal_group, start_step
 from .jobs.progress import best_value, progress_from_file, read_metrics, read_plan
-from .jobs.tasks import newest_solverstate, snapshots, steps_for
+from .jobs.tasks import newest_solverstate, python_path, snapshots, steps_for
 from .store.models import Job
 
 log = logging.getLogger("brewnet.server")
@@ -76,6 +76,7 @@ class _Run:
     metrics_offset: int = 0
     metric_records: list[dict] = field(default_factory=list)  # non-train records (best values)
     newest_iter: int | None = None
+    python_path: list[str] = field(default_factory=list)   # module folders of its steps (tasks.python_path)
 
 
 # ---------------------------------------------------------------- summaries of finished files
@@ -244,12 +245,6 @@ class Scheduler:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-
-    def _python_path(self) -> list[str]:
-        """Folders a job's steps import from besides brewnet: the server's Python layer folder
-        (``--allow-python-layers``; forms accept only Python layers whose module is in it)."""
-        folder = getattr(self.config, "allow_python_layers", None)
-        return [str(folder)] if folder else []
 
     def _poke(self) -> None:
         """Wake the loop now (from any thread)."""
@@ -479,7 +474,7 @@ class Scheduler:
     def _next_step(self, run: _Run) -> None:
         argv = run.steps.pop(0)
         try:
-            run.proc = start_step(argv, run.jobdir, run.gpus, python_path=self._python_path())
+            run.proc = start_step(argv, run.jobdir, run.gpus, python_path=run.python_path)
         except OSError as e:
             self._finish(run, None, error=f"could not start {argv[:4]}: {e}")
             return
@@ -634,7 +629,8 @@ class Scheduler:
                          else steps_for(job, self.config, resume=resume))
                 if not steps:
                     raise BrewnetError("the job has no step to run")
-                proc = start_step(steps[0], jobdir, gpus, python_path=self._python_path())
+                started["python_path"] = python_path(job, self.config)
+                proc = start_step(steps[0], jobdir, gpus, python_path=started["python_path"])
             except (BrewnetError, ApiError, OSError, ValueError, KeyError, TypeError, ImportError) as e:
                 msg = getattr(e, "message", None) or str(e) or type(e).__name__
                 self._set_status(job, states.ERROR, time.time())
@@ -663,7 +659,7 @@ class Scheduler:
             return False
         self._running[job_id] = _Run(job_id=job_id, kind=started["kind"], jobdir=jobdir.resolve(),
                                      proc=started["proc"], steps=started["steps"], gpus=list(gpus),
-                                     uses_cpu_slot=not gpus)
+                                     uses_cpu_slot=not gpus, python_path=started["python_path"])
         self._waiting_for.pop(job_id, None)
         return True
 

@@ -355,3 +355,78 @@ def test_python_layers_need_the_servers_folder(roots, jobs, tmp_path):
     (layers / "mylayers.py").write_text("class Double: pass\n")
     [spec] = parse_model_form(form, {}, allowed, jobs)
     assert spec.python_layer_file == str((layers / "mylayers.py").resolve())
+
+
+# ----- augmentation and Python layer files (issue 20 item 5: nothing accepted and dropped) ---------
+
+def test_augmentation_fields_become_the_jobs_augment_file(roots, jobs):
+    [spec] = parse_model_form(m_form(), {}, roots["config"], jobs)
+    assert spec.augmentation == {}                       # off by default
+    form = m_form(aug_flip="fliplrud", aug_quad_rot="rot180", aug_rot=12, aug_scale=0.07, aug_noise=0.03,
+                  aug_contrast=0.8, aug_hsv_use="true", aug_hsv_s=0.1)
+    [spec] = parse_model_form(form, {}, roots["config"], jobs)
+    assert spec.augmentation == {"flip": "fliplrud", "quad_rot": "rot180", "rotation": 12.0, "scale": 0.07,
+                                 "noise": 0.03, "contrast": 0.8, "hsv_h": 0.02, "hsv_s": 0.1, "hsv_v": 0.06}
+    # HSV values count only with aug_hsv_use (DIGITS' checkbox); "none" choices are off
+    [spec] = parse_model_form(m_form(aug_flip="none", aug_hsv_h=0.3, aug_hsv_use="false"), {}, roots["config"], jobs)
+    assert spec.augmentation == {}
+
+
+def test_bad_augmentation_fields_are_named(roots, jobs):
+    errs = errors_of(parse_model_form, m_form(aug_flip="sideways", aug_rot=200, aug_noise="loud",
+                                              aug_hsv_use="1", aug_hsv_v=0.9, aug_whitening="true"),
+                     {}, roots["config"], jobs)
+    assert errs["aug_flip"] == ["Not a valid choice"]
+    assert errs["aug_rot"] == ["Number must be between 0 and 180."]
+    assert errs["aug_noise"] == ["Not a valid float value"]
+    assert errs["aug_hsv_v"] == ["Number must be between 0 and 0.5."]
+    assert "not applied" in errs["aug_whitening"][0]
+
+
+PY_NET = TINY.replace('layer { name: "ip"', 'layer { name: "py" type: "Python" bottom: "data" top: "data" '
+                      'python_param { module: "digits_python_layers" layer: "Double" } }\nlayer { name: "ip"')
+
+
+def test_python_layer_files_are_refused_without_the_servers_flag(roots, jobs, tmp_path):
+    upload = tmp_path / "layers.py"
+    upload.write_text("class Double: pass\n")
+    server_file = roots["data"] / "layers.py"
+    server_file.write_text("class Double: pass\n")
+    for form, uploads, name in ((m_form(python_layer_from_client="true"), {"python_layer_client_file": str(upload)},
+                                 "python_layer_client_file"),
+                                (m_form(python_layer_server_file=str(server_file)), {}, "python_layer_server_file")):
+        errs = errors_of(parse_model_form, form, uploads, roots["config"], jobs)
+        assert "--allow-python-layers" in errs[name][0], errs
+
+
+def test_python_layer_files_with_the_flag(roots, jobs, tmp_path):
+    allowed = ServerConfig(jobs_dir=tmp_path / "jobs", data_roots=[roots["data"]], allow_python_layers=True)
+    upload = tmp_path / "layers.py"
+    upload.write_text("class Double: pass\n")
+    form = m_form(method="custom", custom_network=PY_NET, python_layer_from_client="true")
+    [spec] = parse_model_form(form, {"python_layer_client_file": str(upload)}, allowed, jobs)
+    assert spec.python_layer_upload == str(upload) and spec.python_layer_file is None
+    server_file = roots["data"] / "layers.py"
+    server_file.write_text("class Double: pass\n")
+    [spec] = parse_model_form(m_form(method="custom", custom_network=PY_NET, python_layer_server_file=str(server_file)),
+                              {}, allowed, jobs)
+    assert spec.python_layer_upload == str(server_file.resolve())
+    # the network's digits_python_layers needs the file; other modules need --allow-python-layers DIR
+    errs = errors_of(parse_model_form, m_form(method="custom", custom_network=PY_NET), {}, allowed, jobs)
+    assert "python_layer_client_file" in errs["custom_network"][0]
+    other = PY_NET.replace('module: "digits_python_layers"', 'module: "mylayers"')
+    errs = errors_of(parse_model_form, m_form(method="custom", custom_network=other), {}, allowed, jobs)
+    assert "'mylayers' is not available" in errs["custom_network"][0]
+    # not Python, outside the data roots, both given without the checkbox, the checkbox without a file
+    upload.write_text("def broken(:\n")
+    errs = errors_of(parse_model_form, form, {"python_layer_client_file": str(upload)}, allowed, jobs)
+    assert errs["python_layer_client_file"][0].startswith("Not a valid Python file: line 1")
+    outside = roots["outside"] / "x.py"
+    outside.write_text("")
+    errs = errors_of(parse_model_form, m_form(python_layer_server_file=str(outside)), {}, allowed, jobs)
+    assert errs["python_layer_server_file"] == [OUTSIDE]
+    errs = errors_of(parse_model_form, m_form(python_layer_server_file=str(server_file)),
+                     {"python_layer_client_file": str(upload)}, allowed, jobs)
+    assert "Both" in errs["python_layer_client_file"][0]
+    errs = errors_of(parse_model_form, m_form(python_layer_from_client="true"), {}, allowed, jobs)
+    assert errs["python_layer_client_file"] == ["This field is required."]

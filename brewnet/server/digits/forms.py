@@ -13,6 +13,9 @@ validation as DIGITS' WTForms had them, into :class:`DatasetSpec` / :class:`Mode
 - A custom network is parsed (``Bad network: <line>: <message>``), split as the job will split
   it (a deploy net without Softmax is refused), and linted (``brewnet lint``'s rules): the
   findings go to ``spec.lint_findings``.
+- ``aug_*`` (DIGITS' augmentations) become ``spec.augmentation``, the dict of the job's
+  ``augment.json`` (brewnet.data.augment; empty: off).  A Python layer file is accepted only when
+  the server runs with ``--allow-python-layers`` (else 400 naming the field).
 """
 from __future__ import annotations
 
@@ -375,7 +378,8 @@ class ModelSpec:
     select_gpu: str | None = None
     select_gpus: list[int] = field(default_factory=list)
     select_gpu_count: int = 1
-    python_layer_file: str | None = None
+    python_layer_file: str | None = None    # a module in the server's --allow-python-layers DIR
+    python_layer_upload: str | None = None  # the job's own Python layer file (digits_python_layers)
     augmentation: dict = field(default_factory=dict)
     lint_findings: list[dict] = field(default_factory=list)
 
@@ -455,9 +459,8 @@ def parse_model_form(form: Mapping[str, Any], uploads: Mapping[str, str], config
     base.shuffle = f.boolean("shuffle")
     base.bn_recalibrate = f.number("bn_recalibrate", int, 100, lo=0)
     _gpu_fields(f, base)
-    base.augmentation = {k: f.raw(k) for k in (
-        "aug_flip", "aug_quad_rot", "aug_rot", "aug_scale", "aug_noise", "aug_hsv_use", "aug_hsv_h",
-        "aug_hsv_s", "aug_hsv_v") if f.present(k)}
+    _python_layer_file(f, base, uploads, config, roots)
+    base.augmentation = _augmentation_fields(f)
 
     image = (dataset or {}).get("image") or {}
     if base.crop_size and image.get("height") and image.get("width") \
@@ -491,6 +494,32 @@ def parse_model_form(form: Mapping[str, Any], uploads: Mapping[str, str], config
             spec.name += f" batch_size:{batch}"
         specs.append(spec)
     return specs
+
+
+def _augmentation_fields(f: _Fields) -> dict:
+    """DIGITS' ``aug_*`` fields (its form's choices, ranges and defaults) -> the augmentation
+    file's dict (brewnet.data.augment; empty when all are off).  HSV shifts count only with
+    ``aug_hsv_use``.  ``aug_whitening`` (DIGITS' TensorFlow only) is refused when set."""
+    from ...data.augment import FLIPS, QUAD_TURNS, Augmentation
+
+    values: dict[str, Any] = {
+        "flip": f.choice("aug_flip", FLIPS, "none"),
+        "quad_rot": f.choice("aug_quad_rot", tuple(QUAD_TURNS), "none"),
+        "rotation": f.number("aug_rot", int, 0, lo=0, hi=180),
+        "scale": f.number("aug_scale", float, 0.0, lo=0, hi=1),
+        "noise": f.number("aug_noise", float, 0.0, lo=0, hi=1),
+        "contrast": f.number("aug_contrast", float, 0.0, lo=0, hi=5),
+    }
+    if f.boolean("aug_hsv_use"):
+        for key, default in (("h", 0.02), ("s", 0.04), ("v", 0.06)):
+            values[f"hsv_{key}"] = f.number(f"aug_hsv_{key}", float, default, lo=0, hi=0.5)
+    if f.boolean("aug_whitening"):
+        f.error("aug_whitening", "Whitening is not applied to Caffe networks by brewnet (per-image "
+                                 "standardisation would undo transform_param's mean subtraction); "
+                                 "leave it off")
+    if any(v is None for v in values.values()):
+        return {}   # a field's error is recorded; the form is refused
+    return Augmentation.from_json({k: (float(v) if k == "rotation" else v) for k, v in values.items()}).to_json()
 
 
 def _gpu_fields(f: _Fields, spec: ModelSpec) -> None:
@@ -555,35 +584,90 @@ def _custom_fields(f: _Fields, spec: ModelSpec, uploads: Mapping[str, str], conf
         f.error("custom_network", str(e))
         return
     spec.lint_findings = findings
-    _python_layers(f, spec, net, uploads, config, roots)
+    _python_layers(f, spec, net, config)
 
 
 class NetworkError(ValueError):
     """A custom network the job could not use (the message is the form's error)."""
 
 
-def _python_layers(f: _Fields, spec: ModelSpec, net, uploads: Mapping[str, str], config: ServerConfig,
-                   roots: list[Path]) -> None:
-    """Python layers run code on the server: refused unless ``brewnet serve
-    --allow-python-layers DIR`` was given and their module is a file in DIR."""
-    allowed = Path(config.allow_python_layers).resolve() if config.allow_python_layers else None
+#: the module name of a job's uploaded Python layer file (DIGITS' name for it)
+PYTHON_LAYER_MODULE = "digits_python_layers"
+PY_REFUSED = "Python layers are refused: the server was not started with --allow-python-layers"
+
+
+def _python_layer_file(f: _Fields, spec: ModelSpec, uploads: Mapping[str, str], config: ServerConfig,
+                       roots: list[Path]) -> None:
+    """DIGITS' Python layer file: the upload ``python_layer_client_file`` (with
+    ``python_layer_from_client``, or when it is the only one given) or the server path
+    ``python_layer_server_file`` (under a data root).  Refused unless the server runs with
+    ``--allow-python-layers``; it must be valid Python.  The job keeps a copy and imports it as
+    ``digits_python_layers`` (``spec.python_layer_upload``: where the form found it)."""
+    from_client = f.boolean("python_layer_from_client")
+    client = uploads.get("python_layer_client_file")
+    server = f.text("python_layer_server_file")
+    if client and server and not from_client:
+        f.error("python_layer_client_file", "Both a client and a server Python layer file were given: "
+                                            "set python_layer_from_client to use the upload, or send one")
+        return
+    if from_client or (client and not server):
+        name, given = "python_layer_client_file", client
+        if not given:
+            f.error(name, REQUIRED)
+            return
+    elif server:
+        name, given = "python_layer_server_file", server
+    else:
+        return
+    if not config.python_layers_allowed:
+        f.error(name, PY_REFUSED)
+        return
+    path = Path(given) if name == "python_layer_client_file" else _confine(f, name, given, roots, "file")
+    if path is None:
+        return
+    try:
+        compile(path.read_bytes(), f"{PYTHON_LAYER_MODULE}.py", "exec")
+    except SyntaxError as e:
+        f.error(name, f"Not a valid Python file: line {e.lineno}: {e.msg}")
+        return
+    except (OSError, ValueError) as e:
+        f.error(name, f"Cannot read the Python layer file: {e}")
+        return
+    spec.python_layer_upload = str(path)
+
+
+def _python_layers(f: _Fields, spec: ModelSpec, net, config: ServerConfig) -> None:
+    """The network's Python layers run code on the server: refused unless ``brewnet serve
+    --allow-python-layers [DIR]`` was given; module ``digits_python_layers`` is the job's
+    uploaded file, other modules must be files in DIR."""
     uses = [lp for lp in net.layer if lp.type == "Python"]
-    sent = uploads.get("python_layer_client_file") or f.text("python_layer_server_file")
     if not uses:
-        if sent and allowed is None:
-            f.error("python_layer_server_file" if f.text("python_layer_server_file") else "python_layer_client_file",
-                    "Python layers are refused: the server was not started with --allow-python-layers")
         return
-    if allowed is None:
-        f.error("custom_network", "Python layers are refused: the server was not started with --allow-python-layers")
+    if not config.python_layers_allowed:
+        f.error("custom_network", PY_REFUSED)
         return
+    folder = config.python_layer_folder
     for lp in uses:
         module = lp.python_param.module
+        if module == PYTHON_LAYER_MODULE:
+            if not spec.python_layer_upload and "python_layer_client_file" not in f.errors \
+                    and "python_layer_server_file" not in f.errors:
+                f.error("custom_network", f"Python layer '{lp.name}': module '{module}' is the job's "
+                                          "Python layer file: send it as python_layer_client_file or "
+                                          "python_layer_server_file")
+                return
+            continue
+        if folder is None:
+            f.error("custom_network", f"Python layer '{lp.name}': module '{module}' is not available: send "
+                                      f"the file as python_layer_client_file and name the module "
+                                      f"'{PYTHON_LAYER_MODULE}', or start the server with "
+                                      "--allow-python-layers DIR holding it")
+            return
         rel = module.replace(".", os.sep)
-        candidates = [allowed / f"{rel}.py", allowed / rel / "__init__.py"]
-        found = next((c for c in candidates if c.is_file() and allowed in c.resolve().parents), None)
+        candidates = [folder / f"{rel}.py", folder / rel / "__init__.py"]
+        found = next((c for c in candidates if c.is_file() and folder in c.resolve().parents), None)
         if not module or found is None:
             f.error("custom_network", f"Python layer '{lp.name}': module '{module}' is not a file in "
-                                      f"the server's Python layer folder {allowed}")
+                                      f"the server's Python layer folder {folder}")
             return
         spec.python_layer_file = spec.python_layer_file or str(found)

@@ -9,6 +9,10 @@
 - ``deploy.prototxt``: an ``Input`` "data" (1, C, crop|H, crop|W) and the ``deploy`` stage's
   layers (no Data, loss or accuracy); it must hold a Softmax;
 - ``solver.prototxt``: DIGITS' solver (solver_form.py), ``net: "train_val.prototxt"``;
+- ``augment.json`` (only when an ``aug_*`` field is on): brewnet's augmentation file
+  (brewnet.data.augment), given to ``brewnet train -augment``; the prototxts stay plain Caffe;
+- ``python_layers/digits_python_layers.py`` (only with a Python layer file): the job's copy of
+  it; the job's steps have that folder on their module path (nothing else of the job's is);
 - ``plan.json``: the Plan (iterations per epoch, max_iter, snapshot and test intervals, the
   weights to start from), written last: its presence means the files are complete.
 """
@@ -27,6 +31,7 @@ from ... import fileio
 from ...errors import BrewnetError
 from ...proto import caffe_pb2
 from ..errors import FormErrors
+from ..jobs.tasks import AUGMENT_FILE, PYTHON_LAYER_DIR
 from .forms import ModelSpec, NetworkError
 from .networks import network_prototxt
 from .solver_form import (DEFAULT_BATCH_SIZE, Plan, compute_plan, dataset_facts, epoch_of_iteration,
@@ -268,10 +273,14 @@ def previous_weights(previous: Mapping, epoch: float | None) -> list[str]:
 # ----- writing ----------------------------------------------------------------------------------
 
 def _write_text_atomic(path: Path, text: str) -> None:
+    _write_atomic(path, text.encode("utf-8"))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -328,6 +337,28 @@ def _crop_size(spec: ModelSpec, layer: caffe_pb2.LayerParameter | None, dims: li
     if layer is not None and layer.transform_param.HasField("crop_size"):
         return min(int(layer.transform_param.crop_size), max_crop)
     return None
+
+
+def spec_augmentation(spec: ModelSpec):
+    """The spec's Augmentation (jobs queued before brewnet applied them saved the raw aug_* fields)."""
+    from ...data.augment import Augmentation
+    from .forms import _augmentation_fields, _Fields
+
+    d = dict(spec.augmentation or {})
+    if any(k.startswith("aug_") for k in d):
+        f = _Fields(d)
+        d = _augmentation_fields(f)
+        if f.errors:
+            raise FormErrors(f.errors)
+    try:
+        return Augmentation.from_json(d)
+    except BrewnetError as e:
+        raise FormErrors({"augmentation": [str(e)]}) from None
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    target.parent.mkdir(exist_ok=True)
+    _write_atomic(target, Path(source).read_bytes())
 
 
 def _network_text(spec: ModelSpec, previous: Mapping | None) -> str:
@@ -421,6 +452,7 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
 
     from ..jobs.jobdir import write_json_atomic
 
+    augmentation = spec_augmentation(spec)
     written: list[Path] = []
     try:
         for name, content in (("original.prototxt", original_text),
@@ -429,10 +461,20 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
                               ("solver.prototxt", text_format.MessageToString(solver))):
             written.append(jobdir / name)
             _write_text_atomic(jobdir / name, content)
+        if augmentation.active:
+            written.append(jobdir / AUGMENT_FILE)
+            write_json_atomic(jobdir / AUGMENT_FILE, augmentation.to_json())
+        if spec.python_layer_upload:
+            from .forms import PYTHON_LAYER_MODULE
+
+            target = jobdir / PYTHON_LAYER_DIR / f"{PYTHON_LAYER_MODULE}.py"
+            written.append(target)
+            _copy_atomic(Path(spec.python_layer_upload), target)
         info = {**plan.to_json(), "num_classes": num_classes, "crop_size": crop,
                 "image_dims": [H, W, C], "method": spec.method, "network": spec.standard_network,
                 "solver_type": spec.solver_type, "lr_policy": spec.lr_policy,
-                "learning_rate": spec.learning_rate, "snapshot_epochs": plan.snapshot_epochs()}
+                "learning_rate": spec.learning_rate, "snapshot_epochs": plan.snapshot_epochs(),
+                "augmentation": augmentation.to_json()}
         written.append(jobdir / "plan.json")
         write_json_atomic(jobdir / "plan.json", info)
     except BaseException:

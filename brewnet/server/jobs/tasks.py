@@ -2,7 +2,8 @@
 
 - dataset: ``brewnet dataset create`` with the DatasetSpec's arguments (the job dir is OUTDIR).
 - model: ``brewnet train -solver solver.prototxt -metrics metrics.jsonl -sigint_effect stop``
-  with plan.json's weights (fine-tuning), the spec's ``-bn_recalibrate`` and ``-gpu 0`` when a
+  with plan.json's weights (fine-tuning), ``-augment augment.json`` when the job has that file
+  (the form's aug_* fields), the spec's ``-bn_recalibrate`` and ``-gpu 0`` when a
   GPU is assigned (CUDA_VISIBLE_DEVICES then holds only the assigned GPUs, so the first visible
   one is the job's); a resume passes ``-snapshot <newest solverstate>`` instead of weights, and
   the trainer appends to the same metrics file.
@@ -12,6 +13,10 @@
 An inference job's ``spec``: ``model_id``, ``iteration`` (the snapshot), optional ``bundle_dir``
 (default ``<model dir>/bundles/iter_N``), ``source``: ``{"list": path}`` or ``{"lmdb": path}``
 (relative paths are the inference job's files), optional ``top`` (labels per image).
+
+:func:`python_path` gives the folders a job's steps import from besides brewnet: the server's
+``--allow-python-layers`` folder, and a model's own Python layer folder (for its inference jobs
+too); another job's folder is never among them.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from . import states
 from .jobdir import job_dir, read_job_json
 from .progress import METRICS_FILE, read_plan
 
+AUGMENT_FILE = "augment.json"              # digits.model_files writes it
+PYTHON_LAYER_DIR = "python_layers"         # the job's own Python layer file lives here
 SNAPSHOT_RE = re.compile(r"^snapshot_iter_(\d+)\.(caffemodel|solverstate)$")
 
 
@@ -90,6 +97,8 @@ def model_steps(job, config, *, resume: bool) -> list[list[str]]:
             weights = [weights]
         if weights:
             argv += ["-weights", ",".join(str(w) for w in weights)]
+    if (jobdir / AUGMENT_FILE).is_file():
+        argv += ["-augment", AUGMENT_FILE]
     n = int((job.spec or {}).get("bn_recalibrate") or 0)
     if n > 0:
         argv += ["-bn_recalibrate", str(n)]
@@ -155,3 +164,22 @@ def steps_for(job, config, *, resume: bool) -> list[list[str]]:
     if job.kind == states.INFERENCE:
         return inference_steps(job, config)
     raise BrewnetError(f"job {job.id}: unknown kind {job.kind!r}")
+
+
+def python_path(job, config) -> list[str]:
+    """The module folders of ``job``'s steps: the server's Python layer folder, if any, and, when
+    the server allows Python layers, the model's own ``python_layers/`` (an inference job uses
+    its model's)."""
+    out = []
+    folder = getattr(config, "python_layer_folder", None)
+    if folder:
+        out.append(str(folder))
+    if not getattr(config, "python_layers_allowed", False):
+        return out
+    model_id = job.id if job.kind == states.MODEL else \
+        ((job.spec or {}).get("model_id") or job.parent_id if job.kind == states.INFERENCE else None)
+    if model_id:
+        own = job_dir(config, model_id) / PYTHON_LAYER_DIR
+        if own.is_dir():
+            out.append(str(own))
+    return out

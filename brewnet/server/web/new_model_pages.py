@@ -29,7 +29,8 @@ MAX_DRAWN_LAYERS = 400
 
 
 def _choices(server) -> dict:
-    """What the form offers: datasets, previous models with their snapshots, networks, GPUs."""
+    """What the form offers: datasets, previous models with their snapshots, networks, GPUs,
+    and a Python layer file upload when the server allows Python layers."""
     from ..digits.networks import STANDARD_NETWORKS
     from ..digits.solver_form import LR_DEFAULTS, LR_FIELDS, LR_POLICIES, SOLVER_TYPES
 
@@ -42,7 +43,8 @@ def _choices(server) -> dict:
             models.append({"id": job.id, "name": job.name, "status": job.status, "snapshots": snaps})
     return {"datasets": datasets, "models": models, "networks": STANDARD_NETWORKS,
             "solver_types": SOLVER_TYPES, "lr_policies": LR_POLICIES, "lr_fields": LR_FIELDS,
-            "lr_defaults": LR_DEFAULTS, "gpus": [g["index"] for g in server.scheduler.slots()["gpus"]]}
+            "lr_defaults": LR_DEFAULTS, "gpus": [g["index"] for g in server.scheduler.slots()["gpus"]],
+            "python_layers_allowed": server.config.python_layers_allowed}
 
 
 def _field_values(fields: dict) -> dict[str, str]:
