@@ -20,7 +20,8 @@ them (see tests/test_net_spec_prototxt.py for the nets this gives).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Union
+from collections.abc import Iterable
+from typing import Any
 
 from .proto import caffe_pb2
 
@@ -93,7 +94,7 @@ def _layer_parameter(type_name: str, kwargs: dict) -> caffe_pb2.LayerParameter:
 class Top:
     """Output ``n`` of the layer call ``fn``; usable as a bottom of later layers."""
 
-    def __init__(self, fn: "Function", n: int):
+    def __init__(self, fn: Function, n: int):
         self.fn = fn
         self.n = n
 
@@ -128,11 +129,11 @@ class _Writer:
     """Emits LayerParameters for the graph behind some tops, each layer once, inputs first."""
 
     def __init__(self, given_names: dict | None = None):
-        self.names: dict[Union[Top, Function], str] = dict(given_names or {})
+        self.names: dict[Top | Function, str] = dict(given_names or {})
         self.per_type: Counter = Counter()
         self.written: dict[Function, caffe_pb2.LayerParameter] = {}
 
-    def name(self, key: Union[Top, Function], type_name: str) -> str:
+    def name(self, key: Top | Function, type_name: str) -> str:
         """``key``'s given name, else the next ``<type_name><n>`` (kept for later uses)."""
         if key not in self.names:
             self.per_type[type_name] += 1

@@ -51,7 +51,7 @@ def _same(value, per_percent: float) -> float:
 
 
 def _iteration_of(percent, per_percent: float) -> int:
-    return int(math.ceil(float(percent) * per_percent))
+    return math.ceil(float(percent) * per_percent)
 
 
 def _iterations_of(percents, per_percent: float) -> list[int]:
