@@ -125,6 +125,30 @@ def crop_params(fn: Function) -> Tuple[int, np.ndarray]:
     return int(params.get("axis", 2)), _as_axes(params.get("offset", 0))
 
 
+def _window_map(fn: Function) -> CoordMap:
+    """A sliding window (Convolution, Pooling, Im2col): output ``o`` is centred on input
+    ``o * stride - pad + (extent - 1) / 2``, so ``o = x / stride + (pad - (extent - 1) / 2) / stride``."""
+    axis, stride, extent, pad = conv_params(fn)
+    return axis, 1 / stride, (pad - (extent - 1) / 2) / stride
+
+
+def _deconvolution_map(fn: Function) -> CoordMap:
+    """The window map's inverse, written out (an exact shift for integer geometry)."""
+    axis, stride, extent, pad = conv_params(fn)
+    return axis, stride, (extent - 1) / 2 - pad
+
+
+def _crop_map(fn: Function) -> CoordMap:
+    """Output ``o`` is input ``o + offset``.  Crop's ``axis`` is its first cropped axis; a map
+    names the last axis before the spatial ones."""
+    axis, offset = crop_params(fn)
+    return axis - 1, 1, -offset
+
+
+_SPATIAL_MAPS = {"Convolution": _window_map, "Pooling": _window_map, "Im2col": _window_map,
+                 "Deconvolution": _deconvolution_map, "Crop": _crop_map}
+
+
 def coord_map(fn: Function) -> CoordMap:
     """The map from the input coordinates of the layer ``fn`` to its output coordinates.
 
@@ -136,20 +160,12 @@ def coord_map(fn: Function) -> CoordMap:
     Raises:
         UndefinedMapException: any other layer type (InnerProduct, Reshape, ...).
     """
-    kind = fn.type_name
-    if kind in ("Convolution", "Pooling", "Im2col"):
-        axis, stride, extent, pad = conv_params(fn)
-        return axis, 1 / stride, (pad - (extent - 1) / 2) / stride
-    if kind == "Deconvolution":
-        axis, stride, extent, pad = conv_params(fn)
-        return axis, stride, (extent - 1) / 2 - pad
-    if kind in PASS_THROUGH_LAYERS:
+    if fn.type_name in PASS_THROUGH_LAYERS:    # read at each call: callers may extend the list
         return IDENTITY
-    if kind == "Crop":
-        axis, offset = crop_params(fn)
-        # Crop's axis is its first cropped axis; a map names the last axis before them
-        return axis - 1, 1, -offset
-    raise UndefinedMapException(f"no coordinate map for a {kind} layer")
+    spatial = _SPATIAL_MAPS.get(fn.type_name)
+    if spatial is None:
+        raise UndefinedMapException(f"no coordinate map for a {fn.type_name} layer")
+    return spatial(fn)
 
 
 def compose(base_map: CoordMap, next_map: CoordMap) -> CoordMap:
@@ -158,18 +174,18 @@ def compose(base_map: CoordMap, next_map: CoordMap) -> CoordMap:
     Raises:
         AxisMismatchException: both maps name an axis and they differ.
     """
-    ax1, a1, b1 = base_map
-    ax2, a2, b2 = next_map
-    if ax1 is not None and ax2 is not None and ax1 != ax2:
-        raise AxisMismatchException(f"cannot compose maps on axis {ax1} and axis {ax2}")
-    axis = ax2 if ax1 is None else ax1
-    return axis, a1 * a2, a1 * b2 + b1
+    named = [m[0] for m in (base_map, next_map) if m[0] is not None]
+    if len(set(named)) > 1:
+        raise AxisMismatchException(f"cannot compose maps on axis {named[0]} and axis {named[1]}")
+    _, outer_scale, outer_shift = base_map
+    _, inner_scale, inner_shift = next_map
+    return (named[0] if named else None), outer_scale * inner_scale, outer_scale * inner_shift + outer_shift
 
 
 def inverse(coord_map: CoordMap) -> CoordMap:
     """The map that undoes ``coord_map``: ``y -> (y - b) / a``."""
-    axis, a, b = coord_map
-    return axis, 1 / a, -b / a
+    axis, scale, shift = coord_map
+    return axis, 1 / scale, -shift / scale
 
 
 def _mappable_bottoms(top: Top) -> list:

@@ -7,8 +7,6 @@ pycaffe use all of them; they live here so that net.py stays about running the n
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from itertools import zip_longest
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -135,38 +133,50 @@ class PycaffeNetMixin:
     def forward_all(self, blobs: list[str] | None = None, **kwargs) -> dict[str, np.ndarray]:
         """Forward any number of items in batches (pycaffe's forward_all): ``{blob: array}``
         for the outputs and ``blobs``, one row per input item (batch padding dropped)."""
-        names = list(dict.fromkeys(list(self.outputs) + list(blobs or [])))
-        collected: dict[str, list[np.ndarray]] = OrderedDict((n, []) for n in names)
-        for batch in self._batch(kwargs):
-            outs = self.forward(blobs=blobs, **batch)
-            for n in names:
-                collected[n].append(outs[n].copy())
-        return self._unpad(collected, kwargs)
+        names = _each_once(self.outputs, blobs)
+        passes = [_copies(self.forward(blobs=blobs, **feed), names) for feed in self._batch(kwargs)]
+        return _stack_rows(passes, names, _item_count(kwargs))
 
     def forward_backward_all(self, blobs: list[str] | None = None, diffs: list[str] | None = None,
                              **kwargs) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Forward and backward in batches (pycaffe's forward_backward_all): kwargs give inputs
         (forward) and output diffs (backward); returns ({blob: data}, {blob: diff})."""
-        out_names = list(dict.fromkeys(list(self.outputs) + list(blobs or [])))
-        diff_names = list(dict.fromkeys(list(self.inputs) + list(diffs or [])))
-        outs: dict[str, list] = OrderedDict((n, []) for n in out_names)
-        grads: dict[str, list] = OrderedDict((n, []) for n in diff_names)
-        forward_batches = self._batch({n: kwargs[n] for n in self.inputs if n in kwargs})
-        backward_batches = self._batch({n: kwargs[n] for n in self.outputs if n in kwargs})
-        for fb, bb in zip_longest(forward_batches, backward_batches, fillvalue={}):
-            batch_outs = self.forward(blobs=blobs, **fb)
-            batch_diffs = self.backward(diffs=diffs, **bb)
-            for n in out_names:
-                outs[n].append(batch_outs[n].copy())
-            for n in diff_names:
-                grads[n].append(batch_diffs[n].copy())
-        return self._unpad(outs, kwargs), self._unpad(grads, kwargs)
+        data_names, diff_names = _each_once(self.outputs, blobs), _each_once(self.inputs, diffs)
+        feeds = list(self._batch({k: v for k, v in kwargs.items() if k in self.inputs}))
+        top_diffs = list(self._batch({k: v for k, v in kwargs.items() if k in self.outputs}))
+        data, grads = [], []
+        for step in range(max(len(feeds), len(top_diffs))):     # the shorter list: nothing given
+            data.append(_copies(self.forward(blobs=blobs, **_nth(feeds, step)), data_names))
+            grads.append(_copies(self.backward(diffs=diffs, **_nth(top_diffs, step)), diff_names))
+        count = _item_count(kwargs)
+        return _stack_rows(data, data_names, count), _stack_rows(grads, diff_names, count)
 
-    @staticmethod
-    def _unpad(collected: dict[str, list[np.ndarray]], kwargs: dict) -> dict[str, np.ndarray]:
-        total = len(next(iter(kwargs.values()))) if kwargs else None
-        out = {}
-        for name, chunks in collected.items():
-            value = np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
-            out[name] = value[:total] if total is not None else value
-        return out
+
+def _each_once(names: Iterable[str], extra: Iterable[str] | None) -> list[str]:
+    """``names`` then ``extra``, without repeats."""
+    return list(dict.fromkeys([*names, *(extra or [])]))
+
+
+def _copies(arrays: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """Copies of ``arrays[name]``: the net's blobs are overwritten by the next batch."""
+    return {name: np.array(arrays[name]) for name in names}
+
+
+def _nth(batches: list[dict], step: int) -> dict:
+    return batches[step] if step < len(batches) else {}
+
+
+def _item_count(kwargs: dict) -> int | None:
+    """The number of items given (that of the first argument), None for none."""
+    return len(next(iter(kwargs.values()))) if kwargs else None
+
+
+def _stack_rows(passes: list[dict[str, np.ndarray]], names: list[str],
+                count: int | None) -> dict[str, np.ndarray]:
+    """Each name's arrays of all passes one after the other, the first ``count`` rows kept."""
+    stacked = {}
+    for name in names:
+        parts = [p[name] for p in passes]
+        rows = np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+        stacked[name] = rows if count is None else rows[:count]
+    return stacked

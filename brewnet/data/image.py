@@ -6,11 +6,13 @@ Conventions:
 - Data layers resize as Caffe's ``cv::resize(..., INTER_LINEAR)`` does: bilinear with half-pixel
   centres and no anti-aliasing (``resize_bilinear``).
 - The dataset builder resizes as DIGITS does (``digits_resize``: Pillow bilinear, modes squash,
-  crop, fill, half_crop).
+  crop, fill, half_crop; halves rounded up, as DIGITS' Python 2 did).
 """
 from __future__ import annotations
 
 import io
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -115,66 +117,86 @@ def encode_image(hwc: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def _round_half_up(x: float) -> int:
+    """``x >= 0`` to the nearest integer, halves up: Python 2's ``round``, which DIGITS' resize
+    arithmetic ran on (Python 3's ``round(2.5)`` is 2, DIGITS' 3)."""
+    whole = math.floor(x)
+    return int(whole) + (1 if x - whole >= 0.5 else 0)   # x - floor(x) is exact for floats
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """How DIGITS fits an image into a width×height box; sizes and axes are (x, y) pairs."""
+    size: tuple[int, int]               # the bilinear resize's (width, height)
+    cut: tuple[int, int] | None = None  # (axis, first kept pixel) on the axis that overflows
+    pad: tuple[int, int] | None = None  # (axis, noise pixels on each side) on the one that falls short
+
+
+# the scale each mode divides the original by, from its two ratios original / box (one per axis)
+_MODE_SCALE = {"crop": min, "fill": max, "half_crop": lambda a, b: (a + b) / 2.0}
+
+
+def _digits_fit(original: tuple[int, int], box: tuple[int, int], mode: str) -> _Fit:
+    """DIGITS' geometry (digits/utils/image.py, resize_image).
+
+    Both axes are divided by one scale taken from the two ratios original/box: the smaller
+    (crop: the image covers the box), the larger (fill: it fits inside), their mean (half_crop).
+    The axis with the larger ratio then overflows the box and the other falls short: crop and
+    half_crop cut the overflow in the middle, fill and half_crop pad the shortfall with noise on
+    both sides, first growing the short side by one pixel where its shortfall is odd.  Equal
+    ratios, and squash, resize straight to the box.
+    """
+    ratios = (original[0] / box[0], original[1] / box[1])
+    if mode == "squash" or ratios[0] == ratios[1]:
+        return _Fit(size=box)
+    scale = _MODE_SCALE[mode](*ratios)
+    size = [max(1, _round_half_up(n / scale)) for n in original]   # DIGITS fails on a 0 side
+    over = 0 if ratios[0] > ratios[1] else 1                        # the axis with the larger ratio
+    short = 1 - over
+    cut = pad = None
+    if mode != "crop":
+        size[short] += (box[short] - size[short]) % 2
+        pad = (short, (box[short] - size[short]) // 2)
+    if mode != "fill":
+        cut = (over, _round_half_up((size[over] - box[over]) / 2.0))
+    return _Fit(size=(size[0], size[1]), cut=cut, pad=pad)
+
+
+def _noise_border(arr: np.ndarray, axis: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``arr`` (H×W or H×W×C uint8) with ``n`` rows (axis 0) or columns (axis 1) of uniform noise
+    in [0, 255) before and after it."""
+    shape = list(arr.shape)
+    shape[axis] = n
+    before, after = (rng.integers(0, 255, size=shape, dtype=np.uint8) for _ in range(2))
+    return np.concatenate([before, arr, after], axis=axis)
+
+
 def digits_resize(im: Image.Image, width: int, height: int, mode: str = "squash",
                   rng: np.random.Generator | None = None) -> Image.Image:
-    """Resize a Pillow image to width×height as DIGITS does.
+    """Resize a Pillow image to width×height as DIGITS does (Pillow bilinear).
 
     - squash: stretch to the size, ignoring the aspect ratio;
     - crop: keep the aspect ratio, cover the size, cut the longer side in the centre;
     - fill: keep the aspect ratio, fit inside, pad the shorter side with random noise;
     - half_crop: resize to the average of the two ratios, crop the long side, pad the short one.
+
+    ``rng`` draws the noise of fill and half_crop.
     """
     if mode not in RESIZE_MODES:
         raise DataError(f"unknown resize mode {mode!r} (one of {', '.join(RESIZE_MODES)})")
-    w0, h0 = im.size
-    if (w0, h0) == (width, height):
+    box = (width, height)
+    if im.size == box:
         return im
-    wr, hr = w0 / width, h0 / height
-    if mode == "squash" or wr == hr:
-        return im.resize((width, height), Image.BILINEAR)
-    if mode == "crop":
-        if wr > hr:
-            rw, rh = int(round(w0 / hr)), height
-        else:
-            rw, rh = width, int(round(h0 / wr))
-        im = im.resize((rw, rh), Image.BILINEAR)
-        if wr > hr:
-            s = int(round((rw - width) / 2.0))
-            return im.crop((s, 0, s + width, height))
-        s = int(round((rh - height) / 2.0))
-        return im.crop((0, s, width, s + height))
-    if mode == "fill":
-        if wr > hr:
-            rw, rh = width, int(round(h0 / wr))
-            rh += (height - rh) % 2  # even padding on both sides
-        else:
-            rw, rh = int(round(w0 / hr)), height
-            rw += (width - rw) % 2
-        arr = np.asarray(im.resize((rw, rh), Image.BILINEAR))
-    else:  # half_crop
-        r = (wr + hr) / 2.0
-        rw, rh = int(round(w0 / r)), int(round(h0 / r))
-        if wr > hr and (height - rh) % 2 == 1:
-            rh += 1
-        elif wr < hr and (width - rw) % 2 == 1:
-            rw += 1
-        arr = np.asarray(im.resize((rw, rh), Image.BILINEAR))
-        if wr > hr:
-            s = int(round((rw - width) / 2.0))
-            arr = arr[:, s:s + width]
-        else:
-            s = int(round((rh - height) / 2.0))
-            arr = arr[s:s + height, :]
-    rng = rng or np.random.default_rng()
-    # pad the short dimension on both sides with uniform noise (DIGITS' fill)
-    if wr > hr:
-        pad = (height - arr.shape[0]) // 2
-        noise_shape = (pad, arr.shape[1]) + arr.shape[2:]
-        axis = 0
-    else:
-        pad = (width - arr.shape[1]) // 2
-        noise_shape = (arr.shape[0], pad) + arr.shape[2:]
-        axis = 1
-    noise = lambda: rng.integers(0, 255, size=noise_shape, dtype=np.uint8)  # noqa: E731
-    arr = np.concatenate([noise(), arr, noise()], axis=axis)
+    fit = _digits_fit(im.size, box, mode)
+    out = im.resize(fit.size, Image.BILINEAR)
+    if fit.cut is not None:
+        axis, first = fit.cut
+        corner, kept = [0, 0], list(out.size)
+        corner[axis], kept[axis] = first, box[axis]
+        out = out.crop((corner[0], corner[1], corner[0] + kept[0], corner[1] + kept[1]))
+    if fit.pad is None:
+        return out
+    # an image's x axis is an array's axis 1
+    axis, n = fit.pad
+    arr = _noise_border(np.asarray(out), 1 - axis, n, rng or np.random.default_rng())
     return Image.fromarray(np.ascontiguousarray(arr))

@@ -8,9 +8,9 @@ so that a job's snapshots fall on the epochs DIGITS would name:
 - ``test_interval`` the same way from ``val_interval`` (reaching ``max_iter``: the end only);
   ``test_iter = ceil(val_entries / val_batch)``; no testing without a val set or with
   ``val_interval`` 0.
-- the policy values are percentages of ``max_iter``: ``stepsize = ceil(v * max_iter / 100)``
-  (step, multistep's values, sigmoid), exp ``gamma ** (100 / max_iter)``, inv ``gamma * 100 /
-  max_iter``, sigmoid ``-gamma * 100 / max_iter``.
+- the policy values are percentages of ``max_iter``; with ``s = max_iter / 100.0``:
+  ``stepsize = ceil(v * s)`` (step, multistep's values, sigmoid; in that float order, so 50 % of
+  112 is 57), exp ``gamma ** (1 / s)``, inv ``gamma / s``, sigmoid ``-gamma / s``.
 - momentum 0.9 (not AdaGrad or RMSProp), ``weight_decay = base_lr / 100``, RMSProp's
   ``rms_decay`` 0.99, display 8 times per epoch or every 5000 images, whichever is more often.
 """
@@ -31,8 +31,6 @@ SOLVER_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMS
                 "ADADELTA": "AdaDelta", "ADAM": "Adam"}
 NO_MOMENTUM = ("ADAGRAD", "RMSPROP")
 
-LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
-
 #: the form's policy fields and their defaults (percentages of the run where they are steps)
 LR_DEFAULTS: dict[str, Any] = {
     "lr_step_size": 33.0, "lr_step_gamma": 0.1,
@@ -42,11 +40,55 @@ LR_DEFAULTS: dict[str, Any] = {
     "lr_poly_power": 3.0,
     "lr_sigmoid_step": 50.0, "lr_sigmoid_gamma": 0.1,
 }
+
+
+# How a form value becomes a solver value, given ``per_percent = max_iter / 100.0`` (the
+# iterations in one percent of the run).  DIGITS multiplies (or divides) by that quotient; the
+# order of the float operations is kept, since it decides the ceilings (50 % of 112 iterations
+# is 50 * 1.12 = 56.00000000000001, so 57).
+def _same(value, per_percent: float) -> float:
+    return float(value)
+
+
+def _iteration_of(percent, per_percent: float) -> int:
+    return math.ceil(float(percent) * per_percent)
+
+
+def _iterations_of(percents, per_percent: float) -> list[int]:
+    return [_iteration_of(p, per_percent) for p in str(percents).split(",")]
+
+
+def _root_per_iteration(factor, per_percent: float) -> float:
+    """exp: the form's factor is per percent of the run; the solver's per iteration."""
+    return math.pow(float(factor), 1.0 / per_percent)
+
+
+def _rate_per_iteration(rate, per_percent: float) -> float:
+    """inv: the form's rate is per percent of the run; the solver's per iteration."""
+    return float(rate) / per_percent
+
+
+def _falling_rate_per_iteration(rate, per_percent: float) -> float:
+    """sigmoid: DIGITS' curve falls, so Caffe's gamma is the negated rate per iteration."""
+    return -1.0 * float(rate) / per_percent
+
+
+#: policy -> (form field, SolverParameter field, conversion) for each value it takes
+_POLICY_VALUES: dict[str, tuple] = {
+    "fixed": (),
+    "step": (("lr_step_size", "stepsize", _iteration_of), ("lr_step_gamma", "gamma", _same)),
+    "multistep": (("lr_multistep_values", "stepvalue", _iterations_of),
+                  ("lr_multistep_gamma", "gamma", _same)),
+    "exp": (("lr_exp_gamma", "gamma", _root_per_iteration),),
+    "inv": (("lr_inv_gamma", "gamma", _rate_per_iteration), ("lr_inv_power", "power", _same)),
+    "poly": (("lr_poly_power", "power", _same),),
+    "sigmoid": (("lr_sigmoid_step", "stepsize", _iteration_of),
+                ("lr_sigmoid_gamma", "gamma", _falling_rate_per_iteration)),
+}
+
+LR_POLICIES = tuple(_POLICY_VALUES)
 #: the fields each policy reads
-LR_FIELDS = {"fixed": (), "step": ("lr_step_size", "lr_step_gamma"),
-             "multistep": ("lr_multistep_values", "lr_multistep_gamma"), "exp": ("lr_exp_gamma",),
-             "inv": ("lr_inv_gamma", "lr_inv_power"), "poly": ("lr_poly_power",),
-             "sigmoid": ("lr_sigmoid_step", "lr_sigmoid_gamma")}
+LR_FIELDS = {policy: tuple(row[0] for row in rows) for policy, rows in _POLICY_VALUES.items()}
 
 
 @dataclass
@@ -189,31 +231,19 @@ def epoch_of_iteration(iteration: int, plan: Plan | Mapping, train_epochs: int |
 
 def apply_lr_policy(solver: caffe_pb2.SolverParameter, policy: str, params: Mapping[str, Any]) -> None:
     """Set ``solver``'s lr_policy and its values from the form's percentages (``solver.max_iter``
-    must be set)."""
-    p = {**LR_DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
-    scale = float(solver.max_iter) / 100.0
-    solver.lr_policy = policy
-    if policy == "fixed":
-        pass
-    elif policy == "step":
-        solver.stepsize = int(math.ceil(float(p["lr_step_size"]) * scale))
-        solver.gamma = float(p["lr_step_gamma"])
-    elif policy == "multistep":
-        for v in str(p["lr_multistep_values"]).split(","):
-            solver.stepvalue.append(int(math.ceil(float(v) * scale)))
-        solver.gamma = float(p["lr_multistep_gamma"])
-    elif policy == "exp":
-        solver.gamma = math.pow(float(p["lr_exp_gamma"]), 1.0 / scale)
-    elif policy == "inv":
-        solver.gamma = float(p["lr_inv_gamma"]) / scale
-        solver.power = float(p["lr_inv_power"])
-    elif policy == "poly":
-        solver.power = float(p["lr_poly_power"])
-    elif policy == "sigmoid":
-        solver.gamma = -float(p["lr_sigmoid_gamma"]) / scale
-        solver.stepsize = int(math.ceil(float(p["lr_sigmoid_step"]) * scale))
-    else:
+    must be set); fields missing or None in ``params`` take :data:`LR_DEFAULTS`."""
+    rows = _POLICY_VALUES.get(policy)
+    if rows is None:
         raise ValueError(f"unknown lr_policy {policy!r} (one of {', '.join(LR_POLICIES)})")
+    per_percent = float(solver.max_iter) / 100.0
+    solver.lr_policy = policy
+    for form_field, solver_field, convert in rows:
+        given = params.get(form_field)
+        value = convert(LR_DEFAULTS[form_field] if given is None else given, per_percent)
+        if isinstance(value, list):
+            getattr(solver, solver_field).extend(value)
+        else:
+            setattr(solver, solver_field, value)
 
 
 def solver_parameter(spec, plan: Plan, net: str = "train_val.prototxt") -> caffe_pb2.SolverParameter:
