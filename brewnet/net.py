@@ -491,6 +491,12 @@ class Net(PycaffeNetMixin):
                     if self.channels_last:
                         outs = [o.contiguous(memory_format=torch.channels_last) if o.dim() == 4 else o
                                 for o in outs]
+                    if grad and self.force_backward:
+                        # Caffe's force_backward: a layer fed by a data layer still writes the
+                        # diff of that bottom (e.g. the gradient of the loss w.r.t. the images);
+                        # a top already in the graph (Parameter's blob) keeps its gradient path
+                        outs = [o if o.requires_grad or not o.is_floating_point()
+                                else o.detach().requires_grad_() for o in outs]
                 elif kind == _NO_BACKWARD:  # Accuracy, ArgMax, Threshold: Caffe has no backward
                     outs = [o.detach() for o in outs]
             if callbacks:

@@ -1,5 +1,3 @@
-"""Suite-wide collection settings."""
-
-# BVLC Caffe's own pycaffe tests run in a pytest process of their own (tests/test_bvlc_pycaffe.py),
-# where `import caffe` resolves to brewnet; they are not collected into this session.
-collect_ignore = ["bvlc_caffe"]
+"""Suite-wide: pytest imports this file from tests/, which puts tests/ on sys.path, so that test
+modules in every folder import the shared helpers by name (``numeric``, ``pylayers``,
+``pycaffe.nets``) and nets find the Python layers they name (``pycaffe.user_layers``)."""
