@@ -1,7 +1,8 @@
 """pycaffe's multi-process training names on torch.distributed: ``NCCL``, ``solver_count``,
 ``solver_rank``, ``set_solver_count``, ``set_solver_rank``, ``set_multiprocess``, ``has_nccl``.
 
-BVLC's ``python/train.py`` runs unchanged: the parent makes a uid with ``caffe.NCCL.new_uid()``
+A script in the style of BVLC's ``python/train.py`` (``examples/pycaffe_nccl_train.py``)
+runs: the parent makes a uid with ``caffe.NCCL.new_uid()``
 and starts one process per device; each sets its count and rank, builds its solver (data layers
 then read their rank's slice of every global batch), joins the others with
 ``caffe.NCCL(solver, uid)``, makes every rank start from rank 0's weights with ``bcast()``, and
