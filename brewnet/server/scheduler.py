@@ -324,20 +324,25 @@ class Scheduler:
                 raise ApiError(404, "Job not found")
         self._poke()
 
-    def abort(self, job_id: str) -> bool:
+    def abort(self, job_id: str, grace_s: float | None = None) -> bool:
         """Waiting/Initialized -> Aborted at once; Running -> SIGTERM to its process group (a
-        trainer snapshots first), Aborted when it exits, SIGKILL after the grace period.
-        False when the job is unknown or not active."""
+        trainer snapshots first), Aborted when it exits, SIGKILL after the grace period
+        (``grace_s``, default the job kind's; a second abort with a shorter one brings the
+        SIGKILL forward).  False when the job is unknown or not active."""
         with self._lock:
             run = self._running.get(job_id)
             if run is not None:
                 if run.proc.poll() is not None and not run.steps:
                     return False   # its last step has ended: the next tick records how
+                if grace_s is None:
+                    grace_s = self.train_abort_grace_s if run.kind == states.MODEL else self.abort_grace_s
+                kill_at = time.monotonic() + grace_s
                 if not run.aborting:
                     run.aborting = True
-                    grace = self.train_abort_grace_s if run.kind == states.MODEL else self.abort_grace_s
-                    run.kill_at = time.monotonic() + grace
+                    run.kill_at = kill_at
                     signal_group(run.proc.pid, signal.SIGTERM)
+                elif run.kill_at is not None:
+                    run.kill_at = min(run.kill_at, kill_at)
                 self._poke()
                 return True
 

@@ -391,7 +391,8 @@ async def _delete(request: Request, job_id: str):
     form = await _form(request)
     try:
         user = await _user(request)
-        await _run(server.delete, job_id, user)
+        # DIGITS aborts a running job, then deletes it
+        await _run(server.delete, job_id, user, abort_running=True)
     finally:
         form.cleanup()
     return _text("Job deleted.")
