@@ -261,3 +261,71 @@ def test_pool_classifies_like_the_python_api(model, tmp_path):
         assert (tmp_path / "vis" / v["image"]).is_file() and v["image"].endswith(".png")
         assert v["mean"] is not None and len(v["histogram"]["counts"]) == 20
     assert err.status == 400 and err.message.startswith("Could not read image: ")
+
+
+# a "server": a pool that has answered one call, then waits to be killed
+POOL_SERVER = """
+import asyncio, sys, time
+from brewnet.server.errors import ApiError
+from brewnet.server.inference import InferencePool
+
+async def main():
+    pool = InferencePool()
+    try:
+        await pool.ensure_bundle(sys.argv[1], 1, None)
+    except ApiError as e:
+        print("answered", e.status, flush=True)
+    time.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+def _live_children(pid: int) -> list[int]:
+    out = []
+    for name in Path("/proc").iterdir():
+        if not name.name.isdigit():
+            continue
+        try:
+            fields = (name / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(name.name))
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_pool_worker_ends_when_its_server_is_killed(tmp_path):
+    """SIGKILL of the process that owns the pool: its worker (and multiprocessing's resource
+    tracker) end instead of living on, re-parented, with the loaded bundles."""
+    import subprocess
+    import sys
+    import time
+
+    server = subprocess.Popen([sys.executable, "-c", POOL_SERVER, str(tmp_path / "no-model")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().split() == ["answered", "404"]   # the worker answered
+        children = _live_children(server.pid)
+        assert children, "the pool has no worker process"
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+    deadline = time.monotonic() + 30
+    while not all(map(_gone, children)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in children if not _gone(p)]
+    for p in left:   # a failed run leaves nothing behind
+        import os
+        import signal
+        os.kill(p, signal.SIGKILL)
+    assert left == []

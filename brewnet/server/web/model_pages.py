@@ -212,9 +212,12 @@ def _gpu_memory(pids: set[int]) -> dict[str, int]:
     exe = shutil.which("nvidia-smi")
     if not exe:
         return {}
+    from ...child_processes import die_with_parent
+
+    kwargs = {"preexec_fn": die_with_parent(os.getpid())} if os.name == "posix" else {}
     try:
         out = subprocess.run([exe, "--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"],
-                             capture_output=True, timeout=3, text=True).stdout
+                             capture_output=True, timeout=3, text=True, **kwargs).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
     used: dict[str, int] = {}
