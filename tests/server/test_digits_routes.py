@@ -412,12 +412,12 @@ def test_model_helpers(world):
 # a job's step for the delete tests: says it started, then waits for <jobdir>/go (a "stubborn"
 # job ignores SIGTERM, so only the SIGKILL after the grace period ends it)
 GATED_STEP = """
-import signal, sys, time
+import os, signal, sys, time
 if sys.argv[1] == "stubborn":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 open("started", "w").write("1")
 deadline = time.time() + 120
-while time.time() < deadline and not __import__("os").path.exists("go"):
+while time.time() < deadline and not os.path.exists("go"):
     time.sleep(0.05)
 """
 
@@ -427,13 +427,15 @@ def gated(tmp_path, monkeypatch):
     """A server whose jobs' steps wait (GATED_STEP) instead of doing their work."""
     import sys
 
-    import brewnet.server.service as service
+    from brewnet.server import service
 
     monkeypatch.setattr(service, "DELETE_GRACE_S", 0.5)
     data = tmp_path / "data"
     make_images(data / "train", n=3)
     config = ServerConfig(jobs_dir=tmp_path / "jobs", data_roots=[data], poll_interval_s=0.05, cpu_slots=2)
-    steps = lambda job, resume: [[sys.executable, "-c", GATED_STEP, job.name]]  # noqa: E731
+
+    def steps(job, resume):
+        return [[sys.executable, "-c", GATED_STEP, job.name]]
     app = create_app(config, scheduler_options={"steps_override": steps, "abort_grace_s": 60.0})
     with TestClient(app) as client:
         assert client.post("/login", data={"username": USER}, follow_redirects=False).status_code == 302
