@@ -679,8 +679,9 @@ class Scheduler:
         - rows whose directory vanished are deleted;
         - directories with a job.json and no row are re-imported from job.json;
         - Running jobs become Interrupted (a step of the old server still alive, checked to be
-          ours by pid, start time and working directory (jobs.process.pid_alive), is given ``recovery_wait_s`` to finish:
-          PR_SET_PDEATHSIG made a trainer snapshot and exit; then SIGKILL);
+          ours by pid, start time and working directory (jobs.process.pid_alive), is given
+          ``recovery_wait_s`` to finish: PR_SET_PDEATHSIG made a trainer snapshot and exit;
+          then SIGKILL);
         - Initialized and Waiting jobs are queued again, keeping their queue order;
         - every job.json is rewritten from its row where it differs.
         """

@@ -9,6 +9,10 @@ a trainer whose server was killed with SIGKILL then snapshots and exits by itsel
 PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so steps must be started
 from a thread that lives as long as the server (the scheduler's event-loop thread), never from a
 short-lived worker thread (brewnet.child_processes).
+
+A step's process is identified by its pid, its start time (:func:`process_start_time`, recorded
+with the job when the step is spawned) and the job's directory (:func:`pid_alive`), so a pid
+that another process reused is never signalled.
 """
 from __future__ import annotations
 

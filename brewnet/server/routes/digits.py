@@ -5,7 +5,8 @@ Conventions kept from DIGITS: JSON when the path ends in ``.json`` or ``Accept``
 HTML otherwise (a create then answers 302 to the job's page); ``job_id``, ``username`` and
 ``clone`` are read from the query string, then from the form; abort, delete and edit answer
 plain text and only their errors are JSON; an unknown job's status is a 200
-``{"error": "Job not found."}``.  Create, abort, delete, edit and clone need a user
+``{"error": "Job not found."}``; a delete of a running job aborts it, waits for its processes
+(bounded) and removes it.  Create, abort, delete, edit and clone need a user
 (``security.require_user``: DIGITS' username in local mode, a session or token otherwise);
 abort, delete and edit also the owner (or an admin).
 
