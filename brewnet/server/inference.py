@@ -14,7 +14,8 @@ and classify-one in a worker process.
   writes and its examples/classification scripts read.
 - :class:`InferencePool` runs classification in one ``spawn``ed worker process that keeps the
   loaded bundles; the event loop awaits it with ``asyncio.wrap_future`` and never blocks (torch
-  is never imported by the server process for this).
+  is never imported by the server process for this).  The worker ends when the server dies,
+  SIGKILL included (brewnet.child_processes.end_with_parent).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from .. import fileio
+from ..child_processes import end_with_parent
 from .errors import ApiError
 from .jobs.progress import METRICS_FILE
 
@@ -279,10 +281,12 @@ _cache: "OrderedDict[str, tuple[float, object]]" = OrderedDict()
 _device = None
 
 
-def _init_worker(device: str | None) -> None:
-    """Runs once in the spawned worker: its device; one torch thread per worker would starve a
-    single classify, so torch keeps its default."""
+def _init_worker(device: str | None, server_pid: int) -> None:
+    """Runs once in the spawned worker: it ends when the server dies, however the server dies
+    (a SIGKILLed server leaves no worker holding its memory); its device.  One torch thread
+    per worker would starve a single classify, so torch keeps its default."""
     global _device
+    end_with_parent(server_pid)
     _device = device
 
 
@@ -374,10 +378,12 @@ class InferencePool:
     def _pool(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._executor is None:
-                # spawn: a fork of a server with threads (uvicorn, the scheduler) may deadlock
+                # spawn: a fork of a server with threads (uvicorn, the scheduler) may deadlock.
+                # Workers are started by submit(), i.e. from the event loop's thread, which lives
+                # as long as the server: the thread PR_SET_PDEATHSIG follows (child_processes)
                 self._executor = ProcessPoolExecutor(
                     max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker, initargs=(self.device,))
+                    initializer=_init_worker, initargs=(self.device, os.getpid()))
             return self._executor
 
     async def _run(self, fn, *args) -> dict:

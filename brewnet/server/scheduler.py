@@ -43,7 +43,7 @@ from .errors import ApiError
 from .jobs import states
 from .jobs.jobdir import (JOB_JSON, is_job_id, job_dir, job_from_dict, job_to_dict, read_job_json,
                           write_job_json)
-from .jobs.process import last_error_line, pid_alive, signal_group, start_step
+from .jobs.process import last_error_line, pid_alive, process_start_time, signal_group, start_step
 from .jobs.progress import best_value, progress_from_file, read_metrics, read_plan
 from .jobs.tasks import newest_solverstate, python_path, snapshots, steps_for
 from .store.models import Job
@@ -276,7 +276,7 @@ class Scheduler:
         if status in states.FINISHED:
             job.finished = now
             job.queue_seq = None
-            job.pid = None
+            job.pid = job.pid_start = None
             job.assigned = {}
 
     def _publish(self, d: dict) -> None:
@@ -324,20 +324,25 @@ class Scheduler:
                 raise ApiError(404, "Job not found")
         self._poke()
 
-    def abort(self, job_id: str) -> bool:
+    def abort(self, job_id: str, grace_s: float | None = None) -> bool:
         """Waiting/Initialized -> Aborted at once; Running -> SIGTERM to its process group (a
-        trainer snapshots first), Aborted when it exits, SIGKILL after the grace period.
-        False when the job is unknown or not active."""
+        trainer snapshots first), Aborted when it exits, SIGKILL after the grace period
+        (``grace_s``, default the job kind's; a second abort with a shorter one brings the
+        SIGKILL forward).  False when the job is unknown or not active."""
         with self._lock:
             run = self._running.get(job_id)
             if run is not None:
                 if run.proc.poll() is not None and not run.steps:
                     return False   # its last step has ended: the next tick records how
+                if grace_s is None:
+                    grace_s = self.train_abort_grace_s if run.kind == states.MODEL else self.abort_grace_s
+                kill_at = time.monotonic() + grace_s
                 if not run.aborting:
                     run.aborting = True
-                    grace = self.train_abort_grace_s if run.kind == states.MODEL else self.abort_grace_s
-                    run.kill_at = time.monotonic() + grace
+                    run.kill_at = kill_at
                     signal_group(run.proc.pid, signal.SIGTERM)
+                elif run.kill_at is not None:
+                    run.kill_at = min(run.kill_at, kill_at)
                 self._poke()
                 return True
 
@@ -479,8 +484,10 @@ class Scheduler:
             self._finish(run, None, error=f"could not start {argv[:4]}: {e}")
             return
 
+        started = process_start_time(run.proc.pid)  # not reaped yet: its /proc entry is there
+
         def go(job, s):
-            job.pid = run.proc.pid
+            job.pid, job.pid_start = run.proc.pid, started
         self._change(run.job_id, go)
 
     def _finish(self, run: _Run, rc: int | None, error: str | None = None) -> None:
@@ -639,7 +646,7 @@ class Scheduler:
                 return False
             started["proc"], started["steps"], started["kind"] = proc, steps[1:], job.kind
             job.resume_requested = False
-            job.pid = proc.pid
+            job.pid, job.pid_start = proc.pid, process_start_time(proc.pid)
             job.started = time.time()
             job.finished = None
             job.error = None
@@ -672,8 +679,9 @@ class Scheduler:
         - rows whose directory vanished are deleted;
         - directories with a job.json and no row are re-imported from job.json;
         - Running jobs become Interrupted (a step of the old server still alive, checked to be
-          ours by pid, command line and working directory, is given ``recovery_wait_s`` to finish:
-          PR_SET_PDEATHSIG made a trainer snapshot and exit; then SIGKILL);
+          ours by pid, start time and working directory (jobs.process.pid_alive), is given
+          ``recovery_wait_s`` to finish: PR_SET_PDEATHSIG made a trainer snapshot and exit;
+          then SIGKILL);
         - Initialized and Waiting jobs are queued again, keeping their queue order;
         - every job.json is rewritten from its row where it differs.
         """
@@ -705,19 +713,20 @@ class Scheduler:
                         rows[job.id] = job
                         imported.append(job.id)
                 s.flush()
-                alive = {jid: j.pid for jid, j in rows.items()
-                         if j.status == states.RUNNING and pid_alive(j.pid, jobs_root / jid)}
+                alive = {jid: (j.pid, j.pid_start) for jid, j in rows.items()
+                         if j.status == states.RUNNING and pid_alive(j.pid, jobs_root / jid, j.pid_start)}
         if imported:
             log.info("re-imported %d job(s) from their job.json: %s", len(imported), ", ".join(imported))
         # a trainer of the killed server got SIGTERM from PR_SET_PDEATHSIG: let it snapshot
         deadline = time.monotonic() + self.recovery_wait_s
         while alive and time.monotonic() < deadline:
-            alive = {jid: pid for jid, pid in alive.items() if pid_alive(pid, jobs_root / jid)}
+            alive = {jid: who for jid, who in alive.items() if pid_alive(who[0], jobs_root / jid, who[1])}
             if alive:
                 await asyncio.sleep(0.2)
-        for jid, pid in alive.items():
-            log.warning("job %s: process %d of the previous server still runs; SIGKILL", jid, pid)
-            signal_group(pid, signal.SIGKILL)
+        for jid, (pid, started) in alive.items():
+            if pid_alive(pid, jobs_root / jid, started):  # checked again just before the signal
+                log.warning("job %s: process %d of the previous server still runs; SIGKILL", jid, pid)
+                signal_group(pid, signal.SIGKILL)
         with self._lock:
             changed = []
             with self.db.session() as s:
@@ -736,10 +745,10 @@ class Scheduler:
                         if job.queue_seq is None:
                             seq += 1
                             job.queue_seq = seq
-                        job.pid = None
+                        job.pid = job.pid_start = None
                         job.assigned = {}
-                    elif job.pid is not None or job.assigned:
-                        job.pid = None
+                    elif job.pid is not None or job.pid_start is not None or job.assigned:
+                        job.pid = job.pid_start = None
                         job.assigned = {}
                 s.flush()
                 for job in jobs:

@@ -40,6 +40,7 @@ DIGITS_VERSION = "6.1.1"          # the DIGITS whose REST API we answer
 FORM_FILE = "form.json"           # a job's submitted form fields (clone reads them)
 DELETED_PREFIX = ".deleted-"      # a job directory being removed (never re-imported)
 ABORT_WAIT_S = 60.0               # delete of a job being aborted waits this long for its end
+DELETE_GRACE_S = 5.0              # a job aborted by its delete: SIGTERM, then SIGKILL after this
 VIS_KEEP = 5                      # classify-one visualisation folders kept per model
 #: form fields that are not settings (never saved for a clone)
 NOT_SETTINGS = {"username", "csrf_token", "clone", "job_id"}
@@ -625,19 +626,17 @@ class Server:
             s.expunge_all()
         return rows
 
-    def delete(self, job_id: str, user) -> None:
-        """Delete a finished job and its directory (a model's classify jobs with it).  Refused
-        (403) while it runs, for another user, and for a dataset a model uses."""
+    def delete(self, job_id: str, user, *, abort_running: bool = False) -> None:
+        """Delete a job and its directory (a model's classify jobs with it).  Refused (403) for
+        another user and for a dataset a model uses (before anything is aborted, as DIGITS does).
+
+        A queued job is aborted and deleted.  A running one (or a running classification of the
+        model): with ``abort_running`` (DIGITS' DELETE routes) it is aborted, its processes get
+        DELETE_GRACE_S to end before SIGKILL, and the delete waits at most ABORT_WAIT_S for them;
+        409 if they still run then.  Without it (brewnet's /api/v1) a running job is a 403
+        unless an abort asked for earlier ends within ABORT_WAIT_S."""
         job = self.get_job(job_id)
         self._check_owner(user, job)
-        if job.status in (states.INITIALIZED, states.WAITING):
-            self.scheduler.abort(job_id)   # a queued job is not running yet: DIGITS deletes it
-            job = self.get_job(job_id)
-        if job.status == states.RUNNING and job_id in self._aborting:
-            # DIGITS scripts abort, then delete at once: wait for the abort (a snapshot) to end
-            job = self._wait_sync(job_id, ABORT_WAIT_S)
-        if job.status in states.ACTIVE:
-            raise ApiError(403, "Job is running: abort it first")
         deps = self.dependents(job)
         if deps:
             n = len(deps)
@@ -650,18 +649,40 @@ class Server:
                 children = list(s.execute(select(Job).where(Job.kind == states.INFERENCE,
                                                             Job.parent_id == job.id)).scalars().all())
                 s.expunge_all()
+        targets = [*children, job]
+        if abort_running:
+            for j in targets:
+                if j.status in states.ACTIVE:
+                    self.scheduler.abort(j.id, grace_s=DELETE_GRACE_S)
+            still = self._wait_ended([j.id for j in targets], ABORT_WAIT_S)
+            if still:
+                raise ApiError(409, f"Job is still running {ABORT_WAIT_S:g} s after its abort "
+                                    f"({', '.join(still)}): delete it again later")
+        else:
+            if job.status in (states.INITIALIZED, states.WAITING):
+                self.scheduler.abort(job_id)   # a queued job is not running yet: DIGITS deletes it
+            if job_id in self._aborting:
+                # an abort asked for before: wait for it (a snapshot) to end
+                self._wait_ended([job_id], ABORT_WAIT_S)
+            if self.get_job(job_id).status in states.ACTIVE:
+                raise ApiError(403, "Job is running: abort it first")
             if any(c.status in states.ACTIVE for c in children):
                 raise ApiError(403, "Job is running: a classification of this model runs; abort it first")
-        for j in [*children, job]:
+        for j in targets:
             self._remove(j.id)
 
-    def _wait_sync(self, job_id: str, timeout_s: float) -> Job:
+    def _wait_ended(self, job_ids: list[str], timeout_s: float) -> list[str]:
+        """Wait until none of ``job_ids`` is active and the scheduler runs no step of them (its
+        tick that ended one has finished writing it); returns those still going after
+        ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        job = self.get_job(job_id)
-        while job.status in states.ACTIVE and time.monotonic() < deadline:
+        while True:
+            running = set(self.scheduler.running_ids())
+            left = [jid for jid in job_ids if jid in running
+                    or ((job := self.find_job(jid)) is not None and job.status in states.ACTIVE)]
+            if not left or time.monotonic() >= deadline:
+                return left
             time.sleep(0.1)
-            job = self.get_job(job_id)
-        return job
 
     def _remove(self, job_id: str) -> None:
         """Rename the directory aside (atomic: recovery never re-imports half a job), delete the
@@ -715,7 +736,7 @@ class Server:
         for job_id in job_ids:
             try:
                 if action == "delete":
-                    self.delete(job_id, user)
+                    self.delete(job_id, user, abort_running=True)   # only DIGITS' DELETE /jobs
                 elif action == "abort":
                     self.abort(job_id, user)
                 elif action == "group":

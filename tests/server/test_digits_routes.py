@@ -369,11 +369,7 @@ def test_abort_resume_delete_and_dependents(world, dataset, model):
     r = c.post(f"/models/images/classification/classify_one.json?job_id={model}",
                files={"image_file": ("b.png", world["images"]["blue"][0].read_bytes())})
     assert r.status_code == 200
-    r = c.delete(f"/models/{job}")
-    if c.get(f"/models/{job}/status").json()["status"] == "Running":
-        assert r.status_code == 403 and "abort it first" in r.text
-        assert c.post(f"/models/{job}/abort").status_code == 200
-    # DIGITS scripts abort then delete at once: the delete waits for the abort's snapshot
+    # DIGITS scripts abort then delete at once (and DIGITS deletes a running job): aborted, removed
     c.post(f"/models/{job}/abort")
     r = c.delete(f"/models/{job}")
     assert r.status_code == 200 and r.text == "Job deleted."
@@ -411,6 +407,93 @@ def test_model_helpers(world):
     assert r.status_code == 200
     col = r.json()["data"]["columns"][0]
     assert col[0] == "Learning Rate 0" and len(col) == 102 and col[1] == pytest.approx(0.1)
+
+
+# a job's step for the delete tests: says it started, then waits for <jobdir>/go (a "stubborn"
+# job ignores SIGTERM, so only the SIGKILL after the grace period ends it)
+GATED_STEP = """
+import os, signal, sys, time
+if sys.argv[1] == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+open("started", "w").write("1")
+deadline = time.time() + 120
+while time.time() < deadline and not os.path.exists("go"):
+    time.sleep(0.05)
+"""
+
+
+@pytest.fixture
+def gated(tmp_path, monkeypatch):
+    """A server whose jobs' steps wait (GATED_STEP) instead of doing their work."""
+    import sys
+
+    from brewnet.server import service
+
+    monkeypatch.setattr(service, "DELETE_GRACE_S", 0.5)
+    data = tmp_path / "data"
+    make_images(data / "train", n=3)
+    config = ServerConfig(jobs_dir=tmp_path / "jobs", data_roots=[data], poll_interval_s=0.05, cpu_slots=2)
+
+    def steps(job, resume):
+        return [[sys.executable, "-c", GATED_STEP, job.name]]
+    app = create_app(config, scheduler_options={"steps_override": steps, "abort_grace_s": 60.0})
+    with TestClient(app) as client:
+        assert client.post("/login", data={"username": USER}, follow_redirects=False).status_code == 302
+        yield {"client": client, "data": data, "config": config}
+
+
+def test_delete_of_a_running_job_aborts_then_removes_it(gated):
+    """DIGITS' DELETE /datasets/<id>, /jobs/<id> and DELETE /jobs on running jobs: each is
+    aborted, its process ends (SIGKILL after the grace period for one that ignores SIGTERM),
+    its directory and row go, 200; a dataset a queued model uses is refused and keeps running."""
+    from brewnet.server.jobs.process import pid_alive
+
+    c, jobs = gated["client"], gated["config"].jobs_dir
+
+    def running(name: str) -> tuple[str, tuple]:
+        r = c.post("/datasets/images/classification.json", data=dataset_form(gated["data"] / "train", name))
+        assert r.status_code == 200, r.text
+        jid = r.json()["id"]
+        wait_status(c, "datasets", jid, 60, until=("Running",) + FINISHED)
+        deadline = time.monotonic() + 60
+        while not (jobs / jid / "started").is_file():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        d = json.loads((jobs / jid / "job.json").read_text())
+        assert d["status"] == "Running"
+        return jid, (d["pid"], jobs / jid, d["pid_start"])
+
+    def gone(jid: str, process: tuple) -> None:
+        assert not (jobs / jid).exists()
+        assert json.loads(c.get(f"/datasets/{jid}/status").text) == {"error": "Job not found."}
+        assert c.get(f"/datasets/{jid}.json").status_code == 404
+        assert not pid_alive(process[0], None, process[2])
+
+    ds, proc = running("made and deleted at once")
+    r = c.delete(f"/datasets/{ds}")
+    assert (r.status_code, r.text) == (200, "Job deleted.")
+    gone(ds, proc)
+
+    stubborn, proc = running("stubborn")
+    r = c.delete(f"/jobs/{stubborn}")
+    assert (r.status_code, r.text) == (200, "Job deleted.")
+    gone(stubborn, proc)
+
+    used, _ = running("used")
+    r = c.post("/models/images/classification.json", data=model_form(used, "queued"))
+    assert r.status_code == 200, r.text
+    model = r.json()["id"]
+    r = c.delete(f"/datasets/{used}")
+    assert r.status_code == 403 and "depends on it" in r.text and model in r.text
+    assert c.get(f"/datasets/{used}/status").json()["status"] == "Running"   # not aborted either
+
+    other, proc_other = running("stubborn")
+    r = c.request("DELETE", "/jobs", data={"job_ids[]": [model, other]})
+    assert (r.status_code, r.text) == (200, "Jobs deleted.")
+    gone(other, proc_other)
+    assert c.get(f"/models/{model}.json").status_code == 404
+    (jobs / used / "go").write_text("")
+    assert wait_status(c, "datasets", used, 60)["status"] == "Done"
 
 
 # ----------------------------------------------------------------------------- errors

@@ -17,7 +17,8 @@ from brewnet.server.errors import ApiError
 from brewnet.server.jobs import states
 from brewnet.server.jobs.jobdir import (confine_server_path, job_dir, job_from_dict, job_to_dict,
                                         read_job_json, safe_join, write_job_json, write_json_atomic)
-from brewnet.server.jobs.process import last_error_line, pid_alive, signal_group, start_step
+from brewnet.server.jobs.process import (last_error_line, pid_alive, process_start_time, signal_group,
+                                        start_step)
 from brewnet.server.jobs.progress import (best_value, metric_series, read_metrics, read_progress)
 from brewnet.server.jobs.tasks import newest_solverstate, snapshots, steps_for
 from brewnet.server.store.models import Job
@@ -306,16 +307,36 @@ def test_a_step_imports_the_servers_own_brewnet(tmp_path):
     assert p.wait(timeout=60) == 0 and (tmp_path / "log.txt").read_text().splitlines()[-1] == "my layer"
 
 
-def test_pid_alive_checks_the_process_is_ours(tmp_path):
+def brewnet_named_python(tmp_path: Path) -> str:
+    """This interpreter under a path that names brewnet, as in a virtualenv at
+    ``~/.cache/brewnet-<hash>/venv``: every command line it runs then contains "brewnet"."""
+    link = tmp_path / "brewnet-cache" / "venv" / "bin" / "python3"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.realpath(sys.executable))
+    return str(link)
+
+
+@pytest.fixture(params=["python", "brewnet-named-python"])
+def python(request, tmp_path_factory):
+    if request.param == "python":
+        return sys.executable
+    if not sys.platform.startswith("linux"):
+        pytest.skip("process identity beyond existence is read from /proc")
+    return brewnet_named_python(tmp_path_factory.mktemp("venv"))
+
+
+def test_pid_alive_checks_the_process_is_ours(tmp_path, python):
     other = tmp_path / "other"
     other.mkdir()
-    p = start_step([sys.executable, "-c", "import time; time.sleep(60)", "brewnet-test"], tmp_path)
+    p = start_step([python, "-c", "import time; time.sleep(60)", "brewnet-test"], tmp_path)
     try:
         assert wait_until(lambda: pid_alive(p.pid, tmp_path))
         assert not pid_alive(p.pid, other)                 # another job's directory
-        q = start_step([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path)
+        # a process in the job's directory that no start_step started
+        q = subprocess.Popen([python, "-c", "import time; time.sleep(60)"], cwd=tmp_path,
+                             start_new_session=True)
         try:
-            assert not pid_alive(q.pid, tmp_path)          # not a brewnet command line
+            assert not pid_alive(q.pid, tmp_path)          # not a step of this job
         finally:
             signal_group(q.pid, signal.SIGKILL)
             q.wait()
@@ -324,6 +345,34 @@ def test_pid_alive_checks_the_process_is_ours(tmp_path):
         p.wait(timeout=30)
     assert not pid_alive(p.pid, tmp_path)
     assert not pid_alive(None) and not pid_alive(0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pid_alive_is_the_pid_start_time_and_directory_not_words(tmp_path):
+    """A step is identified by its pid, the start time recorded when it was spawned and its
+    job directory; a process whose interpreter, arguments and directory all say "brewnet" is
+    not taken for it."""
+    python = brewnet_named_python(tmp_path)
+    jobdir = tmp_path / "brewnet-jobs" / "20240102-030405-abcd"
+    jobdir.mkdir(parents=True)
+    p = start_step([python, "-c", "import time; time.sleep(60)", "brewnet", "train"], jobdir)
+    q = subprocess.Popen([python, "-c", "import time; time.sleep(60)", "-m", "brewnet"], cwd=jobdir,
+                         start_new_session=True)
+    try:
+        started = process_start_time(p.pid)
+        assert isinstance(started, int) and started > 0
+        assert started == process_start_time(p.pid)        # the same process, the same time
+        assert pid_alive(p.pid, jobdir, started)
+        assert not pid_alive(p.pid, jobdir, started + 1)   # a recycled pid: another start time
+        assert not pid_alive(p.pid, tmp_path, started)     # not in the job's directory
+        assert not pid_alive(q.pid, jobdir)                # words in its command line are not enough
+        assert pid_alive(q.pid, jobdir, process_start_time(q.pid))  # the process that started then
+    finally:
+        for proc in (p, q):
+            signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert not pid_alive(p.pid, jobdir, started)
+    assert process_start_time(p.pid) is None and process_start_time(None) is None
 
 
 def test_signal_group_reaches_grandchildren(tmp_path):

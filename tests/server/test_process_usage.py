@@ -2,6 +2,7 @@
 their own under the launcher (brewnet.distributed.launch)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -21,8 +22,10 @@ time.sleep(60)
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_usage_counts_ranks_in_their_own_sessions(tmp_path):
+    # a step of the job as start_step leaves it: in the job's directory, its progress file in the environment
+    env = {**os.environ, "BREWNET_PROGRESS_FILE": str(tmp_path / "progress.jsonl")}
     proc = subprocess.Popen([sys.executable, "-c", LAUNCHER], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout.readline().strip() == "started"
         deadline = time.monotonic() + 10
@@ -33,7 +36,6 @@ def test_usage_counts_ranks_in_their_own_sessions(tmp_path):
             time.sleep(0.1)
         assert usage["running"] and usage["processes"] == 3, usage
     finally:
-        import os
         import signal
         for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
             try:

@@ -17,7 +17,7 @@ from brewnet.server.config import ServerConfig
 from brewnet.server.errors import ApiError
 from brewnet.server.jobs import states
 from brewnet.server.jobs.jobdir import read_job_json, write_job_json
-from brewnet.server.jobs.process import pid_alive, signal_group, start_step
+from brewnet.server.jobs.process import pid_alive, process_start_time, signal_group, start_step
 from brewnet.server.jobs.progress import read_metrics
 from brewnet.server.jobs.tasks import brewnet_argv, steps_for
 from brewnet.server.scheduler import Scheduler
@@ -358,6 +358,43 @@ def test_recover_after_a_crash(config, db, sched, tmp_path):
     # the interrupted training resumes from its newest solverstate
     sched.resume(dead)
     assert [q["id"] for q in sched.queue()][-1] == dead
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_step_is_recorded_and_recognised_by_its_start_time(config, db, sched):
+    """The row and job.json keep the step's start time while it runs; recovery signals a
+    process of the old server only when pid, start time and directory are the step's, so a
+    recycled pid (here: the right pid with another start time) is left alone."""
+    a = add_job(config, db, kind=states.DATASET)
+    sched.submit(a)
+    sched.tick()
+    job = get(db, a)
+    assert job.status == states.RUNNING
+    assert job.pid_start == process_start_time(job.pid) and job.pid_start is not None
+    assert read_job_json(config.jobs_dir / a)["pid_start"] == job.pid_start
+    release(config, a)
+    assert run_until(sched, lambda: status(db, a) == states.DONE)
+    assert (get(db, a).pid, get(db, a).pid_start, read_job_json(config.jobs_dir / a)["pid_start"]) == (None,) * 3
+
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    jobs = config.jobs_dir
+    recycled, ours = (add_job(config, db, kind=states.DATASET, status=states.RUNNING) for _ in range(2))
+    procs = {jid: start_step([sys.executable, "-c", code, "brewnet-test"], jobs / jid) for jid in (recycled, ours)}
+    with db.session() as s:
+        for jid, proc in procs.items():
+            s.get(Job, jid).pid = proc.pid
+            s.get(Job, jid).pid_start = process_start_time(proc.pid) + (1 if jid == recycled else 0)
+    try:
+        asyncio.run(sched.recover())
+        assert procs[ours].wait(timeout=10) == -signal.SIGKILL
+        assert procs[recycled].poll() is None          # not the step that row names: never signalled
+        assert pid_alive(procs[recycled].pid, jobs / recycled)
+        for jid in (recycled, ours):
+            assert status(db, jid) == states.INTERRUPTED and get(db, jid).pid_start is None
+    finally:
+        for proc in procs.values():
+            signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def test_start_runs_the_loop_and_stop_interrupts(config, db):

@@ -5,9 +5,11 @@ file; then the training resumes and finishes."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,66 @@ def test_kill_9_and_restart(tmp_path):
     # uvicorn ends by re-raising the SIGTERM it handled, after a clean shutdown
     assert rc in (0, -signal.SIGTERM), serve.output()
     assert "Application shutdown complete" in serve.output()
+
+
+TAG = "BREWNET_TEST_SERVER_TAG"
+
+
+def tagged_processes(value: str) -> dict[int, str]:
+    """pid -> command line of every live process but this one whose environment holds
+    TAG=value: the server and everything it started, re-parented or not (each inherits it)."""
+    want = f"{TAG}={value}".encode()
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            if want not in Path(f"/proc/{name}/environ").read_bytes().split(b"\0"):
+                continue
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state != "Z":
+                out[int(name)] = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
+            continue
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_nothing_of_a_killed_server_survives(tmp_path, monkeypatch):
+    """kill -9 of a server that has served classify_one while a training runs: its inference
+    worker, the training and every other process it started end within seconds."""
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(TAG, tag)        # Serve's environment, and so every descendant's
+    data = tmp_path / "data"
+    images = make_images(data / "small", 15)
+    jobs = tmp_path / "jobs"
+    serve = Serve(jobs, data, "--cpu-slots", "1")
+    try:
+        serve.login("killer")
+        c = serve.client
+        ds = c.post("/datasets/images/classification.json", data=dataset_form(data / "small", "small")).json()["id"]
+        assert serve.wait("datasets", ds, timeout_s=180)["status"] == "Done"
+        model = c.post("/models/images/classification.json", data=lenet_bn_form(ds, "short", 1)).json()["id"]
+        assert serve.wait("models", model, timeout_s=300)["status"] == "Done", serve.output()
+        r = c.post(f"/models/images/classification/classify_one.json?job_id={model}",
+                   files={"image_file": ("x.png", images["bars"][0].read_bytes(), "image/png")})
+        assert r.status_code == 200, r.text
+        long = c.post("/models/images/classification.json", data=lenet_bn_form(ds, "long", 200)).json()["id"]
+        serve.wait("models", long, until=("Running",), timeout_s=120)
+        trainer = job_json(jobs, long)["pid"]
+        before = tagged_processes(tag)
+        children = set(before) - {serve.proc.pid}
+        assert serve.proc.pid in before and trainer in children and len(children) >= 2, before
+        serve.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while tagged_processes(tag) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert tagged_processes(tag) == {}, f"left after the server's SIGKILL (of {before})"
+    finally:
+        if serve.proc.poll() is None:
+            serve.stop(signal.SIGKILL)
+        for pid in tagged_processes(tag):   # a failed run leaves nothing behind either
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

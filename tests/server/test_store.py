@@ -144,9 +144,37 @@ def test_concurrent_read_modify_write_loses_nothing(db):
 
 # ---- migrations --------------------------------------------------------------------------------
 
+HEAD = "0002_pid_start"
+
+
 def _check_migrated(db: Database) -> None:
-    assert db.current_revision() == db.head_revision() == "0001_initial"
+    assert db.current_revision() == db.head_revision() == HEAD
     assert db.schema_differences() == []
+
+
+def _upgrade_keeps_a_job_of_0001(db: Database) -> None:
+    """From the first schema with a job row in it (written by a brewnet of 0001, which knew no
+    pid_start), up to the head: the row is kept, its pid_start NULL; a start time fits in it."""
+    from alembic import command
+
+    jid = f"old-{os.urandom(3).hex()}"
+    with db.engine.begin() as conn:
+        command.downgrade(db.alembic_config(conn), "0001_initial")
+    assert db.current_revision() == "0001_initial"
+    with db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO jobs (id, kind, name, group_name, notes, status, status_history, created, progress, "
+            "resources, assigned, pid, spec, summary, resume_requested) VALUES (:id, 'model', 'old', '', '', "
+            "'Running', '[]', 1.0, 0.5, '{}', '{}', 4242, '{}', '{}', false)"), {"id": jid})
+    db.migrate()
+    _check_migrated(db)
+    with db.session() as s:
+        job = s.get(Job, jid)
+        assert (job.pid, job.pid_start, job.progress) == (4242, None, 0.5)
+        job.pid_start = 2 ** 40                  # clock ticks after boot outgrow 32 bits
+    with db.session() as s:
+        assert s.get(Job, jid).pid_start == 2 ** 40
+        s.delete(s.get(Job, jid))
 
 
 def test_sqlite_migrate_matches_models_and_is_idempotent(tmp_path):
@@ -163,6 +191,10 @@ def test_sqlite_migrate_matches_models_and_is_idempotent(tmp_path):
             assert s.get(Job, "kept") is not None
     finally:
         db.dispose()
+
+
+def test_sqlite_upgrade_from_0001_keeps_jobs(db):
+    _upgrade_keeps_a_job_of_0001(db)
 
 
 def test_migrate_refuses_a_newer_schema(db):
@@ -293,7 +325,11 @@ def test_postgresql_migrate_refuses_a_newer_schema(pg_db):
             pg_db.migrate()
     finally:
         with pg_db.engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '0001_initial'"))
+            conn.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": HEAD})
+
+
+def test_postgresql_upgrade_from_0001_keeps_jobs(pg_db):
+    _upgrade_keeps_a_job_of_0001(pg_db)
 
 
 def test_postgresql_store_roundtrip(pg_db):

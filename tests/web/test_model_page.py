@@ -205,8 +205,8 @@ def test_data_routes_refuse_what_is_not_a_model(live, dataset_id):
 
 
 def test_process_usage_reads_proc(tmp_path):
-    """CPU %, RSS and threads of a process group led by one of ours (its command line names
-    brewnet, its folder is the job's); any other pid is 'not running'."""
+    """CPU %, RSS and threads of a process group led by one of ours (started as start_step does:
+    in the job's folder, its progress file in the environment); any other pid is 'not running'."""
     import subprocess
     import sys
 
@@ -214,8 +214,9 @@ def test_process_usage_reads_proc(tmp_path):
 
     burn = ("import sys, time\nx = b'x' * 30_000_000\nprint('ready', flush=True)\nt = time.time()\n"
             "while time.time() - t < 60: pass\n")
+    env = {**os.environ, "BREWNET_PROGRESS_FILE": str(tmp_path / "progress.jsonl")}
     proc = subprocess.Popen([sys.executable, "-c", burn, "brewnet"], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout.readline().strip() == "ready"      # its memory is touched
         first = process_usage(proc.pid, tmp_path)

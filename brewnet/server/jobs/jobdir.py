@@ -59,6 +59,7 @@ def job_to_dict(job) -> dict:
         "assigned": job.assigned or {},
         "queue_seq": job.queue_seq,
         "pid": job.pid,
+        "pid_start": job.pid_start,
         "resume_requested": bool(job.resume_requested),
         "error": job.error,
         "progress": float(job.progress or 0.0),
@@ -81,6 +82,7 @@ def job_from_dict(d: dict):
         progress=float(d.get("progress") or 0.0), queue_seq=d.get("queue_seq"),
         dataset_id=d.get("dataset_id"), parent_id=d.get("parent_id"),
         resources=d.get("resources") or {}, assigned=d.get("assigned") or {}, pid=d.get("pid"),
+        pid_start=d.get("pid_start"),
         error=d.get("error"), spec=d.get("spec") or {}, summary=d.get("summary") or {},
         resume_requested=bool(d.get("resume_requested")))
 

@@ -9,6 +9,10 @@ a trainer whose server was killed with SIGKILL then snapshots and exits by itsel
 PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so steps must be started
 from a thread that lives as long as the server (the scheduler's event-loop thread), never from a
 short-lived worker thread (brewnet.child_processes).
+
+A step's process is identified by its pid, its start time (:func:`process_start_time`, recorded
+with the job when the step is spawned) and the job's directory (:func:`pid_alive`), so a pid
+that another process reused is never signalled.
 """
 from __future__ import annotations
 
@@ -19,9 +23,14 @@ import time
 from pathlib import Path
 
 from ...child_processes import die_with_parent
+from ...progress_file import ENV as PROGRESS_ENV
 
 LOG_FILE = "log.txt"
 PROGRESS_FILE = "progress.jsonl"
+#: proc(5): the process's start time, in clock ticks after boot, is field 22 of /proc/<pid>/stat
+STARTTIME_FIELD = 22
+
+
 def step_label(argv: list[str]) -> str:
     """``brewnet train -solver ...`` for ``[python, -m, brewnet, train, -solver, ...]``."""
     if len(argv) >= 3 and argv[1] == "-m":
@@ -40,7 +49,7 @@ def start_step(argv: list[str], jobdir: str | os.PathLike, gpus: list[int] | Non
     server's death (Linux)."""
     jobdir = Path(jobdir).resolve()
     env = dict(os.environ)
-    env["BREWNET_PROGRESS_FILE"] = str(jobdir / PROGRESS_FILE)
+    env[PROGRESS_ENV] = str(jobdir / PROGRESS_FILE)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus) if gpus else ""
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach log.txt as they are printed
     # the step runs the same brewnet as this server, whatever else `python -m brewnet` would find
@@ -76,39 +85,76 @@ def signal_group(pid: int, sig: int) -> bool:
         return False
 
 
-def pid_alive(pid: int | None, jobdir: str | os.PathLike | None = None) -> bool:
-    """True if ``pid`` is a live (not zombie) process that is one of ours: its command line
-    mentions brewnet and, when ``jobdir`` is given, its working directory is that job's
-    directory.  A pid recycled by an unrelated process is therefore never signalled."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the parenthesised command name (which may hold
+    spaces or parentheses): ``[state, ppid, pgrp, ...]``, so field N of proc(5) is item N-3.
+    None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def process_start_time(pid: int | None) -> int | None:
+    """When process ``pid`` started: field 22 of ``/proc/<pid>/stat`` (clock ticks after boot),
+    which no later process with the same pid can share; None when there is no such process or
+    no /proc (not Linux).  Record it when the process is spawned (a child not yet reaped keeps
+    its entry, so reading it right after ``Popen`` is safe)."""
+    if not pid or pid <= 0:
+        return None
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[STARTTIME_FIELD - 3]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _environ_value(pid: int, name: str) -> str | None:
+    """``name`` in the environment process ``pid`` was started with (None: absent, unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    prefix = name.encode() + b"="
+    for item in raw.split(b"\x00"):
+        if item.startswith(prefix):
+            return item[len(prefix):].decode("utf-8", "surrogateescape")
+    return None
+
+
+def pid_alive(pid: int | None, jobdir: str | os.PathLike | None = None,
+              start_time: int | None = None) -> bool:
+    """True if ``pid`` is a live (not zombie) process that is the one we spawned: its start time
+    is ``start_time`` (:func:`process_start_time` when it was spawned) and, when ``jobdir`` is
+    given, its working directory is that job's directory.  A pid recycled by another process
+    therefore never qualifies, whatever its command line says.
+
+    Without ``start_time`` (a job row written by a brewnet that did not record it), the process
+    must be one that :func:`start_step` started in that directory: its environment names the
+    job's progress file (``BREWNET_PROGRESS_FILE=<jobdir>/progress.jsonl``, set by every
+    version).  Elsewhere than Linux only existence can be checked."""
     if not pid or pid <= 0:
         return False
-    proc = Path(f"/proc/{pid}")
     if not Path("/proc/self").exists():  # not Linux: only existence can be checked
         try:
             os.kill(pid, 0)
             return True
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             return False
-        except PermissionError:
-            return False
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in ("Z", "X"):
+        return False
     try:
-        stat = (proc / "stat").read_text()
-        # state is the field after the parenthesised command name (which may hold spaces)
-        state = stat[stat.rindex(")") + 2:].split(" ", 1)[0]
-        if state in ("Z", "X"):
-            return False
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\x00", b" ").decode("utf-8", "replace")
-        if "brewnet" not in cmdline:
-            return False
-        if jobdir is not None:
-            cwd = os.readlink(proc / "cwd")
-            if os.path.realpath(cwd) != os.path.realpath(jobdir):
-                return False
-        return True
-    except (FileNotFoundError, ProcessLookupError, ValueError):
+        cwd = os.path.realpath(os.readlink(f"/proc/{pid}/cwd"))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
-    except PermissionError:
+    if jobdir is not None and cwd != os.path.realpath(jobdir):
         return False
+    if start_time is not None:
+        return process_start_time(pid) == int(start_time)
+    marker = _environ_value(pid, PROGRESS_ENV)
+    return marker is not None and os.path.realpath(marker) == os.path.join(cwd, PROGRESS_FILE)
 
 
 def last_error_line(jobdir: str | os.PathLike, tail_bytes: int = 65536) -> str | None:

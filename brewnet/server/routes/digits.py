@@ -5,7 +5,8 @@ Conventions kept from DIGITS: JSON when the path ends in ``.json`` or ``Accept``
 HTML otherwise (a create then answers 302 to the job's page); ``job_id``, ``username`` and
 ``clone`` are read from the query string, then from the form; abort, delete and edit answer
 plain text and only their errors are JSON; an unknown job's status is a 200
-``{"error": "Job not found."}``.  Create, abort, delete, edit and clone need a user
+``{"error": "Job not found."}``; a delete of a running job aborts it, waits for its processes
+(bounded) and removes it.  Create, abort, delete, edit and clone need a user
 (``security.require_user``: DIGITS' username in local mode, a session or token otherwise);
 abort, delete and edit also the owner (or an admin).
 
@@ -391,7 +392,8 @@ async def _delete(request: Request, job_id: str):
     form = await _form(request)
     try:
         user = await _user(request)
-        await _run(server.delete, job_id, user)
+        # DIGITS aborts a running job, then deletes it
+        await _run(server.delete, job_id, user, abort_running=True)
     finally:
         form.cleanup()
     return _text("Job deleted.")

@@ -1,7 +1,7 @@
 """ORM models.  Times are Unix seconds (float); JSON columns hold plain dicts and lists."""
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAME_PATTERN = r"^[a-z][a-z0-9._-]*$"   # DIGITS' user names
@@ -64,6 +64,9 @@ class Job(Base):
     resources: Mapped[dict] = mapped_column(JSON, default=dict)       # wanted: {"cpu": 1, "gpu_count": 0, "gpus": []}
     assigned: Mapped[dict] = mapped_column(JSON, default=dict)        # given while running: {"gpus": [0]}
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # the step's start time (/proc/<pid>/stat field 22, clock ticks after boot): with the pid and
+    # the job's directory, what identifies its process; None in rows of older brewnets
+    pid_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     spec: Mapped[dict] = mapped_column(JSON, default=dict)            # the job's settings (form fields, resolved)
     summary: Mapped[dict] = mapped_column(JSON, default=dict)         # results: counts, snapshots, best val, ...

@@ -212,9 +212,12 @@ def _gpu_memory(pids: set[int]) -> dict[str, int]:
     exe = shutil.which("nvidia-smi")
     if not exe:
         return {}
+    from ...child_processes import die_with_parent
+
+    kwargs = {"preexec_fn": die_with_parent(os.getpid())} if os.name == "posix" else {}
     try:
         out = subprocess.run([exe, "--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"],
-                             capture_output=True, timeout=3, text=True).stdout
+                             capture_output=True, timeout=3, text=True, **kwargs).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
     used: dict[str, int] = {}
@@ -228,12 +231,12 @@ def _gpu_memory(pids: set[int]) -> dict[str, int]:
     return used
 
 
-def process_usage(pid: int | None, jobdir: Path) -> dict:
+def process_usage(pid: int | None, jobdir: Path, start_time: int | None = None) -> dict:
     """CPU % (since the last look, else since the process started; 100 = one core), RSS and
     threads of a step's process group; ``{"running": False}`` when it is not one of ours."""
     from ..jobs.process import pid_alive
 
-    if not pid or not Path("/proc/self").exists() or not pid_alive(pid, jobdir):
+    if not pid or not Path("/proc/self").exists() or not pid_alive(pid, jobdir, start_time):
         return {"running": False}
     pids = _group_pids(pid)
     stats = {p: s for p in pids if (s := _proc_stat(p)) is not None}
@@ -271,6 +274,6 @@ async def usage_json(request: Request, job_id: str):
                "gpus": [g["index"] for g in slots.get("gpus", []) if g.get("job_id") == job.id],
                "slots": slots}
         running = job.status == states.RUNNING
-        out.update(process_usage(job.pid, server._dir(job.id)) if running else {"running": False})
+        out.update(process_usage(job.pid, server._dir(job.id), job.pid_start) if running else {"running": False})
         return out
     return await in_thread(answer)
