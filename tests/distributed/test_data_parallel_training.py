@@ -302,6 +302,7 @@ def test_launcher_draws_rank_0s_progress_under_the_lines(tmp_path):
     assert bar.getvalue().endswith("\r\033[K") and lines.getvalue() == "Iteration 5, loss = 1.0\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bn_sync", ["all", "none"])
 def test_last_logged_test_is_the_last_snapshot_on_two_ranks(tmp_path, bn_sync):
     """max_iter = test_interval = snapshot = 10 with display 1: the final display forward runs
