@@ -545,6 +545,23 @@ class Net(PycaffeNetMixin):
             out[i] = sc
         return out
 
+    @contextlib.contextmanager
+    def frozen_statistics(self):
+        """Within this block, forward passes leave every layer's running statistics as they are
+        (BatchNorm's moving averages, its factor s and NVCaffe's average weight), while the
+        passes themselves still run as in TRAIN: batch statistics normalise, and synchronised
+        BatchNorm still takes part in its collectives on every rank.  Flags a caller set
+        (e.g. `brewnet doctor`'s) are restored on exit."""
+        layers = [layer for layer in self._layers if hasattr(layer, "update_statistics")]
+        saved = [layer.update_statistics for layer in layers]
+        for layer in layers:
+            layer.update_statistics = False
+        try:
+            yield self
+        finally:
+            for layer, flag in zip(layers, saved):
+                layer.update_statistics = flag
+
     def _check_input_shapes(self) -> None:
         if any(self.blobs[n].shape != self._shapes[n] for n in self._input_blobs):
             self.reshape()

@@ -194,7 +194,11 @@ class TrainingLoop:
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self._write_snapshot()
         if self._display_due():
-            with torch.no_grad():
+            # Caffe's extra TRAIN forward "to display the loss" also moves BatchNorm's running
+            # statistics, after the snapshot and before the final test: that test then measures
+            # statistics no file holds.  brewnet keeps them (a deliberate difference), so the
+            # last logged test and the last snapshot describe the same net.
+            with torch.no_grad(), self.net.frozen_statistics():
                 loss, _ = self.net.forward_loss()
             loss = torch.zeros(()) if loss is None else loss.detach()
             if self.parallel is not None:

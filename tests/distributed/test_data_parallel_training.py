@@ -300,3 +300,29 @@ def test_launcher_draws_rank_0s_progress_under_the_lines(tmp_path):
     assert "5/20 iters" in bar.getvalue()
     screen.line("Iteration 5, loss = 1.0")
     assert bar.getvalue().endswith("\r\033[K") and lines.getvalue() == "Iteration 5, loss = 1.0\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bn_sync", ["all", "none"])
+def test_last_logged_test_is_the_last_snapshot_on_two_ranks(tmp_path, bn_sync):
+    """max_iter = test_interval = snapshot = 10 with display 1: the final display forward runs
+    on both ranks (through synchronised BatchNorm's collectives too) without moving the
+    statistics, so the test logged at 10 is exactly what the snapshot gives."""
+    import brewnet
+
+    # no test at 0, so that the test at 10 reads the first test_iter batches
+    solver = workspace.make(tmp_path, "last", 32, max_iter=10, snapshot=10, extra="test_initialization: false")
+    out = ok(train(tmp_path, "-solver", str(solver), "-cpu_procs", "2", "-bn_sync", bn_sync))
+    assert "Iteration 10, loss = " in out  # the final display forward ran
+    rows = [json.loads(x) for x in (tmp_path / "last" / "snap_metrics.jsonl").read_text().splitlines()]
+    logged = {r["name"]: r["value"] for r in rows if r["phase"] == "test" and r["iter"] == 10}
+    net = brewnet.Net(str(tmp_path / "last.prototxt"), brewnet.TEST,
+                      weights=str(tmp_path / "last" / "snap_iter_10.caffemodel"))
+    test_iter, batch = 4, 40  # the workspace's test net
+    correct, losses = 0, []
+    for _ in range(test_iter):
+        scores = net.forward()
+        correct += round(float(scores["accuracy"].reshape(-1)[0]) * batch)
+        losses.append(float(scores["loss"].reshape(-1)[0]))
+    assert round(logged["accuracy"] * test_iter * batch) == correct
+    assert abs(logged["loss"] - np.mean(losses)) <= 1e-5 * abs(logged["loss"]), (logged, np.mean(losses))

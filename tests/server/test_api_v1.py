@@ -332,17 +332,23 @@ def wait_done(c: TestClient, job_id: str, headers: dict, timeout_s: float = 300)
         time.sleep(0.3)
 
 
+def post_folder_dataset(c: TestClient, headers: dict, folder: Path, name: str) -> dict:
+    """A dataset job of the class folders in ``folder`` (10x10 colour PNGs in LMDBs, 25 % for
+    validation), created through /api/v1; returns its answer."""
+    r = c.post("/api/v1/datasets", headers=headers, json={
+        "dataset_name": name, "method": "folder", "folder_train": str(folder),
+        "folder_pct_val": 25, "resize_channels": 3, "resize_width": 10, "resize_height": 10,
+        "encoding": "png", "backend": "lmdb"})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
 @pytest.mark.slow
 def test_api_flow_dataset_model_inference(env):
     app, c, tmp = env["app"], env["client"], env["tmp"]
     images = make_images(tmp / "data" / "train")
     h = token_of(app, "alice")
-    r = c.post("/api/v1/datasets", headers=h, json={
-        "dataset_name": "colours", "method": "folder", "folder_train": str(tmp / "data" / "train"),
-        "folder_pct_val": 25, "resize_channels": 3, "resize_width": 10, "resize_height": 10,
-        "encoding": "png", "backend": "lmdb"})
-    assert r.status_code == 201, r.text
-    ds = r.json()
+    ds = post_folder_dataset(c, h, tmp / "data" / "train", "colours")
     assert ds["kind"] == "dataset" and ds["owner"] == "alice"
     assert wait_done(c, ds["id"], h)["status"] == "Done"
     r = c.post("/api/v1/models", headers=h, json={
@@ -397,3 +403,79 @@ def test_api_flow_dataset_model_inference(env):
     clone = r.json()["id"]
     wait_done(c, clone, h)
     assert c.delete(f"/api/v1/jobs/{clone}", headers=h).status_code == 200
+
+
+BN_TINY_NET = """
+layer { name: "scale" type: "Power" bottom: "data" top: "scaled" power_param { scale: 0.0078125 shift: -1 } }
+layer { name: "conv1" type: "Convolution" bottom: "scaled" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 bias_term: false weight_filler { type: "xavier" } } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" batch_norm_param { moving_average_fraction: 0.8 } }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "output" inner_product_param { weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "output" bottom: "label" top: "loss" exclude { stage: "deploy" } }
+layer { name: "accuracy" type: "Accuracy" bottom: "output" bottom: "label" top: "accuracy" include { stage: "val" } }
+layer { name: "softmax" type: "Softmax" bottom: "output" top: "softmax" include { stage: "deploy" } }
+"""
+
+
+def make_noisy_images(root: Path, n: int) -> None:
+    """Three classes of one strong colour channel under heavy noise, 10x10 PNGs (not all
+    separable after one epoch: the accuracy is a count, not 100 %)."""
+    rng = np.random.default_rng(3)
+    for ci, name in enumerate(("red", "green", "blue")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            a = rng.normal(110, 60, (10, 10, 3))
+            a[..., ci] += 25
+            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
+
+
+@pytest.mark.slow
+def test_last_validation_point_is_what_the_downloaded_bundle_classifies(env):
+    """One epoch of a BatchNorm net: max_iter = test_interval, the snapshot after training and
+    display 1 (which divides max_iter, so the solver's final display forward runs after the
+    snapshot). The validation point the server shows at the end is the downloaded model's:
+    the same count of correct images over the validation set, and the same loss."""
+    from brewnet.data.lmdb_io import count_records
+    from brewnet.inference.classify import classify, sources_from_lmdb
+
+    app, c, tmp = env["app"], env["client"], env["tmp"]
+    make_noisy_images(tmp / "data" / "train", 16)
+    h = token_of(app, "alice")
+    ds = post_folder_dataset(c, h, tmp / "data" / "train", "noisy")["id"]
+    assert wait_done(c, ds, h)["status"] == "Done"
+    val_db = env["config"].jobs_dir / ds / "val_db"
+    n_val, batch = count_records(str(val_db)), 6
+    assert n_val % batch == 0  # the validation covers each image once
+    r = c.post("/api/v1/models", headers=h, json={
+        "model_name": "bn", "dataset": ds, "method": "custom", "custom_network": BN_TINY_NET,
+        "batch_size": batch, "train_epochs": 1, "learning_rate": 0.05, "random_seed": 7, "shuffle": False})
+    assert r.status_code == 201, r.text
+    (model,) = r.json()["jobs"]
+    job = wait_done(c, model["id"], h)
+    assert job["status"] == "Done", c.get(f"/api/v1/jobs/{model['id']}/log", headers=h).json()
+    metrics = c.get(f"/api/v1/jobs/{model['id']}/metrics", headers=h).json()
+    last_iter, last_acc = metrics["test"]["accuracy"][-1][:2]
+    assert metrics["test"]["loss"][-1][0] == last_iter
+    assert metrics["train"]["smoothed_loss"][-1][0] == last_iter  # the final display forward ran
+    last_loss = metrics["test"]["loss"][-1][1]
+    snaps = c.get(f"/api/v1/models/{model['id']}/snapshots", headers=h).json()
+    assert snaps[-1]["iteration"] == last_iter  # the last snapshot is the last validation's iteration
+
+    r = c.get(f"/api/v1/models/{model['id']}/bundle.tar.gz", headers=h)
+    assert r.status_code == 200
+    out = tmp / "download"
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tf:
+        tf.extractall(out, filter="data")
+    (folder,) = {p.parent for p in out.rglob("deploy.prototxt")}
+    info = json.loads((folder / "info.json").read_text())
+    weights = folder / "weights.caffemodel"
+    if not weights.exists():  # DIGITS' archive names the snapshot file in info.json
+        (folder / info["snapshot file"]).rename(weights)
+    result = classify(str(folder), sources_from_lmdb(str(val_db)), top=3, batch=batch, workers=0)
+    assert result.count == n_val and not result.errors
+    assert result.correct1 == round(last_acc * n_val)
+    losses = [-np.log(dict(p["top"])[p["label"]]) for p in result.predictions]
+    # the logged loss is SoftmaxWithLoss's, the bundle's a float32 softmax then log
+    assert abs(float(np.mean(losses)) - last_loss) <= 1e-5 * max(1.0, last_loss), (np.mean(losses), last_loss)
