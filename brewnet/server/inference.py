@@ -44,6 +44,7 @@ from .. import fileio
 from ..child_processes import end_with_parent
 from .errors import ApiError
 from .jobs.progress import METRICS_FILE
+from .jobs.tasks import PYTHON_LAYER_DIR
 
 log = logging.getLogger("brewnet.server")
 
@@ -52,9 +53,11 @@ ARCHIVE_FORMATS = {"tar": "w", "tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz
 #: the archives' form, part of their cache key: archives cached in an older form are rebuilt
 #: (2: deploy.prototxt with net-level inputs, mean.binaryproto with legacy dims)
 ARCHIVE_FORM = 2
-#: the model job's files that go into the archive when present (DIGITS' names)
-MODEL_FILES = ("solver.prototxt", "train_val.prototxt", "deploy.prototxt", "original.prototxt",
-               "digits_python_layers.py")
+#: the model job's files that go into the archive when present: DIGITS' name -> where the job
+#: keeps it (an uploaded Python layer file lives in the job's python_layers/ folder)
+MODEL_FILES = {name: name for name in ("solver.prototxt", "train_val.prototxt", "deploy.prototxt",
+                                       "original.prototxt")}
+MODEL_FILES["digits_python_layers.py"] = f"{PYTHON_LAYER_DIR}/digits_python_layers.py"
 #: bundles a worker keeps loaded (least recently used ones are dropped)
 WORKER_CACHE = 4
 
@@ -158,8 +161,8 @@ def _members(model_dir: Path, iteration: int, dataset_dir: Path | None,
              bundle: Path) -> dict[str, Path | bytes]:
     """archive name -> file (or its contents in DIGITS' form), flat, in DIGITS' order."""
     out: dict[str, Path | bytes] = {}
-    for name in MODEL_FILES:
-        p = model_dir / name
+    for name, stored in MODEL_FILES.items():
+        p = model_dir / stored
         if p.is_file():
             out[name] = p
         elif name == "deploy.prototxt" and (bundle / name).is_file():
@@ -290,9 +293,37 @@ def _init_worker(device: str | None, server_pid: int) -> None:
     _device = device
 
 
-def _loaded(bundle_dir: str):
+@contextlib.contextmanager
+def _model_modules(python_path: tuple[str, ...]):
+    """Within: ``python_path`` (a model's Python layer folders) first on the worker's module
+    path.  The worker serves every model, and models' own layer files share one module name
+    (``digits_python_layers``), so the modules of those folders are forgotten before and after:
+    each model's net imports its own file, and a loaded net keeps the classes it made."""
+    if not python_path:
+        yield
+        return
+    import sys
+
+    names = {f.stem for folder in python_path for f in Path(folder).glob("*.py")}
+
+    def forget() -> None:
+        for name in names:
+            sys.modules.pop(name, None)
+
+    forget()
+    sys.path[:0] = list(python_path)
+    try:
+        yield
+    finally:
+        for folder in python_path:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder)
+        forget()
+
+
+def _loaded(bundle_dir: str, python_path: tuple[str, ...] = ()):
     """The worker's LoadedBundle of ``bundle_dir``, loaded once (reloaded if the bundle was
-    replaced: info.json's mtime changed)."""
+    replaced: info.json's mtime changed); its Python layers import from ``python_path``."""
     from ..inference.classify import LoadedBundle
 
     stamp = os.stat(os.path.join(bundle_dir, "info.json")).st_mtime
@@ -300,7 +331,8 @@ def _loaded(bundle_dir: str):
     if hit is not None and hit[0] == stamp:
         _cache.move_to_end(bundle_dir)
         return hit[1]
-    loaded = LoadedBundle(bundle_dir, device=_device, batch=1)
+    with _model_modules(python_path):
+        loaded = LoadedBundle(bundle_dir, device=_device, batch=1)
     _cache[bundle_dir] = (stamp, loaded)
     _cache.move_to_end(bundle_dir)
     while len(_cache) > WORKER_CACHE:
@@ -332,13 +364,14 @@ def _visualizations(loaded, x, vis_dir: str) -> list[dict]:
     return out
 
 
-def _classify_one(bundle_dir: str, image_path: str, top: int, visualize: bool, vis_dir: str | None) -> dict:
+def _classify_one(bundle_dir: str, image_path: str, top: int, visualize: bool, vis_dir: str | None,
+                  python_path: tuple[str, ...] = ()) -> dict:
     """Worker side of :meth:`InferencePool.classify_one`.  Errors come back as
     ``{"error": [status, message]}`` (ApiError does not survive pickling)."""
     from ..errors import BrewnetError, DataError
 
     try:
-        loaded = _loaded(bundle_dir)
+        loaded = _loaded(bundle_dir, python_path)
         try:
             stored = loaded.preprocessor.load_file(image_path)  # (C, H, W) uint8 at the stored size
         except DataError as e:
@@ -357,9 +390,11 @@ def _classify_one(bundle_dir: str, image_path: str, top: int, visualize: bool, v
         return {"error": [500, f"Inference failed: {e}"]}
 
 
-def _ensure_bundle_worker(model_dir: str, iteration: int, dataset_dir: str | None) -> dict:
+def _ensure_bundle_worker(model_dir: str, iteration: int, dataset_dir: str | None,
+                          python_path: tuple[str, ...] = ()) -> dict:
     try:
-        return {"path": str(ensure_bundle(model_dir, iteration, dataset_dir))}
+        with _model_modules(python_path):
+            return {"path": str(ensure_bundle(model_dir, iteration, dataset_dir))}
     except ApiError as e:
         return {"error": [e.status, e.message]}
 
@@ -402,25 +437,32 @@ class InferencePool:
         return result
 
     async def classify_one(self, bundle_dir: str | os.PathLike, image_path: str | os.PathLike, top: int = 5,
-                           visualize: bool = False, vis_dir: str | os.PathLike | None = None) -> dict:
+                           visualize: bool = False, vis_dir: str | os.PathLike | None = None,
+                           python_path: list[str] | tuple[str, ...] = ()) -> dict:
         """DIGITS' classify_one answer for one image: ``{"predictions": [[label, conf %], ...]}``
         (at most ``top``, descending, ``round(100·p, 2)``).  With ``visualize``, per-layer
         visualisations written into ``vis_dir`` (required then): ``"visualizations"``, a list of
         {name, kind (activation/weights), layer, shape, mean, std, min, max, histogram, image
         (a PNG path relative to vis_dir)}, and ``visualization.json`` there with the details.
 
+        ``python_path``: the folders the model's Python layers import from (its own
+        ``python_layers/``, the server's folder), tasks.python_path's answer for the model.
+
         An unreadable image: ApiError 400 "Could not read image: ..."; a bundle or net failure:
         ApiError 500."""
         if visualize and vis_dir is None:
             raise ValueError("classify_one(visualize=True) needs vis_dir, where the PNGs go")
         return await self._run(_classify_one, os.fspath(bundle_dir), os.fspath(image_path), int(top),
-                               bool(visualize), os.fspath(vis_dir) if vis_dir is not None else None)
+                               bool(visualize), os.fspath(vis_dir) if vis_dir is not None else None,
+                               tuple(python_path))
 
     async def ensure_bundle(self, model_dir: str | os.PathLike, iteration: int,
-                            dataset_dir: str | os.PathLike | None) -> Path:
-        """:func:`ensure_bundle` run in the worker (building a bundle loads the net: seconds)."""
+                            dataset_dir: str | os.PathLike | None,
+                            python_path: list[str] | tuple[str, ...] = ()) -> Path:
+        """:func:`ensure_bundle` run in the worker (building a bundle loads the net: seconds);
+        ``python_path`` as for :meth:`classify_one`."""
         result = await self._run(_ensure_bundle_worker, os.fspath(model_dir), int(iteration),
-                                 os.fspath(dataset_dir) if dataset_dir else None)
+                                 os.fspath(dataset_dir) if dataset_dir else None, tuple(python_path))
         return Path(result["path"])
 
     def close(self) -> None:

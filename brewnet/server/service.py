@@ -31,7 +31,7 @@ from .errors import ApiError, FormErrors
 from .jobs import states
 from .jobs.jobdir import confine_server_path, job_dir, job_to_dict, write_job_json, write_json_atomic
 from .jobs.progress import metric_series, read_metrics, read_plan
-from .jobs.tasks import snapshots
+from .jobs.tasks import python_path, snapshots
 from .store.models import Job
 
 log = logging.getLogger("brewnet.server")
@@ -969,7 +969,8 @@ class Server:
         snap = await anyio.to_thread.run_sync(self.snapshot_for_epoch, model, snapshot_epoch)
         ds = await anyio.to_thread.run_sync(self.find_job, model.dataset_id or "")
         ds_dir = self._dir(ds.id) if ds is not None else None
-        bundle = await self.pool.ensure_bundle(self._dir(model.id), int(snap["iteration"]), ds_dir)
+        modules = python_path(model, self.config)  # the model's own Python layer file, if any
+        bundle = await self.pool.ensure_bundle(self._dir(model.id), int(snap["iteration"]), ds_dir, modules)
         vis_dir = None
         if visualize:
             vis_root = self._dir(model.id) / "classify_one"
@@ -979,7 +980,8 @@ class Server:
             old = sorted(p for p in vis_root.iterdir() if p.is_dir())[:-VIS_KEEP]
             for p in old:
                 shutil.rmtree(p, ignore_errors=True)
-        result = await self.pool.classify_one(bundle, image_path, top=5, visualize=visualize, vis_dir=vis_dir)
+        result = await self.pool.classify_one(bundle, image_path, top=5, visualize=visualize, vis_dir=vis_dir,
+                                              python_path=modules)
         if vis_dir is not None:
             result["visualization_dir"] = str(vis_dir.relative_to(self.config.jobs_dir))
         result["snapshot_epoch"] = snap["epoch"]
@@ -1023,7 +1025,8 @@ class Server:
         snap = await anyio.to_thread.run_sync(self.snapshot_for_epoch, model, epoch)
         ds = await anyio.to_thread.run_sync(self.find_job, model.dataset_id or "")
         await self.pool.ensure_bundle(self._dir(model.id), int(snap["iteration"]),
-                                      self._dir(ds.id) if ds is not None else None)
+                                      self._dir(ds.id) if ds is not None else None,
+                                      python_path(model, self.config))
         return await anyio.to_thread.run_sync(self.download, model_id, epoch, ext)
 
     # ------------------------------------------------------------------ files

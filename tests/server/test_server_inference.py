@@ -261,3 +261,78 @@ def test_pool_classifies_like_the_python_api(model, tmp_path):
         assert (tmp_path / "vis" / v["image"]).is_file() and v["image"].endswith(".png")
         assert v["mean"] is not None and len(v["histogram"]["counts"]) == 20
     assert err.status == 400 and err.message.startswith("Could not read image: ")
+
+
+# a model's own Python layer file (the server keeps it as python_layers/digits_python_layers.py):
+# "identity" passes the scores on, "always_first" makes class 0 win whatever the image
+_TWEAK = '''
+import numpy as np
+import brewnet
+
+
+class Tweak(brewnet.Layer):
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        {body}
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+'''
+_TWEAKS = {"identity": "top[0].data[...] = bottom[0].data",
+           "always_first": "top[0].data[...] = 0.0\n        top[0].data[:, 0] = 100.0"}
+
+
+def _model_with_python_layer(model, root: Path, kind: str) -> tuple[Path, str]:
+    """A copy of the fixture's model whose net passes its scores through the model's own Python
+    layer (module digits_python_layers, as the server names an uploaded file); (dir, folder)."""
+    md, ds, _ = model
+    copy = root / f"20240101-000000-{kind[:4]}"
+    copy.mkdir()
+    shutil.copy(md / f"snapshot_iter_{ITERS}.caffemodel", copy)
+    net = TRAIN_VAL.format(ds=ds).replace('bottom: "ip" bottom: "label"', 'bottom: "tweaked" bottom: "label"')
+    net += ('layer { name: "tweak" type: "Python" bottom: "ip" top: "tweaked" '
+            'python_param { module: "digits_python_layers" layer: "Tweak" } }\n')
+    (copy / "train_val.prototxt").write_text(net)
+    folder = copy / "python_layers"
+    folder.mkdir()
+    (folder / "digits_python_layers.py").write_text(_TWEAK.format(body=_TWEAKS[kind]))
+    return copy, str(folder)
+
+
+def test_pool_imports_each_models_own_python_layer_file(model, tmp_path):
+    """The worker serves every model; two models' layer files share one module name, and each
+    model's net runs its own (also when the other was loaded first); the archive carries it."""
+    md, ds, samples = model
+    plain = ensure_bundle(md, ITERS, ds)
+    identity_dir, identity_path = _model_with_python_layer(model, tmp_path, "identity")
+    first_dir, first_path = _model_with_python_layer(model, tmp_path, "always_first")
+    labels = (plain / "labels.txt").read_text().splitlines()
+    image = samples["green"]
+    pool = InferencePool()
+
+    async def run():
+        expected = await pool.classify_one(plain, image)
+        b_identity = await pool.ensure_bundle(identity_dir, ITERS, ds, [identity_path])
+        b_first = await pool.ensure_bundle(first_dir, ITERS, ds, [first_path])
+        got = [await pool.classify_one(b_identity, image, python_path=[identity_path]),
+               await pool.classify_one(b_first, image, python_path=[first_path]),
+               await pool.classify_one(b_identity, image, python_path=[identity_path])]
+        return expected, got
+
+    try:
+        expected, (identity, first, identity_again) = asyncio.run(run())
+    finally:
+        pool.close()
+    assert labels[0] != expected["predictions"][0][0]  # the tweak is visible on this image
+    assert identity == identity_again == expected
+    assert first["predictions"][0] == [labels[0], 100.0]
+    for d in (identity_dir, first_dir):
+        assert any(layer.type == "Python" for layer in
+                   fileio.net_from_text((bundle_path(d, ITERS) / "deploy.prototxt").read_text()).layer)
+    members = _names(bundle_archive(first_dir, ITERS, ds, "tar.gz", {"id": first_dir.name}), "tar.gz")
+    assert members["digits_python_layers.py"] == (Path(first_path) / "digits_python_layers.py").read_bytes()
