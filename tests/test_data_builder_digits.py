@@ -16,6 +16,7 @@ from brewnet.data import DataError
 from brewnet.data.builder import create_dataset
 from brewnet.data.lmdb_io import read_datums
 from brewnet.io import datum_to_array
+from brewnet.proto import caffe_pb2
 
 
 def make_classes(root, counts: dict[str, int], size=(10, 6), seed=0) -> dict[str, np.ndarray]:
@@ -108,6 +109,10 @@ def test_percent_split_still_writes_lists_and_mean_jpg(tmp_path):
         assert im.format == "JPEG" and im.size == (7, 5) and im.mode == "RGB"
         jpg = np.asarray(im, dtype=np.float64)
     mean = fileio.read_binaryproto(str(out / "mean.binaryproto"))[0]  # (C, H, W) BGR
+    # in the legacy num/channels/height/width form, as DIGITS and compute_image_mean write it
+    # (DIGITS' example scripts read those fields)
+    blob = fileio.read_binary(str(out / "mean.binaryproto"), caffe_pb2.BlobProto)
+    assert not blob.HasField("shape") and (blob.num, blob.channels, blob.height, blob.width) == (1, 3, 5, 7)
     train = [images[p] for p, _ in read_list(out / "train.txt")]
     np.testing.assert_allclose(mean, np.mean(train, axis=0)[:, :, ::-1].transpose(2, 0, 1), rtol=1e-5)
     # the JPEG of the rounded mean in RGB order (JPEG's loss on random pixels is large, so compare

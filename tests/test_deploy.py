@@ -550,7 +550,7 @@ def test_deploy_prototxt_declares_its_input_at_net_level_as_digits_does(work, tm
 
 def test_mean_binaryproto_has_legacy_dims_as_digits_writes(work):
     source = work["root"] / "ds" / "mean.binaryproto"
-    assert _raw_blob(source).HasField("shape")  # brewnet dataset create's own form
+    assert not _raw_blob(source).HasField("shape")  # brewnet dataset create writes DIGITS' form too
     blob = _raw_blob(os.path.join(work["bundle"], "mean.binaryproto"))
     assert not blob.HasField("shape")
     assert all(blob.HasField(d) for d in ("num", "channels", "height", "width"))

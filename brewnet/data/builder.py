@@ -450,7 +450,10 @@ class DatasetBuilder:
         from .. import fileio
         n_train = sum(counts["train"].values())
         mean = (mean_sum / n_train).astype(np.float32)[None]
-        fileio.write_binaryproto(mean, os.path.join(self.outdir, "mean.binaryproto"))
+        # legacy num/channels/height/width dims, as DIGITS and Caffe's compute_image_mean write
+        # them (DIGITS' example scripts read those fields)
+        fileio.write_binary(fileio.array_to_blob(mean, legacy_4d=True),
+                            os.path.join(self.outdir, "mean.binaryproto"))
         write_mean_jpg(mean[0], os.path.join(self.outdir, "mean.jpg"))
         with open(os.path.join(self.outdir, "labels.txt"), "w", encoding="utf-8") as f:
             f.write("".join(f"{n}\n" for n in self.class_names))

@@ -211,6 +211,7 @@ from PIL import Image            # noqa: E402
 from brewnet import fileio       # noqa: E402
 from brewnet.net import Net      # noqa: E402
 from brewnet.proto import caffe_pb2  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
 from brewnet.server.digits.model_files import FILES, customize, write_model_files  # noqa: E402
 from brewnet.server.digits.networks import network_prototxt  # noqa: E402
 from brewnet.solver import solver_class  # noqa: E402
@@ -281,6 +282,10 @@ def test_standard_lenet_files(grey3, tmp_path):
     assert not any(r.stage for lp in tv.layer for r in list(lp.include) + list(lp.exclude))
     assert [lp.inner_product_param.num_output for lp in tv.layer if lp.type == "InnerProduct"] == [500, 3]
     assert [lp.include[0].phase for lp in tv.layer if lp.type == "Accuracy"] == [caffe_pb2.TEST]
+    # written with a net-level input, as DIGITS writes it; loaded, it is an Input layer
+    written = text_format.Parse((tmp_path / "deploy.prototxt").read_text(), caffe_pb2.NetParameter())
+    assert list(written.input) == ["data"] and list(written.input_shape[0].dim) == [1, 1, 28, 28]
+    assert not any(lp.type == "Input" for lp in written.layer)
     deploy = fileio.read_net(str(tmp_path / "deploy.prototxt"))
     assert (deploy.layer[0].type, list(deploy.layer[0].top)) == ("Input", ["data"])
     assert list(deploy.layer[0].input_param.shape[0].dim) == [1, 1, 28, 28]

@@ -164,9 +164,13 @@ layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
 def test_archive_runs_digits_use_archive_script(model, tmp_path, ext, own_deploy):
     """The download read the way DIGITS' use_archive.py and example.py read it: files at the
     root, net-level input dims in deploy.prototxt (from the job's own file, which has an Input
-    layer, or the bundle's), the mean's legacy dims; the dataset's mean (written with ``shape``)
-    value for value."""
-    src, ds, samples = model
+    layer, or the bundle's), the mean's legacy dims; a dataset's mean written with ``shape`` (as
+    brewnet wrote them before it wrote DIGITS' form) value for value."""
+    src, new_ds, samples = model
+    ds = tmp_path / "older_dataset"  # the dataset as an earlier brewnet wrote it
+    ds.mkdir()
+    shutil.copyfile(new_ds / "labels.txt", ds / "labels.txt")
+    fileio.write_binaryproto(load_mean(str(new_ds / "mean.binaryproto"))[None], ds / "mean.binaryproto")
     md = tmp_path / src.name
     md.mkdir()
     for name in ("train_val.prototxt", "solver.prototxt", "plan.json", f"snapshot_iter_{ITERS}.caffemodel"):

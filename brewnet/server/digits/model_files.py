@@ -6,7 +6,8 @@
   TRAIN, ``val`` -> TEST), its Data layers given the dataset's LMDBs (absolute paths), batch
   size, crop and mean; every InnerProduct without ``num_output`` given the class count; no
   val Data layer when the dataset has no val set;
-- ``deploy.prototxt``: an ``Input`` "data" (1, C, crop|H, crop|W) and the ``deploy`` stage's
+- ``deploy.prototxt``: the net-level input "data" (``input_shape`` 1, C, crop|H, crop|W, as
+  DIGITS writes it; Caffe and brewnet load it as an Input layer) and the ``deploy`` stage's
   layers (no Data, loss or accuracy); it must hold a Softmax;
 - ``solver.prototxt``: DIGITS' solver (solver_form.py), ``net: "train_val.prototxt"``;
 - ``augment.json`` (only when an ``aug_*`` field is on): brewnet's augmentation file
@@ -437,9 +438,8 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
     train_val.layer.extend(split.train_val)
 
     deploy = caffe_pb2.NetParameter(name=net.name)
-    inp = deploy.layer.add(name="data", type="Input")
-    inp.top.append("data")
-    inp.input_param.shape.add().dim.extend([1, C, crop or H, crop or W])
+    deploy.input.append("data")  # net-level, as DIGITS writes it (its example scripts read it)
+    deploy.input_shape.add().dim.extend([1, C, crop or H, crop or W])
     deploy.layer.extend(split.deploy)
 
     plan = compute_plan(train_entries=facts.train_entries, val_entries=facts.val_entries if val_layer else 0,
