@@ -36,7 +36,6 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import brewnet  # noqa: E402
-from brewnet import fileio  # noqa: E402
 from brewnet.data.builder import create_dataset  # noqa: E402
 from brewnet.data.lmdb_io import DatumWriter, read_datums  # noqa: E402
 from brewnet.inference.classify import LoadedBundle, classify, sources_from_folder, sources_from_lmdb  # noqa: E402

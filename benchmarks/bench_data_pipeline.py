@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brewnet  # noqa: E402
-from brewnet import fileio  # noqa: E402
+from brewnet import formats  # noqa: E402
 from brewnet.data.builder import create_dataset  # noqa: E402
 
 FASHION = "/usr/share/datasets/fashion-mnist"
@@ -47,7 +47,7 @@ def _sync(device):
 
 
 def bench_pipeline(source, batch, transform, iters, device):
-    net = brewnet.Net(fileio.net_from_text(data_layer(source, batch, transform)), brewnet.TRAIN, device=device)
+    net = brewnet.Net(formats.net_from_text(data_layer(source, batch, transform)), brewnet.TRAIN, device=device)
     for _ in range(5):  # start the thread, fill the queue
         net.forward_loss()
     time.sleep(0.5)
@@ -88,7 +88,7 @@ def bench_training(net_param, iters, device):
 
 
 def lenet_param(db, batch):
-    p = fileio.read_net(os.path.join(MODELS, "lenet_bn_fashion_train_val.prototxt"))
+    p = formats.read_net(os.path.join(MODELS, "lenet_bn_fashion_train_val.prototxt"))
     for lp in p.layer:
         if lp.type == "Data":
             lp.data_param.source = db
@@ -98,10 +98,10 @@ def lenet_param(db, batch):
 
 def resnet_param(db, batch):
     from bench_train_step import resnet_prototxt
-    p = fileio.net_from_text(resnet_prototxt(batch))
+    p = formats.net_from_text(resnet_prototxt(batch))
     layers = [lp for lp in p.layer if lp.type != "Input"]
     del p.layer[:]
-    p.layer.extend(fileio.net_from_text(data_layer(db, batch, "scale: 0.00390625 mirror: true")).layer)
+    p.layer.extend(formats.net_from_text(data_layer(db, batch, "scale: 0.00390625 mirror: true")).layer)
     p.layer.extend(layers)
     return p
 

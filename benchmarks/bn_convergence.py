@@ -286,17 +286,17 @@ def roundtrip_changes(net_param, weights: str) -> list[str]:
     holds (written back in the layer's own layout): a loader that misreads a layout shows here."""
     import numpy as np
 
-    from brewnet import fileio
+    from brewnet import formats
     from brewnet.net import TEST, Net
 
     net = Net(net_param, TEST, weights=weights, device="cpu")
     layers = net.layer_dict
     changed = []
-    for lp in fileio.read_caffemodel(weights).layer:
+    for lp in formats.read_caffemodel(weights).layer:
         if lp.type != "BatchNorm" or lp.name not in layers:
             continue
         mine = layers[lp.name].caffe_blob_arrays()
-        theirs = [fileio.blob_to_array(b) for b in lp.blobs]
+        theirs = [formats.blob_to_array(b) for b in lp.blobs]
         if len(mine) != len(theirs) or not all(
                 np.allclose(np.ravel(a), np.ravel(b), rtol=1e-6, atol=0) for a, b in zip(mine, theirs)):
             changed.append(lp.name)
@@ -331,10 +331,10 @@ _BASELINES: dict[tuple, tuple[float, float]] = {}
 
 def run_config(cfg: Config, dbs: dict[str, str], workdir: str, iterations: int, n_test: int,
                seed: int, baseline: bool = True, lr_policy: str = DEFAULT_LR_POLICY) -> Result:
-    from brewnet import fileio, runtime
+    from brewnet import formats, runtime
 
     text = open(cfg.prototxt, encoding="utf-8").read()
-    net_param = fileio.read_net(cfg.prototxt)
+    net_param = formats.read_net(cfg.prototxt)
     if cfg.moving_average_fraction is not None:
         for lp in net_param.layer:
             if lp.type == "BatchNorm":

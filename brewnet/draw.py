@@ -220,7 +220,7 @@ def _in_phase(layer: caffe_pb2.LayerParameter, phase: Optional[int]) -> bool:
 def _current_format(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
     """``net`` itself, or an upgraded copy when it uses the legacy V1 ``layers`` field."""
     if net.layers and not net.layer:
-        from .fileio import upgrade_net
+        from .formats import upgrade_net
         return upgrade_net(net)
     return net
 

@@ -133,7 +133,7 @@ def save_pytorch(net, path: str, outputs="deploy") -> NetModule:
 
 def load_pytorch(path: str, device=None) -> NetModule:
     """Rebuild the NetModule saved by :func:`save_pytorch` (``brewnet convert -to pytorch``)."""
-    from .fileio import net_from_text
+    from .formats import net_from_text
     from .net import Net
     blob = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:

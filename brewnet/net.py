@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import fileio, runtime, weights
+from . import formats, runtime, weights
 from .blob import Blob, ParamBlob, push_host_writes
 from .errors import NetError
 from .net_pycaffe import PycaffeNetMixin
@@ -150,11 +150,11 @@ def insert_splits(net_param):
 
 def _load_net_param(model) -> caffe_pb2.NetParameter:
     if isinstance(model, caffe_pb2.NetParameter):
-        return fileio.upgrade_net(model)
+        return formats.upgrade_net(model)
     model = os.fspath(model)
     if not os.path.exists(model):
         raise NetError(f"network definition not found: {model}")
-    return fileio.read_net(model)
+    return formats.read_net(model)
 
 
 class Net(PycaffeNetMixin):
@@ -753,7 +753,7 @@ class Net(PycaffeNetMixin):
         path = os.fspath(path)
         if weights.is_hdf5(path):
             return weights.load_weights_hdf5(self, path)
-        return weights.load_weights(self, fileio.read_caffemodel(path), source=path)
+        return weights.load_weights(self, formats.read_caffemodel(path), source=path)
 
     def save_hdf5(self, path: str, write_diff: bool = False) -> None:
         """Write the weights as Caffe's HDF5 file (pycaffe's save_hdf5, Net::ToHDF5)."""
@@ -778,12 +778,12 @@ class Net(PycaffeNetMixin):
                 if write_diff:
                     g = layer.blob_tensors[i].grad
                     diff = np.zeros_like(arr) if g is None else g.detach().cpu().float().numpy()
-                fileio.array_to_blob(arr, lp.blobs.add(), diff=diff)
+                formats.array_to_blob(arr, lp.blobs.add(), diff=diff)
         return out
 
     def save(self, path: str) -> None:
         """Write a caffemodel (binary NetParameter) that real Caffe loads."""
-        fileio.write_caffemodel(self.to_proto(), os.fspath(path))
+        formats.write_caffemodel(self.to_proto(), os.fspath(path))
 
     def __repr__(self) -> str:
         return f"<brewnet.Net '{self.name}' phase={'TRAIN' if self.phase == TRAIN else 'TEST'} " \

@@ -16,8 +16,8 @@ import uuid
 import numpy as np
 from google.protobuf import text_format
 
-from . import fileio
-from .batchnorm.layouts import is_routine_note
+from . import formats
+from .formats.batchnorm_layouts import is_routine_note
 from .errors import NetError
 from .proto import caffe_pb2
 
@@ -51,7 +51,7 @@ def load_weights(net, net_param, source: str = "<caffemodel>") -> LoadReport:
             report.missing.append(layer.name)
             continue
         try:
-            arrays = [fileio.blob_to_array(b) for b in lp.blobs]
+            arrays = [formats.blob_to_array(b) for b in lp.blobs]
             _load_layer(net, layer, arrays, lp, report)
         except (NetError, ValueError) as e:
             problems.append(str(e))

@@ -13,7 +13,7 @@ from PIL import Image
 
 @functools.lru_cache(maxsize=None)
 def fixtures() -> dict[str, str]:
-    from brewnet import fileio
+    from brewnet import formats
     from brewnet.data.image import encode_image
     from brewnet.data.lmdb_io import DatumWriter
     from brewnet.io import array_to_datum
@@ -33,7 +33,7 @@ def fixtures() -> dict[str, str]:
             w.put(array_to_datum(a, i % 3))
     mean = raw.astype(np.float32).mean(axis=0)
     out["mean"] = os.path.join(root, "mean.binaryproto")
-    fileio.write_binaryproto(mean[None], out["mean"])
+    formats.write_binaryproto(mean[None], out["mean"])
 
     # encoded PNG LMDB: 4 colour images (RGB in the file, BGR after decoding)
     rgb = rng.integers(0, 256, size=(4, 6, 7, 3), dtype=np.uint8)

@@ -94,11 +94,11 @@ def test_seed_configuration_learns_and_test_net_matches_batch_statistics(name, s
 
 
 def test_strip_batchnorm_rewires_and_keeps_biases():
-    from brewnet import fileio
+    from brewnet import formats
     from brewnet.net import TEST, TRAIN, Net
 
     for cfg in bench.configurations().values():
-        plain, notes = bench.strip_batchnorm(fileio.read_net(cfg.prototxt))
+        plain, notes = bench.strip_batchnorm(formats.read_net(cfg.prototxt))
         assert not [lp for lp in plain.layer if lp.type in ("BatchNorm", "Scale")], cfg.name
         for lp in plain.layer:  # check the wiring without reading any data
             if lp.type == "Data":

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import brewnet
-from brewnet import cli, fileio
+from brewnet import cli, formats
 from brewnet.batchnorm.lint import apply_fixes, lint
 from brewnet.errors import NetError
 from brewnet.proto import caffe_pb2
@@ -68,14 +68,14 @@ def nvcaffe_blobs(layout, mean=MEAN, var=VAR, gamma=GAMMA, beta=BETA):
 
 
 def caffemodel(tmp_path, layers, name="m.caffemodel"):
-    """{layer name: (type, [arrays])} -> a caffemodel written with fileio, as NVCaffe stores it."""
+    """{layer name: (type, [arrays])} -> a caffemodel written with formats, as NVCaffe stores it."""
     net = caffe_pb2.NetParameter(name="nv")
     for lname, (ltype, arrays) in layers.items():
         lp = net.layer.add(name=lname, type=ltype)
         for a in arrays:
-            fileio.array_to_blob(np.asarray(a, np.float32), lp.blobs.add())
+            formats.array_to_blob(np.asarray(a, np.float32), lp.blobs.add())
     p = tmp_path / name
-    fileio.write_caffemodel(net, str(p))
+    formats.write_caffemodel(net, str(p))
     return str(p)
 
 
@@ -163,8 +163,8 @@ def test_save_keeps_scale_bias_and_reloads(tmp_path, layout, form):
     expected = net.forward(data=X)["bn"].copy()
     out = str(tmp_path / "saved.caffemodel")
     net.save(out)
-    saved = {lp.name: lp for lp in fileio.read_caffemodel(out).layer}["bn"]
-    arrays = [fileio.blob_to_array(b) for b in saved.blobs]
+    saved = {lp.name: lp for lp in formats.read_caffemodel(out).layer}["bn"]
+    arrays = [formats.blob_to_array(b) for b in saved.blobs]
     # NVCaffe 0.16/0.17 order, and the layer definition says it has scale/bias
     assert [a.shape for a in arrays] == [(C,), (C,), (1,), (C,), (C,)]
     np.testing.assert_array_equal(arrays[3], GAMMA)
@@ -294,8 +294,8 @@ def test_lint_with_weights_names_the_layout(tmp_path, layout, form):
     proto = prototxt(tmp_path, form)
     w = caffemodel(tmp_path, {"bn": ("BatchNorm", nvcaffe_blobs(layout))})
     text = (tmp_path / "m.prototxt").read_text()
-    net = fileio.read_net(proto)
-    found = lint(net, text, weights=fileio.read_caffemodel(w))
+    net = formats.read_net(proto)
+    found = lint(net, text, weights=formats.read_caffemodel(w))
     mine = [f for f in found if f.rule == "BN010"]
     assert len(mine) == 1 and mine[0].severity == "info" and mine[0].layer == "bn"
     assert layout in mine[0].message and "scale_bias: true" in mine[0].fix
@@ -305,16 +305,16 @@ def test_lint_with_weights_names_the_layout(tmp_path, layout, form):
     # the mechanical fix declares scale_bias; the fixed prototxt then loads the file explicitly
     fixed, _ = apply_fixes(net, mine)
     assert fixed.layer[1].batch_norm_param.scale_bias
-    fileio.write_prototxt(fixed, str(tmp_path / "fixed.prototxt"))
+    formats.write_prototxt(fixed, str(tmp_path / "fixed.prototxt"))
     again = brewnet.Net(str(tmp_path / "fixed.prototxt"), w, brewnet.TEST)
     assert_close(again.forward(data=X)["bn"], closed_form(X, eps_of(layout)))
-    assert not [f for f in lint(fixed, weights=fileio.read_caffemodel(w)) if f.rule == "BN010"]
+    assert not [f for f in lint(fixed, weights=formats.read_caffemodel(w)) if f.rule == "BN010"]
 
 
 def test_lint_with_weights_flags_a_file_that_will_not_load(tmp_path):
     proto = prototxt(tmp_path, "no-param", scale_layer=True)
     w = caffemodel(tmp_path, {"bn": ("BatchNorm", nvcaffe_blobs("nvcaffe-0.16"))})
-    found = lint(fileio.read_net(proto), weights=fileio.read_caffemodel(w))
+    found = lint(formats.read_net(proto), weights=formats.read_caffemodel(w))
     mine = [f for f in found if f.rule == "BN010"]
     assert len(mine) == 1 and mine[0].severity == "error" and "nvcaffe-0.16" in mine[0].message
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import brewnet
-from brewnet.fileio import net_from_text
+from brewnet.formats import net_from_text
 from brewnet.proto import caffe_pb2
 from numeric import assert_close_f32
 

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 import brewnet
-from brewnet import fileio
+from brewnet import formats
 from brewnet.data.builder import create_dataset
 from brewnet.data.image import encode_image
 from brewnet.data.lmdb_io import DatumWriter
@@ -63,7 +63,7 @@ def make_bundle(path, *, channels=3, stored=(4, 4), labels=BGR_LABELS, transform
     net.save(str(path / "weights.caffemodel"))
     (path / "labels.txt").write_text("".join(f"{n}\n" for n in labels))
     if mean is not None:
-        fileio.write_binaryproto(np.asarray(mean, np.float32)[None], str(path / "mean.binaryproto"))
+        formats.write_binaryproto(np.asarray(mean, np.float32)[None], str(path / "mean.binaryproto"))
         transform += ' mean_file: "mean.binaryproto"'
     if crop:
         transform += f" crop_size: {crop[0]}"
@@ -145,7 +145,7 @@ def picture_set(tmp_path_factory):
     data = root / "data"
     create_dataset(str(folder), str(data), val_percent=0, shuffle=False, resize=(6, 5), resize_mode="crop",
                    encoding="png", seed=1, stream=open(os.devnull, "w"))
-    mean = fileio.read_binaryproto(str(data / "mean.binaryproto"))[0]  # (3, 5, 6)
+    mean = formats.read_binaryproto(str(data / "mean.binaryproto"))[0]  # (3, 5, 6)
     bundle = make_bundle(root / "bundle", stored=(5, 6), crop=(4, 4), mean=mean, weights="random", seed=3,
                          resize={"width": 6, "height": 5, "mode": "crop"}, batch=5)
     return {"root": root, "folder": str(folder), "list": str(root / "list.txt"), "lmdb": str(data / "train_db"),

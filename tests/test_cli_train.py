@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import brewnet
-from brewnet import cli, fileio
+from brewnet import cli, formats
 from brewnet.metrics import read_metrics
 from brewnet.proto import caffe_pb2
 
@@ -64,7 +64,7 @@ def test_train_logs_metrics_and_snapshots(tmp_path, monkeypatch, caplog):
     # the snapshot loads as a net and as a solver state
     net = brewnet.Net("net.prototxt", brewnet.TEST, weights="out/run_iter_6.caffemodel")
     assert net.params["ip2"][0].data.shape == (3, 4)
-    state = fileio.read_binary("out/run_iter_6.solverstate", caffe_pb2.SolverState)
+    state = formats.read_binary("out/run_iter_6.solverstate", caffe_pb2.SolverState)
     assert state.iter == 6 and state.learned_net == "out/run_iter_6.caffemodel"
 
 
@@ -74,7 +74,7 @@ def test_train_resume_from_snapshot(tmp_path, monkeypatch):
     assert cli.main(["train", "-solver", "solver.prototxt", "-iterations", "3"]) == 0
     assert os.path.exists("out/run_iter_3.solverstate")
     assert cli.main(["train", "--solver", "solver.prototxt", "--snapshot", "out/run_iter_3.solverstate"]) == 0
-    state = fileio.read_binary("out/run_iter_6.solverstate", caffe_pb2.SolverState)
+    state = formats.read_binary("out/run_iter_6.solverstate", caffe_pb2.SolverState)
     assert state.iter == 6
 
 
@@ -141,7 +141,7 @@ def test_sigterm_leaves_loadable_snapshot(tmp_path):
     assert proc.returncode == 0, out.decode()
     snaps = sorted((tmp_path / "out").glob("run_iter_*.solverstate"))
     assert len(snaps) == 1, out.decode()
-    state = fileio.read_binary(str(snaps[0]), caffe_pb2.SolverState)
+    state = formats.read_binary(str(snaps[0]), caffe_pb2.SolverState)
     assert state.iter > 0
     net = brewnet.Net(str(tmp_path / "net.prototxt"), brewnet.TEST,
                       weights=str(tmp_path / state.learned_net))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import brewnet
-from brewnet import cli, fileio
+from brewnet import cli, formats
 from brewnet.batchnorm import dialect
 from brewnet.proto import caffe_pb2
 from numeric import assert_close_f32
@@ -74,33 +74,33 @@ def test_bvlc_to_nvcaffe_folds_scale_and_back_is_exact(bvlc_model, tmp_path, cap
     assert cli.main(["convert", "-model", model, "-weights", weights, "-to", "nvcaffe", "-output", nv]) == 0
     out = capsys.readouterr().out
     assert largest(out) <= 1e-6
-    nv_param = fileio.read_net(nv + ".prototxt")
+    nv_param = formats.read_net(nv + ".prototxt")
     assert [lp.type for lp in nv_param.layer].count("Scale") == 0
     bn2 = [lp for lp in nv_param.layer if lp.name == "bn2"]
     assert len(bn2) == 2 and all(lp.batch_norm_param.scale_bias for lp in bn2)
     assert [(s.lr_mult, s.decay_mult) for s in bn2[0].param] == [(0, 0)] * 3 + [(2, 0), (3, 0)]
     bn1 = next(lp for lp in nv_param.layer if lp.name == "bn1")
     assert list(bn1.top) == ["conv1"]  # in-place chain preserved
-    nvw = {lp.name: lp for lp in fileio.read_caffemodel(nv + ".caffemodel").layer}
-    assert len(nvw["bn1"].blobs) == 5 and fileio.blob_to_array(nvw["bn1"].blobs[2])[0] == 1
+    nvw = {lp.name: lp for lp in formats.read_caffemodel(nv + ".caffemodel").layer}
+    assert len(nvw["bn1"].blobs) == 5 and formats.blob_to_array(nvw["bn1"].blobs[2])[0] == 1
     back = str(tmp_path / "back")
     assert cli.main(["convert", "-model", nv + ".prototxt", "-weights", nv + ".caffemodel",
                      "-to", "bvlc", "-output", back]) == 0
     assert largest(capsys.readouterr().out) <= 1e-6
-    back_param = fileio.read_net(back + ".prototxt")
+    back_param = formats.read_net(back + ".prototxt")
     types = [(lp.name, lp.type) for lp in back_param.layer]
     assert types.count(("bn1_scale", "Scale")) == 1 and types.count(("bn2_scale", "Scale")) == 2
     sc = next(lp for lp in back_param.layer if lp.name == "bn1_scale")
     assert list(sc.bottom) == list(sc.top) == ["conv1"] and sc.scale_param.bias_term
     # exact: the statistics and affine parameters survive the round trip bit for bit
-    bw = {lp.name: lp for lp in fileio.read_caffemodel(back + ".caffemodel").layer}
+    bw = {lp.name: lp for lp in formats.read_caffemodel(back + ".caffemodel").layer}
     for name in ("bn1", "bn2"):
         for k in range(3):
-            np.testing.assert_array_equal(fileio.blob_to_array(bw[name].blobs[k]),
-                                          fileio.blob_to_array(nvw[name].blobs[k]))
+            np.testing.assert_array_equal(formats.blob_to_array(bw[name].blobs[k]),
+                                          formats.blob_to_array(nvw[name].blobs[k]))
         for k in range(2):
-            np.testing.assert_array_equal(fileio.blob_to_array(bw[name + "_scale"].blobs[k]),
-                                          fileio.blob_to_array(nvw[name].blobs[3 + k]))
+            np.testing.assert_array_equal(formats.blob_to_array(bw[name + "_scale"].blobs[k]),
+                                          formats.blob_to_array(nvw[name].blobs[3 + k]))
     x = np.random.default_rng(1).normal(size=(2, 3, 6, 6))
     ref = outputs(model, weights, x)
     for m, w in ((nv + ".prototxt", nv + ".caffemodel"), (back + ".prototxt", back + ".caffemodel")):
@@ -109,7 +109,7 @@ def test_bvlc_to_nvcaffe_folds_scale_and_back_is_exact(bvlc_model, tmp_path, cap
 
 def test_converted_train_nets_keep_their_phase_behaviour(bvlc_model, tmp_path):
     model, weights = bvlc_model
-    nv_model, nv_weights, _ = dialect.to_nvcaffe(fileio.read_net(model), fileio.read_caffemodel(weights))
+    nv_model, nv_weights, _ = dialect.to_nvcaffe(formats.read_net(model), formats.read_caffemodel(weights))
     train = brewnet.Net(nv_model, brewnet.TRAIN)
     assert train.layer_dict["bn2"].use_global_stats is False and train.layer_dict["bn2"].scale_bias
     lrs = {(e.layer.name, e.index): e.lr_mult for e in train.caffe_params}
@@ -129,7 +129,7 @@ def nvcaffe_014_model(tmp_path):
     randomise(net, np.random.default_rng(2))
     proto = net.to_proto()
     bn = next(lp for lp in proto.layer if lp.name == "bn1")
-    arrs = [fileio.blob_to_array(b) for b in bn.blobs]  # mean, var, 1, scale, bias
+    arrs = [formats.blob_to_array(b) for b in bn.blobs]  # mean, var, 1, scale, bias
     del bn.blobs[:]
     for a in (arrs[3], arrs[4], np.zeros(1), arrs[0] / 3, arrs[1] / 3):
         b = bn.blobs.add()
@@ -148,7 +148,7 @@ def test_nvcaffe_014_cudnn_model_converts_to_bvlc(tmp_path, capsys):
     assert cli.main(["convert", "-model", model, "-weights", weights, "-to", "bvlc", "-output", out]) == 0
     text = capsys.readouterr().out
     assert "nvcaffe-0.14-cudnn" in text and largest(text) <= 1e-6
-    bn1 = next(lp for lp in fileio.read_net(out + ".prototxt").layer if lp.name == "bn1")
+    bn1 = next(lp for lp in formats.read_net(out + ".prototxt").layer if lp.name == "bn1")
     assert bn1.batch_norm_param.eps == pytest.approx(1e-4)
     assert not bn1.batch_norm_param.HasField("engine")
 

@@ -35,7 +35,7 @@ def test_golden_solver_trajectories_on_cuda(name, tmp_path):
 
 def test_parameter_arrays_sync_with_the_gpu():
     from test_net import HALF_NET
-    from brewnet.fileio import net_from_text
+    from brewnet.formats import net_from_text
 
     net = brewnet.Net(net_from_text(HALF_NET), brewnet.TRAIN, device="cuda")
     assert net.params["ip"][0].tensor.is_cuda

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import brewnet
-from brewnet import fileio
+from brewnet import formats
 from brewnet.data import DataError
 from brewnet.data.augment import (Augmentation, Draw, bgr_to_hsv, hsv_to_bgr, scale_contrast,
                                   set_train_augmentation, shift_hsv, warp)
@@ -219,7 +219,7 @@ def _lmdb(path, n=8, h=6, w=6):
 
 
 def _net(source, phase, batch=8):
-    return brewnet.Net(fileio.net_from_text(
+    return brewnet.Net(formats.net_from_text(
         f'layer {{ name: "d" type: "Data" top: "data" top: "label" '
         f'data_param {{ source: "{source}" backend: LMDB batch_size: {batch} }} }}'), phase)
 

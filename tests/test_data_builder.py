@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import brewnet
-from brewnet import fileio
+from brewnet import formats
 from brewnet.cli import main
 from brewnet.data import DataError
 from brewnet.data.builder import create_dataset, three_way_split
@@ -67,9 +67,9 @@ def test_folder_dataset_is_what_caffe_reads(tmp_path):
         path = by_bytes[d.data]
         assert ["cat", "dog", "eel"][d.label] == os.path.basename(os.path.dirname(path))
         total += datum_to_array(d)
-    np.testing.assert_allclose(fileio.read_binaryproto(str(out / "mean.binaryproto"))[0], total / 11, rtol=1e-6)
+    np.testing.assert_allclose(formats.read_binaryproto(str(out / "mean.binaryproto"))[0], total / 11, rtol=1e-6)
     # and brewnet's Data layer reads it with the mean file
-    net = brewnet.Net(fileio.net_from_text(
+    net = brewnet.Net(formats.net_from_text(
         f'layer {{ name: "d" type: "Data" top: "data" top: "label" transform_param {{ mean_file: '
         f'"{out}/mean.binaryproto" }} data_param {{ source: "{out}/train_db" backend: LMDB batch_size: 11 }} }}'),
         brewnet.TEST)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brewnet import fileio
+from brewnet import formats
 from brewnet.cli import main
 from brewnet.data import DataError
 from brewnet.data.builder import create_dataset
@@ -108,10 +108,10 @@ def test_percent_split_still_writes_lists_and_mean_jpg(tmp_path):
     with Image.open(out / "mean.jpg") as im:
         assert im.format == "JPEG" and im.size == (7, 5) and im.mode == "RGB"
         jpg = np.asarray(im, dtype=np.float64)
-    mean = fileio.read_binaryproto(str(out / "mean.binaryproto"))[0]  # (C, H, W) BGR
+    mean = formats.read_binaryproto(str(out / "mean.binaryproto"))[0]  # (C, H, W) BGR
     # in the legacy num/channels/height/width form, as DIGITS and compute_image_mean write it
     # (DIGITS' example scripts read those fields)
-    blob = fileio.read_binary(str(out / "mean.binaryproto"), caffe_pb2.BlobProto)
+    blob = formats.read_binary(str(out / "mean.binaryproto"), caffe_pb2.BlobProto)
     assert not blob.HasField("shape") and (blob.num, blob.channels, blob.height, blob.width) == (1, 3, 5, 7)
     train = [images[p] for p, _ in read_list(out / "train.txt")]
     np.testing.assert_allclose(mean, np.mean(train, axis=0)[:, :, ::-1].transpose(2, 0, 1), rtol=1e-5)

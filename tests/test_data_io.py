@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import brewnet.io as cio
-from brewnet import fileio
+from brewnet import formats
 from brewnet.data.image import decode_datum_image, digits_resize, encode_image, resize_bilinear
 from brewnet.data.idx import read_idx, write_idx
 from brewnet.data.lmdb_io import DatumWriter, count_records, read_datums
@@ -60,8 +60,8 @@ def test_blobproto_round_trips(tmp_path):
     s = cio.arraylist_to_blobprotovector_str([a, a[0, 0]])
     back = cio.blobprotovector_str_to_arraylist(s)
     np.testing.assert_array_equal(back[1], a[0, 0])
-    fileio.write_binaryproto(a, str(tmp_path / "m.binaryproto"))
-    np.testing.assert_array_equal(fileio.read_binaryproto(str(tmp_path / "m.binaryproto")), a)
+    formats.write_binaryproto(a, str(tmp_path / "m.binaryproto"))
+    np.testing.assert_array_equal(formats.read_binaryproto(str(tmp_path / "m.binaryproto")), a)
 
 
 # ----- images ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import brewnet
-from brewnet import fileio
+from brewnet import formats
 from brewnet.data import DataError, set_input_arrays
 from brewnet.data.lmdb_io import DatumWriter
 from brewnet.io import array_to_datum
@@ -23,7 +23,7 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 def net_from(text: str, phase=brewnet.TEST, seed=None):
     if seed is not None:
         brewnet.set_random_seed(seed)
-    return brewnet.Net(fileio.net_from_text(text), phase)
+    return brewnet.Net(formats.net_from_text(text), phase)
 
 
 def data_net(source, batch, transform="", phase=brewnet.TEST, seed=None, tops=("data", "label"), extra=""):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brewnet import fileio
+from brewnet import formats
 from brewnet.data import DataError
 from brewnet.data.transformer import DataTransformer
 from brewnet.proto import caffe_pb2
@@ -54,7 +54,7 @@ def test_center_crop_in_test_uses_integer_division():
 def test_mean_file_is_indexed_at_the_cropped_position(tmp_path):
     mean = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4) * 0.25
     path = tmp_path / "m.binaryproto"
-    fileio.write_binaryproto(mean, str(path))
+    formats.write_binaryproto(mean, str(path))
     t = DataTransformer(tp(crop_size=2, mean_file=str(path), scale=2.0), TEST)
     out = t(IMG)
     # element (c=0, h=0, w=0) comes from x[0, 0, 1] = 1 and mean[0, 0, 1] = 0.25
@@ -111,6 +111,6 @@ def test_errors():
 
 def test_mean_file_shape_must_match(tmp_path):
     path = tmp_path / "m.binaryproto"
-    fileio.write_binaryproto(np.zeros((1, 2, 5, 5), np.float32), str(path))
+    formats.write_binaryproto(np.zeros((1, 2, 5, 5), np.float32), str(path))
     with pytest.raises(DataError, match="full, uncropped"):
         DataTransformer(tp(mean_file=str(path)), TEST)(IMG)

@@ -22,7 +22,7 @@ from google.protobuf import text_format
 from PIL import Image
 
 import brewnet
-from brewnet import cli, fileio
+from brewnet import cli, formats
 from brewnet.data.builder import create_dataset
 from brewnet.data.image import decode_datum_image
 from brewnet.data.lmdb_io import read_datums
@@ -226,7 +226,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 # ----- the deploy net -------------------------------------------------------------------------------
 def test_deploy_net_is_the_validation_net_without_data_losses_and_labels(work):
-    deploy = fileio.read_net(os.path.join(work["bundle"], "deploy.prototxt"))
+    deploy = formats.read_net(os.path.join(work["bundle"], "deploy.prototxt"))
     # the file declares its input at net level (DIGITS' form); loading it makes Caffe's one
     # Input layer "input" of it
     assert [(lp.name, lp.type) for lp in deploy.layer] == [
@@ -240,16 +240,16 @@ def test_deploy_net_is_the_validation_net_without_data_losses_and_labels(work):
     net = Bundle.load(work["bundle"]).net()
     assert net.inputs == ["data"] and net.outputs == ["prob"]
     # the caffemodel: exactly the deploy layers, with the trained blobs
-    model = fileio.read_caffemodel(os.path.join(work["bundle"], "weights.caffemodel"))
+    model = formats.read_caffemodel(os.path.join(work["bundle"], "weights.caffemodel"))
     assert [lp.name for lp in model.layer] == [lp.name for lp in deploy.layer]
-    trained = {lp.name: lp for lp in fileio.read_caffemodel(work["weights"]).layer}
+    trained = {lp.name: lp for lp in formats.read_caffemodel(work["weights"]).layer}
     assert [lp.name for lp in model.layer if lp.blobs] == ["conv1", "bn1", "scale1", "ip"]
     for lp in model.layer:
         if not lp.blobs:
             continue
         assert len(lp.blobs) == len(trained[lp.name].blobs)
         for a, b in zip(lp.blobs, trained[lp.name].blobs):
-            np.testing.assert_array_equal(fileio.blob_to_array(a), fileio.blob_to_array(b))
+            np.testing.assert_array_equal(formats.blob_to_array(a), formats.blob_to_array(b))
     # real BVLC Caffe parses both: no field its schema lacks, only its layer types
     facts = _bvlc_schema()
     assert non_bvlc_fields(deploy, facts) == [] and non_bvlc_fields(model, facts) == []
@@ -277,8 +277,8 @@ def test_net_without_data_layer_needs_an_input_shape():
     text = ('name: "bare" layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
             'inner_product_param { num_output: 2 } }')
     with pytest.raises(DeployError, match="no data layer.*input_shape"):
-        deploy_net_param(fileio.net_from_text(text))
-    deploy = deploy_net_param(fileio.net_from_text(text), input_shape=(3, 6, 6))
+        deploy_net_param(formats.net_from_text(text))
+    deploy = deploy_net_param(formats.net_from_text(text), input_shape=(3, 6, 6))
     assert deploy.layer[0].type == "Input" and deploy.layer[0].top == ["data"]
     assert list(deploy.layer[0].input_param.shape[0].dim) == [1, 3, 6, 6]
 
@@ -352,12 +352,12 @@ def test_nvcaffe_batchnorm_becomes_bvlc_batchnorm_and_scale(work):
     path.write_text(train_val_text(NVCAFFE))
     weights = random_weights(str(path), str(work["root"] / "nv_iter_7.caffemodel"), seed=3)
     out = write_bundle(str(path), weights, str(work["root"] / "nv_bundle"))
-    deploy = fileio.read_net(os.path.join(out, "deploy.prototxt"))
+    deploy = formats.read_net(os.path.join(out, "deploy.prototxt"))
     assert [(lp.name, lp.type) for lp in deploy.layer] == [
         ("input", "Input"), ("conv1", "Convolution"), ("bn1", "BatchNorm"), ("bn1_scale", "Scale"),
         ("relu1", "ReLU"), ("ip", "InnerProduct"), ("prob", "Softmax")]
     facts = _bvlc_schema()
-    model = fileio.read_caffemodel(os.path.join(out, "weights.caffemodel"))
+    model = formats.read_caffemodel(os.path.join(out, "weights.caffemodel"))
     assert non_bvlc_fields(deploy, facts) == [] and non_bvlc_fields(model, facts) == []
     assert [len(lp.blobs) for lp in model.layer if lp.name in ("bn1", "bn1_scale")] == [3, 2]
     info = Bundle.load(out).info
@@ -372,7 +372,7 @@ def test_nvcaffe_batchnorm_becomes_bvlc_batchnorm_and_scale(work):
     implicit = work["root"] / "nvcaffe_implicit.prototxt"
     implicit.write_text(train_val_text(NVCAFFE.replace("scale_bias: true", "engine: CAFFE")))
     out2 = write_bundle(str(implicit), weights, str(work["root"] / "nv_implicit_bundle"))
-    assert "bn1_scale" in [lp.name for lp in fileio.read_net(os.path.join(out2, "deploy.prototxt")).layer]
+    assert "bn1_scale" in [lp.name for lp in formats.read_net(os.path.join(out2, "deploy.prototxt")).layer]
     assert_close_f32(run_bundle(out2, bundle_transform(out2, images))["ip"], logits,
                      what="implicit scale/bias logits")
 
@@ -390,7 +390,7 @@ def _raw_crops(bundle: str, images: np.ndarray) -> np.ndarray:
 
 def test_bake_with_layers_takes_raw_pixels(work):
     out = write_bundle(work["train_val"], work["weights"], str(work["root"] / "baked"), bake=True)
-    deploy = fileio.read_net(os.path.join(out, "deploy.prototxt"))
+    deploy = formats.read_net(os.path.join(out, "deploy.prototxt"))
     # a padded convolution and a mean image: explicit Bias (cropped mean image) and Power layers
     assert [lp.type for lp in deploy.layer[:3]] == ["Input", "Bias", "Power"]
     assert deploy.layer[1].bias_param.num_axes == 3 and deploy.layer[2].power_param.scale == np.float32(0.0125)
@@ -426,7 +426,7 @@ def test_bake_folds_into_the_first_layer_when_exact(work, body, mean, folded_int
     weights = random_weights(str(path), str(work["root"] / f"{name}.caffemodel"), seed=5)
     plain_dir = write_bundle(str(path), weights, str(work["root"] / f"{name}_plain"))
     baked_dir = write_bundle(str(path), weights, str(work["root"] / f"{name}_baked"), bake=True)
-    deploy = fileio.read_net(os.path.join(baked_dir, "deploy.prototxt"))
+    deploy = formats.read_net(os.path.join(baked_dir, "deploy.prototxt"))
     assert not {"Bias", "Power"} & {lp.type for lp in deploy.layer}
     assert any(f"folded into layer '{folded_into}'" in n for n in Bundle.load(baked_dir).info["notes"])
     images, _ = stored_val_images(work["root"])
@@ -587,7 +587,7 @@ def _val_pngs(root, into) -> list[str]:
 
 def test_digits_use_archive_on_the_tarball_agrees_with_brewnet_classify(work, tmp_path):
     mean_file = tmp_path / "flat_mean.binaryproto"
-    fileio.write_binaryproto(np.broadcast_to(np.array([101.5, 117.25, 96.0], np.float32)[:, None, None],
+    formats.write_binaryproto(np.broadcast_to(np.array([101.5, 117.25, 96.0], np.float32)[:, None, None],
                                              (3, 8, 8)).copy(), mean_file)
     path = tmp_path / "digits_like.prototxt"
     path.write_text(FLAT_MEAN_DATA.format(mean=mean_file, val=work["root"] / "ds" / "val_db")
@@ -610,10 +610,10 @@ def _old_form_copy(bundle: str, parent) -> str:
     deploy.prototxt, a mean with ``shape``, inside a top folder of ``parent``."""
     old = parent / "old_bundle"
     shutil.copytree(bundle, old)
-    net = fileio.read_net(str(old / "deploy.prototxt"))
+    net = formats.read_net(str(old / "deploy.prototxt"))
     net.layer[0].name = "data"
-    fileio.write_prototxt(net, str(old / "deploy.prototxt"))
-    fileio.write_binaryproto(load_mean(str(old / "mean.binaryproto"))[None], str(old / "mean.binaryproto"))
+    formats.write_prototxt(net, str(old / "deploy.prototxt"))
+    formats.write_binaryproto(load_mean(str(old / "mean.binaryproto"))[None], str(old / "mean.binaryproto"))
     return str(old)
 
 

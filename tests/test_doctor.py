@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import brewnet
-from brewnet import cli, fileio
+from brewnet import cli, formats
 from brewnet.batchnorm import doctor
 from brewnet.proto import caffe_pb2
 
@@ -85,8 +85,8 @@ def test_doctor_cli_reports_and_writes_recalibrated_caffemodel(tmp_path, capsys)
     np.testing.assert_allclose(net.params["bn1"][0].data, x.mean(axis=1), rtol=1e-6)
     np.testing.assert_allclose(net.params["bn1"][1].data, x.var(axis=1, ddof=1), rtol=1e-6)
     # scale layer and the rest of the caffemodel are untouched
-    a = {lp.name: lp for lp in fileio.read_caffemodel(weights).layer}
-    b = {lp.name: lp for lp in fileio.read_caffemodel(out).layer}
+    a = {lp.name: lp for lp in formats.read_caffemodel(weights).layer}
+    b = {lp.name: lp for lp in formats.read_caffemodel(out).layer}
     assert a["sc1"] == b["sc1"] and a["conv"] == b["conv"]
 
 

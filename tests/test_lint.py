@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from brewnet import cli, fileio
+from brewnet import cli, formats
 from brewnet.batchnorm.lint import apply_fixes, lint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,8 +102,8 @@ def write(tmp_path, text, name="m.prototxt"):
 
 def run_lint(text, **kw):
     if "deploy" in kw:
-        kw["deploy"] = fileio.net_from_text(kw["deploy"])
-    return lint(fileio.net_from_text(text), text, **kw)
+        kw["deploy"] = formats.net_from_text(kw["deploy"])
+    return lint(formats.net_from_text(text), text, **kw)
 
 
 def cli_args(tmp_path, text, kw):
@@ -182,7 +182,7 @@ def test_fix_inplace_cudnn_rewires_following_layers():
     text = bn("engine: CUDNN " + FILLERS, scale=False) + \
         'layer { name: "relu" type: "ReLU" bottom: "conv1" top: "conv1" }\n' \
         'layer { name: "pool" type: "Pooling" bottom: "conv1" top: "pool" pooling_param { kernel_size: 2 } }\n'
-    net = fileio.net_from_text(text)
+    net = formats.net_from_text(text)
     fixed, n = apply_fixes(net, lint(net, text))
     layers = {lp.name: lp for lp in fixed.layer}
     assert list(layers["bn1"].top) == ["bn1"]
@@ -204,7 +204,7 @@ SEED_EXPECTED = {
 def test_seed_configurations(name):
     path = SEED / f"{name}.prototxt"
     text = path.read_text()
-    found = lint(fileio.read_net(str(path)), text)
+    found = lint(formats.read_net(str(path)), text)
     counts = {}
     for f in found:
         counts[f.rule] = counts.get(f.rule, 0) + 1
@@ -214,7 +214,7 @@ def test_seed_configurations(name):
 
 def test_seed_sodeypunk_config_on_nvcaffe_014_gets_gamma_zero_error():
     path = SEED / "bn_after_relu_train_test.prototxt"
-    found = lint(fileio.read_net(str(path)), path.read_text(), target="nvcaffe-0.14")
+    found = lint(formats.read_net(str(path)), path.read_text(), target="nvcaffe-0.14")
     assert any(f.rule == "BN002" for f in found)
 
 
@@ -233,10 +233,10 @@ def test_bn009_needs_a_deploy_net(tmp_path, capsys):
 
 def test_deploy_that_carries_the_scale_silences_bn009(tmp_path):
     text = CASES["BN009"][0]
-    deploy = fileio.net_from_text(INPUT.replace('top: "data"\n  input', 'top: "data"\n  input', 1) +
+    deploy = formats.net_from_text(INPUT.replace('top: "data"\n  input', 'top: "data"\n  input', 1) +
                                   'layer { name: "pre" type: "Power" bottom: "data" top: "data" '
                                   'power_param { scale: 0.00390625 } }\n')
-    assert lint(fileio.net_from_text(text), text, deploy=deploy) == []
+    assert lint(formats.net_from_text(text), text, deploy=deploy) == []
 
 
 def test_solver_gives_max_iter(tmp_path, capsys):
@@ -251,14 +251,14 @@ def test_bn009_suggested_fix_silences_it_for_an_inexact_scale():
     """1/255 is not exact in float32: the printed fix carries enough digits, and the deploy net's
     float32 field read back counts as the same scale (it kept warning after the fix)."""
     text = CASES["BN009"][0].replace("scale: 0.00390625", "scale: 0.0039215686")
-    found = [f for f in lint(fileio.net_from_text(text), text, deploy=fileio.net_from_text(INPUT))
+    found = [f for f in lint(formats.net_from_text(text), text, deploy=formats.net_from_text(INPUT))
              if f.rule == "BN009"]
     assert len(found) == 1
     power = found[0].fix[found[0].fix.index('layer {'):found[0].fix.index('} }') + 3]
-    deploy = fileio.net_from_text(INPUT + power.replace('layer { type: "Power"',
+    deploy = formats.net_from_text(INPUT + power.replace('layer { type: "Power"',
                                                         'layer { name: "pre" type: "Power" '
                                                         'bottom: "data" top: "data"'))
-    assert lint(fileio.net_from_text(text), text, deploy=deploy) == []
-    other = fileio.net_from_text(INPUT + 'layer { name: "pre" type: "Power" bottom: "data" top: "data" '
+    assert lint(formats.net_from_text(text), text, deploy=deploy) == []
+    other = formats.net_from_text(INPUT + 'layer { name: "pre" type: "Power" bottom: "data" top: "data" '
                                          'power_param { scale: 0.004 } }')
-    assert [f.rule for f in lint(fileio.net_from_text(text), text, deploy=other)] == ["BN009"]
+    assert [f.rule for f in lint(formats.net_from_text(text), text, deploy=other)] == ["BN009"]

@@ -182,7 +182,7 @@ def test_label_checks_on_an_accelerator_wait_for_a_sync_point(monkeypatch):
     device, the kernels see clamped labels, and the error (naming the layer) comes at the next
     sync point: here the end of solver.step, or a pycaffe forward. Simulated on the CPU."""
     import brewnet
-    from brewnet.fileio import net_from_text
+    from brewnet.formats import net_from_text
     from brewnet.layers import loss as loss_module
 
     monkeypatch.setattr(loss_module, "defers_checks", lambda device: True)

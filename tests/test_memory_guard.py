@@ -6,7 +6,7 @@ import pytest
 
 import brewnet
 from brewnet.errors import NetError
-from brewnet.fileio import net_from_text
+from brewnet.formats import net_from_text
 from brewnet.memory import MemoryBudget, available_host_bytes, human_bytes
 
 

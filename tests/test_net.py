@@ -9,7 +9,7 @@ import torch
 
 import brewnet
 from brewnet.errors import NetError
-from brewnet.fileio import net_from_text
+from brewnet.formats import net_from_text
 from brewnet.fillers import fill
 from brewnet.proto import caffe_pb2
 from numeric import assert_close_f32

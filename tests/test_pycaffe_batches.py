@@ -10,7 +10,7 @@ import pytest
 
 import brewnet
 from brewnet.errors import NetError
-from brewnet.fileio import net_from_text
+from brewnet.formats import net_from_text
 
 NET = """name: "b" force_backward: true
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 } } }

@@ -240,7 +240,7 @@ def _bundle(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
     centre crop 6, a mean image, scale 0.5; returns its directory, the mean and the weights."""
     import json
 
-    from brewnet import fileio
+    from brewnet import formats
 
     rng = np.random.default_rng(11)
     w = (rng.standard_normal((4, 3 * 6 * 6)) * 0.05).astype(np.float32)  # (classes, C*h*w)
@@ -250,7 +250,7 @@ def _bundle(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
     d.mkdir()
     proto, weights = _model(d, BUNDLE_NET, "deploy", {"score": (w, b)})
     Path(weights).rename(d / "weights.caffemodel")
-    fileio.write_binaryproto(mean[None], d / "mean.binaryproto")
+    formats.write_binaryproto(mean[None], d / "mean.binaryproto")
     (d / "labels.txt").write_text("coat\nbag\nshirt\nboot\n")
     (d / "info.json").write_text(json.dumps({"name": "hand-made"}))
     (d / "preprocess.json").write_text(json.dumps({

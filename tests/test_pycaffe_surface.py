@@ -13,7 +13,7 @@ import pytest
 
 import brewnet
 from brewnet.errors import BrewnetError, NetError
-from brewnet.fileio import net_from_text
+from brewnet.formats import net_from_text
 from brewnet.proto import caffe_pb2
 
 NET = """name: "t" force_backward: true

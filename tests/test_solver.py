@@ -239,7 +239,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: 
 
 
 def _amp_solver(dtype):
-    from brewnet.fileio import net_from_text
+    from brewnet.formats import net_from_text
     brewnet.set_random_seed(4)
     sp = caffe_pb2.SolverParameter(base_lr=0.1, momentum=0.9, lr_policy="fixed", max_iter=100, display=0)
     sp.net_param.CopyFrom(net_from_text(AMP_NET))

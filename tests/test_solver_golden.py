@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import brewnet
-from brewnet import fileio
+from brewnet import formats
 from brewnet.proto import caffe_pb2
 from numeric import assert_close_f32
 
@@ -83,11 +83,11 @@ def test_trajectory_matches_caffe(name, tmp_path, device=None):
 
 def _check_history(s, state_path, name):
     """Our history at Caffe's snapshot iteration equals the history in Caffe's .solverstate."""
-    state = fileio.read_binary(state_path, caffe_pb2.SolverState)
+    state = formats.read_binary(state_path, caffe_pb2.SolverState)
     assert state.iter == s.iter and state.current_step == s.current_step
     assert len(state.history) == len(s.history)
     n = len(s.net.caffe_params)
-    theirs = [fileio.blob_to_array(blob) for blob in state.history]
+    theirs = [formats.blob_to_array(blob) for blob in state.history]
     for i, h in enumerate(s.history):
         e = s.net.caffe_params[i % n]
         if name in NOISY and f"{e.layer.name}/{e.index}" in NOISE_KEYS:

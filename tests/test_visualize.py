@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import brewnet
-from brewnet.fileio import net_from_text
+from brewnet.formats import net_from_text
 from brewnet.inference.visualize import (SEPARATOR_RGB, THUMB_GAP, THUMB_PX, VisualizeError,
                                          array_stats, class_grid_path, safe_name,
                                          top_images_per_class, visualize_net)

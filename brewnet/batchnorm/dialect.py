@@ -6,7 +6,7 @@
 - :func:`to_nvcaffe`: every BatchNorm followed by a foldable ``Scale`` becomes one NVCaffe 0.17
   BatchNorm with ``scale_bias: true`` (blobs [mean, var, correction = 1, scale, bias]).
 
-Both read every BatchNorm layout (brewnet.batchnorm.layouts), work on the whole prototxt (all
+Both read every BatchNorm layout (brewnet.formats.batchnorm_layouts), work on the whole prototxt (all
 phases, TRAIN/TEST duplicates of a layer included) and return (prototxt NetParameter, caffemodel
 NetParameter, notes).  Other layers and their blobs are carried over unchanged.
 """
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import fileio
+from .. import formats
 from ..errors import NetError
-from ..layers.norm import is_nvcaffe_batchnorm
+from ..formats.batchnorm_layouts import CUDNN_MIN_EPS, BNBlobs, declares_scale_bias, detect
+from ..formats.batchnorm_layouts import nvcaffe_dialect as is_nvcaffe_batchnorm
 from ..proto import caffe_pb2
-from .layouts import CUDNN_MIN_EPS, BNBlobs, declares_scale_bias, detect
 
 PHASES = (caffe_pb2.TRAIN, caffe_pb2.TEST)
 
@@ -66,7 +66,7 @@ def weight_arrays(weights: caffe_pb2.NetParameter | None) -> dict[str, tuple[lis
         return out
     for lp in weights.layer:
         if len(lp.blobs) and lp.name not in out:
-            out[lp.name] = ([fileio.blob_to_array(b) for b in lp.blobs], lp)
+            out[lp.name] = ([formats.blob_to_array(b) for b in lp.blobs], lp)
     return out
 
 
@@ -89,7 +89,7 @@ def _caffemodel(model: caffe_pb2.NetParameter, blobs: dict[str, list[np.ndarray]
         new.CopyFrom(lp)
         del new.blobs[:]
         for arr in blobs[lp.name]:
-            new.blobs.add().CopyFrom(fileio.array_to_blob(np.asarray(arr, dtype=np.float32)))
+            new.blobs.add().CopyFrom(formats.array_to_blob(np.asarray(arr, dtype=np.float32)))
     return out
 
 

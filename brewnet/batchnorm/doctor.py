@@ -269,7 +269,7 @@ def recalibrate(net, batches) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def write_recalibrated(weights_param, net, stats, path: str) -> None:
     """The original caffemodel with the BatchNorm statistics replaced (layout of the net's layer)."""
-    from .. import fileio
+    from .. import formats
     layers = net.layer_dict
     for lp in weights_param.layer:
         if lp.name not in stats or lp.type != "BatchNorm":
@@ -281,14 +281,14 @@ def write_recalibrated(weights_param, net, stats, path: str) -> None:
             lp.batch_norm_param.scale_bias = True
         del lp.blobs[:]
         for a in arrays:
-            lp.blobs.add().CopyFrom(fileio.array_to_blob(a))
+            lp.blobs.add().CopyFrom(formats.array_to_blob(a))
     present = {lp.name for lp in weights_param.layer}
     for name in stats:
         if name not in present:
             lp = weights_param.layer.add(name=name, type="BatchNorm")
             for a in layers[name].caffe_blob_arrays():
-                lp.blobs.add().CopyFrom(fileio.array_to_blob(a))
-    fileio.write_caffemodel(weights_param, path)
+                lp.blobs.add().CopyFrom(formats.array_to_blob(a))
+    formats.write_caffemodel(weights_param, path)
 
 
 def finite(x: float) -> bool:

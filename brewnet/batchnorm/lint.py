@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import NetError
-from ..layers.norm import is_nvcaffe_batchnorm
+from ..formats.batchnorm_layouts import (CUDNN_MIN_EPS, LAYOUT_BLOBS, NVCAFFE_014_CUDNN_EPS, declares_scale_bias,
+                                         detect, implicit_scale_bias, nvcaffe_dialect)
 from ..proto import caffe_pb2
 from .dialect import has_scale_bias, layer_phases, weight_arrays
-from .layouts import (CUDNN_MIN_EPS, LAYOUT_BLOBS, NVCAFFE_014_CUDNN_EPS, declares_scale_bias, detect,
-                      implicit_scale_bias)
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 CUDNN = caffe_pb2.BatchNormParameter.CUDNN
@@ -115,7 +114,7 @@ def layer_name_lines(text: str) -> dict[str, list[int]]:
 # ----- helpers ----------------------------------------------------------------------------------
 def _stat_specs(lp):
     specs = list(lp.param)
-    if is_nvcaffe_batchnorm(lp) and len(specs) in (2, 4):
+    if nvcaffe_dialect(lp) and len(specs) in (2, 4):
         return list(range(2, len(specs)))
     return list(range(min(3, len(specs))))
 
@@ -209,7 +208,7 @@ def lint(net: caffe_pb2.NetParameter, text: str | None = None, phase: int | None
 
 def _bn_rules(add, layers, i, lp, phases, max_iter, target, file_blobs=None):
     p = lp.batch_norm_param
-    nv = is_nvcaffe_batchnorm(lp)
+    nv = nvcaffe_dialect(lp)
     cudnn = p.engine == CUDNN or (target == "nvcaffe-0.14" and p.engine == 0)
     affine = has_scale_bias(lp) or (nv and p.HasField("engine")) or target == "nvcaffe-0.14"
     first = next(k for k in range(len(layers)) if layers[k].name == lp.name)

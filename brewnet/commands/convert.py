@@ -61,20 +61,20 @@ def check_caffe_pair(model_a, weights_a, model_b, weights_b, seed: int = 0,
 def run(args) -> int:
     import torch
 
-    from .. import fileio
+    from .. import formats
 
     from ..batchnorm import dialect
     prefix = args.output
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     if args.to in ("bvlc", "nvcaffe"):
-        model = fileio.read_net(args.model)
-        weights = fileio.read_caffemodel(args.weights)
+        model = formats.read_net(args.model)
+        weights = formats.read_caffemodel(args.weights)
         convert = dialect.to_bvlc if args.to == "bvlc" else dialect.to_nvcaffe
         new_model, new_weights, notes = convert(model, weights)
         for n in notes:
             print(n)
-        fileio.write_prototxt(new_model, prefix + ".prototxt")
-        fileio.write_caffemodel(new_weights, prefix + ".caffemodel")
+        formats.write_prototxt(new_model, prefix + ".prototxt")
+        formats.write_caffemodel(new_weights, prefix + ".caffemodel")
         print(f"wrote {prefix}.prototxt and {prefix}.caffemodel")
         try:
             diffs = check_caffe_pair(args.model, args.weights, prefix + ".prototxt", prefix + ".caffemodel",

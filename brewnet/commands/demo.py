@@ -76,7 +76,7 @@ def score(model_param, weights: str, test_db: str, device) -> tuple[float, int]:
 
 
 def run(args) -> int:
-    from .. import fileio
+    from .. import formats
     from ..solver import get_solver
     from .shared_flags import device_from_flag
 
@@ -85,16 +85,16 @@ def run(args) -> int:
     os.makedirs(workdir, exist_ok=True)
     dbs = prepare_data(args.data, os.path.join(workdir, "data"))
 
-    net_param = fileio.read_net(os.path.join(MODELS, "lenet_bn_fashion_train_val.prototxt"))
+    net_param = formats.read_net(os.path.join(MODELS, "lenet_bn_fashion_train_val.prototxt"))
     _set_sources(net_param, dbs)
-    solver = fileio.read_solver(os.path.join(MODELS, "lenet_bn_fashion_solver.prototxt"))
+    solver = formats.read_solver(os.path.join(MODELS, "lenet_bn_fashion_solver.prototxt"))
     solver.ClearField("net")
     solver.net_param.CopyFrom(net_param)
     solver.max_iter = args.iterations
     solver.snapshot = 0  # one snapshot, after training
     solver.test_interval = 500
     solver.snapshot_prefix = os.path.join(workdir, "lenet_bn")
-    fileio.write_prototxt(solver, os.path.join(workdir, "solver.prototxt"))
+    formats.write_prototxt(solver, os.path.join(workdir, "solver.prototxt"))
 
     log.info("Training LeNet-BN on Fashion-MNIST for %d iterations of batch 64 on %s",
              args.iterations, device)

@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import torch
 
-    from .. import fileio
+    from .. import formats
     from ..proto import caffe_pb2
 
     from ..batchnorm import doctor
@@ -37,7 +37,7 @@ def run(args) -> int:
         raise BrewnetError("-recalibrate needs -output X.caffemodel")
     if args.iterations <= 0 or (args.recalibrate is not None and args.recalibrate <= 0):
         raise BrewnetError("-iterations and -recalibrate must be positive")
-    model = fileio.read_net(args.model)
+    model = formats.read_net(args.model)
     phase = getattr(caffe_pb2, args.phase)
     if args.data:
         for lp in model.layer:
@@ -59,6 +59,6 @@ def run(args) -> int:
         stats = doctor.recalibrate(net, batches[:args.recalibrate])
         print(f"\nrecalibrated {len(stats)} BatchNorm layer(s) over {args.recalibrate} batch(es); after:")
         print(doctor.diagnose(net, batches[:args.iterations]).format())
-        doctor.write_recalibrated(fileio.read_caffemodel(args.weights), net, stats, args.output)
+        doctor.write_recalibrated(formats.read_caffemodel(args.weights), net, stats, args.output)
         print(f"wrote {args.output}")
     return 0

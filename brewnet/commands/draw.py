@@ -39,7 +39,7 @@ def _one_line(text: str) -> str:
 
 def run(args) -> int:
     from .. import draw
-    from ..fileio import read_net
+    from ..formats import read_net
     from ..proto import caffe_pb2
 
     if not args.model:

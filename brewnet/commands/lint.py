@@ -34,20 +34,20 @@ def _deploy_beside(model: str) -> str | None:
 
 
 def run(args) -> int:
-    from .. import fileio
+    from .. import formats
     from ..proto import caffe_pb2
     from ..batchnorm.lint import apply_fixes, lint
     text = Path(args.model).read_text(encoding="utf-8", errors="replace")
-    net = fileio.read_net(args.model)
+    net = formats.read_net(args.model)
     max_iter = args.max_iter
     if max_iter is None and args.solver:
-        max_iter = fileio.read_solver(args.solver).max_iter or None
+        max_iter = formats.read_solver(args.solver).max_iter or None
     phase = None if args.phase is None else getattr(caffe_pb2, args.phase)
     deploy_path = args.deploy or _deploy_beside(args.model)
-    deploy = fileio.read_net(deploy_path) if deploy_path else None
+    deploy = formats.read_net(deploy_path) if deploy_path else None
     if deploy_path and not args.deploy:
         print(f"(deploy net for BN009: {deploy_path})")
-    weights = fileio.read_caffemodel(args.weights) if args.weights else None
+    weights = formats.read_caffemodel(args.weights) if args.weights else None
     findings = lint(net, text, phase=phase, max_iter=max_iter, target=args.target, deploy=deploy,
                     weights=weights)
     for f in findings:
@@ -60,6 +60,6 @@ def run(args) -> int:
         print(f"{args.model}: no findings")
     if args.fix:
         fixed, n = apply_fixes(net, findings)
-        fileio.write_prototxt(fixed, args.fix)
+        formats.write_prototxt(fixed, args.fix)
         print(f"wrote {args.fix} ({n} fix(es) applied)")
     return 1 if findings else 0

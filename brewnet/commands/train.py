@@ -158,7 +158,7 @@ def run(args) -> int:
 
     import torch
 
-    from .. import distributed, fileio, runtime
+    from .. import distributed, formats, runtime
     from ..data.augment import Augmentation, set_train_augmentation
 
     if not args.solver:
@@ -167,7 +167,7 @@ def run(args) -> int:
         raise BrewnetError("give a snapshot to resume training or weights to fine-tune, not both")
     if not os.path.exists(args.solver):
         raise BrewnetError(f"solver file not found: {args.solver}")
-    param = fileio.read_solver(args.solver)
+    param = formats.read_solver(args.solver)
     augmentation = Augmentation.load(args.augment) if args.augment else None
     if args.iterations is not None:
         if args.iterations < 0:

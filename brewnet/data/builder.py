@@ -447,12 +447,12 @@ class DatasetBuilder:
         finally:
             if pool:
                 pool.shutdown()
-        from .. import fileio
+        from .. import formats
         n_train = sum(counts["train"].values())
         mean = (mean_sum / n_train).astype(np.float32)[None]
         # legacy num/channels/height/width dims, as DIGITS and Caffe's compute_image_mean write
         # them (DIGITS' example scripts read those fields)
-        fileio.write_binary(fileio.array_to_blob(mean, legacy_4d=True),
+        formats.write_binary(formats.array_to_blob(mean, legacy_4d=True),
                             os.path.join(self.outdir, "mean.binaryproto"))
         write_mean_jpg(mean[0], os.path.join(self.outdir, "mean.jpg"))
         with open(os.path.join(self.outdir, "labels.txt"), "w", encoding="utf-8") as f:

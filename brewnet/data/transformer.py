@@ -104,12 +104,12 @@ class DataTransformer:
 
 def load_mean(path: str, where: str = "mean_file") -> np.ndarray:
     """A mean ``.binaryproto`` as float32 C×H×W (Caffe writes 1×C×H×W)."""
-    from .. import fileio
+    from .. import formats
     import os
     if not os.path.exists(path):
         raise DataError(f"{where}: mean file not found: {path}")
     try:
-        arr = fileio.read_binaryproto(path)
+        arr = formats.read_binaryproto(path)
     except Exception as e:
         raise DataError(f"{where}: cannot read mean file {path}: {e}") from None
     arr = np.asarray(arr, dtype=np.float32)

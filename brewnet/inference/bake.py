@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from google.protobuf import text_format
 
-from .. import fileio
+from .. import formats
 from ..proto import caffe_pb2
 from .deploy import TEST, DeployError, _deploy_caffemodel, _unique
 
@@ -81,9 +81,9 @@ def _fold_refusal(model, lp, mean, per_channel) -> str | None:
 
 def _fold(lp, wl, scale, mean, per_channel, input_shape) -> None:
     """W' = s·W and b' = b − s·W·m, computed in float64 (y = W·((x − m)·s) + b)."""
-    w = fileio.blob_to_array(wl.blobs[0]).astype(np.float64)
+    w = formats.blob_to_array(wl.blobs[0]).astype(np.float64)
     s = float(scale)
-    b = fileio.blob_to_array(wl.blobs[1]).astype(np.float64) if len(wl.blobs) > 1 else None
+    b = formats.blob_to_array(wl.blobs[1]).astype(np.float64) if len(wl.blobs) > 1 else None
     if lp.type == "InnerProduct":
         wt = w.T if lp.inner_product_param.transpose else w  # (N, K)
         if mean is not None or per_channel is not None:
@@ -97,9 +97,9 @@ def _fold(lp, wl, scale, mean, per_channel, input_shape) -> None:
             mo = np.repeat(m, o // groups, axis=0)  # (O, C/groups): output o sees its group's means
             b = b - s * (w.reshape(o, cg, -1).sum(-1) * mo).sum(1)
     w = w * s
-    fileio.array_to_blob(w.astype(np.float32), wl.blobs[0])
+    formats.array_to_blob(w.astype(np.float32), wl.blobs[0])
     if b is not None:
-        fileio.array_to_blob(b.astype(np.float32), wl.blobs[1])
+        formats.array_to_blob(b.astype(np.float32), wl.blobs[1])
 
 
 def _bake_layers(model, weights, input_name, scale, mean, per_channel):
@@ -119,7 +119,7 @@ def _bake_layers(model, weights, input_name, scale, mean, per_channel):
         new_layers.append(lp)
         wl = caffe_pb2.LayerParameter()
         wl.CopyFrom(lp)
-        fileio.array_to_blob(np.asarray(neg, np.float32), wl.blobs.add())  # (C, h, w) or (C,)
+        formats.array_to_blob(np.asarray(neg, np.float32), wl.blobs.add())  # (C, h, w) or (C,)
         new_blobs.append(wl)
         current = top
     if scale != 1:

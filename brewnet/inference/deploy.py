@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 from google.protobuf import text_format
 
-from .. import fileio
+from .. import formats
 from ..errors import BrewnetError, DataError
 from ..proto import caffe_pb2
 from .bundle import FILES, PREPROCESS_VERSION, Bundle
@@ -420,11 +420,11 @@ def _unread_tops(layers) -> list[str]:
 def _load_model(model) -> tuple[caffe_pb2.NetParameter, str | None, str | None]:
     """(upgraded NetParameter, the prototxt's directory, its path) from a path or a NetParameter."""
     if isinstance(model, caffe_pb2.NetParameter):
-        return fileio.upgrade_net(model), None, None
+        return formats.upgrade_net(model), None, None
     path = os.fspath(model)
     if not os.path.isfile(path):
         raise DeployError(f"model file not found: {path}")
-    return fileio.read_net(path), os.path.dirname(os.path.abspath(path)), os.path.abspath(path)
+    return formats.read_net(path), os.path.dirname(os.path.abspath(path)), os.path.abspath(path)
 
 
 def deploy_net_param(train_val, *, input_shape: Sequence[int] | None = None,
@@ -604,7 +604,7 @@ def _to_bvlc_batchnorm(model, net, source: str, notes: list[str]):
     """(model, caffemodel NetParameter): NVCaffe BatchNorm layers (by the prototxt, or by the
     layout found in the weights) as BVLC BatchNorm + Scale; unchanged when there are none."""
     from ..batchnorm.dialect import to_bvlc
-    from ..batchnorm.layouts import nvcaffe_dialect
+    from ..formats.batchnorm_layouts import nvcaffe_dialect
     own = {layer.name: layer.param for layer in net.layers}
     if not any(lp.type == "BatchNorm" and nvcaffe_dialect(own.get(lp.name)) for lp in model.layer):
         return model, None
@@ -718,7 +718,7 @@ def net_level_inputs(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
 
     DIGITS' example scripts (examples/classification/example.py) size their Transformer from
     ``input_shape[0].dim`` (or ``input_dim``) and find nothing in an Input layer. Caffe, and
-    brewnet's :func:`brewnet.fileio.upgrade_net`, turn the entries back into one Input layer
+    brewnet's :func:`brewnet.formats.upgrade.upgrade_net`, turn the entries back into one Input layer
     named "input" when they load the net, so the blobs, shapes and outputs do not change.
     Left as they are: a net that already has net-level inputs, and any Input layer after the
     first other layer, with rules or other fields, or with a shape count Caffe's Input layer
@@ -759,7 +759,7 @@ def _input_layer_as_loaded(caffemodel: caffe_pb2.NetParameter,
     Input layers have no blobs, so nothing else changes."""
     if not written.input:
         return caffemodel
-    loaded = fileio.upgrade_net(written).layer[0]
+    loaded = formats.upgrade_net(written).layer[0]
     moved = set(written.input)
     out = caffe_pb2.NetParameter()
     out.CopyFrom(caffemodel)
@@ -779,12 +779,12 @@ def legacy_mean_blob(mean: np.ndarray) -> caffe_pb2.BlobProto:
     mean = np.asarray(mean, dtype=np.float32)
     if mean.ndim != 3:
         raise DeployError(f"a mean image is (C, H, W), got shape {mean.shape}")
-    return fileio.array_to_blob(mean, legacy_4d=True)
+    return formats.array_to_blob(mean, legacy_4d=True)
 
 
 def write_legacy_mean(mean: np.ndarray, path: str | os.PathLike) -> None:
     """:func:`legacy_mean_blob` written to ``path`` atomically."""
-    fileio.write_binary(legacy_mean_blob(mean), path)
+    formats.write_binary(legacy_mean_blob(mean), path)
 
 
 # ----- writing ----------------------------------------------------------------------------------------
@@ -932,8 +932,8 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
     info["notes"] = list(notes)
     written = net_level_inputs(deploy)
     caffemodel = _input_layer_as_loaded(caffemodel, written)
-    files = {"deploy.prototxt": lambda p: fileio.write_prototxt(written, p),
-             "weights.caffemodel": lambda p: fileio.write_caffemodel(caffemodel, p),
+    files = {"deploy.prototxt": lambda p: formats.write_prototxt(written, p),
+             "weights.caffemodel": lambda p: formats.write_caffemodel(caffemodel, p),
              "labels.txt": lambda p: _write_text(p, "".join(f"{n}\n" for n in names)),
              "preprocess.json": lambda p: _write_json(p, spec),
              "info.json": lambda p: _write_json(p, info)}

@@ -57,7 +57,7 @@ class Preprocessor:
     def __init__(self, spec: dict, mean: np.ndarray | None = None, where: str = "preprocess.json",
                  warn: bool = True):
         from ..data.transformer import DataTransformer
-        from ..fileio import parse_text
+        from ..formats import parse_text
 
         self.where = where
         self.spec, self.mean = spec, mean  # kept to build the same Preprocessor in a worker process

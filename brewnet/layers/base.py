@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import NetError
-from ..fileio import legacy_shape_equals
+from ..formats import legacy_shape_equals
 
 Shape = tuple[int, ...]
 

@@ -24,11 +24,11 @@ which is why those networks never trained).
 A 4- or 2-block ``param`` list in the NVCaffe dialect is NVCaffe 0.14/0.15 syntax (scale, bias
 first, then statistics), which always had scale/bias: such a layer gets them too.
 
-Loading (``load_caffe_blobs``) accepts every layout in :mod:`brewnet.batchnorm.layouts` (BVLC
+Loading (``load_caffe_blobs``) accepts every layout in :mod:`brewnet.formats.batchnorm_layouts` (BVLC
 3-blob, NVCaffe 0.14 cuDNN, 0.15 CAFFE/cuDNN, 0.16/0.17) and says in a note what it found and how
 it mapped it.  Scale and bias the prototxt leaves implicit (NVCaffe 0.14 cuDNN and 0.15 files into
 ``batch_norm_param { engine: CUDNN }`` or no batch_norm_param; any NVCaffe file with scale/bias
-into a layer that sets ``engine``; see :func:`brewnet.batchnorm.layouts.implicit_scale_bias`) are
+into a layer that sets ``engine``; see :func:`brewnet.formats.batchnorm_layouts.implicit_scale_bias`) are
 taken from the file: the layer becomes what ``scale_bias: true`` gives — NVCaffe dialect, blobs
 [mean, var, correction, scale, bias], scale and bias learnable (param blocks as for
 ``scale_bias``), applied in every phase — and records ``scale_bias: true`` in its own
@@ -51,8 +51,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from ..batchnorm.layouts import LAYOUT_BLOBS, declares_scale_bias
-from ..batchnorm.layouts import nvcaffe_dialect as is_nvcaffe_batchnorm
+from ..formats.batchnorm_layouts import LAYOUT_BLOBS, declares_scale_bias, nvcaffe_dialect
 from ..proto import caffe_pb2
 from .base import Layer, register
 
@@ -69,7 +68,7 @@ class BatchNorm(Layer):
             self.fail(f"needs a bottom with at least 2 axes (channels = axis 1), got {shape}")
         p = self.param.batch_norm_param
         c = shape[1]
-        self.nvcaffe = is_nvcaffe_batchnorm(self.param)
+        self.nvcaffe = nvcaffe_dialect(self.param)
         self.scale_bias = declares_scale_bias(self.param)
         self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") else not self.training_phase
         self.maf = float(p.moving_average_fraction)
@@ -242,10 +241,10 @@ class BatchNorm(Layer):
 
     # ----- loading caffemodels -------------------------------------------------------------
     def load_caffe_blobs(self, arrays, source_param=None) -> list[str]:
-        """Load any known BatchNorm layout (see brewnet.batchnorm.layouts); return notes."""
+        """Load any known BatchNorm layout (see brewnet.formats.batchnorm_layouts); return notes."""
         import numpy as np
 
-        from ..batchnorm.layouts import detect, implicit_scale_bias
+        from ..formats.batchnorm_layouts import detect, implicit_scale_bias
         c = int(self.running_mean.shape[0])
         info = detect(arrays, source_param, self.name, channels=c)
         if info.channels != c:

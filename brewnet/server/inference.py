@@ -40,7 +40,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from .. import fileio
+from .. import formats
 from ..child_processes import end_with_parent
 from .errors import ApiError
 from .jobs.progress import METRICS_FILE
@@ -191,10 +191,10 @@ def _in_digits_form(name: str, path: Path) -> Path | bytes:
 
     try:
         if name == "deploy.prototxt":
-            net = fileio.read_prototxt(path)
+            net = formats.read_prototxt(path)
             digits = net_level_inputs(net)
             return path if digits == net else text_format.MessageToString(digits).encode("utf-8")
-        blob = fileio.read_binary(path, caffe_pb2.BlobProto)
+        blob = formats.read_binary(path, caffe_pb2.BlobProto)
         if all(blob.HasField(d) for d in ("num", "channels", "height", "width")) and not blob.HasField("shape"):
             return path
         from ..data.transformer import load_mean

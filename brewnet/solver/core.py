@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 import torch
 
-from .. import fileio, runtime
+from .. import formats, runtime
 from ..errors import SolverError
 from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2
@@ -38,7 +38,7 @@ def _read_net_file(path: str, base_dir: str | None, what: str) -> caffe_pb2.NetP
     if not os.path.exists(p):
         where = f" (nor beside the solver file in {base_dir})" if base_dir else ""
         raise SolverError(f"{what} '{path}' not found in the working directory {os.getcwd()}{where}")
-    return fileio.read_net(p)
+    return formats.read_net(p)
 
 
 def _device_of(device) -> torch.device:
@@ -57,18 +57,18 @@ class Solver(TrainingLoop, Testing, ParameterUpdate, Snapshots):
         replaces the file's contents (e.g. edited by command-line flags) while paths stay
         relative to the file.  ``weights``: caffemodel path(s) to fine-tune from."""
         if param is not None:
-            param = fileio.upgrade_solver(param)
+            param = formats.upgrade_solver(param)
             self.solver_file = os.fspath(solver)
             base_dir = os.path.dirname(os.path.abspath(self.solver_file))
         elif isinstance(solver, caffe_pb2.SolverParameter):
-            param = fileio.upgrade_solver(solver)
+            param = formats.upgrade_solver(solver)
             self.solver_file = None
             base_dir = None
         else:
             path = os.fspath(solver)
             if not os.path.exists(path):
                 raise SolverError(f"solver file not found: {path}")
-            param = fileio.read_solver(path)
+            param = formats.read_solver(path)
             self.solver_file = path
             base_dir = os.path.dirname(os.path.abspath(path))
         self.base_dir = base_dir
@@ -128,7 +128,7 @@ class Solver(TrainingLoop, Testing, ParameterUpdate, Snapshots):
                               "train_net or train_net_param" + (f" (got {', '.join(given)})" if given else ""))
         field = given[0]
         if field.endswith("_param"):
-            net_param = fileio.upgrade_net(getattr(p, field))
+            net_param = formats.upgrade_net(getattr(p, field))
             log.info("Creating training net specified in %s.", field)
         else:
             net_param = _read_net_file(getattr(p, field), self.base_dir, f"{field} file")
@@ -159,7 +159,7 @@ class Solver(TrainingLoop, Testing, ParameterUpdate, Snapshots):
         sources, params = [], []
         for tp in p.test_net_param:
             sources.append("test_net_param")
-            params.append(fileio.upgrade_net(tp))
+            params.append(formats.upgrade_net(tp))
         for tn in p.test_net:
             sources.append(f"test_net file: {tn}")
             params.append(_read_net_file(tn, self.base_dir, "test_net file"))
@@ -167,7 +167,7 @@ class Solver(TrainingLoop, Testing, ParameterUpdate, Snapshots):
         if p.HasField("net_param"):
             for _ in range(remaining):
                 sources.append("net_param")
-                params.append(fileio.upgrade_net(p.net_param))
+                params.append(formats.upgrade_net(p.net_param))
         if p.HasField("net"):
             for _ in range(remaining):
                 sources.append(f"net file: {p.net}")

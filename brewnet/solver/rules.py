@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from .. import fileio
+from .. import formats
 from ..errors import SolverError
 from ..proto import caffe_pb2
 from .core import Solver
@@ -154,9 +154,9 @@ def solver_class(type_name: str) -> type[Solver]:
 def get_solver(path, device=None, **kwargs) -> Solver:
     """A solver of the type the file names (pycaffe's ``caffe.get_solver``)."""
     if isinstance(path, caffe_pb2.SolverParameter):
-        param = fileio.upgrade_solver(path)
+        param = formats.upgrade_solver(path)
     else:
         if not os.path.exists(os.fspath(path)):
             raise SolverError(f"solver file not found: {path}")
-        param = fileio.read_solver(path)
+        param = formats.read_solver(path)
     return solver_class(param.type or "SGD")(path, device=device, **kwargs)

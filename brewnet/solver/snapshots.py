@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from .. import fileio
+from .. import formats
 from ..errors import SolverError
 from ..proto import caffe_pb2
 
@@ -34,7 +34,7 @@ class Snapshots:
             os.makedirs(parent, exist_ok=True)
         model = self.snapshot_filename(".caffemodel")
         log.info("Snapshotting to binary proto file %s", model)
-        fileio.write_caffemodel(self.net.to_proto(write_diff=p.snapshot_diff), model)
+        formats.write_caffemodel(self.net.to_proto(write_diff=p.snapshot_diff), model)
         state_file = self.snapshot_filename(".solverstate")
         log.info("Snapshotting solver state to binary proto file %s", state_file)
         state = caffe_pb2.SolverState()
@@ -42,8 +42,8 @@ class Snapshots:
         state.learned_net = model
         state.current_step = self.current_step
         for h in self.history:
-            fileio.array_to_blob(h.detach().to("cpu", torch.float32).numpy(), state.history.add())
-        fileio.write_binary(state, state_file)
+            formats.array_to_blob(h.detach().to("cpu", torch.float32).numpy(), state.history.add())
+        formats.write_binary(state, state_file)
         self._snapshotted_iter = self.iter
         return model, state_file
 
@@ -54,7 +54,7 @@ class Snapshots:
             raise SolverError(f"{path}: HDF5 solver states are not supported (use .solverstate)")
         if not os.path.exists(path):
             raise SolverError(f"solver state not found: {path}")
-        state = fileio.read_binary(path, caffe_pb2.SolverState)
+        state = formats.read_binary(path, caffe_pb2.SolverState)
         model = self._learned_net(state, path)
         if model is not None:  # weights first: their layout may give layers more blobs
             had = len(self.net.caffe_params)
@@ -71,7 +71,7 @@ class Snapshots:
                 f"{len(self._entries)} blobs); is it the right net and solver type?")
         arrays = []
         for i, (b, h) in enumerate(zip(state.history, self.history)):
-            a = fileio.blob_to_array(b)
+            a = formats.blob_to_array(b)
             if a.size != h.numel():
                 e = self._entries[i % len(self._entries)]
                 raise SolverError(f"{path}: history blob {i} ({e.name}) has {a.size} values, the "

@@ -34,11 +34,11 @@ def ok(proc: subprocess.CompletedProcess) -> str:
 
 
 def blobs(path: Path) -> dict:
-    from brewnet import fileio
+    from brewnet import formats
     from brewnet.proto import caffe_pb2
 
-    net = fileio.read_binary(str(path), caffe_pb2.NetParameter)
-    return {f"{layer.name}[{i}]": fileio.blob_to_array(b)
+    net = formats.read_binary(str(path), caffe_pb2.NetParameter)
+    return {f"{layer.name}[{i}]": formats.blob_to_array(b)
             for layer in net.layer for i, b in enumerate(layer.blobs)}
 
 
@@ -187,11 +187,11 @@ def _start_long_job(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path
 
 
 def _check_last_snapshot(folder: Path) -> None:
-    from brewnet import fileio
+    from brewnet import formats
     from brewnet.proto import caffe_pb2
 
     it = _snapshots(folder)[-1]
-    state = fileio.read_binary(str(folder / f"snap_iter_{it}.solverstate"), caffe_pb2.SolverState)
+    state = formats.read_binary(str(folder / f"snap_iter_{it}.solverstate"), caffe_pb2.SolverState)
     assert state.iter == it
     assert blobs(folder / f"snap_iter_{it}.caffemodel")["conv1[0]"].shape == (6, 1, 3, 3)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brewnet import fileio
+from brewnet import formats
 from brewnet.net import Net
 from brewnet.proto import caffe_pb2
 from brewnet.server.digits.model_files import analyze_network, clean_network, split_network
@@ -26,7 +26,7 @@ def stages(lp) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize("name", list(STANDARD_NETWORKS))
 def test_digits_stage_structure(name):
-    net = fileio.net_from_text(network_prototxt(name))
+    net = formats.net_from_text(network_prototxt(name))
     data = [lp for lp in net.layer if lp.type == "Data"]
     assert [stages(lp)[0] for lp in data] == [["train"], ["val"]]
     for lp in data:   # the job fills these in
@@ -52,7 +52,7 @@ def test_digits_stage_structure(name):
 
 @pytest.mark.parametrize("name", BN_NETS)
 def test_batchnorm_is_bvlc_with_scale(name):
-    net = fileio.net_from_text(network_prototxt(name))
+    net = formats.net_from_text(network_prototxt(name))
     layers = list(net.layer)
     bns = [i for i, lp in enumerate(layers) if lp.type == "BatchNorm"]
     assert bns
@@ -89,7 +89,7 @@ def as_inputs(net: caffe_pb2.NetParameter, channels: int, side: int, batch: int)
 
 
 def train_val_and_deploy(name: str, channels: int, side: int, batch: int):
-    split = split_network(clean_network(fileio.net_from_text(network_prototxt(name)), NUM_CLASSES))
+    split = split_network(clean_network(formats.net_from_text(network_prototxt(name)), NUM_CLASSES))
     tv = caffe_pb2.NetParameter(name=name)
     for lp, phase in ((split.train_data, caffe_pb2.TRAIN), (split.val_data, caffe_pb2.TEST)):
         layer = tv.layer.add()

@@ -208,7 +208,7 @@ from pathlib import Path         # noqa: E402
 import numpy as np               # noqa: E402
 from PIL import Image            # noqa: E402
 
-from brewnet import fileio       # noqa: E402
+from brewnet import formats       # noqa: E402
 from brewnet.net import Net      # noqa: E402
 from brewnet.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
@@ -252,7 +252,7 @@ def _train_one_step(jobdir: Path, weights=None) -> None:
     cwd = os.getcwd()
     os.chdir(jobdir)
     try:
-        param = fileio.read_solver("solver.prototxt")
+        param = formats.read_solver("solver.prototxt")
         solver = solver_class(param.type or "SGD")("solver.prototxt", weights=weights)
         solver.step(1)
         assert solver.iter == 1
@@ -271,7 +271,7 @@ def test_standard_lenet_files(grey3, tmp_path):
     assert (p.train_entries, p.val_entries, p.iters_per_epoch, p.max_iter, p.snapshot) == (24, 6, 6, 24, 12)
     assert (p.test_iter, p.test_interval, p.weights) == (2, 6, [])
     assert (tmp_path / "original.prototxt").read_text() == network_prototxt("lenet")
-    tv = fileio.read_net(str(tmp_path / "train_val.prototxt"))
+    tv = formats.read_net(str(tmp_path / "train_val.prototxt"))
     data = [lp for lp in tv.layer if lp.type == "Data"]
     d = grey3["dir"]
     assert [(lp.include[0].phase, lp.data_param.source, lp.data_param.batch_size) for lp in data] == \
@@ -286,13 +286,13 @@ def test_standard_lenet_files(grey3, tmp_path):
     written = text_format.Parse((tmp_path / "deploy.prototxt").read_text(), caffe_pb2.NetParameter())
     assert list(written.input) == ["data"] and list(written.input_shape[0].dim) == [1, 1, 28, 28]
     assert not any(lp.type == "Input" for lp in written.layer)
-    deploy = fileio.read_net(str(tmp_path / "deploy.prototxt"))
+    deploy = formats.read_net(str(tmp_path / "deploy.prototxt"))
     assert (deploy.layer[0].type, list(deploy.layer[0].top)) == ("Input", ["data"])
     assert list(deploy.layer[0].input_param.shape[0].dim) == [1, 1, 28, 28]
     types = [lp.type for lp in deploy.layer]
     assert "Softmax" in types and not {"Data", "SoftmaxWithLoss", "Accuracy"} & set(types)
     assert deploy.layer[-1].name == "prob"
-    s = fileio.read_solver(str(tmp_path / "solver.prototxt"))
+    s = formats.read_solver(str(tmp_path / "solver.prototxt"))
     assert (s.net, s.snapshot_prefix, s.max_iter, s.snapshot, s.random_seed, s.type) == \
         ("train_val.prototxt", "snapshot", 24, 12, 5, "SGD")
     assert (list(s.test_iter), s.test_interval, s.lr_policy, s.stepsize) == ([2], 6, "step", 8)
@@ -313,16 +313,16 @@ def test_pixel_mean_crop_and_no_val_set(tmp_path):
     job.mkdir()
     p = write_model_files(job, spec, ds, None)
     assert (p.test_iter, p.test_interval, p.max_iter) == (0, 0, 6)
-    tv = fileio.read_net(str(job / "train_val.prototxt"))
+    tv = formats.read_net(str(job / "train_val.prototxt"))
     data = [lp for lp in tv.layer if lp.type == "Data"]
     assert len(data) == 1 and data[0].include[0].phase == caffe_pb2.TRAIN       # no val Data layer
     tp = data[0].transform_param
-    mean = fileio.read_binaryproto(ds["mean_file"]).reshape(3, 16, 16).mean(axis=(1, 2))
+    mean = formats.read_binaryproto(ds["mean_file"]).reshape(3, 16, 16).mean(axis=(1, 2))
     assert list(tp.mean_value) == pytest.approx(list(mean), rel=1e-5)
     assert not tp.HasField("mean_file") and tp.crop_size == 12 and tp.mirror
-    deploy = fileio.read_net(str(job / "deploy.prototxt"))
+    deploy = formats.read_net(str(job / "deploy.prototxt"))
     assert list(deploy.layer[0].input_param.shape[0].dim) == [1, 3, 12, 12]
-    s = fileio.read_solver(str(job / "solver.prototxt"))
+    s = formats.read_solver(str(job / "solver.prototxt"))
     assert not s.test_iter
     _train_one_step(job)
 
@@ -336,7 +336,7 @@ def test_network_crop_capped_and_form_crop_refused(grey3, tmp_path):
     assert list(tmp_path.iterdir()) == []
     spec = ModelSpec(name="m", method="standard", standard_network="alexnet", train_epochs=1, use_mean="none")
     write_model_files(tmp_path, spec, grey3, None)
-    tv = fileio.read_net(str(tmp_path / "train_val.prototxt"))
+    tv = formats.read_net(str(tmp_path / "train_val.prototxt"))
     assert [lp.transform_param.crop_size for lp in tv.layer if lp.type == "Data"] == [28, 28]
     assert [lp.data_param.batch_size for lp in tv.layer if lp.type == "Data"] == [100, 100]   # the network's
     assert not any(lp.transform_param.HasField("mean_file") for lp in tv.layer if lp.type == "Data")
@@ -354,7 +354,7 @@ layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" include { stage: "
     spec = ModelSpec(name="m", method="custom", custom_network=net, train_epochs=1, batch_size=5)
     p = write_model_files(tmp_path, spec, grey3, None)
     assert (tmp_path / "original.prototxt").read_text() == net
-    tv = fileio.read_net(str(tmp_path / "train_val.prototxt"))
+    tv = formats.read_net(str(tmp_path / "train_val.prototxt"))
     # DIGITS' default Data layers named "data"; the Input and the top-5 accuracy (3 classes) dropped
     assert [lp.name for lp in tv.layer] == ["data", "data", "ip", "accuracy", "loss"]
     assert p.batch == 5 and p.iters_per_epoch == 5
@@ -383,12 +383,12 @@ def test_retrain_renames_the_classifier_for_another_class_count(grey3, tmp_path)
     p = write_model_files(job, spec, five, prev)
     assert p.weights == [prev["snapshots"][0]["path"]]
     assert json.loads((job / "plan.json").read_text())["weights"] == p.weights
-    tv = fileio.read_net(str(job / "train_val.prototxt"))
+    tv = formats.read_net(str(job / "train_val.prototxt"))
     ips = [(lp.name, lp.inner_product_param.num_output) for lp in tv.layer if lp.type == "InnerProduct"]
     assert ips == [("ip1", 500), ("ip2_retrain", 5)]
-    deploy = fileio.read_net(str(job / "deploy.prototxt"))
+    deploy = formats.read_net(str(job / "deploy.prototxt"))
     assert "ip2_retrain" in [lp.name for lp in deploy.layer]
-    original = fileio.read_net(str(job / "original.prototxt"))
+    original = formats.read_net(str(job / "original.prototxt"))
     ip2 = next(lp for lp in original.layer if lp.name == "ip2_retrain")
     assert not ip2.inner_product_param.HasField("num_output")      # before brewnet's filling
     _train_one_step(job, weights=p.weights)
@@ -397,7 +397,7 @@ def test_retrain_renames_the_classifier_for_another_class_count(grey3, tmp_path)
     same = tmp_path / "same"
     same.mkdir()
     p = write_model_files(same, spec, grey3, prev)
-    tv = fileio.read_net(str(same / "train_val.prototxt"))
+    tv = formats.read_net(str(same / "train_val.prototxt"))
     assert [lp.name for lp in tv.layer if lp.type == "InnerProduct"] == ["ip1", "ip2"]
     zero = tmp_path / "zero"
     zero.mkdir()

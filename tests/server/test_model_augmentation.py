@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from brewnet import fileio
+from brewnet import formats
 from brewnet.server.app import create_app
 from brewnet.server.config import ServerConfig
 from brewnet.server.jobs.tasks import model_steps, python_path
@@ -82,7 +82,7 @@ def test_augmented_model_job_records_and_applies_its_fields(tmp_path):
         assert json.loads((d / "plan.json").read_text())["augmentation"] == {"flip": "fliplr"}
         assert (d / "python_layers" / "digits_python_layers.py").read_bytes() == SPY
         train_val = (d / "train_val.prototxt").read_text()
-        net = fileio.net_from_text(train_val)
+        net = formats.net_from_text(train_val)
         assert "flip" not in train_val and not any(lp.transform_param.mirror for lp in net.layer)
         log = (d / "log.txt").read_text()
         assert "-augment augment.json" in log and "augments images: flip=fliplr" in log

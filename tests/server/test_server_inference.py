@@ -18,7 +18,7 @@ from PIL import Image
 
 import brewnet
 import digits_examples  # tests/: DIGITS' examples/classification scripts, in our own code
-from brewnet import fileio
+from brewnet import formats
 from brewnet.data.builder import create_dataset
 from brewnet.data.transformer import load_mean
 from brewnet.proto import caffe_pb2
@@ -170,7 +170,7 @@ def test_archive_runs_digits_use_archive_script(model, tmp_path, ext, own_deploy
     ds = tmp_path / "older_dataset"  # the dataset as an earlier brewnet wrote it
     ds.mkdir()
     shutil.copyfile(new_ds / "labels.txt", ds / "labels.txt")
-    fileio.write_binaryproto(load_mean(str(new_ds / "mean.binaryproto"))[None], ds / "mean.binaryproto")
+    formats.write_binaryproto(load_mean(str(new_ds / "mean.binaryproto"))[None], ds / "mean.binaryproto")
     md = tmp_path / src.name
     md.mkdir()
     for name in ("train_val.prototxt", "solver.prototxt", "plan.json", f"snapshot_iter_{ITERS}.caffemodel"):
@@ -185,7 +185,7 @@ def test_archive_runs_digits_use_archive_script(model, tmp_path, ext, own_deploy
     assert list(deploy.input) == ["data"] and [list(s.dim) for s in deploy.input_shape] == [[1, 3, 10, 10]]
     assert "Input" not in {lp.type for lp in deploy.layer}
     if own_deploy:  # the job's layers as they were
-        job = fileio.parse_text(JOB_DEPLOY, caffe_pb2.NetParameter())
+        job = formats.parse_text(JOB_DEPLOY, caffe_pb2.NetParameter())
         assert list(deploy.layer) == list(job.layer)[1:]
     assert caffe_pb2.BlobProto.FromString((ds / "mean.binaryproto").read_bytes()).HasField("shape")
     mean = caffe_pb2.BlobProto.FromString(members["mean.binaryproto"])
@@ -337,6 +337,6 @@ def test_pool_imports_each_models_own_python_layer_file(model, tmp_path):
     assert first["predictions"][0] == [labels[0], 100.0]
     for d in (identity_dir, first_dir):
         assert any(layer.type == "Python" for layer in
-                   fileio.net_from_text((bundle_path(d, ITERS) / "deploy.prototxt").read_text()).layer)
+                   formats.net_from_text((bundle_path(d, ITERS) / "deploy.prototxt").read_text()).layer)
     members = _names(bundle_archive(first_dir, ITERS, ds, "tar.gz", {"id": first_dir.name}), "tar.gz")
     assert members["digits_python_layers.py"] == (Path(first_path) / "digits_python_layers.py").read_bytes()

@@ -28,7 +28,7 @@ from typing import Mapping
 import numpy as np
 from google.protobuf import text_format
 
-from ... import fileio
+from ... import formats
 from ...errors import BrewnetError
 from ...proto import caffe_pb2
 from ..errors import FormErrors
@@ -69,7 +69,7 @@ def _included(lp: caffe_pb2.LayerParameter, state: caffe_pb2.NetState) -> bool:
 def parse_network(text: str) -> caffe_pb2.NetParameter:
     """Prototxt text -> NetParameter (upgraded); NetworkError ``Bad network: <line>: <message>``."""
     try:
-        return fileio.net_from_text(text)
+        return formats.net_from_text(text)
     except BrewnetError as e:
         msg = str(e)
         if msg.startswith("<string>:"):
@@ -184,7 +184,7 @@ def analyze_network(text: str, num_classes: int = 2) -> tuple[caffe_pb2.NetParam
 # ----- retraining: layers whose weights no longer fit -------------------------------------------
 
 def _blob_dims(blob: caffe_pb2.BlobProto) -> tuple[int, ...]:
-    return tuple(int(x) for x in fileio.blob_shape(blob))
+    return tuple(int(x) for x in formats.blob_shape(blob))
 
 
 def changed_layers(net: caffe_pb2.NetParameter, weights: caffe_pb2.NetParameter, channels: int) -> set[str]:
@@ -293,7 +293,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _mean_pixel(mean_file: Path) -> list[float]:
     """Per-channel means of a mean.binaryproto (DIGITS' ``use_mean: pixel``)."""
-    arr = np.asarray(fileio.read_binaryproto(mean_file), dtype=np.float64)
+    arr = np.asarray(formats.read_binaryproto(mean_file), dtype=np.float64)
     arr = arr.reshape((-1,) + arr.shape[-3:])[0] if arr.ndim >= 3 else arr.reshape(1, 1, -1)
     return [float(v) for v in arr.reshape(arr.shape[0], -1).mean(axis=1)]
 
@@ -408,7 +408,7 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
     if spec.method == "previous":
         weights = previous_weights(previous, spec.previous_epoch)
         if weights:
-            stored = fileio.read_caffemodel(weights[0])
+            stored = formats.read_caffemodel(weights[0])
             names = changed_layers(clean_network(net, num_classes), stored, C)
             if names:
                 net = rename_layers(net, names)

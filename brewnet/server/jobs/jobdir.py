@@ -24,9 +24,9 @@ JOB_JSON = "job.json"
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (:func:`brewnet.fileio.atomic_write`: a
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`brewnet.formats.atomic.atomic_write`: a
     temporary file beside it, fsync, rename, fsync of the folder)."""
-    from ...fileio import atomic_write
+    from ...formats import atomic_write
 
     atomic_write(path, (json.dumps(obj, indent=1, sort_keys=False, allow_nan=False) + "\n").encode("utf-8"))
 

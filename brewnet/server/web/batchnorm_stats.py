@@ -6,7 +6,7 @@ Training records no BatchNorm statistics over time, but every snapshot holds the
 - :func:`running_stats`: for each ``snapshot_iter_N.caffemodel`` of the job, per BatchNorm layer,
   the mean over channels of its running mean and of its running variance -- the statistics as
   Caffe uses them (the accumulators divided by the scale factor blob, 0 when the factor is 0;
-  :func:`brewnet.batchnorm.layouts.detect` also reads NVCaffe's layouts).  Cached in the job's
+  :func:`brewnet.formats.batchnorm_layouts.detect` also reads NVCaffe's layouts).  Cached in the job's
   ``batchnorm_stats.json``, keyed by snapshot file name and mtime, so each file is read once.
 - :func:`gap_state`: :func:`brewnet.batchnorm.doctor.diagnose` of the newest snapshot on a few
   validation batches (the TEST phase of ``train_val.prototxt``, as ``brewnet doctor -model
@@ -72,8 +72,8 @@ def layer_stats(caffemodel: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Per BatchNorm layer of a caffemodel, in file order: ``{"mean": mean over channels of the
     running mean, "var": ... of the running variance, "channels", "layout"}`` (statistics as
     Caffe uses them: accumulators / scale factor)."""
-    from ...batchnorm.layouts import detect
-    from ...fileio import blob_to_array, read_caffemodel
+    from ...formats.batchnorm_layouts import detect
+    from ...formats import blob_to_array, read_caffemodel
 
     param = read_caffemodel(caffemodel)
     out: dict[str, dict[str, Any]] = {}

@@ -376,14 +376,14 @@ async def record_image(request: Request, job_id: str, split: str, index: int, fu
 
 
 def mean_png(server, job_id: str) -> bytes:
-    from ... import fileio
+    from ... import formats
 
     jobdir = _dataset_dir(server, job_id)
     path = jobdir / "mean.binaryproto"
     if not path.is_file():
         raise ApiError(404, "This dataset has no mean image (yet)")
     try:
-        arr = np.asarray(fileio.read_binaryproto(path))
+        arr = np.asarray(formats.read_binaryproto(path))
     except Exception as e:   # a damaged file
         raise ApiError(422, f"The mean file cannot be read: {e}") from None
     while arr.ndim > 3 and arr.shape[0] == 1:

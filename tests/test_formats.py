@@ -1,4 +1,4 @@
-"""Tests of brewnet.fileio: Caffe text/binary files, blobs, and legacy-net upgrades.
+"""Tests of brewnet.formats: Caffe text/binary files, blobs, and legacy-net upgrades.
 
 Golden caffemodels/npz in tests/golden were recorded from real BVLC Caffe (see its README).
 """
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from google.protobuf import text_format, unknown_fields
 
-from brewnet import fileio
-from brewnet.fileio import CaffeFormatError
+from brewnet import formats
+from brewnet.formats import CaffeFormatError
 from brewnet.proto import caffe_pb2
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -24,7 +24,7 @@ ALL_CAFFEMODELS = sorted(GOLDEN.glob("*.caffemodel"))
 
 
 def _key(number: int, wire_type: int) -> bytes:
-    return fileio._varint(number << 3 | wire_type)
+    return formats.blobs.varint(number << 3 | wire_type)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -36,11 +36,11 @@ def test_golden_set_present():
 
 
 def test_text_round_trip(tmp_path):
-    net = fileio.read_net(GOLDEN / "batchnorm_train_inplace_scale.prototxt")
+    net = formats.read_net(GOLDEN / "batchnorm_train_inplace_scale.prototxt")
     assert net.layer and net.layer[0].type == "Input"
     out = tmp_path / "net.prototxt"
-    fileio.write_prototxt(net, out)
-    again = fileio.read_net(out)
+    formats.write_prototxt(net, out)
+    again = formats.read_net(out)
     assert again == net
     assert text_format.MessageToString(again) == out.read_text()
 
@@ -48,24 +48,24 @@ def test_text_round_trip(tmp_path):
 @pytest.mark.parametrize("path", ALL_CAFFEMODELS, ids=lambda p: p.stem)
 def test_golden_caffemodel_binary_round_trip(path, tmp_path):
     raw = path.read_bytes()
-    net = fileio.read_caffemodel(path)
+    net = formats.read_caffemodel(path)
     # Python protobuf writes exactly what Caffe's C++ wrote: same field order, packed floats.
     assert net.SerializeToString() == raw
-    fileio.write_caffemodel(net, tmp_path / "copy.caffemodel")
+    formats.write_caffemodel(net, tmp_path / "copy.caffemodel")
     assert (tmp_path / "copy.caffemodel").read_bytes() == raw
     assert [p.name for p in tmp_path.iterdir()] == ["copy.caffemodel"]  # no temp files left
 
 
 @pytest.mark.parametrize("case", LAYER_CASES)
 def test_golden_caffemodel_blobs_equal_npz(case):
-    net = fileio.read_caffemodel(GOLDEN / f"{case}.caffemodel")
+    net = formats.read_caffemodel(GOLDEN / f"{case}.caffemodel")
     npz = np.load(GOLDEN / f"{case}.npz")
     expected = {k for k in npz.files if k.startswith("param/")}
     seen = set()
     for layer in net.layer:
         for i, blob in enumerate(layer.blobs):
             key = f"param/{layer.name}/{i}"
-            arr = fileio.blob_to_array(blob)
+            arr = formats.blob_to_array(blob)
             assert arr.dtype == np.float32
             np.testing.assert_array_equal(arr, npz[key], err_msg=key)
             assert arr.shape == npz[key].shape
@@ -75,12 +75,12 @@ def test_golden_caffemodel_blobs_equal_npz(case):
 
 def test_golden_solverstate_and_mean():
     for path in sorted(GOLDEN.glob("*.solverstate")):
-        state = fileio.read_binary(path, caffe_pb2.SolverState)
+        state = formats.read_binary(path, caffe_pb2.SolverState)
         assert state.iter > 0 and state.history
         assert state.SerializeToString() == path.read_bytes()
         for blob in state.history:
-            assert fileio.blob_to_array(blob).size == int(np.prod(fileio.blob_shape(blob)))
-    mean = fileio.read_binaryproto(GOLDEN / "mean.binaryproto")
+            assert formats.blob_to_array(blob).size == int(np.prod(formats.blob_shape(blob)))
+    mean = formats.read_binaryproto(GOLDEN / "mean.binaryproto")
     assert mean.shape == (1, 3, 10, 12) and mean.dtype == np.float32
     expected = np.load(GOLDEN / "data_layer.npz")["mean"]
     np.testing.assert_array_equal(mean.reshape(expected.shape), expected)
@@ -89,16 +89,16 @@ def test_golden_solverstate_and_mean():
 def test_golden_prototxts_parse():
     for path in sorted(GOLDEN.glob("*.prototxt")):
         if path.name.startswith("solver_") and not path.name.endswith("_net.prototxt"):
-            solver = fileio.read_solver(path)
+            solver = formats.read_solver(path)
             assert solver.HasField("base_lr"), path
         else:
-            assert fileio.read_net(path).layer, path
+            assert formats.read_net(path).layer, path
 
 
 def test_binaryproto_round_trip(tmp_path):
     arr = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4) / 7
-    fileio.write_binaryproto(arr, tmp_path / "m.binaryproto")
-    back = fileio.read_binaryproto(tmp_path / "m.binaryproto")
+    formats.write_binaryproto(arr, tmp_path / "m.binaryproto")
+    back = formats.read_binaryproto(tmp_path / "m.binaryproto")
     np.testing.assert_array_equal(back, arr)
     # Same bytes as a BlobProto filled the plain (slow) way: packed floats, then the shape.
     plain = caffe_pb2.BlobProto(data=arr.ravel().tolist())
@@ -109,8 +109,8 @@ def test_binaryproto_round_trip(tmp_path):
 def test_atomic_write_replaces_and_honours_umask(tmp_path):
     path = tmp_path / "x.prototxt"
     path.write_text("garbage")
-    fileio.write_prototxt(caffe_pb2.NetParameter(name="n"), path)
-    assert fileio.read_net(path).name == "n"
+    formats.write_prototxt(caffe_pb2.NetParameter(name="n"), path)
+    assert formats.read_net(path).name == "n"
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
@@ -125,7 +125,7 @@ def test_syntax_error_names_file_line_column(tmp_path):
     path = tmp_path / "net.prototxt"
     path.write_text('name: "n"\nlayer {\n  name: "ip"\n  type: "InnerProduct"\n  top: \n}\n')
     with pytest.raises(CaffeFormatError) as err:
-        fileio.read_net(path)
+        formats.read_net(path)
     assert f"{path}:6:1:" in str(err.value)
     assert "in layer 'ip'" in str(err.value)
 
@@ -143,7 +143,7 @@ def test_unknown_field_names_field_layer_and_suggestion(tmp_path):
         '  name: "conv1"   # the name may come after the error\n'
         '}\n')
     with pytest.raises(CaffeFormatError) as err:
-        fileio.read_net(path)
+        formats.read_net(path)
     assert str(err.value) == (f"{path}:6:5: unknown field 'kernal_size' in layer 'conv1' "
                               "(ConvolutionParameter); did you mean 'kernel_size'?")
 
@@ -153,17 +153,17 @@ def test_unknown_field_outside_layers_and_unknown_enum(tmp_path):
     path.write_text('net: "n.prototxt"\nbse_lr: 0.1\n')
     with pytest.raises(CaffeFormatError, match=r"solver.prototxt:2:1: unknown field 'bse_lr' "
                                                r"\(SolverParameter\); did you mean 'base_lr'\?"):
-        fileio.read_solver(path)
+        formats.read_solver(path)
     with pytest.raises(CaffeFormatError, match="unknown value 'TRIAN' for Phase in layer 'd'; "
                                                "did you mean 'TRAIN'"):
-        fileio.net_from_text('layer { name: "d" include { phase: TRIAN } }')
+        formats.net_from_text('layer { name: "d" include { phase: TRIAN } }')
     with pytest.raises(CaffeFormatError, match="'kernel_size' belongs inside convolution_param"):
-        fileio.net_from_text('layer { name: "c" type: "Convolution" kernel_size: 3 }')
+        formats.net_from_text('layer { name: "c" type: "Convolution" kernel_size: 3 }')
 
 
 def test_singular_field_twice_is_an_error_like_caffe():
     with pytest.raises(CaffeFormatError, match="<string>:1:"):
-        fileio.net_from_text('name: "a" name: "b"')
+        formats.net_from_text('name: "a" name: "b"')
 
 
 def test_bad_binary_files(tmp_path):
@@ -171,21 +171,21 @@ def test_bad_binary_files(tmp_path):
     truncated = tmp_path / "truncated.caffemodel"
     truncated.write_bytes(good[: len(good) // 2])
     with pytest.raises(CaffeFormatError, match="truncated.caffemodel: cannot parse .* truncated"):
-        fileio.read_caffemodel(truncated)
+        formats.read_caffemodel(truncated)
     text = tmp_path / "text.caffemodel"
     text.write_bytes((GOLDEN / "inner_product.prototxt").read_bytes())
     with pytest.raises(CaffeFormatError, match="looks like a text file"):
-        fileio.read_caffemodel(text)
+        formats.read_caffemodel(text)
     empty = tmp_path / "empty.caffemodel"
     empty.write_bytes(b"")
     with pytest.raises(CaffeFormatError, match="empty.caffemodel: file is empty"):
-        fileio.read_caffemodel(empty)
+        formats.read_caffemodel(empty)
     unrelated = tmp_path / "blob.caffemodel"  # a valid message, but not a net
     unrelated.write_bytes(_key(7, 2) + b"\x00")
     with pytest.raises(CaffeFormatError, match="holds no layers"):
-        fileio.read_caffemodel(unrelated)
+        formats.read_caffemodel(unrelated)
     with pytest.raises(CaffeFormatError, match="binary file, not a text prototxt"):
-        fileio.read_net(GOLDEN / "inner_product.caffemodel")
+        formats.read_net(GOLDEN / "inner_product.caffemodel")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,36 +194,36 @@ def test_bad_binary_files(tmp_path):
 
 def test_array_to_blob_round_trip_and_options():
     arr = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
-    blob = fileio.array_to_blob(arr, diff=2 * arr)
+    blob = formats.array_to_blob(arr, diff=2 * arr)
     assert list(blob.shape.dim) == [2, 3, 4] and not blob.HasField("num")
-    np.testing.assert_array_equal(fileio.blob_to_array(blob), arr)
-    np.testing.assert_array_equal(fileio.blob_to_array(blob, diff=True), 2 * arr)
+    np.testing.assert_array_equal(formats.blob_to_array(blob), arr)
+    np.testing.assert_array_equal(formats.blob_to_array(blob, diff=True), 2 * arr)
     assert list(blob.data) == list(arr.ravel())  # fast path gives the same repeated field
 
-    dbl = fileio.array_to_blob(arr.astype(np.float64) / 3, double=True)
-    assert not dbl.data and fileio.blob_to_array(dbl).dtype == np.float64
+    dbl = formats.array_to_blob(arr.astype(np.float64) / 3, double=True)
+    assert not dbl.data and formats.blob_to_array(dbl).dtype == np.float64
 
     net = caffe_pb2.NetParameter()
     target = net.layer.add().blobs.add()
-    assert fileio.array_to_blob(np.ones(5), blob=target) is target
+    assert formats.array_to_blob(np.ones(5), blob=target) is target
     assert list(net.layer[0].blobs[0].data) == [1.0] * 5
 
-    scalar = fileio.array_to_blob(np.float32(3.5))
-    assert fileio.blob_to_array(scalar).shape == () and scalar.HasField("shape")
+    scalar = formats.array_to_blob(np.float32(3.5))
+    assert formats.blob_to_array(scalar).shape == () and scalar.HasField("shape")
 
 
 def test_legacy_4d_blob_shape():
     bias = caffe_pb2.BlobProto(num=1, channels=1, height=1, width=3, data=[1, 2, 3])
-    arr = fileio.blob_to_array(bias)
+    arr = formats.blob_to_array(bias)
     assert arr.shape == (1, 1, 1, 3)
-    assert fileio.blob_matches_shape(bias, (3,))  # Caffe's ShapeEquals left-pads with ones
-    assert fileio.blob_matches_shape(bias, (1, 3))
-    assert not fileio.blob_matches_shape(bias, (3, 1))
-    weights = fileio.array_to_blob(np.zeros((4, 5)), legacy_4d=True)
+    assert formats.blob_matches_shape(bias, (3,))  # Caffe's ShapeEquals left-pads with ones
+    assert formats.blob_matches_shape(bias, (1, 3))
+    assert not formats.blob_matches_shape(bias, (3, 1))
+    weights = formats.array_to_blob(np.zeros((4, 5)), legacy_4d=True)
     assert (weights.num, weights.channels, weights.height, weights.width) == (1, 1, 4, 5)
     assert not weights.HasField("shape")
-    assert fileio.blob_matches_shape(weights, (4, 5))
-    assert not fileio.blob_matches_shape(fileio.array_to_blob(np.zeros((4, 5))), (1, 4, 5))
+    assert formats.blob_matches_shape(weights, (4, 5))
+    assert not formats.blob_matches_shape(formats.array_to_blob(np.zeros((4, 5))), (1, 4, 5))
 
 
 @pytest.mark.parametrize("kind, disk, out", [(caffe_pb2.FLOAT, "<f4", np.float32),
@@ -236,10 +236,10 @@ def test_nvcaffe_raw_data_blobs(kind, disk, out):
     blob.shape.dim.extend([2, 3])
     # Through the wire, as NVCaffe would have written it.
     blob = caffe_pb2.BlobProto.FromString(blob.SerializeToString())
-    arr = fileio.blob_to_array(blob)
+    arr = formats.blob_to_array(blob)
     assert arr.dtype == out
     np.testing.assert_array_equal(arr, values.astype(out))
-    np.testing.assert_array_equal(fileio.blob_to_array(blob, diff=True), -values.astype(out))
+    np.testing.assert_array_equal(formats.blob_to_array(blob, diff=True), -values.astype(out))
 
 
 def test_blob_count_mismatch_is_clear():
@@ -247,12 +247,12 @@ def test_blob_count_mismatch_is_clear():
     blob.shape.dim.extend([2, 2])
     with pytest.raises(CaffeFormatError, match=r"shape \(2, 2\) needs 4 values but its data "
                                                r"holds 3"):
-        fileio.blob_to_array(blob)
+        formats.blob_to_array(blob)
     half = caffe_pb2.BlobProto(raw_data_type=caffe_pb2.FLOAT16, raw_data=b"\0\0\0")
     with pytest.raises(CaffeFormatError, match="3 bytes"):
-        fileio.blob_to_array(half)
+        formats.blob_to_array(half)
     with pytest.raises(CaffeFormatError, match="needs 4 values but its diff holds 0"):
-        fileio.blob_to_array(fileio.array_to_blob(np.zeros((2, 2))), diff=True)
+        formats.blob_to_array(formats.array_to_blob(np.zeros((2, 2))), diff=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ layers { name: "loss" type: SOFTMAX_LOSS bottom: "conv1" bottom: "label" top: "l
 
 
 def test_v1_layers_upgrade():
-    net, notes = fileio.upgrade_net_with_notes(text_format.Parse(V1_NET,
+    net, notes = formats.upgrade_net_with_notes(text_format.Parse(V1_NET,
                                                                  caffe_pb2.NetParameter()))
     assert not net.layers and not net.input and not net.input_dim
     assert [(l.name, l.type) for l in net.layer] == [
@@ -296,16 +296,16 @@ def test_v1_layers_upgrade():
     assert list(net.layer[0].input_param.shape[0].dim) == [2, 3, 8, 8]
     assert any("V1" in n for n in notes) and any("Input" in n for n in notes)
     # read_net applies the same upgrade
-    assert fileio.net_from_text(V1_NET) == net
+    assert formats.net_from_text(V1_NET) == net
 
 
 def test_v1_mixed_with_layer_is_an_error():
     with pytest.raises(CaffeFormatError, match="mixes 'layer' and legacy 'layers'"):
-        fileio.net_from_text('layer { name: "a" } layers { name: "b" type: RELU }')
+        formats.net_from_text('layer { name: "a" } layers { name: "b" type: RELU }')
 
 
 def test_input_dim_upgrade_two_inputs():
-    net = fileio.net_from_text('input: "data" input_dim: 1 input_dim: 3 input_dim: 4 '
+    net = formats.net_from_text('input: "data" input_dim: 1 input_dim: 3 input_dim: 4 '
                                'input_dim: 5 input: "label" input_dim: 1 input_dim: 1 '
                                'input_dim: 1 input_dim: 1\n'
                                'layer { name: "ip" type: "InnerProduct" bottom: "data" }')
@@ -314,27 +314,27 @@ def test_input_dim_upgrade_two_inputs():
         ("input", "Input", ["data", "label"]), ("ip", "InnerProduct", [])]
     assert list(net.layer[0].input_param.shape[1].dim) == [1, 1, 1, 1]
     with pytest.raises(CaffeFormatError, match="1 inputs but 3 input_dim"):
-        fileio.net_from_text('input: "data" input_dim: 1 input_dim: 3 input_dim: 4')
+        formats.net_from_text('input: "data" input_dim: 1 input_dim: 3 input_dim: 4')
 
 
 def test_input_shape_upgrade_and_bare_input():
-    net = fileio.net_from_text('input: "x" input_shape { dim: 10 dim: 7 }\n'
+    net = formats.net_from_text('input: "x" input_shape { dim: 10 dim: 7 }\n'
                                'layer { name: "f" type: "Flatten" bottom: "x" top: "y" }')
     assert net.layer[0].name == "input" and net.layer[0].type == "Input"
     assert list(net.layer[0].input_param.shape[0].dim) == [10, 7]
     assert not net.input and not net.input_shape
-    bare, notes = fileio.upgrade_net_with_notes(caffe_pb2.NetParameter(input=["data"]))
+    bare, notes = formats.upgrade_net_with_notes(caffe_pb2.NetParameter(input=["data"]))
     assert not bare.input and not bare.layer and "dropped" in notes[0]
 
 
 def test_modern_net_is_unchanged():
-    net = fileio.read_net(GOLDEN / "neurons.prototxt")
-    again, notes = fileio.upgrade_net_with_notes(net)
+    net = formats.read_net(GOLDEN / "neurons.prototxt")
+    again, notes = formats.upgrade_net_with_notes(net)
     assert again == net and notes == []
 
 
 def test_legacy_transform_fields_move_to_transform_param():
-    net, notes = fileio.upgrade_net_with_notes(text_format.Parse(
+    net, notes = formats.upgrade_net_with_notes(text_format.Parse(
         'layers { name: "d" type: DATA top: "data" data_param { source: "db" batch_size: 4 '
         'scale: 0.5 mean_file: "m.binaryproto" crop_size: 8 mirror: true } }\n'
         'layers { name: "i" type: IMAGE_DATA top: "img" image_data_param { source: "l.txt" '
@@ -359,7 +359,7 @@ def test_v0_layers_upgrade_with_padding():
         'bottom: "conv1" top: "pool1" }\n'
         'layers { layer { name: "drop" type: "dropout" dropout_ratio: 0.3 } '
         'bottom: "pool1" top: "pool1" }', caffe_pb2.NetParameter())
-    net = fileio.upgrade_net(v0)
+    net = formats.upgrade_net(v0)
     assert [(l.name, l.type) for l in net.layer] == [
         ("input", "Input"), ("conv1", "Convolution"), ("pool1", "Pooling"), ("drop", "Dropout")]
     conv = net.layer[1]
@@ -374,17 +374,17 @@ def test_v0_layers_upgrade_with_padding():
     assert net.layer[3].dropout_param.dropout_ratio == pytest.approx(0.3)
     with pytest.raises(CaffeFormatError, match="V0 layer 'r' \\(relu\\): cannot upgrade field "
                                                "'num_output'"):
-        fileio.net_from_text('layers { layer { name: "r" type: "relu" num_output: 3 } }')
+        formats.net_from_text('layers { layer { name: "r" type: "relu" num_output: 3 } }')
 
 
 def test_solver_type_upgrade(tmp_path):
     path = tmp_path / "solver.prototxt"
     path.write_text('base_lr: 0.1\nsolver_type: ADAM\n')
-    solver = fileio.read_solver(path)
+    solver = formats.read_solver(path)
     assert solver.type == "Adam" and not solver.HasField("solver_type")
     path.write_text('base_lr: 0.1\nsolver_type: ADAM\ntype: "SGD"\n')
     with pytest.raises(CaffeFormatError, match="solver.prototxt: solver gives both"):
-        fileio.read_solver(path)
+        formats.read_solver(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,7 +392,7 @@ def test_solver_type_upgrade(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 def test_nvcaffe_text_prototxt_parses():
-    net = fileio.net_from_text("""
+    net = formats.net_from_text("""
         default_forward_type: FLOAT16
         default_backward_math: FLOAT
         layer {
@@ -442,7 +442,7 @@ def test_nvcaffe_binary_varint_at_bvlc_field_145_is_kept_as_unknown():
     assert again.endswith(_key(145, 0) + b"\x02")
     assert "145" not in text_format.MessageToString(net)
     # The reader API accepts it too.
-    assert fileio.upgrade_net(net).layer[0].name == "bn"
+    assert formats.upgrade_net(net).layer[0].name == "bn"
 
 
 def test_nvcaffe_binary_solver_field_41_reads_as_layer_wise_reduce():
@@ -453,6 +453,6 @@ def test_nvcaffe_binary_solver_field_41_reads_as_layer_wise_reduce():
     assert solver.HasField("layer_wise_reduce") and solver.layer_wise_reduce is True
     assert not solver.weights and not solver.HasField("rampup_lr")
     assert [f.field_number for f in unknown_fields.UnknownFieldSet(solver)] == [42]
-    text = fileio.parse_text("rampup_interval: 100 rampup_lr: 0.01 per_parameter_reduce: false",
+    text = formats.parse_text("rampup_interval: 100 rampup_lr: 0.01 per_parameter_reduce: false",
                              caffe_pb2.SolverParameter)
     assert (text.rampup_interval, text.per_parameter_reduce) == (100, False)
