@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-import uuid
 
 import numpy as np
 from google.protobuf import text_format
 
 from . import formats
+from .formats.atomic import atomic_path
 from .formats.batchnorm_layouts import is_routine_note
 from .errors import NetError
 from .proto import caffe_pb2
@@ -106,10 +105,8 @@ def save_weights_hdf5(net, path, write_diff: bool = False) -> None:
     """Write ``net``'s blobs as Caffe's Net::ToHDF5 does, atomically."""
     import h5py
 
-    path = Path(os.fspath(path))
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     owned = _owned(net)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             data = f.create_group("data")
             diff = f.create_group("diff") if write_diff else None
@@ -127,10 +124,6 @@ def save_weights_hdf5(net, path, write_diff: bool = False) -> None:
                         g = t.grad
                         dgroup.create_dataset(str(i), data=np.zeros_like(arr) if g is None else
                                               g.detach().to("cpu").float().numpy().reshape(arr.shape))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _stored_layer_param(group):

@@ -34,6 +34,7 @@ channels, resize mode, encoding, counts per class and split, skipped files).
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from .. import formats
 from ..errors import DataError
 from ..proto import caffe_pb2
 from .image import RESIZE_MODES, digits_resize, encode_image
@@ -443,11 +445,10 @@ class DatasetBuilder:
                 if writer.count == 0:
                     shutil.rmtree(path, ignore_errors=True)
                     raise DataError(f"no image of the {split} split could be read")
-                _write_text_atomic(os.path.join(self.outdir, f"{split}.txt"), "".join(listed))
+                formats.atomic_write(os.path.join(self.outdir, f"{split}.txt"), "".join(listed).encode("utf-8"))
         finally:
             if pool:
                 pool.shutdown()
-        from .. import formats
         n_train = sum(counts["train"].values())
         mean = (mean_sum / n_train).astype(np.float32)[None]
         # legacy num/channels/height/width dims, as DIGITS and Caffe's compute_image_mean write
@@ -503,13 +504,6 @@ def _abs_or_none(path: str | None) -> str | None:
     return os.path.abspath(path) if path else None
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_mean_jpg(mean_chw: np.ndarray, path: str) -> None:
     """The mean image (C, H, W) in stored order (BGR or grey) as a W×H JPEG, RGB or grey, rounded
     to 0..255 — the picture of the mean DIGITS showed beside the dataset."""
@@ -518,9 +512,9 @@ def write_mean_jpg(mean_chw: np.ndarray, path: str) -> None:
         im = Image.fromarray(a[0])  # grey (L)
     else:
         im = Image.fromarray(np.ascontiguousarray(a[::-1].transpose(1, 2, 0)))  # BGR -> RGB
-    tmp = f"{path}.tmp-{os.getpid()}"
-    im.save(tmp, "JPEG", quality=90)
-    os.replace(tmp, path)
+    jpeg = io.BytesIO()
+    im.save(jpeg, "JPEG", quality=90)
+    formats.atomic_write(path, jpeg.getvalue())
 
 
 def summary_text(summary: dict) -> str:

@@ -15,8 +15,11 @@ Random draws come from a numpy Generator, so a seeded run repeats exactly.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from .. import formats
 from ..errors import DataError
 from . import resolve_path
 
@@ -104,8 +107,6 @@ class DataTransformer:
 
 def load_mean(path: str, where: str = "mean_file") -> np.ndarray:
     """A mean ``.binaryproto`` as float32 C×H×W (Caffe writes 1×C×H×W)."""
-    from .. import formats
-    import os
     if not os.path.exists(path):
         raise DataError(f"{where}: mean file not found: {path}")
     try:

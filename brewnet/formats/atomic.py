@@ -1,33 +1,39 @@
 """Atomic file writes: readers see the old file or the complete new one, never a part.
 
-The one implementation for brewnet (Caffe's files, the datasets' lists, the server's job files):
-a temporary file beside the target, fsync, rename over the target, fsync of the folder.
+The one implementation for brewnet (Caffe's files, the datasets' lists and mean image, the
+server's job files, HDF5 weights): a temporary file beside the target, fsync, rename over the
+target, fsync of the folder. :func:`atomic_write` takes the bytes; :func:`atomic_path` gives the
+temporary path to a writer that wants a file name (h5py, tarfile).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["PathLike", "atomic_write"]
+__all__ = ["PathLike", "atomic_write", "atomic_path"]
 
 
-def atomic_write(path: PathLike, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over ``path``.
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write the whole file to.
 
-    Readers see either the old file or the complete new one, never a partial snapshot.
+    When the block ends normally the file is fsynced and renamed over ``path`` (then the folder
+    is fsynced); when it raises, the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours umask
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -42,3 +48,12 @@ def atomic_write(path: PathLike, data: bytes) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def atomic_write(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`); the new file's mode
+    honours the umask."""
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)

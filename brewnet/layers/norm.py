@@ -51,7 +51,8 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from ..formats.batchnorm_layouts import LAYOUT_BLOBS, declares_scale_bias, nvcaffe_dialect
+from ..formats.batchnorm_layouts import (LAYOUT_BLOBS, declares_scale_bias, detect, implicit_scale_bias,
+                                         nvcaffe_dialect)
 from ..proto import caffe_pb2
 from .base import Layer, register
 
@@ -244,7 +245,6 @@ class BatchNorm(Layer):
         """Load any known BatchNorm layout (see brewnet.formats.batchnorm_layouts); return notes."""
         import numpy as np
 
-        from ..formats.batchnorm_layouts import detect, implicit_scale_bias
         c = int(self.running_mean.shape[0])
         info = detect(arrays, source_param, self.name, channels=c)
         if info.channels != c:

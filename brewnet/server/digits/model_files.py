@@ -19,8 +19,6 @@
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -273,24 +271,6 @@ def previous_weights(previous: Mapping, epoch: float | None) -> list[str]:
 
 # ----- writing ----------------------------------------------------------------------------------
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    _write_atomic(path, text.encode("utf-8"))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _mean_pixel(mean_file: Path) -> list[float]:
     """Per-channel means of a mean.binaryproto (DIGITS' ``use_mean: pixel``)."""
     arr = np.asarray(formats.read_binaryproto(mean_file), dtype=np.float64)
@@ -359,7 +339,7 @@ def spec_augmentation(spec: ModelSpec):
 
 def _copy_atomic(source: Path, target: Path) -> None:
     target.parent.mkdir(exist_ok=True)
-    _write_atomic(target, Path(source).read_bytes())
+    formats.atomic_write(target, Path(source).read_bytes())
 
 
 def _network_text(spec: ModelSpec, previous: Mapping | None) -> str:
@@ -460,7 +440,7 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
                               ("deploy.prototxt", text_format.MessageToString(deploy)),
                               ("solver.prototxt", text_format.MessageToString(solver))):
             written.append(jobdir / name)
-            _write_text_atomic(jobdir / name, content)
+            formats.atomic_write(jobdir / name, content.encode("utf-8"))
         if augmentation.active:
             written.append(jobdir / AUGMENT_FILE)
             write_json_atomic(jobdir / AUGMENT_FILE, augmentation.to_json())

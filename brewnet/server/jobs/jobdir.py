@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ...formats.atomic import atomic_write
 from ..errors import ApiError
 from . import states
 
@@ -26,8 +27,6 @@ JOB_JSON = "job.json"
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (:func:`brewnet.formats.atomic.atomic_write`: a
     temporary file beside it, fsync, rename, fsync of the folder)."""
-    from ...formats import atomic_write
-
     atomic_write(path, (json.dumps(obj, indent=1, sort_keys=False, allow_nan=False) + "\n").encode("utf-8"))
 
 
