@@ -55,5 +55,5 @@ def test_every_imported_third_party_module_is_a_core_dependency():
 def test_optional_imports_are_really_guarded():
     export = (ROOT / "brewnet" / "export.py").read_text()
     assert "import onnxruntime" in export and "except ImportError" in export
-    detector = (ROOT / "brewnet" / "inference" / "pycaffe.py").read_text()
+    detector = (ROOT / "brewnet" / "pycaffe" / "detector.py").read_text()
     assert "SELECTIVE_SEARCH_MODULE" in detector and "ImportError" in detector
