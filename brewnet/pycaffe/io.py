@@ -60,7 +60,7 @@ def datum_to_array(datum) -> np.ndarray:
     Encoded (PNG/JPEG) datums are decoded with Pillow (colour comes back in the stored order).
     """
     if datum.encoded:
-        from ..data.image import decode_datum_image
+        from ..data.image import decode_datum_image  # imports torch: caffe.io loads without it
         return decode_datum_image(datum)
     shape = (datum.channels, datum.height, datum.width)
     if len(datum.data):  # a writable copy, as pycaffe's np.fromstring gives

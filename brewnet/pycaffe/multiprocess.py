@@ -89,7 +89,7 @@ class NCCL:
         if count > 1:
             if not distributed.active():
                 distributed.init_with_file(path, rank, count, solver.device)
-            from ..solver.distributed import DataParallel  # imports torch, which the count/rank names need not
+            from ..solver.distributed import DataParallel  # torch: caffe.set_solver_count needs none
             self.parallel = DataParallel.attach(solver, reduce_in_step=False)
 
     @staticmethod
