@@ -137,7 +137,7 @@ class Classifier(Net):
         if ten_crops:
             crops = caffe_io.oversample(scaled, crop_hw)  # (10 N, h, w, K)
         else:
-            top, left = caffe_io._crop_origins(dims, crop_hw)[-1]  # the centre's
+            top, left = caffe_io.crop_origins(dims, crop_hw)[-1]  # the centre's
             crops = scaled[:, top:top + crop_hw[0], left:left + crop_hw[1]]
         batch = np.stack([self.transformer.preprocess(in_, crop) for crop in crops])
         scores = self.forward_all(**{in_: batch})[out_name]

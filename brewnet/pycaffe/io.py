@@ -138,7 +138,7 @@ def _zoom_planes(pixels: np.ndarray, target: tuple[int, int], order: int) -> np.
     return zoom(pixels, factors, order=order).astype(np.float32)
 
 
-def _crop_origins(image_hw, crop_hw) -> list[tuple[int, int]]:
+def crop_origins(image_hw, crop_hw) -> list[tuple[int, int]]:
     """Top-left corners of pycaffe's five crops of ``crop_hw`` in an image of ``image_hw``: the
     corners in row-major order (top left, top right, bottom left, bottom right), then the
     centre, whose box is [size/2 - crop/2, size/2 + crop/2) truncated, i.e. offset
@@ -160,8 +160,8 @@ def oversample(images, crop_dims) -> np.ndarray:
     except ValueError:
         raise ValueError("oversample needs images of one shape") from None
     h, w = int(crop_dims[0]), int(crop_dims[1])
-    five = np.stack([batch[:, y:y + h, x:x + w] for y, x in _crop_origins(batch.shape[1:3],
-                                                                           (h, w))], axis=1)
+    five = np.stack([batch[:, y:y + h, x:x + w] for y, x in crop_origins(batch.shape[1:3],
+                                                                          (h, w))], axis=1)
     ten = np.concatenate([five, five[:, :, :, ::-1]], axis=1)  # (N, 10, h, w, K)
     return ten.reshape((-1,) + ten.shape[2:]).astype(np.float32)
 
