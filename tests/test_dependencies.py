@@ -116,5 +116,5 @@ def test_the_engine_works_without_the_server_stack_and_serve_says_what_to_instal
 def test_optional_imports_are_really_guarded():
     export = (ROOT / "brewnet" / "export.py").read_text()
     assert "import onnxruntime" in export and "except ImportError" in export
-    detector = (ROOT / "brewnet" / "inference" / "pycaffe.py").read_text()
+    detector = (ROOT / "brewnet" / "pycaffe" / "detector.py").read_text()
     assert "SELECTIVE_SEARCH_MODULE" in detector and "ImportError" in detector
