@@ -43,7 +43,7 @@ WARMUP = 20
 
 def make_lmdb(path: Path, n: int = 8192) -> None:
     from brewnet.data.lmdb_io import DatumWriter
-    from brewnet.io import array_to_datum
+    from brewnet.pycaffe.io import array_to_datum
 
     rng = np.random.default_rng(0)
     protos = rng.integers(0, 256, size=(10, 1, 28, 28))

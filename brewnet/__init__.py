@@ -1,6 +1,7 @@
 """brewnet: Caffe networks (prototxt + caffemodel) trained and run on PyTorch.
 
-The pycaffe API: scripts written for pycaffe run with ``import brewnet as caffe``.
+The pycaffe API: scripts written for pycaffe run with ``import brewnet as caffe``; BVLC's
+``python/caffe/`` modules are in :mod:`brewnet.pycaffe`, importable by their pycaffe names too.
 """
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ _LAZY = {
     "proto": ("brewnet.proto", None),
     "caffe_pb2": ("brewnet.proto.caffe_pb2", None),
     "layers": ("brewnet.layers", None),
-    "io": ("brewnet.io", None),
-    "net_spec": ("brewnet.net_spec", None),
-    "NetSpec": ("brewnet.net_spec", "NetSpec"),
-    "params": ("brewnet.net_spec", "params"),
-    "to_proto": ("brewnet.net_spec", "to_proto"),
+    "io": ("brewnet.pycaffe.io", None),
+    "net_spec": ("brewnet.pycaffe.net_spec", None),
+    "NetSpec": ("brewnet.pycaffe.net_spec", "NetSpec"),
+    "params": ("brewnet.pycaffe.net_spec", "params"),
+    "to_proto": ("brewnet.pycaffe.net_spec", "to_proto"),
     "SGDSolver": ("brewnet.solver", "SGDSolver"),
     "NesterovSolver": ("brewnet.solver", "NesterovSolver"),
     "AdaGradSolver": ("brewnet.solver", "AdaGradSolver"),
@@ -52,15 +53,15 @@ _LAZY = {
     "init_log": ("brewnet.runtime", "init_log"),
     "log": ("brewnet.runtime", "log"),
     "Timer": ("brewnet.runtime", "Timer"),
-    "NCCL": ("brewnet.multiprocess", "NCCL"),
-    "has_nccl": ("brewnet.multiprocess", "has_nccl"),
-    "solver_count": ("brewnet.multiprocess", "solver_count"),
-    "set_solver_count": ("brewnet.multiprocess", "set_solver_count"),
-    "solver_rank": ("brewnet.multiprocess", "solver_rank"),
-    "set_solver_rank": ("brewnet.multiprocess", "set_solver_rank"),
-    "set_multiprocess": ("brewnet.multiprocess", "set_multiprocess"),
-    "Classifier": ("brewnet.inference", "Classifier"),
-    "Detector": ("brewnet.inference", "Detector"),
+    "NCCL": ("brewnet.pycaffe.multiprocess", "NCCL"),
+    "has_nccl": ("brewnet.pycaffe.multiprocess", "has_nccl"),
+    "solver_count": ("brewnet.pycaffe.multiprocess", "solver_count"),
+    "set_solver_count": ("brewnet.pycaffe.multiprocess", "set_solver_count"),
+    "solver_rank": ("brewnet.pycaffe.multiprocess", "solver_rank"),
+    "set_solver_rank": ("brewnet.pycaffe.multiprocess", "set_solver_rank"),
+    "set_multiprocess": ("brewnet.pycaffe.multiprocess", "set_multiprocess"),
+    "Classifier": ("brewnet.pycaffe.classifier", "Classifier"),
+    "Detector": ("brewnet.pycaffe.detector", "Detector"),
 }
 
 
@@ -79,30 +80,56 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-class _CaffeAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Resolves ``caffe.<sub>`` to the already-imported ``brewnet.<sub>`` (installed by
-    :func:`alias_as_caffe`), so every pycaffe submodule name works without a list to keep."""
+# pycaffe's modules (BVLC's python/caffe/*.py) live in brewnet.pycaffe; each also imports as
+# brewnet.<name> (brewnet.io, brewnet.draw, ...) and, after alias_as_caffe(), as caffe.<name>
+_PYCAFFE_MODULES = frozenset({"io", "net_spec", "coord_map", "draw", "multiprocess",
+                              "classifier", "detector"})
+
+
+class _ModuleAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports a module under a second name, as the module itself (one copy, one state):
+    ``brewnet.<m>`` for each pycaffe module ``m`` is ``brewnet.pycaffe.<m>``, and once
+    :func:`alias_as_caffe` has been called ``caffe.<sub>`` is ``brewnet.<sub>`` (so every
+    pycaffe submodule name works without a list of brewnet's own)."""
+
+    def __init__(self):
+        self.caffe = False  # alias_as_caffe() turns the caffe.* names on
+
+    def _target(self, fullname: str) -> str | None:
+        head, _, rest = fullname.partition(".")
+        if head == "brewnet" and rest in _PYCAFFE_MODULES:
+            return "brewnet.pycaffe." + rest
+        if head == "caffe" and rest and self.caffe:
+            return "brewnet." + rest
+        return None
 
     def find_spec(self, fullname, path=None, target=None):
-        if not fullname.startswith("caffe."):
+        name = self._target(fullname)
+        if name is None:
             return None
         try:
-            importlib.import_module("brewnet." + fullname[len("caffe."):])
+            module = importlib.import_module(name)
         except ModuleNotFoundError:
             return None
-        return importlib.machinery.ModuleSpec(fullname, self)
+        return importlib.machinery.ModuleSpec(fullname, self, loader_state=module.__spec__)
 
     def create_module(self, spec):
-        return sys.modules["brewnet." + spec.name[len("caffe."):]]
+        return sys.modules[spec.loader_state.name]
 
     def exec_module(self, module):
-        pass  # already executed under its brewnet name
+        # already executed under its own name; give it back its own spec, which the import
+        # system replaced with the alias's
+        module.__spec__ = module.__spec__.loader_state
+
+
+_ALIASES = _ModuleAliasFinder()
+sys.meta_path.insert(0, _ALIASES)  # before PathFinder, which would load a second copy of
+# brewnet's files under caffe.* names (caffe.__path__ is brewnet's), and before any finder of
+# another brewnet install
 
 
 def alias_as_caffe() -> None:
     """Make ``import caffe`` / ``from caffe.proto import caffe_pb2`` / ``import caffe.draw``
     resolve to brewnet, for unchanged pycaffe scripts that import modules by Caffe's names."""
     sys.modules.setdefault("caffe", sys.modules[__name__])
-    if not any(isinstance(f, _CaffeAliasFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _CaffeAliasFinder())  # before PathFinder, which would load
-        # a second copy of brewnet's files under caffe.* names (caffe.__path__ is brewnet's)
+    _ALIASES.caffe = True

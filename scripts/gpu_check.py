@@ -148,7 +148,7 @@ def golden_gpu_vs_cpu():
 def synthetic_lmdbs(root: Path) -> tuple[Path, Path]:
     """10 classes of random 28x28 grey prototypes under noise: 6400 training, 1000 validation images."""
     from brewnet.data.lmdb_io import DatumWriter
-    from brewnet.io import array_to_datum
+    from brewnet.pycaffe.io import array_to_datum
 
     rng = np.random.default_rng(0)
     prototypes = rng.integers(0, 256, size=(10, 1, 28, 28))

@@ -16,7 +16,7 @@ def fixtures() -> dict[str, str]:
     from brewnet import formats
     from brewnet.data.image import encode_image
     from brewnet.data.lmdb_io import DatumWriter
-    from brewnet.io import array_to_datum
+    from brewnet.pycaffe.io import array_to_datum
     from brewnet.proto import caffe_pb2
 
     root = tempfile.mkdtemp(prefix="brewnet-data-fixtures-")

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from brewnet import io as caffe_io
-from brewnet.inference import Classifier, Detector
+from brewnet.pycaffe import io as caffe_io
+from brewnet.pycaffe.classifier import Classifier
+from brewnet.pycaffe.detector import Detector
 from brewnet.net import TEST, Net
 
 INPUT = """layer {{ name: "data" type: "Input" top: "data"

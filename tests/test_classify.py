@@ -31,7 +31,7 @@ from brewnet.inference.bundle import Bundle, BundleError
 from brewnet.inference.classify import (LoadedBundle, TopImages, classify, sources_from_folder, sources_from_images,
                                         sources_from_list, sources_from_lmdb)
 from brewnet.inference.preprocess import Preprocessor
-from brewnet.io import array_to_datum
+from brewnet.pycaffe.io import array_to_datum
 from brewnet.proto import caffe_pb2
 
 BGR_LABELS = ("blue", "green", "red")  # class k <- the mean of channel k (Caffe's BGR order)

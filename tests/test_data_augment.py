@@ -15,7 +15,7 @@ from brewnet.data import DataError
 from brewnet.data.augment import (Augmentation, Draw, bgr_to_hsv, hsv_to_bgr, scale_contrast,
                                   set_train_augmentation, shift_hsv, warp)
 from brewnet.data.lmdb_io import DatumWriter
-from brewnet.io import array_to_datum
+from brewnet.pycaffe.io import array_to_datum
 
 ATOL = 1e-3   # float32 arithmetic on 0..255 values
 

@@ -16,7 +16,7 @@ from brewnet.data import DataError
 from brewnet.data.builder import create_dataset, three_way_split
 from brewnet.data.idx import write_idx
 from brewnet.data.lmdb_io import read_datums
-from brewnet.io import datum_to_array
+from brewnet.pycaffe.io import datum_to_array
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 

@@ -15,7 +15,7 @@ from brewnet.cli import main
 from brewnet.data import DataError
 from brewnet.data.builder import create_dataset
 from brewnet.data.lmdb_io import read_datums
-from brewnet.io import datum_to_array
+from brewnet.pycaffe.io import datum_to_array
 from brewnet.proto import caffe_pb2
 
 

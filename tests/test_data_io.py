@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import brewnet.io as cio
+import brewnet.pycaffe.io as cio
 from brewnet import formats
 from brewnet.data.image import decode_datum_image, digits_resize, encode_image, resize_bilinear
 from brewnet.data.idx import read_idx, write_idx

@@ -13,7 +13,7 @@ import brewnet
 from brewnet import formats
 from brewnet.data import DataError, set_input_arrays
 from brewnet.data.lmdb_io import DatumWriter
-from brewnet.io import array_to_datum
+from brewnet.pycaffe.io import array_to_datum
 
 from data_fixtures import fixtures
 

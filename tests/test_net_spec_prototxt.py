@@ -11,9 +11,9 @@ for message.
 import pytest
 from google.protobuf import text_format
 
-from brewnet.net_spec import (Function, NetSpec, Top, assign_proto, param_name_dict, to_proto)
-from brewnet.net_spec import layers as L
-from brewnet.net_spec import params as P
+from brewnet.pycaffe.net_spec import (Function, NetSpec, Top, assign_proto, param_name_dict, to_proto)
+from brewnet.pycaffe.net_spec import layers as L
+from brewnet.pycaffe.net_spec import params as P
 from brewnet.proto import caffe_pb2
 
 

@@ -16,11 +16,11 @@ import pytest
 from google.protobuf import text_format
 
 import brewnet
-from brewnet import coord_map as cm
-from brewnet import draw
-from brewnet.net_spec import NetSpec
-from brewnet.net_spec import layers as L
-from brewnet.net_spec import params as P
+from brewnet.pycaffe import coord_map as cm
+from brewnet.pycaffe import draw
+from brewnet.pycaffe.net_spec import NetSpec
+from brewnet.pycaffe.net_spec import layers as L
+from brewnet.pycaffe.net_spec import params as P
 from brewnet.proto import caffe_pb2
 
 LENET = (Path(__file__).resolve().parent / "bvlc_caffe" / "examples" / "mnist"

@@ -20,9 +20,10 @@ from PIL import Image
 
 import brewnet
 from brewnet import cli
-from brewnet import io as caffe_io
+from brewnet.pycaffe import io as caffe_io
 from brewnet.errors import BrewnetError, NetError
-from brewnet.inference import Classifier, Detector
+from brewnet.pycaffe.classifier import Classifier
+from brewnet.pycaffe.detector import Detector
 from brewnet.net import TEST, Net
 from numeric import assert_close_f32
 

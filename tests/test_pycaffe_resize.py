@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brewnet import io as caffe_io
+from brewnet.pycaffe import io as caffe_io
 from numeric import assert_close_f32
 
 RECORDED = np.load(Path(__file__).parent / "pycaffe_io" / "pycaffe_io.npz")

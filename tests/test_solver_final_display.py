@@ -16,7 +16,7 @@ import torch
 import brewnet
 from brewnet.data.lmdb_io import DatumWriter
 from brewnet.formats import net_from_text
-from brewnet.io import array_to_datum
+from brewnet.pycaffe.io import array_to_datum
 from brewnet.metrics import MetricsWriter, read_metrics
 from brewnet.proto import caffe_pb2
 from brewnet.solver import SGDSolver

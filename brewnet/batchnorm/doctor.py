@@ -127,13 +127,13 @@ def collect_batches(net, n: int, seed: int = 0, lmdb: str | None = None, scale: 
         return batches
     if lmdb:
         from ..data.lmdb_io import read_datums
-        from ..io import datum_to_array
+        from ..data.image import datum_to_chw
         data_name = next((t for t in tops if "label" not in t.lower()), tops[0])
         shape = net.blobs[data_name].shape
         label_name = next((t for t in tops if "label" in t.lower()), None)
         records = []
         for _, d in read_datums(lmdb):
-            records.append((datum_to_array(d).astype(np.float64) * scale, d.label))
+            records.append((datum_to_chw(d).astype(np.float64) * scale, d.label))
         if not records:
             raise BrewnetError(f"LMDB is empty: {lmdb}")
         k = 0

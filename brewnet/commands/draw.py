@@ -38,7 +38,7 @@ def _one_line(text: str) -> str:
 
 
 def run(args) -> int:
-    from .. import draw
+    from ..pycaffe import draw
     from ..formats import read_net
     from ..proto import caffe_pb2
 

@@ -133,9 +133,25 @@ def _user_admin(args, config) -> int:
     return 0
 
 
+def _require_server_stack() -> None:
+    """One clear line instead of a traceback when brewnet was installed without its server's
+    packages (``pip install brewnet`` is the engine alone; ``brewnet[server]`` adds them)."""
+    try:
+        import uvicorn  # noqa: F401  (imported for real where it serves)
+
+        from ..server import app  # noqa: F401  (imports the whole stack: FastAPI, SQLAlchemy, ...)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if not missing or missing == "brewnet":
+            raise
+        raise BrewnetError(f"the server needs packages this install lacks ({missing} is missing): "
+                           "pip install 'brewnet[server]'") from None
+
+
 def run(args) -> int:
     import logging
 
+    _require_server_stack()
     logging.getLogger("alembic").setLevel(logging.WARNING)   # its per-migration chatter
     config = _config(args)
     if args.add_user or args.create_token:

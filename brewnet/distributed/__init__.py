@@ -2,7 +2,9 @@
 
 - this module: the process group (joined from ``torchrun``'s environment, from brewnet's own
   launcher, which sets the same variables, or from a pycaffe ``caffe.NCCL`` uid), rank and world
-  size, and the collectives brewnet uses, whose failures become one clear error naming the rank.
+  size, the solver count and rank that data layers read (pycaffe's ``caffe.set_solver_count`` /
+  ``set_solver_rank`` set them, :mod:`brewnet.pycaffe.multiprocess`), and the collectives brewnet
+  uses, whose failures become one clear error naming the rank.
 - :mod:`brewnet.distributed.launch`: ``brewnet train -gpu 0,1`` / ``-cpu_procs K``: one process
   per device, watched; a rank that dies ends the whole job.
 - :mod:`brewnet.distributed.batchnorm`: BatchNorm statistics over the global batch (mean and
@@ -28,6 +30,9 @@ DEFAULT_TIMEOUT_S = 1800.0
 
 _state = {"owned": False}
 
+# the solver count and rank as pycaffe's set_solver_count / set_solver_rank set them
+_solvers = {"count": 1, "rank": 0}
+
 
 class DistributedError(BrewnetError):
     """A collective with the other processes failed (a rank died, hung or disagreed)."""
@@ -47,6 +52,40 @@ def rank() -> int:
 def world_size() -> int:
     import torch.distributed as dist
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def solver_count() -> int:
+    """The number of solvers training together (1 unless set or under a process group)."""
+    if active():
+        return world_size()
+    return _solvers["count"]
+
+
+def set_solver_count(count: int) -> None:
+    count = int(count)
+    if count < 1:
+        raise BrewnetError(f"set_solver_count({count}): the count must be at least 1")
+    _solvers["count"] = count
+
+
+def solver_rank() -> int:
+    """This process's rank among the solvers (0 unless set or under a process group)."""
+    if active():
+        return rank()
+    return _solvers["rank"]
+
+
+def set_solver_rank(rank: int) -> None:  # pycaffe's argument name (shadows rank() here)
+    rank = int(rank)
+    if rank < 0:
+        raise BrewnetError(f"set_solver_rank({rank}): the rank must be at least 0")
+    _solvers["rank"] = rank
+
+
+def requested_solvers() -> tuple[int, int]:
+    """(count, rank) as set by :func:`set_solver_count` / :func:`set_solver_rank`, whatever the
+    process group (``caffe.NCCL`` joins one of that many processes)."""
+    return _solvers["count"], _solvers["rank"]
 
 
 def backend_for(device) -> str:

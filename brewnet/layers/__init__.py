@@ -17,6 +17,6 @@ def __getattr__(name: str):
     collide.)
     """
     if name[:1].isupper():
-        from ..net_spec import layers as _netspec_layers
+        from ..pycaffe.net_spec import layers as _netspec_layers  # caffe.layers: pycaffe is above
         return getattr(_netspec_layers, name)
     raise AttributeError(f"module 'brewnet.layers' has no attribute {name!r}")

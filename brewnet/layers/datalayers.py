@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import runtime
+from ..distributed import solver_count, solver_rank
 from ..data import DataError, resolve_path
 from ..data.prefetch import attach
 from ..data.sources import DatumSource, HDF5Source, ImageListSource
@@ -71,7 +72,6 @@ def _augmented(layer: Layer, transformer: DataTransformer, tp) -> DataTransforme
 def data_shard(layer: Layer) -> tuple[int, int] | None:
     """(rank, count) when this data layer reads a slice of each global batch: TRAIN-phase layers
     under data-parallel training (test phases run on rank 0 alone and read everything)."""
-    from ..multiprocess import solver_count, solver_rank
     count = solver_count()
     if count <= 1 or not layer.training_phase:
         return None

@@ -152,3 +152,15 @@ class Python(_Layer):
 
     def forward(self, *bottoms):
         return _PythonFunction.apply(self, len(bottoms), *bottoms, *self.blob_tensors)
+
+    def __getattr__(self, name: str):
+        # pycaffe's net.layers[i] is the user's own object for a Python layer, so scripts call
+        # their layer's methods through the net (py-faster-rcnn: net.layers[0].set_roidb(...)):
+        # what this layer does not have, its user object answers
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            user = self.__dict__.get("user")
+            if user is None:
+                raise
+            return getattr(user, name)

@@ -10,7 +10,7 @@ from google.protobuf import text_format
 from PIL import Image
 
 import brewnet
-from brewnet import multiprocess
+from brewnet.pycaffe import multiprocess
 from brewnet.proto import caffe_pb2
 
 N = 12          # records; batches wrap around (several epochs)
@@ -20,7 +20,7 @@ BATCHES = 7
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     from brewnet.data.lmdb_io import DatumWriter
-    from brewnet.io import array_to_datum
+    from brewnet.pycaffe.io import array_to_datum
 
     root = tmp_path_factory.mktemp("shard")
     rng = np.random.default_rng(3)

@@ -13,7 +13,7 @@ RECORDS = 640
 
 def write_lmdb(path: Path, records: int = RECORDS, seed: int = 7) -> None:
     from brewnet.data.lmdb_io import DatumWriter
-    from brewnet.io import array_to_datum
+    from brewnet.pycaffe.io import array_to_datum
 
     rng = np.random.default_rng(seed)
     prototypes = rng.integers(0, 256, size=(10, 1, 8, 8))

@@ -16,7 +16,7 @@ import pytest
 import brewnet as caffe
 from brewnet import layers as L
 from brewnet import params as P
-from brewnet.coord_map import coord_map_from_to, crop
+from brewnet.pycaffe.coord_map import coord_map_from_to, crop
 
 
 def conv_pool_deconv(ks=3, stride=1, pad=0, pool=2, dpad=0, data=(2, 1, 64, 64)) -> caffe.NetSpec:

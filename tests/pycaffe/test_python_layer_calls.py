@@ -103,3 +103,16 @@ def test_the_layer_sees_the_phase(tmp_path, phase):
     out = net.forward()
     assert out["phase"].shape == ()
     assert out["phase"] == phase
+
+
+def test_net_layers_reach_the_users_own_layer_object(chain):
+    """As pycaffe's net.layers[i] is the user's object for a Python layer, a script calls its
+    layer's own methods and reads its attributes through the net (py-faster-rcnn's
+    ``net.layers[0].set_roidb(roidb)``)."""
+    double = chain.layers[list(chain._layer_names).index("double")]
+    assert double.type == "Python" and double.k == 2.0
+    double.set_factor(10)
+    chain.blobs["data"].data[...] = 1
+    assert (chain.forward()["halve"] == 15).all()  # 1 x 10 x 3 x 0.5
+    with pytest.raises(AttributeError):
+        double.no_such_attribute

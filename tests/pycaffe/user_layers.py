@@ -21,6 +21,10 @@ class Multiply(caffe.Layer):
     def backward(self, top, propagate_down, bottom):
         bottom[0].diff[...] = self.k * top[0].diff
 
+    def set_factor(self, k: float) -> None:
+        """A method of the user's own, called through net.layers[i]."""
+        self.k = float(k)
+
 
 class RefusesSetup(caffe.Layer):
     """A layer whose setup fails, as a layer does when its prototxt is wrong."""

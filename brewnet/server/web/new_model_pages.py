@@ -74,7 +74,7 @@ class DrawRequest(BaseModel):
 def _draw_svg(body: DrawRequest) -> bytes:
     from google.protobuf import text_format
 
-    from ... import draw
+    from ...pycaffe import draw
     from ...proto import caffe_pb2
 
     if body.rankdir not in ("TB", "LR", "BT", "RL"):

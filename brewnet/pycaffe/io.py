@@ -11,18 +11,18 @@ import operator
 
 import numpy as np
 
-from .proto import caffe_pb2
+from ..proto import caffe_pb2
 
 
 # ----- blobs ---------------------------------------------------------------------------------
 def blobproto_to_array(blob, return_diff: bool = False) -> np.ndarray:
     """A BlobProto as an array of its shape (legacy num/channels/height/width too)."""
-    from .formats import blob_to_array
+    from ..formats import blob_to_array
     return blob_to_array(blob, diff=return_diff)
 
 
 def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None):
-    from .formats import array_to_blob
+    from ..formats import array_to_blob
     return array_to_blob(np.asarray(arr), diff=None if diff is None else np.asarray(diff))
 
 
@@ -60,7 +60,7 @@ def datum_to_array(datum) -> np.ndarray:
     Encoded (PNG/JPEG) datums are decoded with Pillow (colour comes back in the stored order).
     """
     if datum.encoded:
-        from .data.image import decode_datum_image
+        from ..data.image import decode_datum_image  # imports torch: caffe.io loads without it
         return decode_datum_image(datum)
     shape = (datum.channels, datum.height, datum.width)
     if len(datum.data):  # a writable copy, as pycaffe's np.fromstring gives
@@ -138,7 +138,7 @@ def _zoom_planes(pixels: np.ndarray, target: tuple[int, int], order: int) -> np.
     return zoom(pixels, factors, order=order).astype(np.float32)
 
 
-def _crop_origins(image_hw, crop_hw) -> list[tuple[int, int]]:
+def crop_origins(image_hw, crop_hw) -> list[tuple[int, int]]:
     """Top-left corners of pycaffe's five crops of ``crop_hw`` in an image of ``image_hw``: the
     corners in row-major order (top left, top right, bottom left, bottom right), then the
     centre, whose box is [size/2 - crop/2, size/2 + crop/2) truncated, i.e. offset
@@ -160,8 +160,8 @@ def oversample(images, crop_dims) -> np.ndarray:
     except ValueError:
         raise ValueError("oversample needs images of one shape") from None
     h, w = int(crop_dims[0]), int(crop_dims[1])
-    five = np.stack([batch[:, y:y + h, x:x + w] for y, x in _crop_origins(batch.shape[1:3],
-                                                                           (h, w))], axis=1)
+    five = np.stack([batch[:, y:y + h, x:x + w] for y, x in crop_origins(batch.shape[1:3],
+                                                                          (h, w))], axis=1)
     ten = np.concatenate([five, five[:, :, :, ::-1]], axis=1)  # (N, 10, h, w, K)
     return ten.reshape((-1,) + ten.shape[2:]).astype(np.float32)
 
@@ -221,9 +221,9 @@ class Transformer:
     def deprocess(self, in_: str, data: np.ndarray) -> np.ndarray:
         """A blob of input ``in_`` (size-1 axes dropped) back as an image: every setting undone,
         the last first (no resize)."""
-        return self._undo(in_, np.array(data, dtype=np.float32).squeeze())
+        return self.undo_settings(in_, np.array(data, dtype=np.float32).squeeze())
 
-    def _undo(self, in_: str, x: np.ndarray, which=None) -> np.ndarray:
+    def undo_settings(self, in_: str, x: np.ndarray, which=None) -> np.ndarray:
         """``x`` with the settings of ``in_`` (those in ``which``, default all) undone."""
         for value, _, undo in reversed(list(self._settings(in_, which))):
             x = undo(x, value)

@@ -1,5 +1,7 @@
 """pycaffe's multi-process training names on torch.distributed: ``NCCL``, ``solver_count``,
 ``solver_rank``, ``set_solver_count``, ``set_solver_rank``, ``set_multiprocess``, ``has_nccl``.
+The solver count and rank live in :mod:`brewnet.distributed` (data layers read them there);
+this module gives them pycaffe's names.
 
 A script in the style of BVLC's ``python/train.py`` (``examples/pycaffe_nccl_train.py``)
 runs: the parent makes a uid with ``caffe.NCCL.new_uid()``
@@ -24,9 +26,14 @@ import os
 import secrets
 import tempfile
 
-from .errors import BrewnetError
+from .. import distributed
+from ..distributed import set_solver_count, set_solver_rank, solver_count, solver_rank
+from ..errors import BrewnetError
 
-_state = {"count": 1, "rank": 0, "multiprocess": False}
+__all__ = ["NCCL", "has_nccl", "set_multiprocess", "set_solver_count", "set_solver_rank",
+           "solver_count", "solver_rank"]
+
+_state = {"multiprocess": False}
 
 _UID_PREFIX = b"brewnet-uid-"
 
@@ -39,36 +46,6 @@ def has_nccl() -> bool:
     except ImportError:  # pragma: no cover - every supported torch has it
         return False
     return bool(dist.is_available())
-
-
-def solver_count() -> int:
-    """The number of solvers training together (1 unless set or under a process group)."""
-    from . import distributed
-    if distributed.active():
-        return distributed.world_size()
-    return _state["count"]
-
-
-def set_solver_count(count: int) -> None:
-    count = int(count)
-    if count < 1:
-        raise BrewnetError(f"set_solver_count({count}): the count must be at least 1")
-    _state["count"] = count
-
-
-def solver_rank() -> int:
-    """This process's rank among the solvers (0 unless set or under a process group)."""
-    from . import distributed
-    if distributed.active():
-        return distributed.rank()
-    return _state["rank"]
-
-
-def set_solver_rank(rank: int) -> None:
-    rank = int(rank)
-    if rank < 0:
-        raise BrewnetError(f"set_solver_rank({rank}): the rank must be at least 0")
-    _state["rank"] = rank
 
 
 def set_multiprocess(multiprocess: bool) -> None:
@@ -102,9 +79,8 @@ class NCCL:
     """
 
     def __init__(self, solver, uid: bytes):
-        from . import distributed
         path = _rendezvous_file(uid)
-        count, rank = _state["count"], _state["rank"]
+        count, rank = distributed.requested_solvers()
         if rank >= count:
             raise BrewnetError(f"caffe.NCCL: solver rank {rank} is not below the solver count {count} "
                                "(call caffe.set_solver_count and caffe.set_solver_rank first)")
@@ -113,7 +89,7 @@ class NCCL:
         if count > 1:
             if not distributed.active():
                 distributed.init_with_file(path, rank, count, solver.device)
-            from .solver.distributed import DataParallel
+            from ..solver.distributed import DataParallel  # torch: caffe.set_solver_count needs none
             self.parallel = DataParallel.attach(solver, reduce_in_step=False)
 
     @staticmethod

@@ -32,8 +32,8 @@ import shutil
 import subprocess
 from typing import Any, Optional, Sequence, Tuple, Union
 
-from .errors import BrewnetError
-from .proto import caffe_pb2
+from ..errors import BrewnetError
+from ..proto import caffe_pb2
 
 __all__ = ["LAYER_STYLE_DEFAULT", "NEURON_LAYER_STYLE", "BLOB_STYLE", "GraphvizNotFoundError",
            "GraphvizError", "get_pooling_types_dict", "get_edge_label", "get_layer_lr_mult",
@@ -220,7 +220,7 @@ def _in_phase(layer: caffe_pb2.LayerParameter, phase: Optional[int]) -> bool:
 def _current_format(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
     """``net`` itself, or an upgraded copy when it uses the legacy V1 ``layers`` field."""
     if net.layers and not net.layer:
-        from .formats import upgrade_net
+        from ..formats import upgrade_net
         return upgrade_net(net)
     return net
 
