@@ -11,18 +11,17 @@ import operator
 
 import numpy as np
 
+from ..formats import array_to_blob, blob_to_array
 from ..proto import caffe_pb2
 
 
 # ----- blobs ---------------------------------------------------------------------------------
 def blobproto_to_array(blob, return_diff: bool = False) -> np.ndarray:
     """A BlobProto as an array of its shape (legacy num/channels/height/width too)."""
-    from ..formats import blob_to_array
     return blob_to_array(blob, diff=return_diff)
 
 
 def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None):
-    from ..formats import array_to_blob
     return array_to_blob(np.asarray(arr), diff=None if diff is None else np.asarray(diff))
 
 
