@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.labels import read_labels
 from ..errors import BrewnetError
 
 PREPROCESS_VERSION = 1
@@ -99,8 +100,7 @@ class Bundle:
         if pre["version"] != PREPROCESS_VERSION:
             raise BundleError(f"{path}/preprocess.json: version {pre['version']!r}, this brewnet reads "
                               f"version {PREPROCESS_VERSION}")
-        with open(os.path.join(path, "labels.txt"), encoding="utf-8") as f:
-            labels = [line.rstrip("\r\n") for line in f if line.strip()]
+        labels = read_labels(os.path.join(path, "labels.txt"))
         mean = None
         if isinstance(pre.get("mean"), dict) and "image" in pre["mean"]:
             mean_path = os.path.join(path, pre["mean"]["image"])

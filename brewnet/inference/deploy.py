@@ -34,6 +34,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from .. import fileio
+from ..data.labels import read_labels, write_labels
 from ..errors import BrewnetError, DataError
 from ..proto import caffe_pb2
 from .bundle import FILES, PREPROCESS_VERSION, Bundle
@@ -634,8 +635,7 @@ def _deploy_caffemodel(net, model) -> caffe_pb2.NetParameter:
 def _read_labels(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise DeployError(f"labels file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\r\n") for line in f if line.strip()]
+    return read_labels(path)
 
 
 def _labels(labels, a: _Analysis, classes: int | None, notes: list[str]) -> list[str]:
@@ -833,11 +833,6 @@ def _install(tmp: str, output: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def _write_dir(output: str, files: dict) -> None:
     """Write {name: writer(path)} into a temporary sibling of ``output``, check that it loads as
     a bundle, then put it in place (replacing an old bundle there)."""
@@ -934,7 +929,7 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
     caffemodel = _input_layer_as_loaded(caffemodel, written)
     files = {"deploy.prototxt": lambda p: fileio.write_prototxt(written, p),
              "weights.caffemodel": lambda p: fileio.write_caffemodel(caffemodel, p),
-             "labels.txt": lambda p: _write_text(p, "".join(f"{n}\n" for n in names)),
+             "labels.txt": lambda p: write_labels(names, p),
              "preprocess.json": lambda p: _write_json(p, spec),
              "info.json": lambda p: _write_json(p, info)}
     if mean_path is not None:
