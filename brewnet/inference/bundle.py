@@ -64,8 +64,17 @@ REQUIRED_KEYS = ("version", "input", "input_shape", "channels", "channel_order",
                  "resize", "transform_param", "crop", "mean", "scale", "input_range")
 
 
+#: ``resize.interpolation``: how the stored images were resized
+PILLOW_BILINEAR = "pillow_bilinear"  # brewnet.data.image.digits_resize (brewnet dataset create)
+OPENCV_BILINEAR = "opencv_bilinear"  # brewnet.data.image.resize_bilinear (ImageData new_height/width)
+
+
 class BundleError(BrewnetError):
     """A deploy bundle is missing a file or holds something inconsistent."""
+
+
+class DeployError(BrewnetError):
+    """A deploy bundle cannot be made from these files (the message says why and what to do)."""
 
 
 @dataclass

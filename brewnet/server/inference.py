@@ -186,7 +186,7 @@ def _in_digits_form(name: str, path: Path) -> Path | bytes:
     writes them and its example scripts read them (``path`` itself when it already is so, or
     when it cannot be read: the download still holds the job's file, and the log says why)."""
     from ..errors import BrewnetError
-    from ..inference.deploy import legacy_mean_blob, net_level_inputs
+    from ..inference.digits_files import legacy_mean_blob, net_level_inputs
     from ..proto import caffe_pb2
 
     try:
