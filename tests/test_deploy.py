@@ -28,7 +28,7 @@ from brewnet.data.image import decode_datum_image
 from brewnet.data.lmdb_io import read_datums
 from brewnet.data.transformer import DataTransformer, load_mean
 from brewnet.inference.bundle import Bundle, BundleError, DeployError
-from brewnet.inference.classify import LoadedBundle
+from brewnet.inference.loaded import LoadedBundle
 from brewnet.inference.deploy import write_bundle
 from brewnet.inference.deploy_net import deploy_net_param
 from brewnet.inference.preprocess_spec import preprocess_spec
