@@ -117,7 +117,7 @@ def probe_data_layer(lp, model_dir) -> Probe:
     except (DataError, NetError) as e:
         return Probe(error=str(e))
     item = tuple(int(d) for d in shapes[0][1:])
-    source = getattr(layer, "_source", None)
+    source = getattr(layer, "source", None)  # reader layers (brewnet.layers.datalayers)
     stored = tuple(int(d) for d in source.item_shape) if source is not None and \
         hasattr(source, "item_shape") else None
     return Probe(item=item, stored=stored)
