@@ -51,11 +51,14 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..data.labels import read_labels
+from ..data.transformer import load_mean
 from ..errors import BrewnetError
 
 PREPROCESS_VERSION = 1
@@ -116,14 +119,13 @@ class Bundle:
             if not os.path.isfile(mean_path):
                 raise BundleError(f"{path}: preprocess.json names the mean image "
                                   f"{pre['mean']['image']}, which is not in the bundle")
-            from ..data.transformer import load_mean
             mean = load_mean(mean_path, where=f"{path}/preprocess.json mean")
         return cls(path=path, preprocess=pre, labels=labels,
                    info=_read_json(os.path.join(path, "info.json")), mean=mean)
 
     def net(self, device=None):
         """The deploy net with the bundle's weights (TEST phase)."""
-        from ..net import TEST, Net
+        from ..net import TEST, Net  # torch: importing this module does not import it
         return Net(self.deploy_prototxt, self.weights, TEST, device=device)
 
 
@@ -131,8 +133,6 @@ def _bundle_dir(path: str) -> str:
     """The directory holding the bundle's files: ``path``, or the one folder in it that holds
     them (an older ``brewnet deploy -tar`` archive extracted there had one top folder)."""
     if os.path.isfile(path):
-        import tarfile
-        import zipfile
         if tarfile.is_tarfile(path) or zipfile.is_zipfile(path):
             raise BundleError(f"{path}: an archive, not a deploy bundle directory; extract it "
                               "(tar xf / unzip) and give the folder its files are in")
