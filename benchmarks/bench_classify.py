@@ -38,7 +38,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import brewnet  # noqa: E402
 from brewnet.data.builder import create_dataset  # noqa: E402
 from brewnet.data.lmdb_io import DatumWriter, read_datums  # noqa: E402
-from brewnet.inference.classify import LoadedBundle, classify, sources_from_folder, sources_from_lmdb  # noqa: E402
+from brewnet.inference.classify import classify  # noqa: E402
+from brewnet.inference.loaded import LoadedBundle  # noqa: E402
+from brewnet.inference.sources import sources_from_folder, sources_from_lmdb  # noqa: E402
 from brewnet.inference.deploy import write_bundle  # noqa: E402
 from brewnet.proto import caffe_pb2  # noqa: E402
 

@@ -28,8 +28,10 @@ from brewnet.data.image import encode_image
 from brewnet.data.lmdb_io import DatumWriter
 from brewnet.errors import BrewnetError, DataError
 from brewnet.inference.bundle import Bundle, BundleError
-from brewnet.inference.classify import (LoadedBundle, TopImages, classify, sources_from_folder, sources_from_images,
-                                        sources_from_list, sources_from_lmdb)
+from brewnet.inference.classify import classify
+from brewnet.inference.loaded import LoadedBundle
+from brewnet.inference.results import TopImages
+from brewnet.inference.sources import sources_from_folder, sources_from_images, sources_from_list, sources_from_lmdb
 from brewnet.inference.preprocess import Preprocessor
 from brewnet.pycaffe.io import array_to_datum
 from brewnet.proto import caffe_pb2
@@ -457,7 +459,7 @@ def test_lmdb_source_reopens_its_map_and_reads_every_record_once(tmp_path, monke
     """sources_from_lmdb reopens the environment every MAP_WINDOW bytes (so the memory map's
     resident pages do not pile up); with a window of ~3 records every record still comes once,
     in key order, with its label."""
-    import brewnet.inference.classify as C
+    import brewnet.inference.sources as C
 
     db = _lmdb_of(tmp_path / "db", 20, np.random.default_rng(9))
     monkeypatch.setattr(C, "MAP_WINDOW", 3 * len(encode_image(np.zeros((4, 4, 3), np.uint8), "png")))
@@ -468,7 +470,8 @@ def test_lmdb_source_reopens_its_map_and_reads_every_record_once(tmp_path, monke
 
 
 def test_auto_workers_decode_in_processes_only_where_it_pays(tmp_path):
-    from brewnet.inference.classify import PROCESS_MIN_IMAGES, Sources, choose_worker_kind
+    from brewnet.inference.sources import Sources
+    from brewnet.inference.workers import PROCESS_MIN_IMAGES, choose_worker_kind
 
     def src(count, decodes):
         return Sources("x", "x", count, lambda labels: iter(()), False, decodes=decodes)

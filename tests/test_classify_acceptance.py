@@ -132,7 +132,8 @@ def test_bundle_net_onnx_and_pytorch_exports_give_the_same_scores(trained):
     import torch
 
     from brewnet.export import export_onnx, load_pytorch, run_onnx, save_pytorch
-    from brewnet.inference.classify import LoadedBundle, sources_from_folder
+    from brewnet.inference.loaded import LoadedBundle
+    from brewnet.inference.sources import sources_from_folder
 
     job = trained["job"]
     loaded = LoadedBundle(str(job / "bundle"), batch=20)

@@ -27,10 +27,11 @@ from brewnet.data.builder import create_dataset
 from brewnet.data.image import decode_datum_image
 from brewnet.data.lmdb_io import read_datums
 from brewnet.data.transformer import DataTransformer, load_mean
-from brewnet.inference.bundle import Bundle, BundleError
-from brewnet.inference.classify import LoadedBundle
-from brewnet.inference.deploy import (DeployError, deploy_net_param, preprocess_spec,
-                                      write_bundle)
+from brewnet.inference.bundle import Bundle, BundleError, DeployError
+from brewnet.inference.loaded import LoadedBundle
+from brewnet.inference.deploy import write_bundle
+from brewnet.inference.deploy_net import deploy_net_param
+from brewnet.inference.preprocess_spec import preprocess_spec
 from brewnet.metrics import read_metrics
 from brewnet.proto import caffe_pb2
 import digits_examples

@@ -49,8 +49,7 @@ def add_arguments(parser) -> None:
 
 
 def _sources(args):
-    from ..inference.classify import (sources_from_folder, sources_from_images, sources_from_list,
-                                      sources_from_lmdb)
+    from ..inference.sources import sources_from_folder, sources_from_images, sources_from_list, sources_from_lmdb
 
     given = [name for name, value in (("IMAGE", args.images), ("-list", args.list),
                                       ("-folder", args.folder), ("-lmdb", args.lmdb)) if value]
@@ -120,7 +119,10 @@ def _visualize(loaded, args) -> None:
 
 def run(args) -> int:
     from ..data.progress import Progress
-    from ..inference.classify import LoadedBundle, TopImages, classify, load_source_image
+    from ..inference.classify import classify
+    from ..inference.loaded import LoadedBundle
+    from ..inference.results import TopImages
+    from ..inference.sources import load_source_image
     from .shared_flags import device_from_flag
 
     if not args.bundle:

@@ -46,7 +46,8 @@ def _shape(text: str) -> tuple[int, ...] | None:
 
 
 def run(args) -> int:
-    from ..inference.deploy import describe_preprocess, write_bundle
+    from ..inference.deploy import write_bundle
+    from ..inference.preprocess_spec import describe_preprocess
 
     for what in ("model", "weights", "output"):
         if not getattr(args, what):

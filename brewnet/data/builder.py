@@ -49,6 +49,7 @@ from ..errors import DataError
 from ..proto import caffe_pb2
 from .image import RESIZE_MODES, digits_resize, encode_image
 from .idx import find_idx_sets, load_idx_set
+from .labels import read_labels, write_labels
 from .lmdb_io import DatumWriter
 from .progress import Progress
 
@@ -136,8 +137,7 @@ def _collect_folder(folder: str, digits_labels: bool = False):
 def _read_labels_file(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise DataError(f"labels file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        names = [ln.strip() for ln in f if ln.strip()]
+    names = read_labels(path)
     if not names:
         raise DataError(f"labels file is empty: {path}")
     return names
@@ -166,7 +166,7 @@ def _collect_list(path: str, root: str | None = None, labels_file: str | None = 
     names_file = os.path.join(os.path.dirname(os.path.abspath(path)), "labels.txt")
     names = [str(i) for i in range(n)]
     if os.path.isfile(names_file):
-        given = [ln.strip() for ln in open(names_file, encoding="utf-8") if ln.strip()]
+        given = read_labels(names_file)
         if len(given) >= n:
             names = given[:n]
     return names, samples
@@ -456,8 +456,7 @@ class DatasetBuilder:
         formats.write_binary(formats.array_to_blob(mean, legacy_4d=True),
                             os.path.join(self.outdir, "mean.binaryproto"))
         write_mean_jpg(mean[0], os.path.join(self.outdir, "mean.jpg"))
-        with open(os.path.join(self.outdir, "labels.txt"), "w", encoding="utf-8") as f:
-            f.write("".join(f"{n}\n" for n in self.class_names))
+        write_labels(self.class_names, os.path.join(self.outdir, "labels.txt"))
         summary = {
             "source": os.path.abspath(self.source), "kind": self.kind,
             "labels": self.class_names,

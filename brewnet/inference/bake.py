@@ -14,7 +14,10 @@ from google.protobuf import text_format
 
 from .. import formats
 from ..proto import caffe_pb2
-from .deploy import TEST, DeployError, _deploy_caffemodel, _unique
+from ..weights import load_weights
+from .bundle import DeployError
+from .deploy_net import deploy_caffemodel, fresh_name
+from .validation import TEST
 
 
 def _crop_offsets(spec: dict) -> tuple[int, int, int, int]:
@@ -110,8 +113,8 @@ def _bake_layers(model, weights, input_name, scale, mean, per_channel):
     current = input_name
     if mean is not None or per_channel is not None:
         neg = -(mean if mean is not None else per_channel)  # x + (−m) is x − m, bit for bit
-        top = _unique(f"{input_name}_centered", taken_blobs)
-        lp = caffe_pb2.LayerParameter(name=_unique("preprocess_mean", taken_layers), type="Bias",
+        top = fresh_name(f"{input_name}_centered", taken_blobs)
+        lp = caffe_pb2.LayerParameter(name=fresh_name("preprocess_mean", taken_layers), type="Bias",
                                       bottom=[current], top=[top])
         lp.bias_param.axis = 1
         lp.bias_param.num_axes = 3 if mean is not None else 1
@@ -123,8 +126,8 @@ def _bake_layers(model, weights, input_name, scale, mean, per_channel):
         new_blobs.append(wl)
         current = top
     if scale != 1:
-        top = _unique(f"{input_name}_scaled", taken_blobs)
-        lp = caffe_pb2.LayerParameter(name=_unique("preprocess_scale", taken_layers), type="Power",
+        top = fresh_name(f"{input_name}_scaled", taken_blobs)
+        lp = caffe_pb2.LayerParameter(name=fresh_name("preprocess_scale", taken_layers), type="Power",
                                       bottom=[current], top=[top])
         lp.power_param.scale = float(scale)
         new_layers.append(lp)
@@ -152,14 +155,13 @@ def _bake_layers(model, weights, input_name, scale, mean, per_channel):
     return out, w_out, f"inserted {how} after the Input"
 
 
-# ----- labels and info ---------------------------------------------------------------------------------
+# ----- the bundle --------------------------------------------------------------------------------------
 
 
 def bake_bundle(deploy, caffemodel, spec: dict, mean, notes: list[str]):
     """``-bake``: the baked (deploy, caffemodel, net); ``spec`` becomes the crop alone, with
     what was baked in ``baked_from``."""
-    from ..net import Net
-    from ..weights import load_weights
+    from ..net import Net  # torch: imported here so that importing this module does not
     if spec.get("stored_size") is None or spec.get("input_range") is None:
         raise DeployError("-bake needs image input from a Data or ImageData layer "
                           "(there is no image preprocessing to bake)")
@@ -177,4 +179,4 @@ def bake_bundle(deploy, caffemodel, spec: dict, mean, notes: list[str]):
             setattr(kept, f, getattr(tp, f))
     spec.update(transform_param=text_format.MessageToString(kept), mean=None, scale=1.0,
                 baked=True, baked_from=dict(before, how=how))
-    return deploy, _deploy_caffemodel(net, deploy), net
+    return deploy, deploy_caffemodel(net, deploy), net

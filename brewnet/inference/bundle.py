@@ -51,10 +51,14 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.labels import read_labels
+from ..data.transformer import load_mean
 from ..errors import BrewnetError
 
 PREPROCESS_VERSION = 1
@@ -63,8 +67,17 @@ REQUIRED_KEYS = ("version", "input", "input_shape", "channels", "channel_order",
                  "resize", "transform_param", "crop", "mean", "scale", "input_range")
 
 
+#: ``resize.interpolation``: how the stored images were resized
+PILLOW_BILINEAR = "pillow_bilinear"  # brewnet.data.image.digits_resize (brewnet dataset create)
+OPENCV_BILINEAR = "opencv_bilinear"  # brewnet.data.image.resize_bilinear (ImageData new_height/width)
+
+
 class BundleError(BrewnetError):
     """A deploy bundle is missing a file or holds something inconsistent."""
+
+
+class DeployError(BrewnetError):
+    """A deploy bundle cannot be made from these files (the message says why and what to do)."""
 
 
 @dataclass
@@ -99,22 +112,20 @@ class Bundle:
         if pre["version"] != PREPROCESS_VERSION:
             raise BundleError(f"{path}/preprocess.json: version {pre['version']!r}, this brewnet reads "
                               f"version {PREPROCESS_VERSION}")
-        with open(os.path.join(path, "labels.txt"), encoding="utf-8") as f:
-            labels = [line.rstrip("\r\n") for line in f if line.strip()]
+        labels = read_labels(os.path.join(path, "labels.txt"))
         mean = None
         if isinstance(pre.get("mean"), dict) and "image" in pre["mean"]:
             mean_path = os.path.join(path, pre["mean"]["image"])
             if not os.path.isfile(mean_path):
                 raise BundleError(f"{path}: preprocess.json names the mean image "
                                   f"{pre['mean']['image']}, which is not in the bundle")
-            from ..data.transformer import load_mean
             mean = load_mean(mean_path, where=f"{path}/preprocess.json mean")
         return cls(path=path, preprocess=pre, labels=labels,
                    info=_read_json(os.path.join(path, "info.json")), mean=mean)
 
     def net(self, device=None):
         """The deploy net with the bundle's weights (TEST phase)."""
-        from ..net import TEST, Net
+        from ..net import TEST, Net  # torch: importing this module does not import it
         return Net(self.deploy_prototxt, self.weights, TEST, device=device)
 
 
@@ -122,8 +133,6 @@ def _bundle_dir(path: str) -> str:
     """The directory holding the bundle's files: ``path``, or the one folder in it that holds
     them (an older ``brewnet deploy -tar`` archive extracted there had one top folder)."""
     if os.path.isfile(path):
-        import tarfile
-        import zipfile
         if tarfile.is_tarfile(path) or zipfile.is_zipfile(path):
             raise BundleError(f"{path}: an archive, not a deploy bundle directory; extract it "
                               "(tar xf / unzip) and give the folder its files are in")

@@ -30,16 +30,12 @@ from PIL import Image
 
 from ..errors import DataError
 from ..proto import caffe_pb2
-from .bundle import Bundle, BundleError
+from .bundle import OPENCV_BILINEAR, PILLOW_BILINEAR, Bundle, BundleError
 
 log = logging.getLogger("brewnet")
 
 # Pillow modes that hold one grey channel (the rest, P/RGB/RGBA/CMYK/..., are colour)
 _GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-
-#: ``resize.interpolation``: how the stored images were resized (bundle.py)
-PILLOW_BILINEAR = "pillow_bilinear"  # brewnet dataset create (digits_resize)
-OPENCV_BILINEAR = "opencv_bilinear"  # an ImageData layer's new_height/new_width (cv::resize)
 
 #: conversion kinds counted in ``Preprocessor.conversions``
 CHANNELS = "channels"

@@ -98,6 +98,11 @@ class _ReaderLayer(DataLayer):
     def model_dir(self, value) -> None:
         self._model_dir = value
 
+    @property
+    def source(self):
+        """The batch source setup built (None before setup)."""
+        return self._source
+
     def _fail_data(self, err: Exception) -> NoReturn:
         raise DataError(f"layer '{self.name}' ({self.type}): {err}") from None
 

@@ -186,7 +186,7 @@ def _in_digits_form(name: str, path: Path) -> Path | bytes:
     writes them and its example scripts read them (``path`` itself when it already is so, or
     when it cannot be read: the download still holds the job's file, and the log says why)."""
     from ..errors import BrewnetError
-    from ..inference.deploy import legacy_mean_blob, net_level_inputs
+    from ..inference.digits_files import legacy_mean_blob, net_level_inputs
     from ..proto import caffe_pb2
 
     try:
@@ -324,7 +324,7 @@ def _model_modules(python_path: tuple[str, ...]):
 def _loaded(bundle_dir: str, python_path: tuple[str, ...] = ()):
     """The worker's LoadedBundle of ``bundle_dir``, loaded once (reloaded if the bundle was
     replaced: info.json's mtime changed); its Python layers import from ``python_path``."""
-    from ..inference.classify import LoadedBundle
+    from ..inference.loaded import LoadedBundle
 
     stamp = os.stat(os.path.join(bundle_dir, "info.json")).st_mtime
     hit = _cache.get(bundle_dir)
@@ -347,7 +347,7 @@ def _visualizations(loaded, x, vis_dir: str) -> list[dict]:
     from ..inference.visualize import visualize_net
 
     info = visualize_net(loaded.net, x, vis_dir, input_name=loaded.input)
-    loaded._batch_now = 0  # visualize_net reshaped the input: scores() reshapes again
+    loaded.input_reshaped()  # visualize_net reshaped the input: scores() reshapes again
 
     def stats(st: dict) -> dict:
         return {k: st.get(k) for k in ("shape", "mean", "std", "min", "max", "histogram")}

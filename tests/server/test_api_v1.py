@@ -438,7 +438,8 @@ def test_last_validation_point_is_what_the_downloaded_bundle_classifies(env):
     snapshot). The validation point the server shows at the end is the downloaded model's:
     the same count of correct images over the validation set, and the same loss."""
     from brewnet.data.lmdb_io import count_records
-    from brewnet.inference.classify import classify, sources_from_lmdb
+    from brewnet.inference.classify import classify
+    from brewnet.inference.sources import sources_from_lmdb
 
     app, c, tmp = env["app"], env["client"], env["tmp"]
     make_noisy_images(tmp / "data" / "train", 16)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from ...data.labels import read_labels
 from ...proto import caffe_pb2
 
 #: DIGITS' batch size when neither the form nor the network gives one
@@ -201,7 +202,7 @@ def dataset_facts(dataset: Mapping) -> DatasetFacts:
         mean = d / "mean.binaryproto"
     labels = list(dataset.get("labels") or [])
     if not labels and (d / "labels.txt").is_file():
-        labels = [ln.strip() for ln in (d / "labels.txt").read_text(encoding="utf-8").splitlines() if ln.strip()]
+        labels = read_labels(d / "labels.txt")
     return DatasetFacts(dir=d, labels=labels, train_entries=int(train), val_entries=int(val),
                         image_dims=[int(x) for x in dims], resize_mode=dataset.get("resize_mode"),
                         mean_file=Path(mean) if mean else None, train_db=train_db, val_db=val_db)

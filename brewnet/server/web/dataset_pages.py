@@ -38,6 +38,7 @@ from fastapi import Query, Request
 from fastapi.responses import Response
 from PIL import Image
 
+from ...data.labels import read_labels
 from ..errors import ApiError
 from ..jobs import states
 from ..routes import server_of
@@ -297,7 +298,7 @@ def class_index(jobdir: Path, split: str) -> dict[int, np.ndarray]:
 
 def _labels(jobdir: Path) -> list[str]:
     try:
-        return [ln.rstrip("\n") for ln in (jobdir / "labels.txt").read_text(encoding="utf-8").splitlines()]
+        return read_labels(jobdir / "labels.txt")
     except OSError:
         return []
 
