@@ -23,7 +23,7 @@ This package imports only the standard library, numpy, protobuf, ``brewnet.error
 """
 from __future__ import annotations
 
-from .atomic import atomic_write
+from .atomic import atomic_path, atomic_write
 from .binary import (read_binary, read_binaryproto, read_caffemodel, write_binary, write_binaryproto,
                      write_caffemodel)
 from .blobs import array_to_blob, blob_matches_shape, blob_shape, blob_to_array, legacy_shape_equals
@@ -36,4 +36,5 @@ __all__ = [
     "read_binary", "read_caffemodel", "write_caffemodel", "write_prototxt", "write_binary",
     "read_binaryproto", "write_binaryproto", "blob_shape", "blob_matches_shape", "legacy_shape_equals", "blob_to_array",
     "array_to_blob", "upgrade_net", "upgrade_net_with_notes", "upgrade_solver", "atomic_write",
+    "atomic_path",
 ]

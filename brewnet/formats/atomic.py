@@ -1,9 +1,9 @@
 """Atomic file writes: readers see the old file or the complete new one, never a part.
 
 The one implementation for brewnet (Caffe's files, the datasets' lists and mean image, the
-server's job files, HDF5 weights): a temporary file beside the target, fsync, rename over the
-target, fsync of the folder. :func:`atomic_write` takes the bytes; :func:`atomic_path` gives the
-temporary path to a writer that wants a file name (h5py, tarfile).
+server's job files, HDF5 weights, deploy archives): a temporary file beside the target, fsync,
+rename over the target, fsync of the folder. :func:`atomic_write` takes the bytes;
+:func:`atomic_path` gives the temporary path to a writer that wants a file name (h5py, tarfile).
 """
 from __future__ import annotations
 

@@ -125,16 +125,10 @@ def _write_tar(directory: str) -> str:
     """``directory.tar.gz`` with the bundle's files at the archive's root, as DIGITS' "Download
     Model" archive has them (its use_archive.py looks for them there, not in a folder)."""
     target = directory.rstrip("/" + os.sep) + ".tar.gz"
-    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with formats.atomic_path(target) as tmp:
         with tarfile.open(tmp, "w:gz") as tar:
             for name in sorted(os.listdir(directory)):
                 tar.add(os.path.join(directory, name), arcname=name, recursive=False)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return target
 
 
