@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from ..formats import parse_text
 from ..proto import caffe_pb2
 from .bundle import OPENCV_BILINEAR, PILLOW_BILINEAR, Bundle, BundleError
 
@@ -53,7 +54,6 @@ class Preprocessor:
     def __init__(self, spec: dict, mean: np.ndarray | None = None, where: str = "preprocess.json",
                  warn: bool = True):
         from ..data.transformer import DataTransformer
-        from ..formats import parse_text
 
         self.where = where
         self.spec, self.mean = spec, mean  # kept to build the same Preprocessor in a worker process
