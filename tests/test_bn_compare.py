@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from brewnet.fileio import net_from_text
-from brewnet.metrics import MetricsWriter, read_metrics
+from brewnet.reporting.metrics import MetricsWriter, read_metrics
 from brewnet.proto import caffe_pb2
 from brewnet.solver import SGDSolver
 

@@ -12,7 +12,7 @@ import pytest
 
 import brewnet
 from brewnet import cli, fileio
-from brewnet.metrics import read_metrics
+from brewnet.reporting.metrics import read_metrics
 from brewnet.proto import caffe_pb2
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")

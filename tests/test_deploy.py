@@ -31,7 +31,7 @@ from brewnet.inference.bundle import Bundle, BundleError
 from brewnet.inference.classify import LoadedBundle
 from brewnet.inference.deploy import (DeployError, deploy_net_param, preprocess_spec,
                                       write_bundle)
-from brewnet.metrics import read_metrics
+from brewnet.reporting.metrics import read_metrics
 from brewnet.proto import caffe_pb2
 import digits_examples
 from numeric import assert_close_f32

@@ -119,7 +119,7 @@ def _visualize(loaded, args) -> None:
 
 
 def run(args) -> int:
-    from ..data.progress import Progress
+    from ..reporting.task_progress import Progress
     from ..inference.classify import LoadedBundle, TopImages, classify, load_source_image
     from .shared_flags import device_from_flag
 

@@ -682,7 +682,7 @@ def _logged(weights_path: str, iteration: int | None, accuracy_tops: list[str],
         path = m.group("prefix") + "_metrics.jsonl"
     if not os.path.isfile(path):
         return {}
-    from ..metrics import read_metrics
+    from ..reporting.metrics import read_metrics
     try:
         records = read_metrics(path)
     except (OSError, ValueError) as e:
