@@ -7,7 +7,8 @@ import time
 
 import torch
 
-_state = {"device": "cpu", "seed": None, "tf32": False}
+#: the settings, and the handler init_log installed on the "brewnet" logger (replaced by the next call)
+_state = {"device": "cpu", "seed": None, "tf32": False, "log_handler": None}
 
 
 def set_mode_cpu() -> None:
@@ -76,14 +77,13 @@ def init_log(level: int = 0, stderr: bool = True) -> None:
         raise BrewnetError(f"init_log: level must be 0 (INFO) to 3 (FATAL), got {level!r}")
     logger = logging.getLogger("brewnet")
     logger.setLevel(_GLOG_LEVELS[level])
-    handler = getattr(init_log, "_handler", None)
-    if handler is not None:
-        logger.removeHandler(handler)
+    if _state["log_handler"] is not None:
+        logger.removeHandler(_state["log_handler"])
     handler = logging.StreamHandler(sys.stderr if stderr else sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
-    init_log._handler = handler
+    _state["log_handler"] = handler
 
 
 def log(message: str) -> None:
