@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import brewnet
-from brewnet import cli, fileio
+from brewnet import fileio
+from brewnet.commands import main as cli
 from brewnet.reporting.metrics import read_metrics
 from brewnet.proto import caffe_pb2
 

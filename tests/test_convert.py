@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import brewnet
-from brewnet import cli, fileio
+from brewnet import fileio
+from brewnet.commands import main as cli
 from brewnet.batchnorm import dialect
 from brewnet.proto import caffe_pb2
 from numeric import assert_close_f32

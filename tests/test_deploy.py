@@ -22,7 +22,8 @@ from google.protobuf import text_format
 from PIL import Image
 
 import brewnet
-from brewnet import cli, fileio
+from brewnet import fileio
+from brewnet.commands import main as cli
 from brewnet.data.builder import create_dataset
 from brewnet.data.image import decode_datum_image
 from brewnet.data.lmdb_io import read_datums

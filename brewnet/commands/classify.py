@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import flag
 
 #: per-image predictions are printed for at most this many images
 PRINT_LIMIT = 50

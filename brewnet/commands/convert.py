@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import flag
 
 TARGETS = ("bvlc", "nvcaffe", "pytorch", "onnx")
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 import os
 
-from ..cli import flag
 from ..errors import BrewnetError
 from ..reporting.caffe_log import caffe_float
-from .shared_flags import add_speed_flags, apply_speed_flags, device_from_flag
+from .shared_flags import add_speed_flags, flag, apply_speed_flags, device_from_flag
 
 log = logging.getLogger("brewnet")
 

@@ -34,10 +34,9 @@ import os
 import signal
 import sys
 
-from ..cli import flag
-from ..reporting.progress_bar import TerminalProgress
 from ..errors import BrewnetError
-from .shared_flags import add_speed_flags, apply_speed_flags, gpu_ids_from_flag
+from ..reporting.progress_bar import TerminalProgress
+from .shared_flags import add_speed_flags, apply_speed_flags, flag, gpu_ids_from_flag
 
 log = logging.getLogger("brewnet")
 
