@@ -48,7 +48,7 @@ DATA_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "DummyDat
 #: fields of our schema that BVLC Caffe's does not have, by message (checked against BVLC's
 #: schema by tests/test_deploy.py). BVLC Caffe refuses a prototxt that names any of them.
 #: BatchNormParameter's (scale_bias, fillers, engine) are not simply dropped: the layer is
-#: converted to BVLC BatchNorm + Scale (brewnet.batchnorm.dialect.to_bvlc).
+#: converted to BVLC BatchNorm + Scale (brewnet.convert.dialects.to_bvlc).
 NVCAFFE_ONLY = {
     "NetParameter": ("default_forward_type", "default_backward_type", "default_forward_math",
                      "default_backward_math", "global_grad_scale", "global_grad_scale_adaptive",
@@ -282,7 +282,7 @@ def _strip_nvcaffe(msg, notes: list[str], where: str) -> None:
 
 
 def _unique(base: str, taken: set[str]) -> str:
-    from ..batchnorm.dialect import unique_name
+    from ..convert.dialects import unique_name
     return unique_name(base, taken, sep="_")
 
 
@@ -603,7 +603,7 @@ def _trained_net(model: caffe_pb2.NetParameter, weights, source: str):
 def _to_bvlc_batchnorm(model, net, source: str, notes: list[str]):
     """(model, caffemodel NetParameter): NVCaffe BatchNorm layers (by the prototxt, or by the
     layout found in the weights) as BVLC BatchNorm + Scale; unchanged when there are none."""
-    from ..batchnorm.dialect import to_bvlc
+    from ..convert.dialects import to_bvlc
     from ..batchnorm.layouts import nvcaffe_dialect
     own = {layer.name: layer.param for layer in net.layers}
     if not any(lp.type == "BatchNorm" and nvcaffe_dialect(own.get(lp.name)) for lp in model.layer):
@@ -617,7 +617,7 @@ def _to_bvlc_batchnorm(model, net, source: str, notes: list[str]):
     new_model, new_weights, bn_notes = to_bvlc(defs, net.to_proto())
     notes.extend(bn_notes)
     notes.append("NVCaffe BatchNorm converted to BVLC BatchNorm + Scale "
-                 "(brewnet.batchnorm.dialect.to_bvlc)")
+                 "(brewnet.convert.dialects.to_bvlc)")
     return new_model, new_weights
 
 

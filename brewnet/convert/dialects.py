@@ -18,7 +18,7 @@ from .. import fileio
 from ..errors import NetError
 from ..layers.norm import is_nvcaffe_batchnorm
 from ..proto import caffe_pb2
-from .layouts import CUDNN_MIN_EPS, BNBlobs, declares_scale_bias, detect
+from ..batchnorm.layouts import CUDNN_MIN_EPS, BNBlobs, declares_scale_bias, detect
 
 PHASES = (caffe_pb2.TRAIN, caffe_pb2.TEST)
 
