@@ -33,7 +33,8 @@ from typing import Callable
 from ..errors import NetError
 from ..layers.norm import is_nvcaffe_batchnorm
 from ..proto import caffe_pb2
-from ..convert.dialects import has_scale_bias, layer_phases, weight_arrays
+from ..convert.dialects import has_scale_bias, weight_arrays
+from ..net_state import layer_phases
 from .layouts import (CUDNN_MIN_EPS, LAYOUT_BLOBS, NVCAFFE_014_CUDNN_EPS, declares_scale_bias, detect,
                       implicit_scale_bias)
 

@@ -17,23 +17,9 @@ import numpy as np
 from .. import fileio
 from ..errors import NetError
 from ..layers.norm import is_nvcaffe_batchnorm
+from ..net_state import layer_phases
 from ..proto import caffe_pb2
 from ..batchnorm.layouts import CUDNN_MIN_EPS, BNBlobs, declares_scale_bias, detect
-
-PHASES = (caffe_pb2.TRAIN, caffe_pb2.TEST)
-
-
-def layer_phases(lp) -> set[int]:
-    """The phases a layer is in, judging by phase rules only (stages and levels ignored)."""
-    out = set()
-    for ph in PHASES:
-        if lp.include:
-            if any((not r.HasField("phase")) or r.phase == ph for r in lp.include):
-                out.add(ph)
-        elif not any(r.HasField("phase") and r.phase == ph for r in lp.exclude):
-            out.add(ph)
-    return out
-
 
 def has_scale_bias(lp) -> bool:
     """Does this BatchNorm layer declare scale/bias (the rule brewnet.layers.norm builds by)?

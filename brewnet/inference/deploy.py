@@ -35,6 +35,7 @@ from google.protobuf import text_format
 
 from .. import fileio
 from ..errors import BrewnetError, DataError
+from ..net_state import filter_net, net_state
 from ..proto import caffe_pb2
 from .bundle import FILES, PREPROCESS_VERSION, Bundle
 
@@ -115,7 +116,7 @@ class _Analysis:
 
 
 def _state(stages: Sequence[str] = ()) -> caffe_pb2.NetState:
-    return caffe_pb2.NetState(phase=TEST, stage=list(stages))
+    return net_state(TEST, stages)
 
 
 def _is_data_layer(lp) -> bool:
@@ -139,7 +140,6 @@ def _is_loss_layer(lp) -> bool:
 
 def _validation_net(train_val) -> caffe_pb2.NetParameter:
     """The TEST net that validation ran; DIGITS' all-in-one nets put it under stage "val"."""
-    from ..net import filter_net
     val = filter_net(train_val, _state())
     if not any(_is_data_layer(lp) for lp in val.layer):
         staged = filter_net(train_val, _state(["val"]))
@@ -225,7 +225,6 @@ def _analyse(train_val, model_dir: str | None, input_shape) -> _Analysis:
     val = _validation_net(train_val)
     data = next((lp for lp in val.layer if _is_data_layer(lp)), None)
     if data is None:  # a deploy Input (DIGITS' all-in-one nets include it with stage "deploy")
-        from ..net import filter_net
         data = next((lp for lp in filter_net(train_val, _state([DEPLOY_STAGE])).layer
                      if _is_data_layer(lp)), None)
     source = _source_path(data, model_dir) if data is not None else None
@@ -289,7 +288,6 @@ def _unique(base: str, taken: set[str]) -> str:
 def _build_deploy(a: _Analysis) -> tuple[caffe_pb2.NetParameter, dict]:
     """The deploy NetParameter (BatchNorm left in the train_val's dialect) and its blobs:
     {"input": the Input's top, "outputs": the kept outputs, "output": the main one}."""
-    from ..net import filter_net
     notes = a.notes
     net = filter_net(a.train_val, _state([DEPLOY_STAGE]))
     layers = list(net.layer)

@@ -30,6 +30,7 @@ from google.protobuf import text_format
 
 from ... import fileio
 from ...errors import BrewnetError
+from ...net_state import has_include_and_exclude, layer_included, net_state, state_meets_rule
 from ...proto import caffe_pb2
 from ..errors import FormErrors
 from ..jobs.tasks import AUGMENT_FILE, PYTHON_LAYER_DIR
@@ -45,23 +46,14 @@ CHANNEL_LAYERS = ("BatchNorm", "Scale", "Bias", "PReLU")
 FILES = ("original.prototxt", "train_val.prototxt", "deploy.prototxt", "solver.prototxt", "plan.json")
 
 
-def _state(phase: int, stage: str) -> caffe_pb2.NetState:
-    s = caffe_pb2.NetState(phase=phase)
-    s.stage.append(stage)
-    return s
-
-
-STATES = {"train": _state(TRAIN, "train"), "val": _state(TEST, "val"), "deploy": _state(TEST, "deploy")}
+STATES = {"train": net_state(TRAIN, ["train"]), "val": net_state(TEST, ["val"]),
+          "deploy": net_state(TEST, ["deploy"])}
 
 
 def _included(lp: caffe_pb2.LayerParameter, state: caffe_pb2.NetState) -> bool:
-    from ...net import state_meets_rule
-
-    if lp.include and lp.exclude:
+    if has_include_and_exclude(lp):
         raise NetworkError(f"Layer '{lp.name}': specify either include or exclude rules, not both")
-    if lp.include:
-        return any(state_meets_rule(state, r) for r in lp.include)
-    return not any(state_meets_rule(state, r) for r in lp.exclude)
+    return layer_included(lp, lambda r: state_meets_rule(state, r))
 
 
 # ----- reading and splitting a network ----------------------------------------------------------
