@@ -30,11 +30,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import NetError
-from ..layers.norm import is_nvcaffe_batchnorm
-from ..proto import caffe_pb2
 from ..convert.dialects import has_scale_bias, weight_arrays
+from ..errors import NetError
+from ..layers import is_data_layer
+from ..layers.norm import is_nvcaffe_batchnorm
 from ..net_state import layer_phases
+from ..proto import caffe_pb2
 from .layouts import (CUDNN_MIN_EPS, LAYOUT_BLOBS, NVCAFFE_014_CUDNN_EPS, declares_scale_bias, detect,
                       implicit_scale_bias)
 
@@ -48,7 +49,9 @@ RULES = {
 }
 PARAM_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU",
                "Embed", "Parameter", "LSTM", "RNN"}
-DATA_TYPES = {"Data", "ImageData", "WindowData", "MemoryData", "AnnotatedData"}
+#: data layers whose transform_param is not preprocessing a deploy net repeats (BN009): HDF5Data
+#: refuses one, DummyData and Input read nothing, VideoData is a camera's
+NO_DEPLOY_TRANSFORM = frozenset({"HDF5Data", "DummyData", "Input", "VideoData"})
 NOISY_WINDOW = 10  # iterations: fewer and the running statistics are dominated by a few batches
 # A window longer than a fifth of the run averages activations of weights long gone. Measured on
 # LeNet-BN / Fashion-MNIST (base_lr 0.05, poly, 4220 iterations): maf 0.999 (window 1000) gave
@@ -195,7 +198,8 @@ def lint(net: caffe_pb2.NetParameter, text: str | None = None, phase: int | None
                 other = layers[trainers[0]].type
                 add("BN005", "error", i, f"the TRAIN layer named '{lp.name}' is a {other}, this TEST one a "
                     f"{lp.type}: their parameters cannot be shared", "use the same layer type in both phases")
-        if deploy is not None and lp.type in DATA_TYPES and lp.HasField("transform_param"):
+        if deploy is not None and is_data_layer(lp.type) and lp.type not in NO_DEPLOY_TRANSFORM \
+                and lp.HasField("transform_param"):
             _deploy_rule(add, layers, i, lp, deploy)
     # BN009 once per distinct transform
     out, done = [], set()

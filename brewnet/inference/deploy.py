@@ -43,9 +43,6 @@ log = logging.getLogger("brewnet")
 
 TEST = caffe_pb2.TEST
 DEPLOY_STAGE = "deploy"
-#: layer types that bring data into a net; the deploy net has one Input in their place
-DATA_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData",
-                        "Input", "AnnotatedData", "VideoData"})
 #: fields of our schema that BVLC Caffe's does not have, by message (checked against BVLC's
 #: schema by tests/test_deploy.py). BVLC Caffe refuses a prototxt that names any of them.
 #: BatchNormParameter's (scale_bias, fillers, engine) are not simply dropped: the layer is
@@ -120,13 +117,11 @@ def _state(stages: Sequence[str] = ()) -> caffe_pb2.NetState:
 
 
 def _is_data_layer(lp) -> bool:
-    if lp.type in DATA_TYPES:
-        return True
+    """A layer that brings data into a net (the deploy net has one Input in their place)."""
     if lp.type == "Python":  # pycaffe data layers read no bottoms
         return not lp.bottom
-    from ..layers import LAYER_REGISTRY
-    cls = LAYER_REGISTRY.get(lp.type)
-    return bool(cls is not None and getattr(cls, "is_data", False))
+    from ..layers import is_data_layer  # the layers import torch; deploy's readers need none
+    return is_data_layer(lp.type)
 
 
 def _is_loss_layer(lp) -> bool:
