@@ -5,6 +5,7 @@
   bar on a terminal, periodic lines otherwise, and the progress file when one is set.
 - :mod:`.progress_file` — ``$BREWNET_PROGRESS_FILE``: progress as JSON lines for the server.
 - :mod:`.metrics` — ``MetricsWriter``/``read_metrics``: training metrics as JSON lines.
+- :mod:`.json_lines` — the append-only JSON-lines files both of those are.
 - :mod:`.caffe_log` — numbers as Caffe's log prints them.
 
 Imports nothing else of brewnet (the standard library only), so every floor may use it.
