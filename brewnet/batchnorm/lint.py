@@ -30,12 +30,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..convert.dialects import has_scale_bias, weight_arrays
 from ..errors import NetError
 from ..layers import is_data_layer
 from ..layers.norm import is_nvcaffe_batchnorm
 from ..net_state import layer_phases
 from ..proto import caffe_pb2
+from ..weights import weight_arrays
 from .layouts import (CUDNN_MIN_EPS, LAYOUT_BLOBS, NVCAFFE_014_CUDNN_EPS, declares_scale_bias, detect,
                       implicit_scale_bias)
 
@@ -216,7 +216,7 @@ def _bn_rules(add, layers, i, lp, phases, max_iter, target, file_blobs=None):
     p = lp.batch_norm_param
     nv = is_nvcaffe_batchnorm(lp)
     cudnn = p.engine == CUDNN or (target == "nvcaffe-0.14" and p.engine == 0)
-    affine = has_scale_bias(lp) or (nv and p.HasField("engine")) or target == "nvcaffe-0.14"
+    affine = declares_scale_bias(lp) or (nv and p.HasField("engine")) or target == "nvcaffe-0.14"
     first = next(k for k in range(len(layers)) if layers[k].name == lp.name)
 
     # BN010: the caffemodel's scale/bias that the prototxt leaves implicit (once per layer name)
@@ -267,7 +267,7 @@ def _bn_rules(add, layers, i, lp, phases, max_iter, target, file_blobs=None):
                 "frozen statistics)", "remove use_global_stats (it defaults to phase == TEST)", _fix_ugs)
 
     # BN006: BVLC BatchNorm without Scale (reported once per layer name)
-    if not has_scale_bias(lp) and not (nv and p.HasField("engine")) and not file_affine and lp.top \
+    if not declares_scale_bias(lp) and not (nv and p.HasField("engine")) and not file_affine and lp.top \
             and first == i:
         nxt = next(_readers_after(layers, i, lp.top[0], skip_name=lp.name), None)
         if nxt is None or layers[nxt].type != "Scale":
@@ -320,7 +320,7 @@ def _implicit_rule(add, i, lp, arrays, src) -> bool:
         add("BN010", "error", i, f"the caffemodel's blobs for this layer are no BatchNorm layout brewnet "
             f"knows: {e}", "load the caffemodel that goes with this prototxt")
         return False
-    if info.scale is None or has_scale_bias(lp):
+    if info.scale is None or declares_scale_bias(lp):
         return False
     what = f"the caffemodel's BatchNorm is {info.layout} {LAYOUT_BLOBS[info.layout]}"
     why = implicit_scale_bias(info, lp, src)
