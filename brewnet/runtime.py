@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from .errors import BrewnetError
+
 #: the settings, and the handler init_log installed on the "brewnet" logger (replaced by the next call)
 _state = {"device": "cpu", "seed": None, "tf32": False, "log_handler": None}
 
@@ -17,7 +19,6 @@ def set_mode_cpu() -> None:
 
 def set_mode_gpu() -> None:
     if not torch.cuda.is_available():
-        from .errors import BrewnetError
         raise BrewnetError("set_mode_gpu: CUDA is not available on this machine (torch.cuda.is_available() is False)")
     _state["device"] = f"cuda:{torch.cuda.current_device()}"
     apply_cuda_math()
@@ -73,7 +74,6 @@ def init_log(level: int = 0, stderr: bool = True) -> None:
     """pycaffe's ``caffe.init_log([level[, stderr]])``: show brewnet's log messages from glog
     severity ``level`` on (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL), on stderr (else stdout)."""
     if level not in _GLOG_LEVELS:
-        from .errors import BrewnetError
         raise BrewnetError(f"init_log: level must be 0 (INFO) to 3 (FATAL), got {level!r}")
     logger = logging.getLogger("brewnet")
     logger.setLevel(_GLOG_LEVELS[level])

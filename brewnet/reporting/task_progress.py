@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 import time
 
+from .progress_file import from_env
+
 
 class Progress:
     def __init__(self, total: int, label: str, stream=None, every_s: float = 5.0):
-        from .progress_file import from_env
-
         self.total = max(0, int(total))
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
