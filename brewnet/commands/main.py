@@ -1,8 +1,8 @@
 """The ``brewnet`` command: the ``caffe`` tool's verbs plus brewnet's own.
 
 ``main(argv)`` parses the verb and runs it.  Each verb lives in ``brewnet/commands/<verb>.py``
-with ``add_arguments(parser)`` and ``run(args) -> int``.  Flags take both Caffe's ``-flag value`` and ``--flag value`` spellings.
-A user mistake (BrewnetError) prints one clear line and exits 1, never a traceback.
+with ``add_arguments(parser)`` and ``run(args) -> int``.  Flags take both Caffe's ``-flag value``
+and ``--flag value`` spellings.  A user mistake (BrewnetError) prints one clear line and exits 1, never a traceback.
 """
 from __future__ import annotations
 
