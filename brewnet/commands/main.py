@@ -2,7 +2,8 @@
 
 ``main(argv)`` parses the verb and runs it.  Each verb lives in ``brewnet/commands/<verb>.py``
 with ``add_arguments(parser)`` and ``run(args) -> int``.  Flags take both Caffe's ``-flag value``
-and ``--flag value`` spellings.  A user mistake (BrewnetError) prints one clear line and exits 1, never a traceback.
+and ``--flag value`` spellings.  A user mistake (BrewnetError) prints one clear line and exits 1,
+never a traceback.
 """
 from __future__ import annotations
 
