@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import brewnet
-from brewnet import cli, fileio
+from brewnet import fileio
+from brewnet.commands import main as cli
 from brewnet.batchnorm import doctor
 from brewnet.proto import caffe_pb2
 

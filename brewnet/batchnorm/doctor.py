@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import fileio
 from ..errors import BrewnetError
 
 
@@ -269,7 +270,6 @@ def recalibrate(net, batches) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def write_recalibrated(weights_param, net, stats, path: str) -> None:
     """The original caffemodel with the BatchNorm statistics replaced (layout of the net's layer)."""
-    from .. import fileio
     layers = net.layer_dict
     for lp in weights_param.layer:
         if lp.name not in stats or lp.type != "BatchNorm":
