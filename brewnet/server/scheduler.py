@@ -27,7 +27,6 @@ because PR_SET_PDEATHSIG follows the thread that forked the child.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import threading
@@ -39,13 +38,14 @@ from typing import Callable
 from sqlalchemy import func, select
 
 from ..errors import BrewnetError
-from .errors import ApiError
+from .errors import JobError, JobNotFound, JobRequestError, JobStateError
 from .jobs import states
 from .jobs.jobdir import (JOB_JSON, is_job_id, job_dir, job_from_dict, job_to_dict, read_job_json,
                           write_job_json)
 from .jobs.process import last_error_line, pid_alive, process_start_time, signal_group, start_step
-from .jobs.progress import best_value, progress_from_file, read_metrics, read_plan
-from .jobs.tasks import newest_solverstate, python_path, snapshots, steps_for
+from .jobs.progress import progress_from_file, read_metrics, read_plan
+from .jobs.summaries import all_records, dataset_summary, inference_summary, model_summary
+from .jobs.tasks import newest_solverstate, python_path, steps_for
 from .store.models import Job
 
 log = logging.getLogger("brewnet.server")
@@ -77,91 +77,6 @@ class _Run:
     metric_records: list[dict] = field(default_factory=list)  # non-train records (best values)
     newest_iter: int | None = None
     python_path: list[str] = field(default_factory=list)   # module folders of its steps (tasks.python_path)
-
-
-# ---------------------------------------------------------------- summaries of finished files
-
-def epoch_of(iteration: int, plan: dict, spec: dict) -> int | float | None:
-    """DIGITS' epoch of snapshot N: round(N * train_epochs / max_iter, 3), an int when whole;
-    N / iters_per_epoch when the plan has no max_iter."""
-    max_iter = plan.get("max_iter")
-    epochs = spec.get("train_epochs") or plan.get("train_epochs")
-    if max_iter and epochs:
-        e = round(iteration * float(epochs) / float(max_iter), 3)
-    elif plan.get("iters_per_epoch"):
-        e = round(iteration / float(plan["iters_per_epoch"]), 3)
-    else:
-        return None
-    return int(e) if float(e).is_integer() else e
-
-
-def dataset_summary(jobdir: Path) -> dict:
-    """A dataset job's summary from the summary.json that ``brewnet dataset create`` wrote:
-    labels, image dims, counts per split (and per class), the LMDBs and the mean file (absolute
-    paths); {} when the file is absent or unreadable."""
-    try:
-        with open(jobdir / "summary.json", encoding="utf-8") as f:
-            s = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    splits = s.get("splits") or {}
-    out = {
-        "labels": list(s.get("labels") or []),
-        "num_classes": len(s.get("labels") or []),
-        "image": s.get("image") or {},
-        "counts": {k: int(v.get("total", 0)) for k, v in splits.items()},
-        "per_class": {k: v.get("per_class", {}) for k, v in splits.items()},
-        "dbs": {k: str(jobdir / v.get("db", f"{k}_db")) for k, v in splits.items()},
-        "lists": {k: str(jobdir / v["list"]) for k, v in splits.items()
-                  if v.get("list") and (jobdir / v["list"]).is_file()},
-        "encoding": s.get("encoding"),
-        "resize": s.get("resize"),
-        "resize_mode": s.get("resize_mode"),
-        "sets": s.get("sets") or {},
-        "skipped": len(s.get("skipped") or []),
-    }
-    for k in ("min_per_class", "max_per_class"):
-        if k in s:
-            out[k] = s[k]
-    mean = jobdir / "mean.binaryproto"
-    out["mean_file"] = str(mean) if mean.is_file() else None
-    mean_image = jobdir / "mean.jpg"
-    out["mean_image"] = str(mean_image) if mean_image.is_file() else None
-    return out
-
-
-def model_summary(jobdir: Path, spec: dict, records: list[dict], newest_iter: int | None = None) -> dict:
-    """A model job's summary: its snapshots ``[{iteration, epoch}]``, the best validation value
-    (``best``: Caffe's moving-average statistics unless -bn_recalibrate ran, and then
-    ``best_moving_bn`` the same net with the moving averages) and the newest train iteration."""
-    plan = read_plan(jobdir)
-    snaps = [{"iteration": it, "epoch": epoch_of(it, plan, spec)} for it, _ in snapshots(jobdir)]
-    if newest_iter is None:
-        its = [r["iter"] for r in records if r.get("phase") == "train" and isinstance(r.get("iter"), int)]
-        newest_iter = max(its) if its else None
-    out = {"snapshots": snaps, "best": best_value(records, "test"), "iteration": newest_iter,
-           "max_iter": plan.get("max_iter")}
-    moving = best_value(records, "test_moving_bn")
-    if moving is not None:
-        out["best_moving_bn"] = moving
-    return out
-
-
-def inference_summary(jobdir: Path) -> dict:
-    """An inference job's summary from classify's result.json (without per-image predictions)."""
-    path = jobdir / "result.json"
-    try:
-        with open(path, encoding="utf-8") as f:
-            r = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    keys = ("count", "labelled", "top1", "top5", "error_count", "elapsed_s", "images_per_s")
-    return {k: r.get(k) for k in keys if k in r}
-
-
-def _all_records(jobdir: Path) -> list[dict]:
-    records, _ = read_metrics(jobdir, 0)
-    return records
 
 
 # ---------------------------------------------------------------- the scheduler
@@ -316,12 +231,12 @@ class Scheduler:
                 if job.status == states.WAITING:
                     return
                 if job.status != states.INITIALIZED:
-                    raise ApiError(409, f"job {job_id} is {job.status}, not {states.INITIALIZED}")
+                    raise JobStateError(f"job {job_id} is {job.status}, not {states.INITIALIZED}")
                 job.queue_seq = self._next_seq(s)
                 self._set_status(job, states.WAITING, time.time())
             d, _ = self._change(job_id, go)
             if d is None:
-                raise ApiError(404, "Job not found")
+                raise JobNotFound()
         self._poke()
 
     def abort(self, job_id: str, grace_s: float | None = None) -> bool:
@@ -363,12 +278,12 @@ class Scheduler:
         with self._lock:
             def go(job, s):
                 if job.kind != states.MODEL:
-                    raise ApiError(400, f"only a model job can be resumed ({job_id} is a {job.kind} job)")
+                    raise JobRequestError(f"only a model job can be resumed ({job_id} is a {job.kind} job)")
                 if job.status not in states.RESUMABLE:
-                    raise ApiError(409, f"job {job_id} is {job.status}: only an Aborted, Interrupted "
+                    raise JobStateError(f"job {job_id} is {job.status}: only an Aborted, Interrupted "
                                         "or Error job can be resumed")
                 if newest_solverstate(self._dir(job_id)) is None:
-                    raise ApiError(400, f"job {job_id} has no snapshot (.solverstate) to resume from")
+                    raise JobRequestError(f"job {job_id} has no snapshot (.solverstate) to resume from")
                 job.resume_requested = True
                 job.error = None
                 job.finished = None
@@ -376,7 +291,7 @@ class Scheduler:
                 self._set_status(job, states.WAITING, time.time())
             d, _ = self._change(job_id, go)
             if d is None:
-                raise ApiError(404, "Job not found")
+                raise JobNotFound()
         self._poke()
 
     def queue(self) -> list[dict]:
@@ -521,7 +436,7 @@ class Scheduler:
         """Summary and progress from the job's files (after it ran or was interrupted)."""
         jobdir = self._dir(job.id)
         if job.kind == states.MODEL:
-            records = _all_records(jobdir)
+            records = all_records(jobdir)
             job.summary = model_summary(jobdir, job.spec or {}, records)
             plan = read_plan(jobdir)
             it = job.summary.get("iteration")
@@ -638,7 +553,7 @@ class Scheduler:
                     raise BrewnetError("the job has no step to run")
                 started["python_path"] = python_path(job, self.config)
                 proc = start_step(steps[0], jobdir, gpus, python_path=started["python_path"])
-            except (BrewnetError, ApiError, OSError, ValueError, KeyError, TypeError, ImportError) as e:
+            except (BrewnetError, JobError, OSError, ValueError, KeyError, TypeError, ImportError) as e:
                 msg = getattr(e, "message", None) or str(e) or type(e).__name__
                 self._set_status(job, states.ERROR, time.time())
                 job.error = msg

@@ -31,6 +31,7 @@ from .errors import ApiError, FormErrors
 from .jobs import states
 from .jobs.jobdir import confine_server_path, job_dir, job_to_dict, write_job_json, write_json_atomic
 from .jobs.progress import metric_series, read_metrics, read_plan
+from .jobs.summaries import dataset_summary, epoch_of
 from .jobs.tasks import python_path, snapshots
 from .store.models import Job
 
@@ -141,8 +142,6 @@ class Server:
     def _dataset_info(self, ds: Job) -> dict:
         """What a model needs of its dataset: the summary (from the scheduler, else from the
         files), labels, image size, counts, the LMDBs and the mean file."""
-        from .scheduler import dataset_summary
-
         summary = dict(ds.summary or {})
         if not summary and ds.status == states.DONE:
             summary = dataset_summary(self._dir(ds.id))
@@ -157,8 +156,6 @@ class Server:
     def snapshot_list(self, job: Job) -> list[dict]:
         """A model's snapshots ``[{"iteration", "epoch", "path"}]``, ascending (from its files:
         a snapshot written after the last summary counts too)."""
-        from .scheduler import epoch_of
-
         d = self._dir(job.id)
         plan = read_plan(d)
         out = []

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import ApiError
+from ..errors import ApiError, JobNotFound
 from . import states
 
 JOB_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
@@ -114,7 +114,7 @@ def job_dir(config, job_id: str) -> Path:
     """``<jobs_dir>/<job_id>``.  An id that is not shaped like a job id (so could name another
     path: ``..``, slashes) is a 404, as an unknown job is."""
     if not is_job_id(job_id):
-        raise ApiError(404, "Job not found")
+        raise JobNotFound()
     return Path(config.jobs_dir) / job_id
 
 

@@ -214,7 +214,7 @@ async def resize_example_png(request: Request,
 # ----------------------------------------------------------------------- the dataset page
 
 def _page_context(server, job) -> dict:
-    from ..scheduler import dataset_summary
+    from ..jobs.summaries import dataset_summary
 
     summary = dict(job.summary or {})
     if not summary and job.status == states.DONE:
