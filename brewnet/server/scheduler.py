@@ -35,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import func, select
-
 from ..errors import BrewnetError
 from .errors import JobError, JobNotFound, JobRequestError, JobStateError
 from .jobs import states
@@ -46,6 +44,7 @@ from .jobs.process import last_error_line, pid_alive, process_start_time, signal
 from .jobs.progress import progress_from_file, read_metrics, read_plan
 from .jobs.summaries import all_records, dataset_summary, inference_summary, model_summary
 from .jobs.tasks import newest_solverstate, python_path, steps_for
+from .store.jobstore import JobStore
 from .store.models import Job
 
 log = logging.getLogger("brewnet.server")
@@ -92,6 +91,7 @@ class Scheduler:
         (tests only) replaces :func:`steps_for`: ``(job, resume) -> [argv, ...]``."""
         self.config = config
         self.db = db
+        self.store = JobStore(db)
         self.abort_grace_s = abort_grace_s if abort_grace_s is not None else \
             float(getattr(config, "abort_grace_s", 10.0))
         self.train_abort_grace_s = train_abort_grace_s if train_abort_grace_s is not None else \
@@ -175,10 +175,6 @@ class Scheduler:
     def _dir(self, job_id: str) -> Path:
         return job_dir(self.config, job_id)
 
-    def _next_seq(self, session) -> int:
-        m = session.execute(select(func.max(Job.queue_seq))).scalar()
-        return (m or 0) + 1
-
     @staticmethod
     def _set_status(job: Job, status: str, now: float) -> None:
         history = [list(x) for x in (job.status_history or [])]
@@ -211,13 +207,10 @@ class Scheduler:
     def _change(self, job_id: str, mutate: Callable[[Job, object], object]) -> tuple[dict | None, object]:
         """One transaction: load the job, ``mutate(job, session)``, commit, publish.
         Returns (job dict or None if there is no such job, mutate's result)."""
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                return None, None
-            result = mutate(job, s)
-            s.flush()
-            d = job_to_dict(job)
+        job, result = self.store.update_job(job_id, mutate)
+        if job is None:
+            return None, None
+        d = job_to_dict(job)
         self._publish(d)
         return d, result
 
@@ -232,7 +225,7 @@ class Scheduler:
                     return
                 if job.status != states.INITIALIZED:
                     raise JobStateError(f"job {job_id} is {job.status}, not {states.INITIALIZED}")
-                job.queue_seq = self._next_seq(s)
+                job.queue_seq = self.store.next_queue_seq(s)
                 self._set_status(job, states.WAITING, time.time())
             d, _ = self._change(job_id, go)
             if d is None:
@@ -287,7 +280,7 @@ class Scheduler:
                 job.resume_requested = True
                 job.error = None
                 job.finished = None
-                job.queue_seq = self._next_seq(s)
+                job.queue_seq = self.store.next_queue_seq(s)
                 self._set_status(job, states.WAITING, time.time())
             d, _ = self._change(job_id, go)
             if d is None:
@@ -297,11 +290,9 @@ class Scheduler:
     def queue(self) -> list[dict]:
         """Waiting jobs in queue order: ``{"id", "name", "kind", "position" (1-based),
         "waiting_for"}`` (what the job waits for, as the last tick saw it)."""
-        with self.db.session() as s:
-            rows = s.execute(select(Job.id, Job.name, Job.kind).where(Job.status == states.WAITING)
-                             .order_by(Job.queue_seq, Job.created, Job.id)).all()
-        return [{"id": r.id, "name": r.name, "kind": r.kind, "position": i + 1,
-                 "waiting_for": self._waiting_for.get(r.id, "its turn")} for i, r in enumerate(rows)]
+        rows = self.store.queue(states.WAITING)
+        return [{"id": jid, "name": name, "kind": kind, "position": i + 1,
+                 "waiting_for": self._waiting_for.get(jid, "its turn")} for i, (jid, name, kind) in enumerate(rows)]
 
     def slots(self) -> dict:
         """``{"cpu": {"total", "used"}, "gpus": [{"index", "job_id"}]}``."""
@@ -377,17 +368,14 @@ class Scheduler:
                     if p_file is None or abs((job.progress or 0) - p_file) < 1e-4:
                         return
                     job.progress = p_file
-            with self.db.session() as s:
-                job = s.get(Job, run.job_id)
-                if job is None:
-                    return
+            def changed(job, s) -> bool:
                 before = (job.progress, job.summary)
                 go(job, s)
-                if (job.progress, job.summary) == before:
-                    return
-                s.flush()
-                d = job_to_dict(job)
-            self._publish(d)
+                return (job.progress, job.summary) != before
+            job, was_changed = self.store.update_job(run.job_id, changed)
+            if job is None or not was_changed:
+                return
+            self._publish(job_to_dict(job))
         except Exception:  # noqa: BLE001 - a progress read must not end the job
             log.exception("progress update of %s failed", run.job_id)
 
@@ -482,16 +470,7 @@ class Scheduler:
     def _schedule(self) -> None:
         busy = {g for r in self._running.values() for g in r.gpus}
         cpu_used = sum(r.uses_cpu_slot for r in self._running.values())
-        with self.db.session() as s:
-            rows = s.execute(select(Job).where(Job.status == states.WAITING)
-                             .order_by(Job.queue_seq, Job.created, Job.id)).scalars().all()
-            waiting = []
-            for job in rows:
-                ds_status = None
-                if job.kind == states.MODEL and job.dataset_id:
-                    ds = s.get(Job, job.dataset_id)
-                    ds_status = ds.status if ds is not None else "missing"
-                waiting.append((job.id, job.kind, job.dataset_id, ds_status, dict(job.resources or {})))
+        waiting = self.store.queue_with_datasets(states.WAITING, states.MODEL)
         seen = set()
         for job_id, kind, dataset_id, ds_status, resources in waiting:
             seen.add(job_id)
@@ -602,12 +581,12 @@ class Scheduler:
         """
         jobs_root = Path(self.config.jobs_dir)
         with self._lock:
-            with self.db.session() as s:
-                rows = {j.id: j for j in s.execute(select(Job)).scalars().all()}
+            with self.store.transaction() as s:
+                rows = {j.id: j for j in self.store.all_jobs(s)}
                 for jid, job in list(rows.items()):
                     if not (jobs_root / jid).is_dir():
                         log.warning("job %s: its directory is gone; removing it from the database", jid)
-                        s.delete(job)
+                        self.store.delete_row(s, job)
                         del rows[jid]
                 # directories the database does not know (a lost or new database)
                 imported = []
@@ -624,7 +603,7 @@ class Scheduler:
                             log.warning("job directory %s: job.json names %s; not imported", d, data.get("id"))
                             continue
                         job = job_from_dict(data)
-                        s.add(job)
+                        self.store.add_row(s, job)
                         rows[job.id] = job
                         imported.append(job.id)
                 s.flush()
@@ -644,8 +623,8 @@ class Scheduler:
                 signal_group(pid, signal.SIGKILL)
         with self._lock:
             changed = []
-            with self.db.session() as s:
-                jobs = s.execute(select(Job).order_by(Job.queue_seq, Job.created, Job.id)).scalars().all()
+            with self.store.transaction() as s:
+                jobs = self.store.all_jobs(s, queue_order=True)
                 seq = max([j.queue_seq or 0 for j in jobs] + [0])
                 now = time.time()
                 for job in jobs:

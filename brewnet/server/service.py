@@ -25,14 +25,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from .errors import ApiError, FormErrors
 from .jobs import states
 from .jobs.jobdir import confine_server_path, job_dir, job_to_dict, write_job_json, write_json_atomic
 from .jobs.progress import metric_series, read_metrics, read_plan
 from .jobs.summaries import dataset_summary, epoch_of
 from .jobs.tasks import python_path, snapshots
+from .store.db import new_job_id
+from .store.jobstore import JobStore
 from .store.models import Job
 
 log = logging.getLogger("brewnet.server")
@@ -78,6 +78,7 @@ class Server:
     def __init__(self, config, db, scheduler, pool):
         self.config = config
         self.db = db
+        self.store = JobStore(db)
         self.scheduler = scheduler
         self.pool = pool
         self._files_lock = threading.Lock()      # model files written once (creation vs listener)
@@ -93,22 +94,14 @@ class Server:
 
     def list_jobs(self, kind: str | None = None) -> list[Job]:
         """Every job (of ``kind``), newest first."""
-        with self.db.session() as s:
-            q = select(Job).order_by(Job.created.desc(), Job.id.desc())
-            if kind is not None:
-                q = q.where(Job.kind == kind)
-            jobs = list(s.execute(q).scalars().all())
-            s.expunge_all()
-        return jobs
+        return self.store.list_jobs(kind)
 
     def get_job(self, job_id: str, kind: str | None = None) -> Job:
         """The job ``job_id`` (of ``kind`` when given), else ApiError 404 "Job not found"."""
         self._dir(job_id)  # an id not shaped like one is a 404 too
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None or (kind is not None and job.kind != kind):
-                raise ApiError(404, "Job not found")
-            s.expunge(job)
+        job = self.store.get_job(job_id)
+        if job is None or (kind is not None and job.kind != kind):
+            raise ApiError(404, "Job not found")
         return job
 
     def find_job(self, job_id: str) -> Job | None:
@@ -180,8 +173,6 @@ class Server:
     # ------------------------------------------------------------------ creation helpers
 
     def _new_dir(self) -> tuple[str, Path]:
-        from .store.db import new_job_id
-
         self.config.ensure_dirs()
         for _ in range(20):
             job_id = new_job_id()
@@ -190,9 +181,8 @@ class Server:
                 d.mkdir()
             except FileExistsError:
                 continue
-            with self.db.session() as s:
-                if s.get(Job, job_id) is None:
-                    return job_id, d
+            if self.store.get_job(job_id) is None:
+                return job_id, d
             shutil.rmtree(d, ignore_errors=True)
         raise ApiError(500, "could not allocate a job id")
 
@@ -257,11 +247,7 @@ class Server:
     def _insert(self, job: Job, jobdir: Path) -> None:
         """The row and job.json, one transaction (job.json written before the commit: a crash
         between leaves a directory recovery re-imports, never a row without its file)."""
-        with self.db.session() as s:
-            s.add(job)
-            s.flush()
-            write_job_json(jobdir, job)
-            s.expunge(job)
+        self.store.add_job(job, before_commit=lambda row: write_job_json(jobdir, row))
 
     @staticmethod
     def _owner(user) -> str | None:
@@ -379,11 +365,7 @@ class Server:
         return created   # as created (DIGITS answers "Initialized")
 
     def _remove_made(self, made: list[tuple[str, Path]]) -> None:
-        with self.db.session() as s:
-            for job_id, _ in made:
-                row = s.get(Job, job_id)
-                if row is not None:
-                    s.delete(row)
+        self.store.delete_jobs(job_id for job_id, _ in made)
         for _, d in made:
             shutil.rmtree(d, ignore_errors=True)
 
@@ -412,18 +394,21 @@ class Server:
                 self._set_error(job_id, f"could not write the model's files: {msg}")
 
     def _set_error(self, job_id: str, message: str) -> None:
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None or job.status in states.FINISHED:
-                return
+        def fail(job, s) -> bool:
+            if job.status in states.FINISHED:
+                return False
             now = _now()
             job.status_history = [list(x) for x in (job.status_history or [])] + [[states.ERROR, now]]
             job.status = states.ERROR
             job.error = message
             job.finished = now
             job.queue_seq = None
-            s.flush()
-            write_job_json(self._dir(job_id), job)
+            return True
+
+        def write(job, failed: bool) -> None:
+            if failed:
+                write_job_json(self._dir(job_id), job)
+        self.store.update_job(job_id, fail, before_commit=write)
 
     def _on_job_change(self, d: dict) -> None:
         """Scheduler listener: a dataset that became Done gets its waiting models' files written
@@ -433,19 +418,14 @@ class Server:
             self._aborting.discard(d.get("id"))
         if d.get("kind") != states.DATASET or d.get("status") != states.DONE:
             return
-        with self.db.session() as s:
-            ids = list(s.execute(select(Job.id).where(
-                Job.kind == states.MODEL, Job.dataset_id == d["id"],
-                Job.status.in_([states.INITIALIZED, states.WAITING]))).scalars().all())
+        ids = self.store.job_ids(states.MODEL, [states.INITIALIZED, states.WAITING], dataset_id=d["id"])
         for job_id in ids:
             self._ensure_model_files(job_id)
 
     def prepare_pending_models(self) -> None:
         """At start-up (before the scheduler runs): queued models of finished datasets that have
         no files yet (the server was killed between the two) get them."""
-        with self.db.session() as s:
-            ids = list(s.execute(select(Job.id).where(
-                Job.kind == states.MODEL, Job.status.in_([states.INITIALIZED, states.WAITING]))).scalars().all())
+        ids = self.store.job_ids(states.MODEL, [states.INITIALIZED, states.WAITING])
         for job_id in ids:
             self._ensure_model_files(job_id)
 
@@ -617,11 +597,7 @@ class Server:
         """Models that use a dataset job."""
         if job.kind != states.DATASET:
             return []
-        with self.db.session() as s:
-            rows = list(s.execute(select(Job).where(Job.kind == states.MODEL, Job.dataset_id == job.id)
-                                  .order_by(Job.created)).scalars().all())
-            s.expunge_all()
-        return rows
+        return self.store.jobs_of_dataset(states.MODEL, job.id)
 
     def delete(self, job_id: str, user, *, abort_running: bool = False) -> None:
         """Delete a job and its directory (a model's classify jobs with it).  Refused (403) for
@@ -642,10 +618,7 @@ class Server:
                                 + ", ".join(f'"{m.name}" ({m.id})' for m in deps))
         children = []
         if job.kind == states.MODEL:
-            with self.db.session() as s:
-                children = list(s.execute(select(Job).where(Job.kind == states.INFERENCE,
-                                                            Job.parent_id == job.id)).scalars().all())
-                s.expunge_all()
+            children = self.store.children(states.INFERENCE, job.id)
         targets = [*children, job]
         if abort_running:
             for j in targets:
@@ -691,10 +664,7 @@ class Server:
             os.rename(d, aside)
             moved = True
         try:
-            with self.db.session() as s:
-                row = s.get(Job, job_id)
-                if row is not None:
-                    s.delete(row)
+            self.store.delete_job(job_id)
         except BaseException:
             if moved:
                 os.rename(aside, d)
@@ -710,19 +680,17 @@ class Server:
         self._check_owner(user, job)
         if name is not None and not name.strip():
             raise FormErrors({"job_name": ["Name cannot be blank"]})
-        with self.db.session() as s:
-            row = s.get(Job, job_id)
-            if row is None:
-                raise ApiError(404, "Job not found")
+        def change(row, s) -> None:
             if name is not None:
                 row.name = name.strip()
             if notes is not None:
                 row.notes = notes
             if group is not None:
                 row.group_name = group.strip()
-            s.flush()
-            write_job_json(self._dir(job_id), row)
-            s.expunge(row)
+        row, _ = self.store.update_job(job_id, change,
+                                       before_commit=lambda row, _: write_job_json(self._dir(job_id), row))
+        if row is None:
+            raise ApiError(404, "Job not found")
         return row
 
     def bulk(self, action: str, job_ids: list[str], user, group: str | None = None) -> None:

@@ -276,7 +276,7 @@ async def create_token(request: Request, body: TokenCreate, user: User = Depends
     """A new API token for the caller; the answer is the only time the token is shown."""
     def make(s):
         token = auth.create_token(s, user, name=body.name, ttl_days=body.ttl_days)
-        row = auth._token_row(s, token)  # noqa: SLF001 - the row just made, found by its hash
+        row = auth.token_row(s, token)  # the row just made, found by its hash
         return token, token_out(row)
     token, out = await _db_call(request, make)
     return TokenCreated(token=token, **out.model_dump())
@@ -295,9 +295,7 @@ async def revoke_token(request: Request, token_id: int, user: User = Depends(sec
 @router.get("/api/v1/users", response_model=list[UserOut], tags=["accounts"])
 async def list_users(request: Request, admin: User = Depends(security.api_admin)):
     """Every user (admins only)."""
-    from sqlalchemy import select
-
-    users = await _db_call(request, lambda s: list(s.scalars(select(User).order_by(User.name))))
+    users = await _db_call(request, auth.list_users)
     return [user_out(u) for u in users]
 
 
@@ -325,7 +323,7 @@ async def delete_user(request: Request, name: str, admin: User = Depends(securit
         raise ApiError(400, "You cannot delete yourself")
 
     def remove(s):
-        s.delete(_named(s, name))
+        auth.delete_user(s, _named(s, name))
     await _db_call(request, remove)
     return Message(message=f"User {name} deleted.")
 
