@@ -1,8 +1,10 @@
 """The scheduler: a queue of jobs, resource slots, the steps' subprocesses, abort/resume and
 recovery after the server was killed.
 
-The database is the truth for every job's state; each change is one transaction, followed by an
-atomic rewrite of the job's ``job.json``.  The loop (an asyncio task, one tick every
+The database (queried through the job store, :class:`~brewnet.server.store.jobstore.JobStore`)
+is the truth for every job's state; each change is one transaction, followed by an atomic
+rewrite of the job's ``job.json``.  The scheduler knows no HTTP: a refused call raises a job
+error (``JobNotFound``, ``JobStateError``, ``JobRequestError``) that the routes answer.  The loop (an asyncio task, one tick every
 ``config.poll_interval_s``) polls the running steps with ``Popen.poll()`` (never blocking the
 event loop), updates progress and summaries (throttled to about once a second), finishes jobs
 whose last step ended and starts waiting jobs whose resources are free.
@@ -218,7 +220,8 @@ class Scheduler:
 
     def submit(self, job_id: str) -> None:
         """Queue an Initialized job (Initialized -> Waiting, at the end of the queue).  A job
-        already Waiting stays where it is (recovery may have queued it); other states are a 409."""
+        already Waiting stays where it is (recovery may have queued it); other states raise
+        JobStateError, an unknown job JobNotFound."""
         with self._lock:
             def go(job, s):
                 if job.status == states.WAITING:

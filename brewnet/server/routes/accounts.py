@@ -100,7 +100,7 @@ def token_out(row: ApiToken) -> TokenOut:
 
 async def _db_call(request: Request, fn, *args):
     """``fn(session, *args)`` in one transaction, in the thread pool."""
-    db = security._db(request)  # noqa: SLF001 - the module's own accessor
+    db = security.db_of(request)
 
     def run():
         with db.session() as s:
@@ -135,7 +135,7 @@ async def _read_login_form(request: Request) -> dict[str, str | None]:
     else:
         from ..formdata import read_form
 
-        form = await read_form(request, security._config(request))  # noqa: SLF001
+        form = await read_form(request, security.config_of(request))
         try:
             fields = {k: form.get(k) for k in ("username", "password", "next")}
         finally:
@@ -164,7 +164,7 @@ async def _login(request: Request, name: str | None, password: str | None):
     """(user, session cookie or None, csrf or None) of a login, or ApiError 400/401."""
     if not name:
         raise ApiError(400, "username is required", field="username")
-    config = security._config(request)  # noqa: SLF001
+    config = security.config_of(request)
     user = await _db_call(request, _local_login, name, config)
     if user is not None:
         return user, None, None
@@ -206,7 +206,7 @@ async def login(request: Request):
     if cookie is None:
         security.set_username_cookie(response, request, user.name)
     else:
-        security.set_session_cookie(response, request, cookie, security._config(request).session_hours)  # noqa: SLF001
+        security.set_session_cookie(response, request, cookie, security.config_of(request).session_hours)
         # a left-over DIGITS name must not outlive the switch to passwords
         response.delete_cookie(security.USERNAME_COOKIE, path="/")
     return response
@@ -240,7 +240,7 @@ async def api_login(request: Request, body: LoginRequest):
     if cookie is None:
         security.set_username_cookie(response, request, user.name)
     else:
-        security.set_session_cookie(response, request, cookie, security._config(request).session_hours)  # noqa: SLF001
+        security.set_session_cookie(response, request, cookie, security.config_of(request).session_hours)
     return response
 
 
@@ -256,8 +256,8 @@ async def api_logout(request: Request):
 @router.get("/api/v1/me", response_model=MeOut, tags=["accounts"])
 async def me(request: Request, user: User = Depends(security.require_user)):
     """Who the caller is, how they authenticated, and the session's CSRF token."""
-    local = await anyio.to_thread.run_sync(security.local_mode, security._db(request),  # noqa: SLF001
-                                           security._config(request))  # noqa: SLF001
+    local = await anyio.to_thread.run_sync(security.local_mode, security.db_of(request),
+                                           security.config_of(request))
     return MeOut(user=user_out(user), auth=request.state.auth_method,
                  csrf_token=getattr(request.state, "csrf_token", None), local_mode=local)
 

@@ -218,10 +218,10 @@ def _page_context(server, job) -> dict:
 
     summary = dict(job.summary or {})
     if not summary and job.status == states.DONE:
-        summary = dataset_summary(server._dir(job.id))
+        summary = dataset_summary(server.job_dir(job.id))
     deps = [{"id": m.id, "name": m.name, "status": m.status} for m in server.dependents(job)]
     spec = job.spec or {}
-    jobdir = server._dir(job.id)
+    jobdir = server.job_dir(job.id)
     lists = {}
     for key in ("train", "val", "test", "labels"):
         p = spec.get(f"textfile_{key}")
@@ -244,7 +244,7 @@ async def render_dataset(request: Request, job):
 
 def _dataset_dir(server, job_id: str) -> Path:
     job = server.get_job(job_id, states.DATASET)
-    return server._dir(job.id)
+    return server.job_dir(job.id)
 
 
 def _split_of(split: str) -> str:
