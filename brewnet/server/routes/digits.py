@@ -176,7 +176,7 @@ async def create_model(request: Request):
 
 async def _new_page(request: Request, kind: str):
     """The 'new job' page: the form's fields as plain inputs, filled from ``clone=<id>``."""
-    from ..service.control import read_form_file
+    from ..service.creation import read_form_file
 
     server = server_of(request)
     clone = request.query_params.get("clone")

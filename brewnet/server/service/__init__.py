@@ -6,7 +6,8 @@ routes only translate HTTP to these calls and back.  :class:`Server` is the one 
 use; its parts:
 
     lookups.py      JobLookups: jobs (through the job store), datasets' facts, snapshots, metrics, logs, files
-    control.py      JobControl: job creation from DIGITS' forms, abort/resume/clone/delete/edit/bulk
+    creation.py     JobCreation: dataset, model and inference jobs from DIGITS' forms, clones, model files
+    control.py      JobControl: abort, resume, clone, delete, edit, bulk; the scheduler's listener
     presenters.py   DigitsPresenters: DIGITS' JSON of jobs (model, dataset, status, index, tables)
     snapshots.py    SnapshotServices: classify-one and download archives of a model's snapshot
 """
