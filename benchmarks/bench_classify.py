@@ -199,7 +199,7 @@ def run_ours(loaded: LoadedBundle, sources, workers: int) -> tuple[float, float]
 
 # ----- peak memory ----------------------------------------------------------------------------------
 _CHILD = """import json, resource, sys
-from brewnet import cli
+from brewnet.commands import main as cli
 rc = cli.main(sys.argv[2:])
 kb = lambda who: resource.getrusage(who).ru_maxrss  # Linux: KB
 with open(sys.argv[1], "w") as f:

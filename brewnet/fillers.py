@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import NetError
+from .proto import caffe_pb2
 
 Shape = tuple[int, ...]
 
@@ -33,7 +34,6 @@ def _fan(shape: Shape, variance_norm: int) -> float:
 
 def constant_filler(value: float):
     """A FillerParameter ``constant value`` (Caffe layers build these when the user gives none)."""
-    from .proto import caffe_pb2
     return caffe_pb2.FillerParameter(type="constant", value=value)
 
 

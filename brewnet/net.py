@@ -1,8 +1,9 @@
 """The Net: a Caffe network for one phase, built from a NetParameter and run with PyTorch.
 
-Construction follows Caffe's Net::Init: layers are filtered by the NetState rules, each layer is
-set up in order with the shapes of its bottoms (so wiring and shape mistakes are reported before
-anything runs), parameters are shared by ``param { name }``, loss weights are assigned.
+Construction follows Caffe's Net::Init: layers are filtered by the NetState rules (net_state.py),
+a blob read by several layers gets a Split layer (net_splits.py), each layer is set up in order
+with the shapes of its bottoms (so wiring and shape mistakes are reported before anything runs),
+parameters are shared by ``param { name }``, loss weights are assigned.
 
 Running has two paths:
 
@@ -31,6 +32,8 @@ from . import formats, runtime, weights
 from .blob import Blob, ParamBlob, push_host_writes
 from .errors import NetError
 from .net_pycaffe import PycaffeNetMixin
+from .net_splits import insert_splits
+from .net_state import filter_net, state_for
 from .layers import layer_class
 from .layers.base import Layer
 from .layers.loss import raise_deferred_label_errors
@@ -55,97 +58,6 @@ CHANNELS_LAST_DEFAULT = True
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
-
-
-# ----- NetState rules (Caffe's Net::StateMeetsRule / FilterNet) ------------------------------
-def state_meets_rule(state, rule) -> bool:
-    if rule.HasField("phase") and rule.phase != state.phase:
-        return False
-    if rule.HasField("min_level") and state.level < rule.min_level:
-        return False
-    if rule.HasField("max_level") and state.level > rule.max_level:
-        return False
-    if any(s not in state.stage for s in rule.stage):
-        return False
-    if any(s in state.stage for s in rule.not_stage):
-        return False
-    return True
-
-
-def filter_net(net_param, state):
-    """The layers of ``net_param`` that the NetState includes (a new NetParameter)."""
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(net_param)
-    del out.layer[:]
-    for lp in net_param.layer:
-        if lp.include and lp.exclude:
-            raise NetError(f"layer '{lp.name}': specify either include or exclude rules, not both")
-        if lp.include:
-            keep = any(state_meets_rule(state, r) for r in lp.include)
-        else:
-            keep = not any(state_meets_rule(state, r) for r in lp.exclude)
-        if keep:
-            out.layer.add().CopyFrom(lp)
-    return out
-
-
-def _split_blob_name(layer: str, blob: str, top_index: int, k: int) -> str:
-    return f"{blob}_{layer}_{top_index}_split_{k}"
-
-
-def insert_splits(net_param):
-    """Caffe's InsertSplits: a top read by several bottoms (or read and used as a loss) gets a
-    Split layer, named as Caffe names it, so blob and layer names match pycaffe's."""
-    last_top: dict[str, tuple[int, int]] = {}
-    source: dict[tuple[int, int], tuple[int, int]] = {}
-    uses: dict[tuple[int, int], int] = {}
-    loss_weight: dict[tuple[int, int], float] = {}
-    for i, lp in enumerate(net_param.layer):
-        for j, b in enumerate(lp.bottom):
-            if b not in last_top:
-                continue  # the net reports the unknown bottom with the layer's name
-            source[(i, j)] = last_top[b]
-            uses[last_top[b]] = uses.get(last_top[b], 0) + 1
-        for j, t in enumerate(lp.top):
-            last_top[t] = (i, j)
-        for j in range(min(len(lp.loss_weight), len(lp.top))):
-            idx = last_top[lp.top[j]]
-            loss_weight[idx] = lp.loss_weight[j]
-            if lp.loss_weight[j]:
-                uses[idx] = uses.get(idx, 0) + 1
-    if all(n <= 1 for n in uses.values()):
-        return net_param
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(net_param)
-    del out.layer[:]
-    next_split: dict[tuple[int, int], int] = {}
-    names = [lp.name for lp in net_param.layer]
-    for i, src_lp in enumerate(net_param.layer):
-        lp = out.layer.add()
-        lp.CopyFrom(src_lp)
-        for j in range(len(lp.bottom)):
-            idx = source.get((i, j))
-            if idx is not None and uses.get(idx, 0) > 1:
-                k = next_split.get(idx, 0)
-                next_split[idx] = k + 1
-                lp.bottom[j] = _split_blob_name(names[idx[0]], lp.bottom[j], idx[1], k)
-        for j, top in enumerate(src_lp.top):
-            n = uses.get((i, j), 0)
-            if n <= 1:
-                continue
-            split = out.layer.add()
-            split.name = f"{top}_{names[i]}_{j}_split"
-            split.type = "Split"
-            split.bottom.append(top)
-            split.top.extend(_split_blob_name(names[i], top, j, k) for k in range(n))
-            if src_lp.HasField("phase"):
-                split.phase = src_lp.phase
-            w = loss_weight.get((i, j), 0.0)
-            if w:
-                split.loss_weight.extend([w] + [0.0] * (n - 1))
-                del lp.loss_weight[:]
-                next_split[(i, j)] = next_split.get((i, j), 0) + 1
-    return out
 
 
 def _load_net_param(model) -> caffe_pb2.NetParameter:
@@ -175,15 +87,7 @@ class Net(PycaffeNetMixin):
             else:
                 raise TypeError(f"Net(): unexpected argument {a!r}")
         net_param = _load_net_param(model)
-        state = caffe_pb2.NetState()
-        state.CopyFrom(net_param.state)
-        if phase is not None:
-            state.phase = phase
-        elif not net_param.state.HasField("phase"):
-            raise TypeError("Net(): give a phase (brewnet.TRAIN or brewnet.TEST)")
-        if level:
-            state.level = level
-        state.stage.extend(s for s in stages if s not in state.stage)
+        state = state_for(net_param, phase, level, stages)
         self.phase: int = state.phase
         self.state = state
         self.name: str = net_param.name

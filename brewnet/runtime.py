@@ -7,7 +7,10 @@ import time
 
 import torch
 
-_state = {"device": "cpu", "seed": None, "tf32": False}
+from .errors import BrewnetError
+
+#: the settings, and the handler init_log installed on the "brewnet" logger (replaced by the next call)
+_state = {"device": "cpu", "seed": None, "tf32": False, "log_handler": None}
 
 
 def set_mode_cpu() -> None:
@@ -16,7 +19,6 @@ def set_mode_cpu() -> None:
 
 def set_mode_gpu() -> None:
     if not torch.cuda.is_available():
-        from .errors import BrewnetError
         raise BrewnetError("set_mode_gpu: CUDA is not available on this machine (torch.cuda.is_available() is False)")
     _state["device"] = f"cuda:{torch.cuda.current_device()}"
     apply_cuda_math()
@@ -72,18 +74,16 @@ def init_log(level: int = 0, stderr: bool = True) -> None:
     """pycaffe's ``caffe.init_log([level[, stderr]])``: show brewnet's log messages from glog
     severity ``level`` on (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL), on stderr (else stdout)."""
     if level not in _GLOG_LEVELS:
-        from .errors import BrewnetError
         raise BrewnetError(f"init_log: level must be 0 (INFO) to 3 (FATAL), got {level!r}")
     logger = logging.getLogger("brewnet")
     logger.setLevel(_GLOG_LEVELS[level])
-    handler = getattr(init_log, "_handler", None)
-    if handler is not None:
-        logger.removeHandler(handler)
+    if _state["log_handler"] is not None:
+        logger.removeHandler(_state["log_handler"])
     handler = logging.StreamHandler(sys.stderr if stderr else sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
-    init_log._handler = handler
+    _state["log_handler"] = handler
 
 
 def log(message: str) -> None:

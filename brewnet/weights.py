@@ -4,7 +4,8 @@ CopyTrainedLayersFrom) and Caffe's HDF5 weight files (``Net::ToHDF5`` / ``CopyTr
 Unlike Caffe, which stops at the first mismatch, every problem is collected and reported in one
 error grouped by kind, and layers that are only on one side are listed in the returned report.
 The functions take any net with ``layers``, ``layer_dict``, ``caffe_params`` and ``name`` (a
-``brewnet.Net``); this module does not import the net module.
+``brewnet.Net``); this module does not import the net module.  :func:`weight_arrays` gives a
+caffemodel's blobs as arrays by layer name (for lint and the dialect conversion).
 """
 from __future__ import annotations
 
@@ -35,6 +36,17 @@ class LoadReport:
     def __repr__(self) -> str:
         return (f"<LoadReport copied={len(self.copied)} ignored={self.ignored} "
                 f"missing={self.missing} notes={len(self.notes)}>")
+
+
+def weight_arrays(weights: caffe_pb2.NetParameter | None) -> dict[str, tuple[list[np.ndarray], object]]:
+    """{layer name: (blob arrays, the caffemodel's LayerParameter)} of layers with blobs."""
+    out = {}
+    if weights is None:
+        return out
+    for lp in weights.layer:
+        if len(lp.blobs) and lp.name not in out:
+            out[lp.name] = ([formats.blob_to_array(b) for b in lp.blobs], lp)
+    return out
 
 
 def load_weights(net, net_param, source: str = "<caffemodel>") -> LoadReport:

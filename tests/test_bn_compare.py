@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from brewnet.formats import net_from_text
-from brewnet.metrics import MetricsWriter, read_metrics
+from brewnet.reporting.metrics import MetricsWriter, read_metrics
 from brewnet.proto import caffe_pb2
 from brewnet.solver import SGDSolver
 
@@ -98,7 +98,7 @@ def test_no_moving_bn_record_without_recalibration_or_with_compare_off(tmp_path)
 
 @pytest.mark.parametrize("compare", ["on", "off"])
 def test_train_flag(tmp_path, compare):
-    from brewnet.cli import main
+    from brewnet.commands.main import main
 
     (tmp_path / "net.prototxt").write_text(NET)
     (tmp_path / "solver.prototxt").write_text(

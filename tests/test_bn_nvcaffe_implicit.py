@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import brewnet
-from brewnet import cli, formats
+from brewnet import formats
+from brewnet.commands import main as cli
 from brewnet.batchnorm.lint import apply_fixes, lint
 from brewnet.errors import NetError
 from brewnet.proto import caffe_pb2

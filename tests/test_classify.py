@@ -398,7 +398,7 @@ def test_cli_top_images_writes_grids_and_json(picture_set, tmp_path):
 
 
 def test_argument_mistakes_are_brewnet_errors(tmp_path):
-    from brewnet import cli
+    from brewnet.commands import main as cli
     bundle = make_bundle(tmp_path / "b")
     assert cli.main(["classify", "-bundle", bundle]) == 1  # nothing to classify
     assert cli.main(["classify", "-bundle", bundle, "x.png", "-lmdb", "db"]) == 1

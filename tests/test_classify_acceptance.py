@@ -131,7 +131,7 @@ def test_classify_lmdb_matches_the_logged_accuracy_and_the_files_match_the_lmdb(
 def test_bundle_net_onnx_and_pytorch_exports_give_the_same_scores(trained):
     import torch
 
-    from brewnet.export import export_onnx, load_pytorch, run_onnx, save_pytorch
+    from brewnet.convert.pytorch_onnx import export_onnx, load_pytorch, run_onnx, save_pytorch
     from brewnet.inference.loaded import LoadedBundle
     from brewnet.inference.sources import sources_from_folder
 

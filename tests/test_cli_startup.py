@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from brewnet.cli import VERBS
+from brewnet.commands.main import VERBS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "brewnet"
 
@@ -34,7 +34,7 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("argv", [["--help"], *[[verb, "--help"] for verb in VERBS],
                                   ["train", "-no_such_flag"], ["convert", "-to", "nowhere"]])
 def test_help_and_argument_errors_do_not_import_torch(argv):
-    code = ("import sys\nfrom brewnet import cli\ntry:\n    cli.main(sys.argv[1:])\n"
+    code = ("import sys\nfrom brewnet.commands import main as cli\ntry:\n    cli.main(sys.argv[1:])\n"
             "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "torch imported: False", proc.stdout + proc.stderr

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import brewnet
-from brewnet import cli, formats
-from brewnet.metrics import read_metrics
+from brewnet import formats
+from brewnet.commands import main as cli
+from brewnet.reporting.metrics import read_metrics
 from brewnet.proto import caffe_pb2
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import brewnet
-from brewnet import cli, formats
-from brewnet.batchnorm import dialect
+from brewnet import formats
+from brewnet.commands import main as cli
+from brewnet.convert import dialects as dialect
 from brewnet.proto import caffe_pb2
 from numeric import assert_close_f32
 
@@ -168,7 +169,7 @@ def test_fieldless_prototxt_with_nvcaffe_014_weights_takes_their_scale_bias(tmp_
 
 
 def test_pytorch_export_reloads_identically(bvlc_model, tmp_path, capsys):
-    from brewnet.export import load_pytorch
+    from brewnet.convert.pytorch_onnx import load_pytorch
     model, weights = bvlc_model
     prefix = str(tmp_path / "m")
     assert cli.main(["convert", "-model", model, "-weights", weights, "-to", "pytorch", "-output", prefix]) == 0
@@ -186,7 +187,7 @@ def test_pytorch_export_reloads_identically(bvlc_model, tmp_path, capsys):
 
 def test_onnx_export_checked_and_numerically_equal(bvlc_model, tmp_path, capsys):
     import onnx
-    from brewnet.export import run_onnx
+    from brewnet.convert.pytorch_onnx import run_onnx
     model, weights = bvlc_model
     prefix = str(tmp_path / "m")
     assert cli.main(["convert", "-model", model, "-weights", weights, "-to", "onnx", "-output", prefix]) == 0

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import brewnet
-from brewnet import cli
+from brewnet.commands import main as cli
 import test_golden
 import test_solver_golden
 

@@ -290,7 +290,7 @@ layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: 
 
 
 def test_cli_train_augment_flag_reaches_the_train_data_layer(tmp_path, monkeypatch, capsys):
-    from brewnet import cli
+    from brewnet.commands import main as cli
 
     images = _lmdb(tmp_path / "db")
     _solver(tmp_path, tmp_path / "db")

@@ -11,7 +11,7 @@ from PIL import Image
 
 import brewnet
 from brewnet import formats
-from brewnet.cli import main
+from brewnet.commands.main import main
 from brewnet.data import DataError
 from brewnet.data.builder import create_dataset, three_way_split
 from brewnet.data.idx import write_idx

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from brewnet import formats
-from brewnet.cli import main
+from brewnet.commands.main import main
 from brewnet.data import DataError
 from brewnet.data.builder import create_dataset
 from brewnet.data.lmdb_io import read_datums

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # imported inside try/except ImportError with a working fallback, so optional on purpose
 OPTIONAL = {
-    "onnxruntime": "export.run_onnx falls back to onnx's reference evaluator",
+    "onnxruntime": "convert.pytorch_onnx.run_onnx falls back to onnx's reference evaluator",
     "selective_search_ijcv_with_python": "Detector.detect_selective_search needs Caffe's external "
                                          "MATLAB wrapper (not on PyPI); without it a clear error",
 }
@@ -87,7 +87,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, Block())
 import brewnet
-from brewnet.cli import main
+from brewnet.commands.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -114,7 +114,7 @@ def test_the_engine_works_without_the_server_stack_and_serve_says_what_to_instal
 
 
 def test_optional_imports_are_really_guarded():
-    export = (ROOT / "brewnet" / "export.py").read_text()
+    export = (ROOT / "brewnet" / "convert" / "pytorch_onnx.py").read_text()
     assert "import onnxruntime" in export and "except ImportError" in export
     detector = (ROOT / "brewnet" / "pycaffe" / "detector.py").read_text()
     assert "SELECTIVE_SEARCH_MODULE" in detector and "ImportError" in detector

@@ -22,7 +22,8 @@ from google.protobuf import text_format
 from PIL import Image
 
 import brewnet
-from brewnet import cli, formats
+from brewnet import formats
+from brewnet.commands import main as cli
 from brewnet.data.builder import create_dataset
 from brewnet.data.image import decode_datum_image
 from brewnet.data.lmdb_io import read_datums
@@ -32,7 +33,7 @@ from brewnet.inference.loaded import LoadedBundle
 from brewnet.inference.deploy import write_bundle
 from brewnet.inference.deploy_net import deploy_net_param
 from brewnet.inference.preprocess_spec import preprocess_spec
-from brewnet.metrics import read_metrics
+from brewnet.reporting.metrics import read_metrics
 from brewnet.proto import caffe_pb2
 import digits_examples
 from numeric import assert_close_f32

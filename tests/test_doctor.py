@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import brewnet
-from brewnet import cli, formats
+from brewnet import formats
+from brewnet.commands import main as cli
 from brewnet.batchnorm import doctor
 from brewnet.proto import caffe_pb2
 

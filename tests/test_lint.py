@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from brewnet import cli, formats
+from brewnet import formats
+from brewnet.commands import main as cli
 from brewnet.batchnorm.lint import apply_fixes, lint
 
 ROOT = Path(__file__).resolve().parents[1]

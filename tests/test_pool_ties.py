@@ -337,7 +337,7 @@ def test_onnx_export_keeps_caffes_start_value(tmp_path):
     """The exported graph computes the same tops, -FLT_MAX windows included (ONNX has no
     threshold operator; the export takes an equivalent where)."""
     pytest.importorskip("onnx")
-    from brewnet.export import export_onnx, run_onnx
+    from brewnet.convert.pytorch_onnx import export_onnx, run_onnx
     text = ('name: "onnx_pool"\n'
             'layer { name: "in" type: "Input" top: "x" '
             'input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }\n'

@@ -7,9 +7,9 @@ import json
 import numpy as np
 from PIL import Image
 
-from brewnet.cli import main
-from brewnet.data.progress import Progress
-from brewnet.progress_file import ENV, ProgressFile, from_env, read_progress_file
+from brewnet.commands.main import main
+from brewnet.reporting.task_progress import Progress
+from brewnet.reporting.progress_file import ENV, ProgressFile, from_env, read_progress_file
 
 
 class FakeClock:

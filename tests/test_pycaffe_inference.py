@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import brewnet
-from brewnet import cli
+from brewnet.commands import main as cli
 from brewnet.pycaffe import io as caffe_io
 from brewnet.errors import BrewnetError, NetError
 from brewnet.pycaffe.classifier import Classifier
@@ -503,7 +503,7 @@ def test_draw_without_graphviz_says_so_in_one_line(tmp_path, capsys, monkeypatch
 
 
 def test_draw_command_line_exit_status(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "brewnet.cli", "draw", "-model",
+    proc = subprocess.run([sys.executable, "-m", "brewnet.commands.main", "draw", "-model",
                            str(tmp_path / "nowhere.prototxt"), "-output", str(tmp_path / "x.png")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1

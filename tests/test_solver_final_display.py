@@ -17,7 +17,7 @@ import brewnet
 from brewnet.data.lmdb_io import DatumWriter
 from brewnet.formats import net_from_text
 from brewnet.pycaffe.io import array_to_datum
-from brewnet.metrics import MetricsWriter, read_metrics
+from brewnet.reporting.metrics import MetricsWriter, read_metrics
 from brewnet.proto import caffe_pb2
 from brewnet.solver import SGDSolver
 from numeric import assert_close_f32

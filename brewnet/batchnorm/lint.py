@@ -33,8 +33,10 @@ from typing import Callable
 from ..errors import NetError
 from ..formats.batchnorm_layouts import (CUDNN_MIN_EPS, LAYOUT_BLOBS, NVCAFFE_014_CUDNN_EPS, declares_scale_bias,
                                          detect, implicit_scale_bias, nvcaffe_dialect)
+from ..layers import is_data_layer
+from ..net_state import layer_phases
 from ..proto import caffe_pb2
-from .dialect import has_scale_bias, layer_phases, weight_arrays
+from ..weights import weight_arrays
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 CUDNN = caffe_pb2.BatchNormParameter.CUDNN
@@ -46,7 +48,9 @@ RULES = {
 }
 PARAM_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU",
                "Embed", "Parameter", "LSTM", "RNN"}
-DATA_TYPES = {"Data", "ImageData", "WindowData", "MemoryData", "AnnotatedData"}
+#: data layers whose transform_param is not preprocessing a deploy net repeats (BN009): HDF5Data
+#: refuses one, DummyData and Input read nothing, VideoData is a camera's
+NO_DEPLOY_TRANSFORM = frozenset({"HDF5Data", "DummyData", "Input", "VideoData"})
 NOISY_WINDOW = 10  # iterations: fewer and the running statistics are dominated by a few batches
 # A window longer than a fifth of the run averages activations of weights long gone. Measured on
 # LeNet-BN / Fashion-MNIST (base_lr 0.05, poly, 4220 iterations): maf 0.999 (window 1000) gave
@@ -193,7 +197,8 @@ def lint(net: caffe_pb2.NetParameter, text: str | None = None, phase: int | None
                 other = layers[trainers[0]].type
                 add("BN005", "error", i, f"the TRAIN layer named '{lp.name}' is a {other}, this TEST one a "
                     f"{lp.type}: their parameters cannot be shared", "use the same layer type in both phases")
-        if deploy is not None and lp.type in DATA_TYPES and lp.HasField("transform_param"):
+        if deploy is not None and is_data_layer(lp.type) and lp.type not in NO_DEPLOY_TRANSFORM \
+                and lp.HasField("transform_param"):
             _deploy_rule(add, layers, i, lp, deploy)
     # BN009 once per distinct transform
     out, done = [], set()
@@ -210,7 +215,7 @@ def _bn_rules(add, layers, i, lp, phases, max_iter, target, file_blobs=None):
     p = lp.batch_norm_param
     nv = nvcaffe_dialect(lp)
     cudnn = p.engine == CUDNN or (target == "nvcaffe-0.14" and p.engine == 0)
-    affine = has_scale_bias(lp) or (nv and p.HasField("engine")) or target == "nvcaffe-0.14"
+    affine = declares_scale_bias(lp) or (nv and p.HasField("engine")) or target == "nvcaffe-0.14"
     first = next(k for k in range(len(layers)) if layers[k].name == lp.name)
 
     # BN010: the caffemodel's scale/bias that the prototxt leaves implicit (once per layer name)
@@ -261,7 +266,7 @@ def _bn_rules(add, layers, i, lp, phases, max_iter, target, file_blobs=None):
                 "frozen statistics)", "remove use_global_stats (it defaults to phase == TEST)", _fix_ugs)
 
     # BN006: BVLC BatchNorm without Scale (reported once per layer name)
-    if not has_scale_bias(lp) and not (nv and p.HasField("engine")) and not file_affine and lp.top \
+    if not declares_scale_bias(lp) and not (nv and p.HasField("engine")) and not file_affine and lp.top \
             and first == i:
         nxt = next(_readers_after(layers, i, lp.top[0], skip_name=lp.name), None)
         if nxt is None or layers[nxt].type != "Scale":
@@ -314,7 +319,7 @@ def _implicit_rule(add, i, lp, arrays, src) -> bool:
         add("BN010", "error", i, f"the caffemodel's blobs for this layer are no BatchNorm layout brewnet "
             f"knows: {e}", "load the caffemodel that goes with this prototxt")
         return False
-    if info.scale is None or has_scale_bias(lp):
+    if info.scale is None or declares_scale_bias(lp):
         return False
     what = f"the caffemodel's BatchNorm is {info.layout} {LAYOUT_BLOBS[info.layout]}"
     why = implicit_scale_bias(info, lp, src)

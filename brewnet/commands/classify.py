@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import flag
 
 #: per-image predictions are printed for at most this many images
 PRINT_LIMIT = 50
@@ -118,7 +118,7 @@ def _visualize(loaded, args) -> None:
 
 
 def run(args) -> int:
-    from ..data.progress import Progress
+    from ..reporting.task_progress import Progress
     from ..inference.classify import classify
     from ..inference.loaded import LoadedBundle
     from ..inference.results import TopImages

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import flag
 
 TARGETS = ("bvlc", "nvcaffe", "pytorch", "onnx")
 
@@ -43,7 +43,7 @@ def check_caffe_pair(model_a, weights_a, model_b, weights_b, seed: int = 0,
     """Outputs of two Caffe models on the same random input (TEST phase, float64 by default)."""
     import torch
 
-    from ..export import NetModule, compare, random_inputs
+    from ..convert.pytorch_onnx import NetModule, compare, random_inputs
     dtype = dtype or torch.float64
     a = NetModule(_build(model_a, weights_a, dtype), "all")
     b = NetModule(_build(model_b, weights_b, dtype), "all")
@@ -63,7 +63,7 @@ def run(args) -> int:
 
     from .. import formats
 
-    from ..batchnorm import dialect
+    from ..convert import dialects as dialect
     prefix = args.output
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     if args.to in ("bvlc", "nvcaffe"):
@@ -84,11 +84,11 @@ def run(args) -> int:
             return 0
         _report("check (TEST phase, float64, random input)", diffs)
         return 0
-    from ..export import compare, export_onnx, load_pytorch, random_inputs, run_onnx, save_pytorch
+    from ..convert.pytorch_onnx import compare, export_onnx, load_pytorch, random_inputs, run_onnx, save_pytorch
     net = _build(args.model, args.weights)
     if args.to == "pytorch":
         module = save_pytorch(net, prefix + ".pt")
-        print(f"wrote {prefix}.pt (state_dict + prototxt; brewnet.export.load_pytorch rebuilds the module)")
+        print(f"wrote {prefix}.pt (state_dict + prototxt; brewnet.convert.pytorch_onnx.load_pytorch rebuilds the module)")
         loaded = load_pytorch(prefix + ".pt")
         inputs = random_inputs(module, args.seed)
         with torch.no_grad():

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from ..cli import flag
 from ..errors import DataError
+from .shared_flags import flag
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -13,8 +13,8 @@ import logging
 import os
 import time
 
-from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import flag
 
 log = logging.getLogger("brewnet")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 
-from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import flag
 
 
 def add_arguments(parser) -> None:

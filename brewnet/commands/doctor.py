@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import flag
 
 
 def add_arguments(p) -> None:

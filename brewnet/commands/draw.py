@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import flag
 
 RANKDIRS = ("LR", "TB", "BT", "RL")
 PHASES = ("TRAIN", "TEST", "ALL")

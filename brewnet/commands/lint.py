@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli import flag
+from .shared_flags import flag
+
 
 
 def add_arguments(p) -> None:

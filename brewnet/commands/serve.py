@@ -20,8 +20,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli import flag
 from ..errors import BrewnetError
+from .shared_flags import flag
 
 
 def add_arguments(p) -> None:

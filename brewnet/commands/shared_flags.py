@@ -1,21 +1,27 @@
-"""The ``-gpu`` and speed flags that ``train``, ``test``, ``time`` and ``demo`` share: their
-argparse definitions and what they do to nets and the process.
+"""What the verbs share: :func:`flag` (Caffe's ``-flag`` spelling, every verb), and the ``-gpu``
+and speed flags that ``train``, ``test``, ``time`` and ``demo`` take: their argparse definitions
+and what they do to nets and the process.
 
-Not a verb (brewnet/cli.py lists the verbs); commands import this module, never each other.
+Not a verb (brewnet/commands/main.py lists the verbs); commands import this module, never each other.
 torch is imported inside the functions, so building the parser costs nothing.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import TYPE_CHECKING
 
-from ..cli import flag
 from ..errors import BrewnetError
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger("brewnet")
+
+
+def flag(parser: argparse.ArgumentParser, name: str, **kwargs):
+    """Add an option accepted as both -name and --name (Caffe's gflags style)."""
+    return parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)
 
 
 def add_speed_flags(parser) -> None:

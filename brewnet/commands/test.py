@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 
-from ..cli import flag
 from ..errors import BrewnetError
-from .shared_flags import add_speed_flags, apply_speed_flags, device_from_flag
+from ..reporting.caffe_log import caffe_float
+from .shared_flags import add_speed_flags, flag, apply_speed_flags, device_from_flag
 
 log = logging.getLogger("brewnet")
 
@@ -26,10 +26,6 @@ def add_arguments(parser) -> None:
     flag(parser, "level", type=int, default=0, help="NetState level")
     flag(parser, "stage", default="", help="NetState stages, comma separated")
     add_speed_flags(parser)
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.6g}"
 
 
 def run(args) -> int:
@@ -63,17 +59,17 @@ def run(args) -> int:
             vals = [outs[n].detach().reshape(-1).double().cpu() for n in net.outputs]
             for name, v in zip(net.outputs, vals):
                 for x in v.tolist():
-                    log.info("Batch %d, %s = %s", i, name, _fmt(x))
+                    log.info("Batch %d, %s = %s", i, name, caffe_float(x))
             if sums is None:
                 sums = [v.clone() for v in vals]
             else:
                 for s, v in zip(sums, vals):
                     s.add_(v)
-    print(f"Loss: {_fmt(loss_total / args.iterations)}")
+    print(f"Loss: {caffe_float(loss_total / args.iterations)}")
     weights = net.blob_loss_weights
     for name, s in zip(net.outputs, sums or []):
         w = weights.get(name, 0.0)
         for mean in (s / args.iterations).tolist():
-            extra = f" (* {_fmt(w)} = {_fmt(w * mean)} loss)" if w else ""
-            print(f"{name} = {_fmt(mean)}{extra}")
+            extra = f" (* {caffe_float(w)} = {caffe_float(w * mean)} loss)" if w else ""
+            print(f"{name} = {caffe_float(mean)}{extra}")
     return 0

@@ -20,9 +20,8 @@ import logging
 import os
 import time
 
-from ..cli import flag
 from ..errors import BrewnetError
-from .shared_flags import add_speed_flags
+from .shared_flags import add_speed_flags, flag
 
 log = logging.getLogger("brewnet")
 

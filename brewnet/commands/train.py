@@ -8,9 +8,9 @@
 
 The log is Caffe's (``Iteration 100, lr = 0.01``, ``Iteration 100 (...), loss = 0.53``,
 ``Iteration 100, Testing net (#0)``, ``Test net output #0: accuracy = 0.87``); the same numbers go
-to ``<snapshot_prefix>_metrics.jsonl`` as JSON lines (see brewnet.metrics).  A progress bar is
+to ``<snapshot_prefix>_metrics.jsonl`` as JSON lines (see brewnet.reporting.metrics).  A progress bar is
 drawn on stderr when it is a terminal, and progress lines go to ``$BREWNET_PROGRESS_FILE`` when
-it is set (brewnet.progress_file: task "train", done = iteration, total = max_iter).
+it is set (brewnet.reporting.progress_file: task "train", done = iteration, total = max_iter).
 
 Data-parallel training (brewnet.distributed): ``-gpu 0,1`` (or ``all``) starts one process per
 GPU, ``-cpu_procs K`` K CPU processes (gloo); ``torchrun --nnodes N --nproc-per-node M -m brewnet
@@ -34,10 +34,9 @@ import os
 import signal
 import sys
 
-from ..cli import flag
-from ..progress_bar import TerminalProgress
 from ..errors import BrewnetError
-from .shared_flags import add_speed_flags, apply_speed_flags, gpu_ids_from_flag
+from ..reporting.progress_bar import TerminalProgress
+from .shared_flags import add_speed_flags, apply_speed_flags, flag, gpu_ids_from_flag
 
 log = logging.getLogger("brewnet")
 
@@ -121,7 +120,7 @@ class _Signals:
 
 class _ProgressLines:
     """``$BREWNET_PROGRESS_FILE`` lines for the solver's progress callback: task "train", done =
-    the iteration, total = max_iter (brewnet.progress_file throttles them); chains to the
+    the iteration, total = max_iter (brewnet.reporting.progress_file throttles them); chains to the
     terminal bar when there is one."""
 
     def __init__(self, file, max_iter: int, then=None):
@@ -247,7 +246,7 @@ def _share_cpu_threads(device) -> None:
 def _train(args, param, device, rank: int) -> int:
     import torch
 
-    from ..metrics import MetricsWriter
+    from ..reporting.metrics import MetricsWriter
     from ..solver import solver_class
     from .. import distributed
     from ..solver.distributed import DataParallel
@@ -281,7 +280,7 @@ def _train(args, param, device, rank: int) -> int:
         solver.progress = progress
         for h in logging.getLogger().handlers:
             h.addFilter(progress.filter)
-    from ..progress_file import from_env
+    from ..reporting.progress_file import from_env
     pfile = from_env() if rank == 0 else None
     if pfile is not None:
         lines = _ProgressLines(pfile, solver.param.max_iter, then=progress)

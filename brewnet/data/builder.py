@@ -51,7 +51,7 @@ from .image import RESIZE_MODES, digits_resize, encode_image
 from .idx import find_idx_sets, load_idx_set
 from .labels import read_labels, write_labels
 from .lmdb_io import DatumWriter
-from .progress import Progress
+from ..reporting.task_progress import Progress
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif", ".webp")
 SPLITS = ("train", "val", "test")
@@ -393,7 +393,7 @@ class DatasetBuilder:
         self.shape_from = None
         counts: dict[str, dict[str, int]] = {}
         mean_sum = None
-        from ..progress_file import from_env
+        from ..reporting.progress_file import from_env
         announce = from_env()
         if announce is not None:
             # every split's total up front, so that a reader's done/total over the tasks does not

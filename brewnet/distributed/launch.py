@@ -65,7 +65,7 @@ class _Screen:
     """The ranks' lines and, on a terminal, rank 0's progress bar under them."""
 
     def __init__(self, out, progress_path: str | None, bar_stream=None):
-        from ..progress_bar import TerminalProgress
+        from ..reporting.progress_bar import TerminalProgress
 
         self.out = out
         self.lock = threading.Lock()
@@ -94,7 +94,7 @@ class _Screen:
         if self.bar is None or time.monotonic() < self.next_look:
             return
         self.next_look = time.monotonic() + 0.25
-        from ..progress_file import read_progress_file
+        from ..reporting.progress_file import read_progress_file
         try:
             rows = [r for r in read_progress_file(self.progress_path) if r.get("task") == "train"]
         except (OSError, ValueError):
@@ -155,7 +155,7 @@ def run_ranks(argv: list[str], world: int, grace_s: float = 10.0, hang_timeout_s
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                 LOCAL_WORLD_SIZE=str(world), GROUP_RANK="0", PYTHONUNBUFFERED="1",
                 **{HEARTBEAT_ENV: beats})
-    from ..progress_file import ENV as PROGRESS_ENV
+    from ..reporting.progress_file import ENV as PROGRESS_ENV
     progress_path = None
     if sys.stderr.isatty() and not os.environ.get(PROGRESS_ENV):  # rank 0 reports, we draw
         progress_path = base[PROGRESS_ENV] = os.path.join(beats, "progress.jsonl")

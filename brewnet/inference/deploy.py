@@ -22,7 +22,7 @@ from typing import Sequence
 
 from .. import __version__, formats
 from ..data.labels import read_labels, write_labels
-from ..metrics import read_metrics
+from ..reporting.metrics import read_metrics
 from .bake import bake_bundle
 from .bundle import FILES, Bundle, DeployError
 from .deploy_net import build_deploy, deploy_caffemodel, to_bvlc_batchnorm, trained_net

@@ -8,7 +8,7 @@ the logits its ``SoftmaxWithLoss`` read (an existing Softmax output is kept inst
 rules and NVCaffe-only fields dropped, so that real BVLC Caffe parses it; an NVCaffe BatchNorm
 becomes BVLC BatchNorm + Scale with the weights.
 
-brewnet.net, brewnet.layers and brewnet.batchnorm.dialect import torch: they are imported where
+brewnet.net, brewnet.layers and brewnet.convert.dialects import torch: they are imported where
 used, so that importing this module does not.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 from typing import Sequence
 
 from ..formats.batchnorm_layouts import nvcaffe_dialect
+from ..net_state import filter_net
 from ..proto import caffe_pb2
 from ..weights import load_weights
 from .bundle import DeployError
@@ -27,7 +28,7 @@ log = logging.getLogger("brewnet")
 #: fields of our schema that BVLC Caffe's does not have, by message (checked against BVLC's
 #: schema by tests/test_deploy.py). BVLC Caffe refuses a prototxt that names any of them.
 #: BatchNormParameter's (scale_bias, fillers, engine) are not simply dropped: the layer is
-#: converted to BVLC BatchNorm + Scale (brewnet.batchnorm.dialect.to_bvlc).
+#: converted to BVLC BatchNorm + Scale (brewnet.convert.dialects.to_bvlc).
 NVCAFFE_ONLY = {
     "NetParameter": ("default_forward_type", "default_backward_type", "default_forward_math",
                      "default_backward_math", "global_grad_scale", "global_grad_scale_adaptive",
@@ -81,14 +82,13 @@ def _strip_nvcaffe(msg, notes: list[str], where: str) -> None:
 
 def fresh_name(base: str, taken: set[str]) -> str:
     """``base``, or ``base_2``, ``base_3``, ...: the first not in ``taken`` (new layers and blobs)."""
-    from ..batchnorm.dialect import unique_name  # torch
+    from ..convert.dialects import unique_name  # torch
     return unique_name(base, taken, sep="_")
 
 
 def build_deploy(a: Analysis) -> tuple[caffe_pb2.NetParameter, dict]:
     """The deploy NetParameter (BatchNorm left in the train_val's dialect) and its blobs:
     {"input": the Input's top, "outputs": the kept outputs, "output": the main one}."""
-    from ..net import filter_net  # torch
     notes = a.notes
     net = filter_net(a.train_val, phase_test_state([DEPLOY_STAGE]))
     layers = list(net.layer)
@@ -258,7 +258,7 @@ def trained_net(model: caffe_pb2.NetParameter, weights, source: str):
 def to_bvlc_batchnorm(model, net, source: str, notes: list[str]):
     """(model, caffemodel NetParameter): NVCaffe BatchNorm layers (by the prototxt, or by the
     layout found in the weights) as BVLC BatchNorm + Scale; unchanged when there are none."""
-    from ..batchnorm.dialect import to_bvlc  # torch
+    from ..convert.dialects import to_bvlc  # torch
     own = {layer.name: layer.param for layer in net.layers}
     if not any(lp.type == "BatchNorm" and nvcaffe_dialect(own.get(lp.name)) for lp in model.layer):
         return model, None
@@ -271,7 +271,7 @@ def to_bvlc_batchnorm(model, net, source: str, notes: list[str]):
     new_model, new_weights, bn_notes = to_bvlc(defs, net.to_proto())
     notes.extend(bn_notes)
     notes.append("NVCaffe BatchNorm converted to BVLC BatchNorm + Scale "
-                 "(brewnet.batchnorm.dialect.to_bvlc)")
+                 "(brewnet.convert.dialects.to_bvlc)")
     return new_model, new_weights
 
 

@@ -17,6 +17,7 @@ from typing import Sequence
 from .. import formats
 from ..data import resolve_path
 from ..errors import DataError, NetError
+from ..net_state import filter_net, net_state
 from ..proto import caffe_pb2
 from .bundle import DeployError
 
@@ -24,9 +25,6 @@ log = logging.getLogger("brewnet")
 
 TEST = caffe_pb2.TEST
 DEPLOY_STAGE = "deploy"
-#: layer types that bring data into a net; the deploy net has one Input in their place
-DATA_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData",
-                        "Input", "AnnotatedData", "VideoData"})
 
 
 @dataclass
@@ -55,23 +53,19 @@ class Analysis:
 
 def phase_test_state(stages: Sequence[str] = ()) -> caffe_pb2.NetState:
     """The NetState of phase TEST with ``stages``."""
-    return caffe_pb2.NetState(phase=TEST, stage=list(stages))
+    return net_state(TEST, stages)
 
 
 def is_data_layer(lp) -> bool:
     """A layer that brings data into the net (a Python layer with no bottoms too)."""
-    if lp.type in DATA_TYPES:
-        return True
     if lp.type == "Python":  # pycaffe data layers read no bottoms
         return not lp.bottom
-    from ..layers import LAYER_REGISTRY  # torch
-    cls = LAYER_REGISTRY.get(lp.type)
-    return bool(cls is not None and getattr(cls, "is_data", False))
+    from ..layers import is_data_layer as is_data_type  # torch
+    return is_data_type(lp.type)
 
 
 def validation_net(train_val) -> caffe_pb2.NetParameter:
     """The TEST net that validation ran; DIGITS' all-in-one nets put it under stage "val"."""
-    from ..net import filter_net  # torch
     val = filter_net(train_val, phase_test_state())
     if not any(is_data_layer(lp) for lp in val.layer):
         staged = filter_net(train_val, phase_test_state(["val"]))
@@ -160,8 +154,7 @@ def analyse(train_val, model_dir: str | None, input_shape) -> Analysis:
     val = validation_net(train_val)
     data = next((lp for lp in val.layer if is_data_layer(lp)), None)
     if data is None:  # a deploy Input (DIGITS' all-in-one nets include it with stage "deploy")
-        from ..net import filter_net  # torch
-        data = next((lp for lp in filter_net(train_val, phase_test_state([DEPLOY_STAGE])).layer
+            data = next((lp for lp in filter_net(train_val, phase_test_state([DEPLOY_STAGE])).layer
                      if is_data_layer(lp)), None)
     source = source_path(data, model_dir) if data is not None else None
     dataset_dir = os.path.dirname(source.rstrip("/" + os.sep)) if source else None

@@ -33,6 +33,7 @@ import subprocess
 from typing import Any, Optional, Sequence, Tuple, Union
 
 from ..errors import BrewnetError
+from ..net_state import has_include_and_exclude, layer_included, phase_meets_rule
 from ..proto import caffe_pb2
 
 __all__ = ["LAYER_STYLE_DEFAULT", "NEURON_LAYER_STYLE", "BLOB_STYLE", "GraphvizNotFoundError",
@@ -206,15 +207,9 @@ def _in_phase(layer: caffe_pb2.LayerParameter, phase: Optional[int]) -> bool:
     """Whether ``layer`` is part of the net in ``phase`` (always when ``phase`` is None)."""
     if phase is None:
         return True
-    if layer.include and layer.exclude:
+    if has_include_and_exclude(layer):
         raise ValueError(f"layer {layer.name} has both include and exclude specified.")
-
-    def matches(rule: caffe_pb2.NetStateRule) -> bool:
-        return not rule.HasField("phase") or rule.phase == phase
-
-    if layer.include:
-        return any(matches(rule) for rule in layer.include)
-    return not any(matches(rule) for rule in layer.exclude)
+    return layer_included(layer, lambda rule: phase_meets_rule(phase, rule))
 
 
 def _current_format(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:

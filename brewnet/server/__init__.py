@@ -4,14 +4,17 @@ SQLAlchemy store (SQLite file by default, PostgreSQL by URL) and real authentica
 
 Layout:
     config.py        ServerConfig: the command line's settings and the limits
-    errors.py        ApiError / FormErrors: every bad request becomes a 4xx JSON answer
-    store/           SQLAlchemy models, the database and its Alembic migrations
+    errors.py        ApiError / FormErrors / job errors: every bad request becomes a 4xx JSON answer
+    store/           the job store (every query of jobs, users, tokens), SQLAlchemy models, the
+                     database and its Alembic migrations
     auth.py          password hashing, API tokens, login sessions, CSRF tokens
-    jobs/            job states, job directories (job.json), task command lines, progress
+    jobs/            job states, job directories (job.json), task command lines, progress,
+                     summaries of finished jobs
     scheduler.py     the queue, resource slots, subprocesses, abort/resume, restart recovery
     digits/          DIGITS' forms, standard networks, solver arithmetic (epochs -> iterations)
     inference.py     deploy bundles of snapshots, archives, classify-one in a worker process
-    service.py       what the routes do (shared by DIGITS' routes and /api/v1)
+    service/         Server, what the routes do (shared by DIGITS' routes and /api/v1): lookups,
+                     job control, DIGITS' JSON presenters, classify-one and downloads
     routes/          DIGITS' routes, /api/v1, accounts, Server-Sent Events
     app.py           create_app(config): the FastAPI application
 """

@@ -98,7 +98,8 @@ def create_app(config: ServerConfig, *, scheduler_options: dict[str, Any] | None
         from .formdata import UPLOAD_PREFIX, clean_stale_folders
         from .inference import InferencePool
         from .scheduler import Scheduler
-        from .service import DELETED_PREFIX, Server
+        from .service import Server
+        from .service.control import DELETED_PREFIX
         from .store.db import Database
 
         config.ensure_dirs()

@@ -8,7 +8,8 @@
 - Login sessions: the cookie holds 32 random bytes; the table's id is their SHA-256, so a read of
   the table cannot be replayed as a cookie.  Each session has its own random CSRF token.
 
-Every function takes an open ORM session (``with db.session() as s:``) and leaves committing to it.
+Every function takes an open ORM session (``with db.session() as s:``) and leaves committing to it;
+the queries themselves are the job store's (:class:`~brewnet.server.store.jobstore.JobStore`).
 Bad input raises ApiError (400 bad name/password, 409 existing user).
 """
 from __future__ import annotations
@@ -21,11 +22,11 @@ import time
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .errors import ApiError
+from .store.jobstore import JobStore
 from .store.models import NAME_PATTERN, ApiToken, LoginSession, User
 
 TOKEN_PREFIX = "bnt_"
@@ -98,7 +99,7 @@ def validate_username(name: object) -> str:
 
 def get_user(session: Session, name: str) -> User | None:
     """The user called ``name``, or None."""
-    return session.scalar(select(User).where(User.name == name))
+    return JobStore.user_named(session, name)
 
 
 def create_user(session: Session, name: str, password: str | None, is_admin: bool = False) -> User:
@@ -111,8 +112,7 @@ def create_user(session: Session, name: str, password: str | None, is_admin: boo
     try:
         # a savepoint: a concurrent creation of the same name fails here without spoiling the
         # caller's transaction
-        with session.begin_nested():
-            session.add(user)
+        JobStore.add_user(session, user)
     except IntegrityError:
         raise ApiError(409, f"User '{name}' already exists", field="username") from None
     return user
@@ -151,7 +151,7 @@ def authenticate_password(session: Session, name: str, pw: str) -> User | None:
 
 def users_with_passwords(session: Session) -> int:
     """How many users have a password (0: DIGITS' local mode is allowed on loopback)."""
-    return session.scalar(select(func.count()).select_from(User).where(User.password_hash.is_not(None)))
+    return JobStore.count_users_with_password(session)
 
 
 # ---- API tokens -----------------------------------------------------------------------------
@@ -167,39 +167,39 @@ def create_token(session: Session, user: User, name: str = "", ttl_days: float |
         raise ApiError(400, f"Token lifetime must be a positive number of days, not {ttl_days!r}", field="ttl_days")
     now = time.time()
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, name=name, token_hash=_sha256(token),
-                         prefix=token[len(TOKEN_PREFIX):len(TOKEN_PREFIX) + 8], created=now,
-                         expires=None if ttl_days is None else now + ttl_days * 86400.0, last_used=None))
-    session.flush()
+    JobStore.add_token(session, ApiToken(user_id=user.id, name=name, token_hash=_sha256(token),
+                                         prefix=token[len(TOKEN_PREFIX):len(TOKEN_PREFIX) + 8], created=now,
+                                         expires=None if ttl_days is None else now + ttl_days * 86400.0,
+                                         last_used=None))
     return token
 
 
-def _token_row(session: Session, token: object) -> ApiToken | None:
+def token_row(session: Session, token: object) -> ApiToken | None:
+    """The stored row of ``token`` (found by its hash), or None."""
     if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or len(token) > 256:
         return None
-    return session.scalar(select(ApiToken).where(ApiToken.token_hash == _sha256(token)))
+    return JobStore.token_by_hash(session, _sha256(token))
 
 
 def user_for_token(session: Session, token: str) -> User | None:
     """The user of a valid token (and its ``last_used`` updated, to the minute); None if unknown or expired."""
-    row = _token_row(session, token)
+    row = token_row(session, token)
     now = time.time()
     if row is None or (row.expires is not None and row.expires <= now):
         return None
     if row.last_used is None or now - row.last_used >= LAST_USED_RESOLUTION_S:
         row.last_used = now
-    return session.get(User, row.user_id)
+    return JobStore.user_by_id(session, row.user_id)
 
 
 def list_tokens(session: Session, user: User) -> list[ApiToken]:
     """``user``'s tokens, oldest first (hashes only: the tokens themselves are not kept)."""
-    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)))
+    return JobStore.tokens_of(session, user.id)
 
 
 def revoke_token(session: Session, user: User, token_id: int) -> bool:
     """Delete ``user``'s token ``token_id``; False if ``user`` has no such token."""
-    result = session.execute(delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id))
-    return result.rowcount > 0
+    return JobStore.delete_token(session, user.id, token_id)
 
 
 # ---- login sessions -------------------------------------------------------------------------
@@ -209,12 +209,10 @@ def create_login_session(session: Session, user: User, hours: float) -> tuple[st
     if not (isinstance(hours, (int, float)) and 0 < hours < float("inf")):
         raise ApiError(400, f"Session lifetime must be a positive number of hours, not {hours!r}")
     now = time.time()
-    session.execute(delete(LoginSession).where(LoginSession.expires <= now))
     cookie = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
-    session.add(LoginSession(id=_sha256(cookie), user_id=user.id, csrf_token=csrf, created=now,
-                             expires=now + hours * 3600.0))
-    session.flush()
+    JobStore.add_login(session, LoginSession(id=_sha256(cookie), user_id=user.id, csrf_token=csrf, created=now,
+                                             expires=now + hours * 3600.0), purge_before=now)
     return cookie, csrf
 
 
@@ -222,13 +220,13 @@ def user_for_session(session: Session, cookie_value: str) -> tuple[User, LoginSe
     """(user, login session) of a valid cookie; None if unknown or expired (an expired one is deleted)."""
     if not isinstance(cookie_value, str) or not cookie_value or len(cookie_value) > 256:
         return None
-    row = session.get(LoginSession, _sha256(cookie_value))
+    row = JobStore.login(session, _sha256(cookie_value))
     if row is None:
         return None
     if row.expires <= time.time():
-        session.delete(row)
+        JobStore.delete_row(session, row)
         return None
-    user = session.get(User, row.user_id)
+    user = JobStore.user_by_id(session, row.user_id)
     return None if user is None else (user, row)
 
 
@@ -240,4 +238,14 @@ def check_csrf(login: LoginSession, token: object) -> bool:
 def end_login_session(session: Session, cookie_value: str) -> None:
     """Log out: forget the session of this cookie (nothing happens for an unknown one)."""
     if isinstance(cookie_value, str) and cookie_value:
-        session.execute(delete(LoginSession).where(LoginSession.id == _sha256(cookie_value)))
+        JobStore.delete_login(session, _sha256(cookie_value))
+
+
+def list_users(session: Session) -> list[User]:
+    """Every user, by name."""
+    return JobStore.users(session)
+
+
+def delete_user(session: Session, user: User) -> None:
+    """Remove ``user`` (their tokens and login sessions go with them)."""
+    JobStore.delete_row(session, user)

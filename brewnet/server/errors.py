@@ -4,6 +4,9 @@
   "description"}}``), which brewnet's ``/api/v1`` uses too.
 - ``FormErrors({field: [msg, ...]})`` answers DIGITS' form-validation shape, 400
   ``{"errors": {"<field>": ["msg", ...]}}``, so the UI can show each error next to its field.
+- Job errors, what the scheduler and the job files raise without knowing HTTP: ``JobNotFound``
+  (answered 404), ``JobStateError`` (the job's state forbids it: 409) and ``JobRequestError``
+  (the job cannot do what was asked: 400).  Their HTTP status is mapped here, once.
 """
 from __future__ import annotations
 
@@ -41,6 +44,32 @@ class FormErrors(ApiError):
 
     def to_json(self) -> dict:
         return {"errors": self.errors}
+
+
+class JobError(ApiError):
+    """A job operation that cannot be done; ``http_status`` is how a request answers it."""
+    http_status = 400
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(self.http_status, message, field=field)
+
+
+class JobNotFound(JobError):
+    """No such job (or an id not shaped like one)."""
+    http_status = 404
+
+    def __init__(self, message: str = "Job not found"):
+        super().__init__(message)
+
+
+class JobStateError(JobError):
+    """The job's state does not allow the operation (a finished job submitted, a running one resumed)."""
+    http_status = 409
+
+
+class JobRequestError(JobError):
+    """The job cannot do what was asked (resume a dataset, resume without a snapshot)."""
+    http_status = 400
 
 
 def not_found(what: str = "Job not found") -> ApiError:

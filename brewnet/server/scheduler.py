@@ -1,8 +1,10 @@
 """The scheduler: a queue of jobs, resource slots, the steps' subprocesses, abort/resume and
 recovery after the server was killed.
 
-The database is the truth for every job's state; each change is one transaction, followed by an
-atomic rewrite of the job's ``job.json``.  The loop (an asyncio task, one tick every
+The database (queried through the job store, :class:`~brewnet.server.store.jobstore.JobStore`)
+is the truth for every job's state; each change is one transaction, followed by an atomic
+rewrite of the job's ``job.json``.  The scheduler knows no HTTP: a refused call raises a job
+error (``JobNotFound``, ``JobStateError``, ``JobRequestError``) that the routes answer.  The loop (an asyncio task, one tick every
 ``config.poll_interval_s``) polls the running steps with ``Popen.poll()`` (never blocking the
 event loop), updates progress and summaries (throttled to about once a second), finishes jobs
 whose last step ended and starts waiting jobs whose resources are free.
@@ -27,7 +29,6 @@ because PR_SET_PDEATHSIG follows the thread that forked the child.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import threading
@@ -36,16 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import func, select
-
 from ..errors import BrewnetError
-from .errors import ApiError
+from .errors import JobError, JobNotFound, JobRequestError, JobStateError
 from .jobs import states
 from .jobs.jobdir import (JOB_JSON, is_job_id, job_dir, job_from_dict, job_to_dict, read_job_json,
                           write_job_json)
 from .jobs.process import last_error_line, pid_alive, process_start_time, signal_group, start_step
-from .jobs.progress import best_value, progress_from_file, read_metrics, read_plan
-from .jobs.tasks import newest_solverstate, python_path, snapshots, steps_for
+from .jobs.progress import progress_from_file, read_metrics, read_plan
+from .jobs.summaries import all_records, dataset_summary, inference_summary, model_summary
+from .jobs.tasks import newest_solverstate, python_path, steps_for
+from .store.jobstore import JobStore
 from .store.models import Job
 
 log = logging.getLogger("brewnet.server")
@@ -79,91 +80,6 @@ class _Run:
     python_path: list[str] = field(default_factory=list)   # module folders of its steps (tasks.python_path)
 
 
-# ---------------------------------------------------------------- summaries of finished files
-
-def epoch_of(iteration: int, plan: dict, spec: dict) -> int | float | None:
-    """DIGITS' epoch of snapshot N: round(N * train_epochs / max_iter, 3), an int when whole;
-    N / iters_per_epoch when the plan has no max_iter."""
-    max_iter = plan.get("max_iter")
-    epochs = spec.get("train_epochs") or plan.get("train_epochs")
-    if max_iter and epochs:
-        e = round(iteration * float(epochs) / float(max_iter), 3)
-    elif plan.get("iters_per_epoch"):
-        e = round(iteration / float(plan["iters_per_epoch"]), 3)
-    else:
-        return None
-    return int(e) if float(e).is_integer() else e
-
-
-def dataset_summary(jobdir: Path) -> dict:
-    """A dataset job's summary from the summary.json that ``brewnet dataset create`` wrote:
-    labels, image dims, counts per split (and per class), the LMDBs and the mean file (absolute
-    paths); {} when the file is absent or unreadable."""
-    try:
-        with open(jobdir / "summary.json", encoding="utf-8") as f:
-            s = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    splits = s.get("splits") or {}
-    out = {
-        "labels": list(s.get("labels") or []),
-        "num_classes": len(s.get("labels") or []),
-        "image": s.get("image") or {},
-        "counts": {k: int(v.get("total", 0)) for k, v in splits.items()},
-        "per_class": {k: v.get("per_class", {}) for k, v in splits.items()},
-        "dbs": {k: str(jobdir / v.get("db", f"{k}_db")) for k, v in splits.items()},
-        "lists": {k: str(jobdir / v["list"]) for k, v in splits.items()
-                  if v.get("list") and (jobdir / v["list"]).is_file()},
-        "encoding": s.get("encoding"),
-        "resize": s.get("resize"),
-        "resize_mode": s.get("resize_mode"),
-        "sets": s.get("sets") or {},
-        "skipped": len(s.get("skipped") or []),
-    }
-    for k in ("min_per_class", "max_per_class"):
-        if k in s:
-            out[k] = s[k]
-    mean = jobdir / "mean.binaryproto"
-    out["mean_file"] = str(mean) if mean.is_file() else None
-    mean_image = jobdir / "mean.jpg"
-    out["mean_image"] = str(mean_image) if mean_image.is_file() else None
-    return out
-
-
-def model_summary(jobdir: Path, spec: dict, records: list[dict], newest_iter: int | None = None) -> dict:
-    """A model job's summary: its snapshots ``[{iteration, epoch}]``, the best validation value
-    (``best``: Caffe's moving-average statistics unless -bn_recalibrate ran, and then
-    ``best_moving_bn`` the same net with the moving averages) and the newest train iteration."""
-    plan = read_plan(jobdir)
-    snaps = [{"iteration": it, "epoch": epoch_of(it, plan, spec)} for it, _ in snapshots(jobdir)]
-    if newest_iter is None:
-        its = [r["iter"] for r in records if r.get("phase") == "train" and isinstance(r.get("iter"), int)]
-        newest_iter = max(its) if its else None
-    out = {"snapshots": snaps, "best": best_value(records, "test"), "iteration": newest_iter,
-           "max_iter": plan.get("max_iter")}
-    moving = best_value(records, "test_moving_bn")
-    if moving is not None:
-        out["best_moving_bn"] = moving
-    return out
-
-
-def inference_summary(jobdir: Path) -> dict:
-    """An inference job's summary from classify's result.json (without per-image predictions)."""
-    path = jobdir / "result.json"
-    try:
-        with open(path, encoding="utf-8") as f:
-            r = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    keys = ("count", "labelled", "top1", "top5", "error_count", "elapsed_s", "images_per_s")
-    return {k: r.get(k) for k in keys if k in r}
-
-
-def _all_records(jobdir: Path) -> list[dict]:
-    records, _ = read_metrics(jobdir, 0)
-    return records
-
-
 # ---------------------------------------------------------------- the scheduler
 
 class Scheduler:
@@ -177,6 +93,7 @@ class Scheduler:
         (tests only) replaces :func:`steps_for`: ``(job, resume) -> [argv, ...]``."""
         self.config = config
         self.db = db
+        self.store = JobStore(db)
         self.abort_grace_s = abort_grace_s if abort_grace_s is not None else \
             float(getattr(config, "abort_grace_s", 10.0))
         self.train_abort_grace_s = train_abort_grace_s if train_abort_grace_s is not None else \
@@ -260,10 +177,6 @@ class Scheduler:
     def _dir(self, job_id: str) -> Path:
         return job_dir(self.config, job_id)
 
-    def _next_seq(self, session) -> int:
-        m = session.execute(select(func.max(Job.queue_seq))).scalar()
-        return (m or 0) + 1
-
     @staticmethod
     def _set_status(job: Job, status: str, now: float) -> None:
         history = [list(x) for x in (job.status_history or [])]
@@ -296,13 +209,10 @@ class Scheduler:
     def _change(self, job_id: str, mutate: Callable[[Job, object], object]) -> tuple[dict | None, object]:
         """One transaction: load the job, ``mutate(job, session)``, commit, publish.
         Returns (job dict or None if there is no such job, mutate's result)."""
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                return None, None
-            result = mutate(job, s)
-            s.flush()
-            d = job_to_dict(job)
+        job, result = self.store.update_job(job_id, mutate)
+        if job is None:
+            return None, None
+        d = job_to_dict(job)
         self._publish(d)
         return d, result
 
@@ -310,18 +220,19 @@ class Scheduler:
 
     def submit(self, job_id: str) -> None:
         """Queue an Initialized job (Initialized -> Waiting, at the end of the queue).  A job
-        already Waiting stays where it is (recovery may have queued it); other states are a 409."""
+        already Waiting stays where it is (recovery may have queued it); other states raise
+        JobStateError, an unknown job JobNotFound."""
         with self._lock:
             def go(job, s):
                 if job.status == states.WAITING:
                     return
                 if job.status != states.INITIALIZED:
-                    raise ApiError(409, f"job {job_id} is {job.status}, not {states.INITIALIZED}")
-                job.queue_seq = self._next_seq(s)
+                    raise JobStateError(f"job {job_id} is {job.status}, not {states.INITIALIZED}")
+                job.queue_seq = self.store.next_queue_seq(s)
                 self._set_status(job, states.WAITING, time.time())
             d, _ = self._change(job_id, go)
             if d is None:
-                raise ApiError(404, "Job not found")
+                raise JobNotFound()
         self._poke()
 
     def abort(self, job_id: str, grace_s: float | None = None) -> bool:
@@ -363,30 +274,28 @@ class Scheduler:
         with self._lock:
             def go(job, s):
                 if job.kind != states.MODEL:
-                    raise ApiError(400, f"only a model job can be resumed ({job_id} is a {job.kind} job)")
+                    raise JobRequestError(f"only a model job can be resumed ({job_id} is a {job.kind} job)")
                 if job.status not in states.RESUMABLE:
-                    raise ApiError(409, f"job {job_id} is {job.status}: only an Aborted, Interrupted "
+                    raise JobStateError(f"job {job_id} is {job.status}: only an Aborted, Interrupted "
                                         "or Error job can be resumed")
                 if newest_solverstate(self._dir(job_id)) is None:
-                    raise ApiError(400, f"job {job_id} has no snapshot (.solverstate) to resume from")
+                    raise JobRequestError(f"job {job_id} has no snapshot (.solverstate) to resume from")
                 job.resume_requested = True
                 job.error = None
                 job.finished = None
-                job.queue_seq = self._next_seq(s)
+                job.queue_seq = self.store.next_queue_seq(s)
                 self._set_status(job, states.WAITING, time.time())
             d, _ = self._change(job_id, go)
             if d is None:
-                raise ApiError(404, "Job not found")
+                raise JobNotFound()
         self._poke()
 
     def queue(self) -> list[dict]:
         """Waiting jobs in queue order: ``{"id", "name", "kind", "position" (1-based),
         "waiting_for"}`` (what the job waits for, as the last tick saw it)."""
-        with self.db.session() as s:
-            rows = s.execute(select(Job.id, Job.name, Job.kind).where(Job.status == states.WAITING)
-                             .order_by(Job.queue_seq, Job.created, Job.id)).all()
-        return [{"id": r.id, "name": r.name, "kind": r.kind, "position": i + 1,
-                 "waiting_for": self._waiting_for.get(r.id, "its turn")} for i, r in enumerate(rows)]
+        rows = self.store.queue(states.WAITING)
+        return [{"id": jid, "name": name, "kind": kind, "position": i + 1,
+                 "waiting_for": self._waiting_for.get(jid, "its turn")} for i, (jid, name, kind) in enumerate(rows)]
 
     def slots(self) -> dict:
         """``{"cpu": {"total", "used"}, "gpus": [{"index", "job_id"}]}``."""
@@ -462,17 +371,14 @@ class Scheduler:
                     if p_file is None or abs((job.progress or 0) - p_file) < 1e-4:
                         return
                     job.progress = p_file
-            with self.db.session() as s:
-                job = s.get(Job, run.job_id)
-                if job is None:
-                    return
+            def changed(job, s) -> bool:
                 before = (job.progress, job.summary)
                 go(job, s)
-                if (job.progress, job.summary) == before:
-                    return
-                s.flush()
-                d = job_to_dict(job)
-            self._publish(d)
+                return (job.progress, job.summary) != before
+            job, was_changed = self.store.update_job(run.job_id, changed)
+            if job is None or not was_changed:
+                return
+            self._publish(job_to_dict(job))
         except Exception:  # noqa: BLE001 - a progress read must not end the job
             log.exception("progress update of %s failed", run.job_id)
 
@@ -521,7 +427,7 @@ class Scheduler:
         """Summary and progress from the job's files (after it ran or was interrupted)."""
         jobdir = self._dir(job.id)
         if job.kind == states.MODEL:
-            records = _all_records(jobdir)
+            records = all_records(jobdir)
             job.summary = model_summary(jobdir, job.spec or {}, records)
             plan = read_plan(jobdir)
             it = job.summary.get("iteration")
@@ -567,16 +473,7 @@ class Scheduler:
     def _schedule(self) -> None:
         busy = {g for r in self._running.values() for g in r.gpus}
         cpu_used = sum(r.uses_cpu_slot for r in self._running.values())
-        with self.db.session() as s:
-            rows = s.execute(select(Job).where(Job.status == states.WAITING)
-                             .order_by(Job.queue_seq, Job.created, Job.id)).scalars().all()
-            waiting = []
-            for job in rows:
-                ds_status = None
-                if job.kind == states.MODEL and job.dataset_id:
-                    ds = s.get(Job, job.dataset_id)
-                    ds_status = ds.status if ds is not None else "missing"
-                waiting.append((job.id, job.kind, job.dataset_id, ds_status, dict(job.resources or {})))
+        waiting = self.store.queue_with_datasets(states.WAITING, states.MODEL)
         seen = set()
         for job_id, kind, dataset_id, ds_status, resources in waiting:
             seen.add(job_id)
@@ -638,7 +535,7 @@ class Scheduler:
                     raise BrewnetError("the job has no step to run")
                 started["python_path"] = python_path(job, self.config)
                 proc = start_step(steps[0], jobdir, gpus, python_path=started["python_path"])
-            except (BrewnetError, ApiError, OSError, ValueError, KeyError, TypeError, ImportError) as e:
+            except (BrewnetError, JobError, OSError, ValueError, KeyError, TypeError, ImportError) as e:
                 msg = getattr(e, "message", None) or str(e) or type(e).__name__
                 self._set_status(job, states.ERROR, time.time())
                 job.error = msg
@@ -687,12 +584,12 @@ class Scheduler:
         """
         jobs_root = Path(self.config.jobs_dir)
         with self._lock:
-            with self.db.session() as s:
-                rows = {j.id: j for j in s.execute(select(Job)).scalars().all()}
+            with self.store.transaction() as s:
+                rows = {j.id: j for j in self.store.all_jobs(s)}
                 for jid, job in list(rows.items()):
                     if not (jobs_root / jid).is_dir():
                         log.warning("job %s: its directory is gone; removing it from the database", jid)
-                        s.delete(job)
+                        self.store.delete_row(s, job)
                         del rows[jid]
                 # directories the database does not know (a lost or new database)
                 imported = []
@@ -709,7 +606,7 @@ class Scheduler:
                             log.warning("job directory %s: job.json names %s; not imported", d, data.get("id"))
                             continue
                         job = job_from_dict(data)
-                        s.add(job)
+                        self.store.add_row(s, job)
                         rows[job.id] = job
                         imported.append(job.id)
                 s.flush()
@@ -729,8 +626,8 @@ class Scheduler:
                 signal_group(pid, signal.SIGKILL)
         with self._lock:
             changed = []
-            with self.db.session() as s:
-                jobs = s.execute(select(Job).order_by(Job.queue_seq, Job.created, Job.id)).scalars().all()
+            with self.store.transaction() as s:
+                jobs = self.store.all_jobs(s, queue_order=True)
                 seq = max([j.queue_seq or 0 for j in jobs] + [0])
                 now = time.time()
                 for job in jobs:

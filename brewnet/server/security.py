@@ -23,12 +23,13 @@ from urllib.parse import urlsplit
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from ..errors import BrewnetError
 from . import auth
 from .config import is_loopback
 from .errors import ApiError
+from .formdata import read_form
 from .store.models import User
 
 SESSION_COOKIE = "brewnet_session"
@@ -42,13 +43,15 @@ _UNSET = object()
 
 # ---------------------------------------------------------------------------- plumbing
 
-def _config(request: Request):
+def config_of(request: Request):
+    """The running application's ServerConfig."""
     state = request.app.state
     cfg = getattr(state, "config", None)
     return cfg if cfg is not None else state.server.config
 
 
-def _db(request: Request):
+def db_of(request: Request):
+    """The running application's Database (the job store's)."""
     state = request.app.state
     db = getattr(state, "db", None)
     return db if db is not None else state.server.db
@@ -68,9 +71,7 @@ async def _form_field(request: Request, name: str) -> str | None:
     caches it on the request, so the route later reads the same form and cleans its uploads)."""
     if request.method not in UNSAFE_METHODS or not _is_form(request):
         return None
-    from .formdata import read_form
-
-    form = await read_form(request, _config(request))
+    form = await read_form(request, config_of(request))
     value = form.get(name)
     return value if isinstance(value, str) else None
 
@@ -129,7 +130,7 @@ async def current_user(request: Request) -> User | None:
     cached = getattr(request.state, "brewnet_user", _UNSET)
     if cached is not _UNSET:
         return cached
-    db = _db(request)
+    db = db_of(request)
     user: User | None = None
     method: str | None = None
     csrf: str | None = None
@@ -147,7 +148,7 @@ async def current_user(request: Request) -> User | None:
             user, csrf = found
             method = "session"
         else:
-            config = _config(request)
+            config = config_of(request)
             if config.local_mode_possible:
                 # the cookie first (DIGITS' login sets it); a malformed cookie is ignored rather
                 # than breaking every page, a malformed explicit name is the caller's error
@@ -174,8 +175,8 @@ async def require_user(request: Request) -> User:
     """:func:`current_user`, or ApiError 401 when nobody is logged in."""
     user = await current_user(request)
     if user is None:
-        config = _config(request)
-        hint = ("log in (POST /login with a username)" if await _in_thread(local_mode, _db(request), config)
+        config = config_of(request)
+        hint = ("log in (POST /login with a username)" if await _in_thread(local_mode, db_of(request), config)
                 else "log in (POST /login or /api/v1/login) or send 'Authorization: Bearer <token>'")
         raise ApiError(401, f"Authentication required: {hint}")
     return user
@@ -196,7 +197,7 @@ async def read_access(request: Request) -> User | None:
         user = await current_user(request)
         if user is not None:
             return user
-        if await _in_thread(local_mode, _db(request), _config(request)):
+        if await _in_thread(local_mode, db_of(request), config_of(request)):
             return None
         return await require_user(request)
     except BaseException:
@@ -360,8 +361,6 @@ class OriginCheckMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        from starlette.responses import JSONResponse
-
         response = JSONResponse(err.to_json(), status_code=403)
         await response(scope, receive, send)
 

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from ..layers.loss import raise_deferred_label_errors
+from ..reporting.caffe_log import caffe_float
 from .lr_policies import learning_rate
-from .update import _fmt, _ScaledUpdate
+from .update import _ScaledUpdate
 
 log = logging.getLogger("brewnet")
 
@@ -152,8 +153,8 @@ class TrainingLoop:
 
     def _display(self, outputs, per_s, lapse) -> None:
         loss = self._smoothed()
-        log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, _fmt(per_s),
-                 _fmt(lapse), self.param.display, _fmt(loss))
+        log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, caffe_float(per_s),
+                 caffe_float(lapse), self.param.display, caffe_float(loss))
         lr, _ = learning_rate(self.param, self.iter, self.current_step)
         if self.metrics is not None:
             self.metrics.write(self.iter, "train", "smoothed_loss", loss, lr=lr)
@@ -165,8 +166,8 @@ class TrainingLoop:
                 value = self.parallel.mean(value)  # the global batch's, as one process shows
             vals = value.cpu().tolist()
             for k, v in enumerate(vals):
-                extra = f" (* {_fmt(w)} = {_fmt(w * v)} loss)" if w else ""
-                log.info("    Train net output #%d: %s = %s%s", score_index, name, _fmt(v), extra)
+                extra = f" (* {caffe_float(w)} = {caffe_float(w * v)} loss)" if w else ""
+                log.info("    Train net output #%d: %s = %s%s", score_index, name, caffe_float(v), extra)
                 score_index += 1
                 if self.metrics is not None:
                     self.metrics.write(self.iter, "train", name if len(vals) == 1 else
@@ -205,7 +206,7 @@ class TrainingLoop:
                 loss = self.parallel.mean(loss)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             sl = self._smoothed()
-            log.info("Iteration %d, loss = %s", self.iter, _fmt(sl))
+            log.info("Iteration %d, loss = %s", self.iter, caffe_float(sl))
             if self.metrics is not None:
                 self.metrics.write(self.iter, "train", "smoothed_loss", sl,
                                    lr=learning_rate(p, self.iter, self.current_step)[0])

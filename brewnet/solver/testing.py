@@ -10,8 +10,8 @@ import torch
 
 from ..blob import push_host_writes
 from ..layers.loss import raise_deferred_label_errors
+from ..reporting.caffe_log import caffe_float
 from .lr_policies import learning_rate
-from .update import _fmt
 
 log = logging.getLogger("brewnet")
 
@@ -152,7 +152,7 @@ class Testing:
         extra = {"test_net": test_net_id} if test_net_id else {}
         if p.test_compute_loss:
             tl = float(loss_sum) / n_iter if loss_sum is not None and n_iter else 0.0
-            log.info("Test loss: %s", _fmt(tl))
+            log.info("Test loss: %s", caffe_float(tl))
             if self.metrics is not None:
                 self.metrics.write(self.iter, phase, "test_loss", tl, lr=lr, **extra)
         scores: OrderedDict = OrderedDict()
@@ -164,8 +164,8 @@ class Testing:
                 for k, mean in enumerate(vals):
                     key = name if len(vals) == 1 else f"{name}[{k}]"
                     scores[key] = mean
-                    ex = f" (* {_fmt(w)} = {_fmt(w * mean)} loss)" if w else ""
-                    log.info("    Test net output #%d: %s = %s%s", idx, name, _fmt(mean), ex)
+                    ex = f" (* {caffe_float(w)} = {caffe_float(w * mean)} loss)" if w else ""
+                    log.info("    Test net output #%d: %s = %s%s", idx, name, caffe_float(mean), ex)
                     idx += 1
                     if self.metrics is not None:
                         self.metrics.write(self.iter, phase, key, mean, lr=lr, **extra)

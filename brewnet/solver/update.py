@@ -8,14 +8,10 @@ import logging
 import torch
 
 from ..blob import push_host_writes
+from ..reporting.caffe_log import caffe_float
 from .lr_policies import f32, learning_rate
 
 log = logging.getLogger("brewnet")
-
-
-def _fmt(v: float) -> str:
-    """Caffe's ostream float formatting (6 significant digits)."""
-    return f"{v:.6g}"
 
 
 class _Group:
@@ -51,7 +47,7 @@ class ParameterUpdate:
         rate = self.get_learning_rate()
         self._last_lr = rate
         if self._display_due():
-            log.info("Iteration %d, lr = %s", self.iter, _fmt(rate))
+            log.info("Iteration %d, lr = %s", self.iter, caffe_float(rate))
             if self.metrics is not None:
                 self.metrics.write(self.iter, "train", "lr", rate, lr=rate)
         groups = list(self._active)

@@ -286,7 +286,7 @@ def test_launcher_draws_rank_0s_progress_under_the_lines(tmp_path):
     import io
 
     from brewnet.distributed.launch import _Screen
-    from brewnet.progress_file import ProgressFile
+    from brewnet.reporting.progress_file import ProgressFile
 
     lines, bar = io.StringIO(), io.StringIO()
     path = tmp_path / "progress.jsonl"

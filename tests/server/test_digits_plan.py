@@ -411,7 +411,7 @@ def test_retrain_renames_the_classifier_for_another_class_count(grey3, tmp_path)
 
 def test_service_shaped_dataset_dict(grey3, tmp_path):
     # the service passes job.json's dict with the scheduler's dataset summary
-    from brewnet.server.scheduler import dataset_summary
+    from brewnet.server.jobs.summaries import dataset_summary
 
     d = {"id": "ds", "directory": str(grey3["dir"]), **dataset_summary(grey3["dir"])}
     spec = ModelSpec(name="m", method="standard", standard_network="lenet_bn", train_epochs=2, batch_size=6)

@@ -427,7 +427,7 @@ def gated(tmp_path, monkeypatch):
     """A server whose jobs' steps wait (GATED_STEP) instead of doing their work."""
     import sys
 
-    from brewnet.server import service
+    from brewnet.server.service import control as service
 
     monkeypatch.setattr(service, "DELETE_GRACE_S", 0.5)
     data = tmp_path / "data"

@@ -28,6 +28,7 @@ from google.protobuf import text_format
 
 from ... import formats
 from ...errors import BrewnetError
+from ...net_state import has_include_and_exclude, layer_included, net_state, state_meets_rule
 from ...proto import caffe_pb2
 from ..errors import FormErrors
 from ..jobs.tasks import AUGMENT_FILE, PYTHON_LAYER_DIR
@@ -37,29 +38,28 @@ from .solver_form import (DEFAULT_BATCH_SIZE, Plan, compute_plan, dataset_facts,
                           solver_parameter)
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
-DATA_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "DummyData")
+#: data layers that are not the train/val data DIGITS' forms split out: Input is the deploy net's,
+#: AnnotatedData and VideoData (SSD's) are left among the other layers
+NOT_SPLIT_DATA = frozenset({"Input", "AnnotatedData", "VideoData"})
 PARAM_LAYERS = ("InnerProduct", "Convolution")
 CHANNEL_LAYERS = ("BatchNorm", "Scale", "Bias", "PReLU")
 FILES = ("original.prototxt", "train_val.prototxt", "deploy.prototxt", "solver.prototxt", "plan.json")
 
 
-def _state(phase: int, stage: str) -> caffe_pb2.NetState:
-    s = caffe_pb2.NetState(phase=phase)
-    s.stage.append(stage)
-    return s
+STATES = {"train": net_state(TRAIN, ["train"]), "val": net_state(TEST, ["val"]),
+          "deploy": net_state(TEST, ["deploy"])}
 
 
-STATES = {"train": _state(TRAIN, "train"), "val": _state(TEST, "val"), "deploy": _state(TEST, "deploy")}
+def _is_split_data(lp: caffe_pb2.LayerParameter) -> bool:
+    """A train/val data layer of a DIGITS network (Data, ImageData, HDF5Data, MemoryData, ...)."""
+    from ...layers import is_data_layer  # the layers import torch, which the server's forms need not
+    return is_data_layer(lp.type) and lp.type not in NOT_SPLIT_DATA
 
 
 def _included(lp: caffe_pb2.LayerParameter, state: caffe_pb2.NetState) -> bool:
-    from ...net import state_meets_rule
-
-    if lp.include and lp.exclude:
+    if has_include_and_exclude(lp):
         raise NetworkError(f"Layer '{lp.name}': specify either include or exclude rules, not both")
-    if lp.include:
-        return any(state_meets_rule(state, r) for r in lp.include)
-    return not any(state_meets_rule(state, r) for r in lp.exclude)
+    return layer_included(lp, lambda r: state_meets_rule(state, r))
 
 
 # ----- reading and splitting a network ----------------------------------------------------------
@@ -116,7 +116,7 @@ def split_network(net: caffe_pb2.NetParameter) -> Split:
     split = Split(None, None)
     for lp in net.layer:
         t, v, d = (_included(lp, STATES[k]) for k in ("train", "val", "deploy"))
-        if lp.type in DATA_TYPES:
+        if _is_split_data(lp):
             if lp.type != "Data" and (t or v):
                 raise NetworkError(f"Layer '{lp.name}': expecting a Data layer (brewnet's datasets are "
                                    f"LMDB), not {lp.type}")
@@ -193,7 +193,7 @@ def changed_layers(net: caffe_pb2.NetParameter, weights: caffe_pb2.NetParameter,
     stored = {lp.name: lp for lp in weights.layer if lp.blobs}
     input_blobs = {"data", "scaled"}
     for lp in net.layer:
-        if lp.type in DATA_TYPES:
+        if _is_split_data(lp):
             input_blobs.update(lp.top[:1])
     changed: set[str] = set()
     changed_tops: set[str] = set()

@@ -16,8 +16,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ... import __version__
 from ...formats.atomic import atomic_write
-from ..errors import ApiError
+from ..errors import ApiError, JobNotFound
+from ..store.models import Job
 from . import states
 
 JOB_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
@@ -31,7 +33,6 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def _brewnet_version() -> str:
-    from ... import __version__
     return __version__
 
 
@@ -69,8 +70,6 @@ def job_to_dict(job) -> dict:
 
 def job_from_dict(d: dict):
     """A new (unsaved) Job row from a job.json dict (re-import of a directory without a row)."""
-    from ..store.models import Job
-
     status = d.get("status") if d.get("status") in states.ALL else states.ERROR
     return Job(
         id=d["id"], kind=d.get("kind") if d.get("kind") in states.KINDS else states.DATASET,
@@ -113,7 +112,7 @@ def job_dir(config, job_id: str) -> Path:
     """``<jobs_dir>/<job_id>``.  An id that is not shaped like a job id (so could name another
     path: ``..``, slashes) is a 404, as an unknown job is."""
     if not is_job_id(job_id):
-        raise ApiError(404, "Job not found")
+        raise JobNotFound()
     return Path(config.jobs_dir) / job_id
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ...child_processes import die_with_parent
-from ...progress_file import ENV as PROGRESS_ENV
+from ...reporting.progress_file import ENV as PROGRESS_ENV
 
 LOG_FILE = "log.txt"
 PROGRESS_FILE = "progress.jsonl"

@@ -1,6 +1,6 @@
 """Reading a job's progress and metrics from the files its task writes.
 
-- ``metrics.jsonl`` (model jobs): brewnet train's JSON lines (see :mod:`brewnet.metrics`); a
+- ``metrics.jsonl`` (model jobs): brewnet train's JSON lines (see :mod:`brewnet.reporting.metrics`); a
   resumed training appends, so the last value wins for each (iter, phase, name).
 - ``progress.jsonl`` (every kind): ``{"task", "done", "total", "time"}`` lines written by the CLI
   when BREWNET_PROGRESS_FILE is set.

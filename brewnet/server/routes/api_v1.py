@@ -587,9 +587,9 @@ async def _read_form(request: Request):
 
 
 def _epoch_field(value) -> float | None:
-    from ..service import _parse_epoch
+    from ..service.lookups import parse_epoch
 
-    return _parse_epoch(value)
+    return parse_epoch(value)
 
 
 def _image_of(server, form) -> Path:

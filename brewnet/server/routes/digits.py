@@ -176,14 +176,14 @@ async def create_model(request: Request):
 
 async def _new_page(request: Request, kind: str):
     """The 'new job' page: the form's fields as plain inputs, filled from ``clone=<id>``."""
-    from ..service import read_form_file
+    from ..service.creation import read_form_file
 
     server = server_of(request)
     clone = request.query_params.get("clone")
     fields: dict = {}
     if clone:
         src = await _run(server.get_job, clone, kind)
-        fields = (read_form_file(server._dir(src.id)) or {}).get("fields") or {}
+        fields = (read_form_file(server.job_dir(src.id)) or {}).get("fields") or {}
     if wants_json(request):
         return {"clone": clone, "fields": fields}
     module = "dataset_pages" if kind == states.DATASET else "new_model_pages"
@@ -231,7 +231,7 @@ def _image_of(request: Request, form: ParsedForm) -> Path:
 
 
 async def _classify_one(request: Request, as_json: bool):
-    from ..service import _parse_epoch
+    from ..service.lookups import parse_epoch
 
     server = server_of(request)
     form = await _form(request)
@@ -240,7 +240,7 @@ async def _classify_one(request: Request, as_json: bool):
         job_id = _classify_job_id(request, form)
         model = await _run(server.get_job, job_id, states.MODEL)
         image = _image_of(request, form)
-        epoch = _parse_epoch(form.get("snapshot_epoch"))
+        epoch = parse_epoch(form.get("snapshot_epoch"))
         visualize = not as_json and digits_bool(form.get("show_visualizations"))
         try:
             result = await server.classify_one(model.id, image, epoch, visualize=visualize)
@@ -332,7 +332,7 @@ async def visualize_lr(request: Request):
 # ----------------------------------------------------------------------- downloads
 
 async def _download(request: Request, job_id: str, ext: str):
-    from ..service import _parse_epoch
+    from ..service.lookups import parse_epoch
 
     server = server_of(request)
     form = await _form(request) if request.method == "POST" else None
@@ -340,7 +340,7 @@ async def _download(request: Request, job_id: str, ext: str):
         raw = request.query_params.get("epoch")
         if raw is None and form is not None:
             raw = form.get("snapshot_epoch")
-        epoch = _parse_epoch(raw, "epoch")
+        epoch = parse_epoch(raw, "epoch")
     finally:
         if form is not None:
             form.cleanup()

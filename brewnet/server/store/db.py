@@ -41,10 +41,15 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import URL, create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -204,8 +209,6 @@ class Database:
 
     def alembic_config(self, connection: Connection | None = None):
         """Alembic's Config for this database: scripts inside the package, our own connection."""
-        from alembic.config import Config
-
         cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         # configparser interpolates '%': a password containing it must be doubled
@@ -218,15 +221,11 @@ class Database:
 
     def current_revision(self) -> str | None:
         """The schema revision stored in the database (None: no brewnet schema yet)."""
-        from alembic.runtime.migration import MigrationContext
-
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
     def head_revision(self) -> str:
         """The newest schema revision this brewnet knows."""
-        from alembic.script import ScriptDirectory
-
         return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
 
     def migrate(self) -> None:
@@ -235,11 +234,6 @@ class Database:
         One transaction: an interrupted upgrade leaves the previous schema.  A database written by
         a newer brewnet (a revision unknown here) is refused with a DatabaseError.
         """
-        from alembic import command
-        from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
-        from alembic.util.exc import CommandError
-
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
@@ -259,9 +253,6 @@ class Database:
 
     def schema_differences(self) -> list:
         """What differs between the database's tables and the models (Alembic's diff; [] = same)."""
-        from alembic.autogenerate import compare_metadata
-        from alembic.runtime.migration import MigrationContext
-
         with self.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             return compare_metadata(ctx, Base.metadata)
@@ -285,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
                   + ("matches the models" if not diff else f"{len(diff)} difference(s) with the models"))
             return 1 if diff else 0
         if a.action == "revision":
-            from alembic import command
-
             # numbered like the first one: 0002_<message>, 0003_<message>, ...
             number = int(db.head_revision().split("_", 1)[0]) + 1
             slug = re.sub(r"[^a-z0-9]+", "_", a.message.lower()).strip("_")[:40] or "change"

@@ -215,14 +215,14 @@ async def resize_example_png(request: Request,
 # ----------------------------------------------------------------------- the dataset page
 
 def _page_context(server, job) -> dict:
-    from ..scheduler import dataset_summary
+    from ..jobs.summaries import dataset_summary
 
     summary = dict(job.summary or {})
     if not summary and job.status == states.DONE:
-        summary = dataset_summary(server._dir(job.id))
+        summary = dataset_summary(server.job_dir(job.id))
     deps = [{"id": m.id, "name": m.name, "status": m.status} for m in server.dependents(job)]
     spec = job.spec or {}
-    jobdir = server._dir(job.id)
+    jobdir = server.job_dir(job.id)
     lists = {}
     for key in ("train", "val", "test", "labels"):
         p = spec.get(f"textfile_{key}")
@@ -245,7 +245,7 @@ async def render_dataset(request: Request, job):
 
 def _dataset_dir(server, job_id: str) -> Path:
     job = server.get_job(job_id, states.DATASET)
-    return server._dir(job.id)
+    return server.job_dir(job.id)
 
 
 def _split_of(split: str) -> str:

@@ -102,7 +102,7 @@ def _display_names(server, job) -> dict[str, str]:
     """source -> the name shown: a classify-many's line as listed (DIGITS' key); an LMDB
     record ``<db>:<key>`` as ``<db folder name>:<key>``."""
     try:
-        listed = json.loads((server._dir(job.id) / "listed.json").read_text(encoding="utf-8"))
+        listed = json.loads((server.job_dir(job.id) / "listed.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return {full: key for key, full in listed.get("keys") or []}
@@ -158,7 +158,7 @@ def _top_images(predictions: list[dict], labels: list[str], top_n: int) -> list[
 def inference_report(server, job, top_n: int = TOP_N_DEFAULT) -> dict:
     """What the pages show of a Done inference job (see the module docstring).  Accuracy,
     confusion and per-class numbers are None/[] when no image had a ground truth."""
-    result = _read_result(server._dir(job.id) / "result.json")
+    result = _read_result(server.job_dir(job.id) / "result.json")
     spec = job.spec or {}
     labels = list(result.get("labels") or [])
     predictions = result.get("predictions") or []
@@ -258,7 +258,7 @@ def _thumbnail(server, job_id: str, index: int) -> bytes:
     from PIL import Image
 
     job = _finished_inference(server, job_id)
-    predictions = _read_result(server._dir(job.id) / "result.json").get("predictions") or []
+    predictions = _read_result(server.job_dir(job.id) / "result.json").get("predictions") or []
     if not 0 <= index < len(predictions):
         raise ApiError(404, f"Job {job_id} has no image {index}")
     img = _source_image(server, str(predictions[index].get("source")))
@@ -335,7 +335,7 @@ async def render_inference_job(request: Request, job):
         if "lmdb" in source:
             what = f"the {Path(source['lmdb']).name.removesuffix('_db')} split of dataset {job.dataset_id}"
         else:
-            listed = server._dir(job.id) / "listed.json"
+            listed = server.job_dir(job.id) / "listed.json"
             try:
                 n = len(json.loads(listed.read_text(encoding="utf-8")).get("keys") or [])
                 what = f"a list of {n} image{'s' if n != 1 else ''}"

@@ -101,7 +101,7 @@ def _context(request: Request, server, job) -> dict:
     from ..jobs.progress import read_plan
     from ..routes.api_v1 import job_out
 
-    d = server._dir(job.id)
+    d = server.job_dir(job.id)
     plan = read_plan(d)
     snaps = server.snapshot_list(job)
     series = server.metrics(job)
@@ -140,7 +140,7 @@ async def batchnorm_json(request: Request, job_id: str):
 
     def answer():
         job = server.get_job(job_id, states.MODEL)
-        return batchnorm_stats.batchnorm_json(server._dir(job.id), server.snapshot_list(job))
+        return batchnorm_stats.batchnorm_json(server.job_dir(job.id), server.snapshot_list(job))
     return await in_thread(answer)
 
 
@@ -274,6 +274,6 @@ async def usage_json(request: Request, job_id: str):
                "gpus": [g["index"] for g in slots.get("gpus", []) if g.get("job_id") == job.id],
                "slots": slots}
         running = job.status == states.RUNNING
-        out.update(process_usage(job.pid, server._dir(job.id), job.pid_start) if running else {"running": False})
+        out.update(process_usage(job.pid, server.job_dir(job.id), job.pid_start) if running else {"running": False})
         return out
     return await in_thread(answer)

@@ -18,28 +18,9 @@ from .. import formats
 from ..errors import NetError
 from ..formats.batchnorm_layouts import CUDNN_MIN_EPS, BNBlobs, declares_scale_bias, detect
 from ..formats.batchnorm_layouts import nvcaffe_dialect as is_nvcaffe_batchnorm
+from ..net_state import layer_phases
 from ..proto import caffe_pb2
-
-PHASES = (caffe_pb2.TRAIN, caffe_pb2.TEST)
-
-
-def layer_phases(lp) -> set[int]:
-    """The phases a layer is in, judging by phase rules only (stages and levels ignored)."""
-    out = set()
-    for ph in PHASES:
-        if lp.include:
-            if any((not r.HasField("phase")) or r.phase == ph for r in lp.include):
-                out.add(ph)
-        elif not any(r.HasField("phase") and r.phase == ph for r in lp.exclude):
-            out.add(ph)
-    return out
-
-
-def has_scale_bias(lp) -> bool:
-    """Does this BatchNorm layer declare scale/bias (the rule brewnet.layers.norm builds by)?
-    Scale/bias the prototxt leaves implicit come from the caffemodel (layouts.implicit_scale_bias)."""
-    return declares_scale_bias(lp)
-
+from ..weights import weight_arrays
 
 def affine_specs(lp) -> list:
     """The user's param blocks for scale and bias of an NVCaffe BatchNorm (may be empty)."""
@@ -57,17 +38,6 @@ def _zero_spec():
 
 def _const(value: float):
     return caffe_pb2.FillerParameter(type="constant", value=value)
-
-
-def weight_arrays(weights: caffe_pb2.NetParameter | None) -> dict[str, tuple[list[np.ndarray], object]]:
-    """{layer name: (blob arrays, the caffemodel's LayerParameter)} of layers with blobs."""
-    out = {}
-    if weights is None:
-        return out
-    for lp in weights.layer:
-        if len(lp.blobs) and lp.name not in out:
-            out[lp.name] = ([formats.blob_to_array(b) for b in lp.blobs], lp)
-    return out
 
 
 def _bn_info(name, arrays_src, proto_lp) -> BNBlobs | None:
@@ -123,7 +93,7 @@ def to_bvlc(model: caffe_pb2.NetParameter, weights: caffe_pb2.NetParameter | Non
                 blobs.setdefault(lp.name, src[lp.name][0])
             continue
         info = _bn_info(lp.name, src.get(lp.name), lp)
-        affine = has_scale_bias(lp) or (info is not None and not info.affine_is_identity())
+        affine = declares_scale_bias(lp) or (info is not None and not info.affine_is_identity())
         bn = out.layer.add()
         bn.CopyFrom(lp)
         p = bn.batch_norm_param
@@ -191,7 +161,7 @@ def _foldable(model, run: list[int], j: int) -> str | None:
         return "it does not read the BatchNorm's top alone"
     if p.axis != 1 or p.num_axes != 1:
         return "its axis/num_axes are not the channel axis"
-    if any(has_scale_bias(b) for b in bns):
+    if any(declares_scale_bias(b) for b in bns):
         return "the BatchNorm already has scale/bias"
     if any(b.top[0] != top for b in bns):
         return "the BatchNorm definitions write different tops"
@@ -247,7 +217,7 @@ def to_nvcaffe(model: caffe_pb2.NetParameter, weights: caffe_pb2.NetParameter | 
             bn.CopyFrom(layers[k])
             p = bn.batch_norm_param
             specs = affine_specs(layers[k])
-            had_affine = has_scale_bias(layers[k])
+            had_affine = declares_scale_bias(layers[k])
             del bn.param[:]
             bn.param.extend([_zero_spec() for _ in range(3)])
             if scale is not None:
@@ -286,7 +256,7 @@ def to_nvcaffe(model: caffe_pb2.NetParameter, weights: caffe_pb2.NetParameter | 
                 beta = sblobs[1].reshape(-1) if len(sblobs) > 1 else np.zeros(c)
                 arrs += [gamma.astype(np.float32), beta.astype(np.float32)]
                 notes.append(f"layer '{lp.name}': Scale '{scale.name}' folded in (scale_bias: true)")
-            elif info.scale is not None and (has_scale_bias(lp) or file_affine):
+            elif info.scale is not None and (declares_scale_bias(lp) or file_affine):
                 arrs += [info.scale.astype(np.float32), info.bias.astype(np.float32)]
             blobs[lp.name] = arrs
             if info.layout != "nvcaffe-0.16" or scale is not None:

@@ -27,10 +27,11 @@ A resumed training appends to the same file; a reader should keep the last value
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
+
+from .json_lines import append_record, open_append, read_records
 
 
 class MetricsWriter:
@@ -38,10 +39,7 @@ class MetricsWriter:
 
     def __init__(self, path: str, truncate: bool = False):
         self.path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
-        self._fd = os.open(self.path, flags, 0o666)
+        self._fd = open_append(self.path, truncate)
         self._start = time.time()
 
     def write(self, iter: int, phase: str, name: str, value, lr=None, **extra) -> None:
@@ -56,8 +54,7 @@ class MetricsWriter:
     def write_record(self, rec: dict) -> None:
         if self._fd is None:
             return
-        line = json.dumps(rec, separators=(", ", ": "), allow_nan=False) + "\n"
-        os.write(self._fd, line.encode("utf-8"))
+        append_record(self._fd, rec, allow_nan=False)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -73,12 +70,4 @@ class MetricsWriter:
 
 def read_metrics(path: str) -> list[dict]:
     """All complete records of a metrics file (a partial last line is skipped)."""
-    out = []
-    with open(path, "r", encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            line = line.strip()
-            if line:
-                out.append(json.loads(line))
-    return out
+    return read_records(path)

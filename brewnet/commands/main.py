@@ -1,8 +1,9 @@
 """The ``brewnet`` command: the ``caffe`` tool's verbs plus brewnet's own.
 
-Each verb lives in ``brewnet/commands/<verb>.py`` with ``add_arguments(parser)`` and
-``run(args) -> int``.  Flags take both Caffe's ``-flag value`` and ``--flag value`` spellings.
-A user mistake (BrewnetError) prints one clear line and exits 1, never a traceback.
+``main(argv)`` parses the verb and runs it.  Each verb lives in ``brewnet/commands/<verb>.py``
+with ``add_arguments(parser)`` and ``run(args) -> int``.  Flags take both Caffe's ``-flag value``
+and ``--flag value`` spellings.  A user mistake (BrewnetError) prints one clear line and exits 1,
+never a traceback.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from .errors import BrewnetError
+from ..errors import BrewnetError
 
 VERBS = {
     "train": "Train a network from a solver (caffe train)",
@@ -27,11 +28,6 @@ VERBS = {
     "draw": "Draw a network as a PNG or SVG graph (caffe's draw_net.py)",
     "serve": "Start the DIGITS server (web app and REST API)",
 }
-
-
-def flag(parser: argparse.ArgumentParser, name: str, **kwargs):
-    """Add an option accepted as both -name and --name (Caffe's gflags style)."""
-    return parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)
 
 
 def _available_verbs() -> dict[str, object]:

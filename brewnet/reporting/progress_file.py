@@ -19,9 +19,10 @@ or :meth:`ProgressFile.close`) is always written.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
+
+from .json_lines import append_record, open_append, read_records
 
 ENV = "BREWNET_PROGRESS_FILE"
 #: at most this many lines per second and task (the final line of a task is always written)
@@ -37,9 +38,7 @@ class ProgressFile:
 
     def __init__(self, path: str | os.PathLike, *, max_per_s: float = MAX_PER_S, clock=time.monotonic):
         self.path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        self._fd: int | None = open_append(self.path)
         self._interval = 1.0 / max_per_s if max_per_s > 0 else 0.0
         self._clock = clock
         # task -> (clock time of its last line, (done, total) of the last line written / seen)
@@ -74,9 +73,7 @@ class ProgressFile:
 
     def _write(self, task: str, done: int, total: int) -> None:
         rec = {"task": task, "done": done, "total": total, "time": round(time.time(), 3)}
-        line = json.dumps(rec, separators=(", ", ": ")) + "\n"
-        # one write of the whole line on an O_APPEND descriptor: concurrent writers never interleave
-        os.write(self._fd, line.encode("utf-8"))
+        append_record(self._fd, rec)  # one write: concurrent writers never interleave
         self._written[task] = (done, total)
 
     def close(self) -> None:
@@ -103,11 +100,4 @@ def from_env(environ=None) -> ProgressFile | None:
 
 def read_progress_file(path: str | os.PathLike) -> list[dict]:
     """The complete lines of a progress file (a last line without its newline is skipped)."""
-    out = []
-    with open(os.fspath(path), encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            if line.strip():
-                out.append(json.loads(line))
-    return out
+    return read_records(path)

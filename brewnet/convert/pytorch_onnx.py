@@ -21,8 +21,10 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
-from .errors import BrewnetError
-from .proto import caffe_pb2
+from ..errors import BrewnetError
+from ..formats import net_from_text
+from ..net import Net
+from ..proto import caffe_pb2
 
 FORMAT = "brewnet.pytorch/1"
 
@@ -133,8 +135,6 @@ def save_pytorch(net, path: str, outputs="deploy") -> NetModule:
 
 def load_pytorch(path: str, device=None) -> NetModule:
     """Rebuild the NetModule saved by :func:`save_pytorch` (``brewnet convert -to pytorch``)."""
-    from .formats import net_from_text
-    from .net import Net
     blob = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise BrewnetError(f"{path}: not a brewnet PyTorch export ({FORMAT})")

@@ -1,16 +1,16 @@
 """Progress reporting: a bar on a terminal, plain periodic lines otherwise (logs, the web app),
-and JSON lines in ``$BREWNET_PROGRESS_FILE`` when it is set (brewnet.progress_file; the task is
+and JSON lines in ``$BREWNET_PROGRESS_FILE`` when it is set (brewnet.reporting.progress_file; the task is
 the label)."""
 from __future__ import annotations
 
 import sys
 import time
 
+from .progress_file import from_env
+
 
 class Progress:
     def __init__(self, total: int, label: str, stream=None, every_s: float = 5.0):
-        from ..progress_file import from_env
-
         self.total = max(0, int(total))
         self.label = label
         self.stream = stream if stream is not None else sys.stderr

@@ -1,0 +1,94 @@
+"""Summaries of a job's files, the numbers the server keeps in its row: a dataset's labels, sizes
+and LMDBs (from summary.json), a model's snapshots and best validation value (from its plan and
+metrics), an inference job's scores (from result.json); and DIGITS' epoch of a snapshot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .progress import best_value, read_metrics, read_plan
+from .tasks import snapshots
+
+
+def epoch_of(iteration: int, plan: dict, spec: dict) -> int | float | None:
+    """DIGITS' epoch of snapshot N: round(N * train_epochs / max_iter, 3), an int when whole;
+    N / iters_per_epoch when the plan has no max_iter."""
+    max_iter = plan.get("max_iter")
+    epochs = spec.get("train_epochs") or plan.get("train_epochs")
+    if max_iter and epochs:
+        e = round(iteration * float(epochs) / float(max_iter), 3)
+    elif plan.get("iters_per_epoch"):
+        e = round(iteration / float(plan["iters_per_epoch"]), 3)
+    else:
+        return None
+    return int(e) if float(e).is_integer() else e
+
+
+def dataset_summary(jobdir: Path) -> dict:
+    """A dataset job's summary from the summary.json that ``brewnet dataset create`` wrote:
+    labels, image dims, counts per split (and per class), the LMDBs and the mean file (absolute
+    paths); {} when the file is absent or unreadable."""
+    try:
+        with open(jobdir / "summary.json", encoding="utf-8") as f:
+            s = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    splits = s.get("splits") or {}
+    out = {
+        "labels": list(s.get("labels") or []),
+        "num_classes": len(s.get("labels") or []),
+        "image": s.get("image") or {},
+        "counts": {k: int(v.get("total", 0)) for k, v in splits.items()},
+        "per_class": {k: v.get("per_class", {}) for k, v in splits.items()},
+        "dbs": {k: str(jobdir / v.get("db", f"{k}_db")) for k, v in splits.items()},
+        "lists": {k: str(jobdir / v["list"]) for k, v in splits.items()
+                  if v.get("list") and (jobdir / v["list"]).is_file()},
+        "encoding": s.get("encoding"),
+        "resize": s.get("resize"),
+        "resize_mode": s.get("resize_mode"),
+        "sets": s.get("sets") or {},
+        "skipped": len(s.get("skipped") or []),
+    }
+    for k in ("min_per_class", "max_per_class"):
+        if k in s:
+            out[k] = s[k]
+    mean = jobdir / "mean.binaryproto"
+    out["mean_file"] = str(mean) if mean.is_file() else None
+    mean_image = jobdir / "mean.jpg"
+    out["mean_image"] = str(mean_image) if mean_image.is_file() else None
+    return out
+
+
+def model_summary(jobdir: Path, spec: dict, records: list[dict], newest_iter: int | None = None) -> dict:
+    """A model job's summary: its snapshots ``[{iteration, epoch}]``, the best validation value
+    (``best``: Caffe's moving-average statistics unless -bn_recalibrate ran, and then
+    ``best_moving_bn`` the same net with the moving averages) and the newest train iteration."""
+    plan = read_plan(jobdir)
+    snaps = [{"iteration": it, "epoch": epoch_of(it, plan, spec)} for it, _ in snapshots(jobdir)]
+    if newest_iter is None:
+        its = [r["iter"] for r in records if r.get("phase") == "train" and isinstance(r.get("iter"), int)]
+        newest_iter = max(its) if its else None
+    out = {"snapshots": snaps, "best": best_value(records, "test"), "iteration": newest_iter,
+           "max_iter": plan.get("max_iter")}
+    moving = best_value(records, "test_moving_bn")
+    if moving is not None:
+        out["best_moving_bn"] = moving
+    return out
+
+
+def inference_summary(jobdir: Path) -> dict:
+    """An inference job's summary from classify's result.json (without per-image predictions)."""
+    path = jobdir / "result.json"
+    try:
+        with open(path, encoding="utf-8") as f:
+            r = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    keys = ("count", "labelled", "top1", "top5", "error_count", "elapsed_s", "images_per_s")
+    return {k: r.get(k) for k in keys if k in r}
+
+
+def all_records(jobdir: Path) -> list[dict]:
+    """Every metric record of a model job (the whole metrics file)."""
+    records, _ = read_metrics(jobdir, 0)
+    return records
