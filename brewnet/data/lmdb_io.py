@@ -68,11 +68,11 @@ def parse_datum(value: bytes, key: bytes | str = b"?") -> caffe_pb2.Datum:
     try:
         datum.ParseFromString(value)
     except Exception as e:  # protobuf DecodeError
-        raise DataError(f"record {_key_text(key)} is not a Datum: {e}") from None
+        raise DataError(f"record {key_text(key)} is not a Datum: {e}") from None
     return datum
 
 
-def _key_text(key) -> str:
+def key_text(key) -> str:
     if isinstance(key, bytes):
         try:
             return repr(key.decode("ascii"))
@@ -170,7 +170,7 @@ def read_record(path: str, key: bytes | str) -> bytes:
     finally:
         release_env(env)
     if value is None:
-        raise DataError(f"{path}: no record with key {_key_text(key_bytes)}")
+        raise DataError(f"{path}: no record with key {key_text(key_bytes)}")
     return value
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import DataError
 from . import resolve_path
 from .image import datum_to_chw, load_image_file
-from .lmdb_io import DatumCursor, _key_text, parse_datum
+from .lmdb_io import DatumCursor, key_text, parse_datum
 
 log = logging.getLogger("brewnet")
 
@@ -65,12 +65,12 @@ class DatumSource:
     def _array(self, datum, key) -> np.ndarray:
         t = self.transformer
         return datum_to_chw(datum, t.force_color, t.force_gray,
-                            what=f"{self.where}: Datum {_key_text(key)} in {self.path}")
+                            what=f"{self.where}: Datum {key_text(key)} in {self.path}")
 
     def _check(self, arr: np.ndarray, key) -> np.ndarray:
         if arr.shape != self.item_shape:
-            raise DataError(f"{self.where}: Datum {_key_text(key)} in {self.path} has shape {arr.shape}, "
-                            f"but the first record ({_key_text(self.first_key)}) has {self.item_shape}")
+            raise DataError(f"{self.where}: Datum {key_text(key)} in {self.path} has shape {arr.shape}, "
+                            f"but the first record ({key_text(self.first_key)}) has {self.item_shape}")
         return arr
 
     def next_batch(self):

@@ -14,9 +14,9 @@ from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2
 from .loop import TrainingLoop
 from .lr_policies import learning_rate
-from .snapshots import Snapshots, _upgrade_snapshot_prefix
+from .snapshots import Snapshots, upgrade_snapshot_prefix
 from .testing import Testing
-from .update import ParameterUpdate, _Group
+from .update import ParameterUpdate, ParamGroup
 
 log = logging.getLogger("brewnet")
 
@@ -75,7 +75,7 @@ class Solver(TrainingLoop, Testing, ParameterUpdate, Snapshots):
         if param.type and param.type != self.type_name and type(self) is not Solver:
             log.info("solver file says type '%s'; using %s as asked", param.type, self.type_name)
         self.param = param
-        _upgrade_snapshot_prefix(param, self.solver_file)
+        upgrade_snapshot_prefix(param, self.solver_file)
         self._check_param()
         self.device = _device_of(device)
         if param.random_seed >= 0:
@@ -199,7 +199,7 @@ class Solver(TrainingLoop, Testing, ParameterUpdate, Snapshots):
         self.history: list[torch.Tensor] = [torch.zeros_like(e.tensor, memory_format=torch.contiguous_format)
                                             for _ in range(self.num_history) for e in entries]
         n = len(entries)
-        groups: dict[tuple, _Group] = {}
+        groups: dict[tuple, ParamGroup] = {}
         for i, e in enumerate(entries):
             active = e.learnable and e.lr_mult != 0 and e.tensor.requires_grad
             if e.learnable:
@@ -212,7 +212,7 @@ class Solver(TrainingLoop, Testing, ParameterUpdate, Snapshots):
             key = (active, lr_mult, decay_mult)
             g = groups.get(key)
             if g is None:
-                g = groups[key] = _Group(lr_mult, decay_mult, active)
+                g = groups[key] = ParamGroup(lr_mult, decay_mult, active)
             g.entries.append(e)
             g.hist.append(self.history[i])
             if self.num_history > 1:

@@ -12,7 +12,7 @@ import torch
 from ..layers.loss import raise_deferred_label_errors
 from ..reporting.caffe_log import caffe_float
 from .lr_policies import learning_rate
-from .update import _ScaledUpdate
+from .update import ScaledUpdate
 
 log = logging.getLogger("brewnet")
 
@@ -223,6 +223,6 @@ class TrainingLoop:
             return None
         if getattr(self, "_scaler", None) is None:
             self._scaler = torch.amp.GradScaler(self.net.device.type)
-            self._scaled_update = _ScaledUpdate(self)
+            self._scaled_update = ScaledUpdate(self)
         return self._scaler
 

@@ -112,7 +112,7 @@ class Snapshots:
 
 
 
-def _upgrade_snapshot_prefix(param, solver_file: str | None) -> None:
+def upgrade_snapshot_prefix(param, solver_file: str | None) -> None:
     """Caffe's UpgradeSnapshotPrefixProperty."""
     if not param.HasField("snapshot_prefix") or not param.snapshot_prefix:
         if solver_file:

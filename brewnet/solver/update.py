@@ -14,7 +14,7 @@ from .lr_policies import f32, learning_rate
 log = logging.getLogger("brewnet")
 
 
-class _Group:
+class ParamGroup:
     """Parameters sharing (lr_mult, decay_mult): updated by one run of foreach operations."""
 
     __slots__ = ("entries", "params", "hist", "hist2", "lr_mult", "decay_mult", "active", "zero_grads")
@@ -97,13 +97,13 @@ class ParameterUpdate:
             update = self.compute_update_value(g, gs, local_rate)
             torch._foreach_sub_(g.params, update)
 
-    def compute_update_value(self, g: _Group, grads, local_rate: float):
+    def compute_update_value(self, g: ParamGroup, grads, local_rate: float):
         """Return the update tensors (``w -= update``); may update ``grads`` in place."""
         raise NotImplementedError
 
 
 
-class _ScaledUpdate:
+class ScaledUpdate:
     """What torch.amp.GradScaler needs of an optimizer: ``param_groups`` (the learnable blobs,
     whose gradients it unscales and checks) and ``step`` (Caffe's ApplyUpdate, which it skips
     when a gradient is inf or NaN)."""
