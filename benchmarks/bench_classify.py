@@ -230,7 +230,8 @@ def repeated_lmdb(src: str, dst: str, n: int) -> str:
 
 
 def repeated_folder(src: str, dst: str, n: int) -> str:
-    files = [(c, os.path.join(src, c, f)) for c in sorted(os.listdir(src)) for f in sorted(os.listdir(os.path.join(src, c)))]
+    files = [(c, os.path.join(src, c, f)) for c in sorted(os.listdir(src))
+             for f in sorted(os.listdir(os.path.join(src, c)))]
     blobs = [(c, open(p, "rb").read()) for c, p in files]
     for c in {c for c, _ in files}:
         os.makedirs(os.path.join(dst, c))
@@ -250,7 +251,8 @@ def memory_table(root: str, bundle: str, val_db: str, jpeg: str, sizes: list[int
         db = repeated_lmdb(val_db, os.path.join(root, f"db_{n}"), n)
         folder = repeated_folder(jpeg, os.path.join(root, f"jpeg_{n}"), n)
         for source, flag_args in (("lmdb", ["-lmdb", db]), ("folder", ["-folder", folder])):
-            for mode, extra in (("summary_only", ["-summary_only"]), ("-json", ["-json", os.path.join(root, "out.json")])):
+            for mode, extra in (("summary_only", ["-summary_only"]),
+                                ("-json", ["-json", os.path.join(root, "out.json")])):
                 mb, wmb, s = peak_rss_mb(["classify", "-bundle", bundle, *flag_args, "-workers", str(workers),
                                           *extra], root)
                 print(f"{n:>8} {source:<8} {mode:<14} {mb:8.0f} {wmb:10.0f} {s:8.1f}", flush=True)

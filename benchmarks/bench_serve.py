@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         row = {"route": route, "ok": len(lat), "errors": result["errors"][route], "rps": len(lat) / wall,
                "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
         rows.append(row)
-        print(f"{route:48} {row['ok']:7d} {row['errors']:6d} {row['rps']:8.1f} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f}")
+        print(f"{route:48} {row['ok']:7d} {row['errors']:6d} {row['rps']:8.1f} "
+              f"{row['p50_ms']:8.1f} {row['p99_ms']:8.1f}")
     every = [x for r in ROUTES for x in result["lat"][r]]
     total = {"ok": len(every), "errors": sum(result["errors"].values()), "rps": len(every) / wall,
              "p50_ms": pct(every, 50), "p99_ms": pct(every, 99)}

@@ -62,9 +62,11 @@ def _input(c, h, batch):
 def lenet_bn_prototxt(batch):
     t = 'name: "lenet_bn"\n' + _input(1, 28, batch)
     t += _conv("conv1", "data", "conv1", 20, 5, bias=True) + _bn_scale("conv1", "conv1") + _relu("relu1", "conv1")
-    t += 'layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+    t += ('layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" '
+          'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n')
     t += _conv("conv2", "pool1", "conv2", 50, 5, bias=True) + _bn_scale("conv2", "conv2") + _relu("relu2", "conv2")
-    t += 'layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+    t += ('layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" '
+          'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n')
     t += ('layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1" '
           'inner_product_param { num_output: 500 weight_filler { type: "xavier" } } }\n')
     t += _bn_scale("ip1", "ip1") + _relu("relu3", "ip1")

@@ -454,7 +454,8 @@ def main(argv=None) -> int:
     n_test = count_records(dbs["test"]) if args.test_images is None else args.test_images
 
     print(f"brewnet BatchNorm convergence: {args.iterations} iterations of batch 64, SGD momentum {MOMENTUM}, "
-          f"weight_decay {WEIGHT_DECAY:g}, base_lr {BASE_LR:g} (x8 where stated), lr_policy {LR_POLICIES[args.lr_policy][1]}; "
+          f"weight_decay {WEIGHT_DECAY:g}, base_lr {BASE_LR:g} (x8 where stated), "
+          f"lr_policy {LR_POLICIES[args.lr_policy][1]}; "
           f"seed {args.seed}; scored on {n_test} test images ({dbs['test']}) in batches of 100", flush=True)
     print(environment(), flush=True)
     results = []
@@ -479,7 +480,8 @@ def main(argv=None) -> int:
           + ("met by all" if not failing else f"NOT met by {', '.join(failing)}"))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"environment": environment(), "iterations": args.iterations, "lr_policy": LR_POLICIES[args.lr_policy][1],
+            json.dump({"environment": environment(), "iterations": args.iterations,
+                       "lr_policy": LR_POLICIES[args.lr_policy][1],
                        "seed": args.seed, "test_images": n_test,
                        "results": [dict(asdict(r), passes=r.passes) for r in results]}, f, indent=1)
     return 0 if not failing else 1

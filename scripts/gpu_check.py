@@ -138,7 +138,8 @@ def golden_gpu_vs_cpu():
         d_caffe = max(rel(gpu[k], ref[k], scales[k]) for k in cpu)
         worst_gpu_cpu, worst_caffe = max(worst_gpu_cpu, d_cpu), max(worst_caffe, d_caffe)
         print(f"   {name:32s} {DEVICE} vs cpu {d_cpu:.1e}   {DEVICE} vs Caffe {d_caffe:.1e}")
-    note(f"   {len(test_golden.LAYER_CASES)} golden cases (data, parameters after, diffs, parameter diffs), largest difference in "
+    note(f"   {len(test_golden.LAYER_CASES)} golden cases (data, parameters after, diffs, parameter diffs), "
+         "largest difference in "
          f"the suite's terms: {DEVICE} vs cpu {worst_gpu_cpu:.2e}, {DEVICE} vs Caffe {worst_caffe:.2e} "
          f"(tolerance {test_golden.RTOL:g})")
     assert worst_gpu_cpu <= test_golden.RTOL and worst_caffe <= test_golden.RTOL

@@ -4,10 +4,12 @@ from layer_harness import Case
 CASES = {
     "Input": [Case(layer='type: "Input" input_param { shape { dim: 2 dim: 3 dim: 4 } }', bottoms={}, grad=False)],
     "DummyData": [
-        Case(layer='type: "DummyData" dummy_data_param { shape { dim: 2 dim: 3 } data_filler { type: "constant" value: 0.5 } }',
+        Case(layer='type: "DummyData" dummy_data_param { shape { dim: 2 dim: 3 } '
+                   'data_filler { type: "constant" value: 0.5 } }',
              bottoms={}, grad=False, id="constant"),
         Case(layer='type: "DummyData" dummy_data_param { num: 2 channels: 3 height: 4 width: 5 '
-                   'data_filler { type: "gaussian" std: 2 } }', bottoms={}, grad=False, deterministic=False, id="gaussian"),
+                   'data_filler { type: "gaussian" std: 2 } }',
+             bottoms={}, grad=False, deterministic=False, id="gaussian"),
     ],
     "Split": [Case(layer='type: "Split"', bottoms={"x": (2, 3, 4)}, tops=("y1", "y2", "y3"))],
     "Silence": [Case(layer='type: "Silence"', bottoms={"x": (2, 3)}, tops=(), grad=False)],

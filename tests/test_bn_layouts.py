@@ -21,7 +21,8 @@ GAMMA = np.float16(RNG.uniform(0.5, 1.5, size=C)).astype(np.float32)
 BETA = np.float16(RNG.normal(size=C)).astype(np.float32)
 X = RNG.normal(size=(4, C, 3, 3)).astype(np.float32)
 
-INPUT = f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 4 dim: {C} dim: 3 dim: 3 }} }} }}\n'
+INPUT = (f'layer {{ name: "data" type: "Input" top: "data" '
+         f'input_param {{ shape {{ dim: 4 dim: {C} dim: 3 dim: 3 }} }} }}\n')
 
 
 def bvlc_text(eps=1e-5):
@@ -131,7 +132,8 @@ def test_four_param_block_nvcaffe_syntax_has_scale_bias(tmp_path):
 
 
 def test_bvlc_layout_loads_exactly_into_bvlc_and_nvcaffe_prototxts(tmp_path):
-    w = caffemodel(tmp_path, "b.caffemodel", {"bn": layouts(False)["bvlc"], "sc": [blob(GAMMA, (C,)), blob(BETA, (C,))]})
+    w = caffemodel(tmp_path, "b.caffemodel",
+                   {"bn": layouts(False)["bvlc"], "sc": [blob(GAMMA, (C,)), blob(BETA, (C,))]})
     net = brewnet.Net(write(tmp_path, "b.prototxt", bvlc_text()), w, brewnet.TEST)
     np.testing.assert_array_equal(net.params["bn"][0].data, np.float32(MEAN * 2.5))
     assert net.params["bn"][2].data[0] == 2.5
@@ -183,6 +185,7 @@ def test_unknown_layout_is_a_clear_error(tmp_path):
 
 
 def test_channel_mismatch_names_layout(tmp_path):
-    w = caffemodel(tmp_path, "bad.caffemodel", {"bn": [blob(np.ones(4), (4,)), blob(np.ones(4), (4,)), blob([1], (1,))]})
+    w = caffemodel(tmp_path, "bad.caffemodel",
+                   {"bn": [blob(np.ones(4), (4,)), blob(np.ones(4), (4,)), blob([1], (1,))]})
     with pytest.raises(NetError, match="4 channels"):
         brewnet.Net(write(tmp_path, "nv.prototxt", nv_text()), w, brewnet.TEST)

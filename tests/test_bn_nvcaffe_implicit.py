@@ -145,7 +145,8 @@ def test_implicit_case_matches_the_explicit_one(tmp_path, layout, form):
     """The same file into `scale_bias: true`: same outputs, same blobs, same saved file."""
     w = caffemodel(tmp_path, {"bn": ("BatchNorm", nvcaffe_blobs(layout))})
     implicit = brewnet.Net(prototxt(tmp_path, form), w, brewnet.TEST)
-    text = INPUT + 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" batch_norm_param { scale_bias: true } }'
+    text = INPUT + ('layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" '
+                    'batch_norm_param { scale_bias: true } }')
     (tmp_path / "explicit.prototxt").write_text(text)
     explicit = brewnet.Net(str(tmp_path / "explicit.prototxt"), w, brewnet.TEST)
     np.testing.assert_array_equal(implicit.forward(data=X)["bn"], explicit.forward(data=X)["bn"])
@@ -272,8 +273,9 @@ def test_one_channel_file_is_ambiguous_without_a_declaration(tmp_path, form):
     msg = str(e.value)
     assert "layer 'bn'" in msg and "ambiguous" in msg and "(1, 1, 1, 1)" in msg and "scale_bias: true" in msg
     # declaring scale/bias settles it (brewnet's documented reading of one-channel files)
-    (tmp_path / "decl.prototxt").write_text(text.replace("top: \"bn\" ", "top: \"bn\" batch_norm_param { scale_bias: true } ")
-                                            if form == "no-param" else text.replace("engine: CUDNN", "engine: CUDNN scale_bias: true"))
+    (tmp_path / "decl.prototxt").write_text(
+        text.replace("top: \"bn\" ", "top: \"bn\" batch_norm_param { scale_bias: true } ")
+        if form == "no-param" else text.replace("engine: CUDNN", "engine: CUDNN scale_bias: true"))
     net = brewnet.Net(str(tmp_path / "decl.prototxt"), w, brewnet.TEST)
     assert net.layer_dict["bn"].loaded_layout == "nvcaffe-0.15-cudnn"
 

@@ -21,7 +21,8 @@ ENGINES = {
     "default": "engine: DEFAULT",
     "caffe": "engine: CAFFE",
     "cudnn": "engine: CUDNN",
-    "cudnn-scale-bias": 'engine: CUDNN scale_filler { type: "constant" value: 1 } bias_filler { type: "constant" value: 0 }',
+    "cudnn-scale-bias": ('engine: CUDNN scale_filler { type: "constant" value: 1 } '
+                         'bias_filler { type: "constant" value: 0 }'),
     "scale-bias-017": "scale_bias: true",
 }
 MODES = {  # (phase, explicit use_global_stats or None)

@@ -50,7 +50,8 @@ def make_bundle(path, *, channels=3, stored=(4, 4), labels=BGR_LABELS, transform
         'name: "handmade"\n'
         f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: {batch} dim: {channels} '
         f'dim: {h} dim: {w} }} }} }}\n'
-        f'layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param {{ num_output: {k} }} }}\n'
+        f'layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+        f'inner_product_param {{ num_output: {k} }} }}\n'
         'layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }\n')
     net = brewnet.Net(str(path / "deploy.prototxt"), brewnet.TEST)
     if weights == "channel":
@@ -141,7 +142,7 @@ def picture_set(tmp_path_factory):
     for k, name in enumerate(BGR_LABELS):
         (folder / name).mkdir(parents=True)
         for i in range(4):
-            p = save(folder / name / f"p{i}.png", rng.integers(0, 256, size=(7, 9, 3), dtype=np.uint8))
+            save(folder / name / f"p{i}.png", rng.integers(0, 256, size=(7, 9, 3), dtype=np.uint8))
             lines.append(f"photos/{name}/p{i}.png {k}")
     (root / "list.txt").write_text("\n".join(lines) + "\n")
     data = root / "data"

@@ -185,8 +185,8 @@ def test_cli_test_prints_caffe_lines(tmp_path, monkeypatch, capsys):
                      "-iterations", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("Loss: ")
-    assert any(l.startswith("accuracy = ") for l in out)
-    loss_line = [l for l in out if l.startswith("loss = ")][0]
+    assert any(line.startswith("accuracy = ") for line in out)
+    loss_line = [line for line in out if line.startswith("loss = ")][0]
     assert loss_line.endswith(" loss)") and "(* 1 = " in loss_line
 
 

@@ -119,7 +119,8 @@ def test_converted_train_nets_keep_their_phase_behaviour(bvlc_model, tmp_path):
 
 def nvcaffe_014_model(tmp_path):
     """An NVCaffe 0.14 cuDNN model (5 rank-4 blobs, float16 raw data), written by hand."""
-    text = MODEL.replace('layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }', "")
+    text = MODEL.replace('layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" '
+                         'scale_param { bias_term: true } }', "")
     text = text.replace('layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }',
                         'layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" '
                         'batch_norm_param { engine: CUDNN scale_filler { type: "constant" value: 1 } '

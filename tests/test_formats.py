@@ -280,7 +280,7 @@ def test_v1_layers_upgrade():
     net, notes = formats.upgrade_net_with_notes(text_format.Parse(V1_NET,
                                                                  caffe_pb2.NetParameter()))
     assert not net.layers and not net.input and not net.input_dim
-    assert [(l.name, l.type) for l in net.layer] == [
+    assert [(layer.name, layer.type) for layer in net.layer] == [
         ("input", "Input"), ("conv1", "Convolution"), ("relu1", "ReLU"),
         ("loss", "SoftmaxWithLoss")]
     conv = net.layer[1]
@@ -310,7 +310,7 @@ def test_input_dim_upgrade_two_inputs():
                                'input_dim: 1 input_dim: 1\n'
                                'layer { name: "ip" type: "InnerProduct" bottom: "data" }')
     # as Caffe's UpgradeNetInput: one layer "input" with every input as a top
-    assert [(l.name, l.type, list(l.top)) for l in net.layer] == [
+    assert [(layer.name, layer.type, list(layer.top)) for layer in net.layer] == [
         ("input", "Input", ["data", "label"]), ("ip", "InnerProduct", [])]
     assert list(net.layer[0].input_param.shape[1].dim) == [1, 1, 1, 1]
     with pytest.raises(CaffeFormatError, match="1 inputs but 3 input_dim"):
@@ -360,7 +360,7 @@ def test_v0_layers_upgrade_with_padding():
         'layers { layer { name: "drop" type: "dropout" dropout_ratio: 0.3 } '
         'bottom: "pool1" top: "pool1" }', caffe_pb2.NetParameter())
     net = formats.upgrade_net(v0)
-    assert [(l.name, l.type) for l in net.layer] == [
+    assert [(layer.name, layer.type) for layer in net.layer] == [
         ("input", "Input"), ("conv1", "Convolution"), ("pool1", "Pooling"), ("drop", "Dropout")]
     conv = net.layer[1]
     assert list(conv.bottom) == ["data"]

@@ -58,7 +58,8 @@ def bn(body: str, top: str = "conv1", extra: str = "", scale: bool = True) -> st
 }}
 '''
     if scale:
-        text += f'layer {{ name: "scale1" type: "Scale" bottom: "{top}" top: "{top}" scale_param {{ bias_term: true }} }}\n'
+        text += (f'layer {{ name: "scale1" type: "Scale" bottom: "{top}" top: "{top}" '
+                 f'scale_param {{ bias_term: true }} }}\n')
     return text
 
 

@@ -168,7 +168,8 @@ def test_param_sharing_by_name():
             inner_product_param { num_output: 4 weight_filler { type: "gaussian" } } }
     layer { name: "b" type: "InnerProduct" bottom: "data" top: "b" param { name: "w" } param { name: "b" }
             inner_product_param { num_output: 4 } }
-    layer { name: "bad" type: "InnerProduct" bottom: "a" top: "c" param { name: "w" } inner_product_param { num_output: 4 } }
+    layer { name: "bad" type: "InnerProduct" bottom: "a" top: "c" param { name: "w" }
+            inner_product_param { num_output: 4 } }
     """
     with pytest.raises(NetError, match="cannot share param 'w'"):
         make(text)
@@ -220,7 +221,8 @@ def test_unknown_filler_type():
 
 
 # ----- weights -------------------------------------------------------------------------------
-IP_NET = INPUT + 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 4 } }'
+IP_NET = INPUT + ('layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+                  'inner_product_param { num_output: 4 } }')
 
 
 def test_mismatched_weights_name_layer_and_shapes(tmp_path):
@@ -407,7 +409,8 @@ layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
 layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
 layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
 layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
-layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
 """
 
@@ -438,8 +441,10 @@ def test_channels_last_reaches_convolutions_of_a_one_channel_input():
 
 
 HALF_NET = """
-layer { name: "data" type: "Input" top: "data" top: "label" input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
+layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
 layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "label" top: "loss" }
 """
 

@@ -31,10 +31,12 @@ LENET_BODY = """
   dummy_data_param {{ shape {{ dim: 50 dim: 1 dim: 28 dim: 28 }} shape {{ dim: 50 dim: 1 dim: 1 dim: 1 }} }} }}
 layer {{ name: "{c1}" type: "Convolution" bottom: "{d}" top: "{c1}"
   convolution_param {{ num_output: 20 kernel_size: 5 weight_filler {{ type: "xavier" }} }} }}
-layer {{ name: "{p1}" type: "Pooling" bottom: "{c1}" top: "{p1}" pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
+layer {{ name: "{p1}" type: "Pooling" bottom: "{c1}" top: "{p1}"
+  pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
 layer {{ name: "{c2}" type: "Convolution" bottom: "{p1}" top: "{c2}"
   convolution_param {{ num_output: 50 kernel_size: 5 weight_filler {{ type: "xavier" }} }} }}
-layer {{ name: "{p2}" type: "Pooling" bottom: "{c2}" top: "{p2}" pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
+layer {{ name: "{p2}" type: "Pooling" bottom: "{c2}" top: "{p2}"
+  pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
 layer {{ name: "{i1}" type: "InnerProduct" bottom: "{p2}" top: "{i1}"
   inner_product_param {{ num_output: 500 weight_filler {{ type: "xavier" }} }} }}
 layer {{ name: "{r1}" type: "ReLU" bottom: "{i1}" top: "{i1}" }}
@@ -103,9 +105,11 @@ def test_multiple_tops_partly_named_and_counters_per_type():
                 dummy_data_param { shape { dim: 2 dim: 3 } shape { dim: 2 } } }
         layer { name: "InnerProduct1" type: "InnerProduct" bottom: "DummyData1" top: "InnerProduct1"
                 inner_product_param { num_output: 4 } }
-        layer { name: "fc" type: "InnerProduct" bottom: "InnerProduct1" top: "fc" inner_product_param { num_output: 2 } }
+        layer { name: "fc" type: "InnerProduct" bottom: "InnerProduct1" top: "fc"
+                inner_product_param { num_output: 2 } }
         layer { name: "ReLU1" type: "ReLU" bottom: "fc" top: "ReLU1" }
-        layer { name: "fc_out" type: "InnerProduct" bottom: "ReLU1" top: "fc_out" inner_product_param { num_output: 1 } }
+        layer { name: "fc_out" type: "InnerProduct" bottom: "ReLU1" top: "fc_out"
+                inner_product_param { num_output: 1 } }
         layer { name: "InnerProduct2" type: "InnerProduct" bottom: "fc" top: "InnerProduct2"
                 inner_product_param { num_output: 1 } }
         layer { name: "sum" type: "Eltwise" bottom: "InnerProduct2" bottom: "fc_out" top: "sum"

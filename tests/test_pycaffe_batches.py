@@ -15,7 +15,8 @@ from brewnet.formats import net_from_text
 NET = """name: "b" force_backward: true
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 } } }
 layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"
-  inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "constant" value: 0.1 } } }
+  inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.5 }
+    bias_filler { type: "constant" value: 0.1 } } }
 layer { name: "relu" type: "ReLU" bottom: "ip1" top: "ip1" }
 layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
   inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.5 } } }

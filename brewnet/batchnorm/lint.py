@@ -190,7 +190,8 @@ def lint(net: caffe_pb2.NetParameter, text: str | None = None, phase: int | None
             shared = bool(lp.param) and all(q.name and q.name in train_names for q in lp.param)
             if not trainers and not shared:
                 add("BN005", "error", i, f"{lp.type} layer exists only in TEST, and no TRAIN layer named "
-                    f"'{lp.name}' trains its parameters" + (" (its statistics stay zero)" if lp.type == "BatchNorm" else ""),
+                    f"'{lp.name}' trains its parameters"
+                    + (" (its statistics stay zero)" if lp.type == "BatchNorm" else ""),
                     f"give the TRAIN-phase layer it should share with the same name '{lp.name}' "
                     "(brewnet and Caffe share TEST parameters with TRAIN by layer name)")
             elif trainers and any(layers[k].type != lp.type for k in trainers):
@@ -281,7 +282,8 @@ def _bn_rules(add, layers, i, lp, phases, max_iter, target, file_blobs=None):
     if eps <= 0:
         add("BN007", "error", i, f"eps {eps:g} ≤ 0: division by zero for a constant channel",
             f"eps: {CUDNN_MIN_EPS:g}", _fix_eps)
-    elif (cudnn or target in ("nvcaffe", "nvcaffe-0.14") or nv) and eps < CUDNN_MIN_EPS * (1 - 1e-6):  # eps is a float32
+    elif ((cudnn or target in ("nvcaffe", "nvcaffe-0.14") or nv)
+          and eps < CUDNN_MIN_EPS * (1 - 1e-6)):  # eps is a float32
         add("BN007", "error" if cudnn else "warning", i, f"eps {eps:g} is below cuDNN's minimum "
             f"{CUDNN_MIN_EPS:g} (NVCaffe clamps or refuses it, so results differ between engines)",
             f"eps: {CUDNN_MIN_EPS:g}", _fix_eps)

@@ -88,7 +88,8 @@ def run(args) -> int:
     net = _build(args.model, args.weights)
     if args.to == "pytorch":
         module = save_pytorch(net, prefix + ".pt")
-        print(f"wrote {prefix}.pt (state_dict + prototxt; brewnet.convert.pytorch_onnx.load_pytorch rebuilds the module)")
+        print(f"wrote {prefix}.pt (state_dict + prototxt; "
+              "brewnet.convert.pytorch_onnx.load_pytorch rebuilds the module)")
         loaded = load_pytorch(prefix + ".pt")
         inputs = random_inputs(module, args.seed)
         with torch.no_grad():

@@ -4,9 +4,10 @@ PyTorch's ``SyncBatchNorm`` refuses CPU tensors ("expected input tensor to be on
 brewnet's BatchNorm reduces its statistics itself, with a differentiable all-reduce: a sum whose
 backward all-reduces the gradients, which is exactly the gradient of the sum of every rank's loss
 through the shared statistics (torch.distributed.nn's own is deprecated in torch 2.13, and the
-functional collectives that replace it do not differentiate).  One all-reduce per layer and pass (forward, and its backward): per channel Σ(x − K) and
-Σ(x − K)² with the element count, 2C + 1 values, where the shift K is the layer's running mean
-(identical on every rank, since the statistics are synchronised): the variance
+functional collectives that replace it do not differentiate).  One all-reduce per layer and pass
+(forward, and its backward): per channel Σ(x − K) and Σ(x − K)² with the element count, 2C + 1
+values, where the shift K is the layer's running mean (identical on every rank, since the
+statistics are synchronised): the variance
 E[(x − K)²] − E[x − K]² then keeps the digits a one-pass E[x²] − mean² would cancel when the
 mean is large against the spread.  (A two-pass variance would need a second all-reduce, and
 every all-reduce is a point where the ranks wait for each other.)

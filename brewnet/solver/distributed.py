@@ -97,7 +97,8 @@ class DataParallel:
             unknown = sorted(set(policy) - names)
             if unknown:
                 raise BrewnetError(f"BatchNorm synchronisation: no BatchNorm layer named "
-                                   f"{', '.join(unknown)} in the train net (it has: {', '.join(sorted(names)) or 'none'})")
+                                   f"{', '.join(unknown)} in the train net "
+                                   f"(it has: {', '.join(sorted(names)) or 'none'})")
         synced = []
         for layer in self.solver.net.layers:
             if layer.type == "BatchNorm":

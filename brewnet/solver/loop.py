@@ -59,15 +59,15 @@ class TrainingLoop:
             for cb in self._callbacks:
                 cb[0]()
             for _ in range(iter_size):
-                l, _ = net.forward_loss()
-                if l is not None:
-                    if l.requires_grad:
+                step_loss, _ = net.forward_loss()
+                if step_loss is not None:
+                    if step_loss.requires_grad:
                         layers = range(len(net.layers) - 1, -1, -1)
                         net._run_callbacks("before_backward", layers)
-                        (l if scaler is None else scaler.scale(l)).backward()
+                        (step_loss if scaler is None else scaler.scale(step_loss)).backward()
                         net._run_callbacks("after_backward", layers)
-                    l = l.detach()
-                    loss = l if loss is None else loss + l
+                    step_loss = step_loss.detach()
+                    loss = step_loss if loss is None else loss + step_loss
             if loss is None:
                 loss_t = torch.zeros(())
             else:
@@ -142,7 +142,7 @@ class TrainingLoop:
 
     def _smoothed(self) -> float:
         if self._losses:
-            vals = torch.stack([l.reshape(()).float().cpu() for l in self._losses]).tolist()
+            vals = torch.stack([recorded.reshape(()).float().cpu() for recorded in self._losses]).tolist()
             self.smoothed_loss = float(np.mean(np.asarray(vals, dtype=np.float64)))
         return self.smoothed_loss
 
