@@ -336,7 +336,8 @@ class Server:
         """Model jobs from DIGITS' model form: one per learning rate x batch size of a sweep;
         all made or none.  The prototxts and solver are written now when the dataset is Done,
         else when it is."""
-        from .digits.forms import ModelSpec, parse_model_form
+        from .digits.forms import parse_model_form
+        from .digits.specs import ModelSpec
 
         form, uploads, copies = self._merge_clone(form, uploads, states.MODEL)
         specs = parse_model_form(form, {k: str(v) for k, v in uploads.items()}, self.config,
@@ -404,7 +405,7 @@ class Server:
             if ds is None or ds.status != states.DONE:
                 return
             try:
-                from .digits.forms import ModelSpec
+                from .digits.specs import ModelSpec
 
                 self._write_model_files(d, ModelSpec.from_json(job.spec or {}), ds)
             except Exception as e:  # noqa: BLE001 - the job records why it cannot run

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from brewnet.server.digits.forms import ModelSpec
+from brewnet.server.digits.specs import ModelSpec
 from brewnet.server.digits.solver_form import (Plan, compute_plan, epoch_of_iteration, lr_curve, lr_curves,
                                                plan_training, solver_parameter)
 from brewnet.server.errors import FormErrors

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from ...errors import BrewnetError
+from ..digits.specs import DatasetSpec
 from . import states
 from .jobdir import job_dir, read_job_json
 from .progress import METRICS_FILE, read_plan
@@ -75,8 +76,6 @@ def _gpu_flag(job, several: bool = False) -> list[str]:
 
 
 def dataset_steps(job, config) -> list[list[str]]:
-    from ..digits.forms import DatasetSpec
-
     spec = DatasetSpec.from_json(job.spec or {})
     outdir = job_dir(config, job.id)
     return [brewnet_argv("dataset", "create", *spec.cli_args(str(outdir)))]

@@ -538,20 +538,14 @@ def _parse_error(message: str) -> ParseError:
 
 
 def _lint(body: LintRequest) -> LintOut:
-    from ...batchnorm.lint import lint
-    from ...errors import BrewnetError
-    from ..digits.forms import NetworkError
-    from ..digits.model_files import _finding_dict, analyze_network, parse_network
+    from ..digits.model_files import analyze_network, lint_findings, parse_network
+    from ..digits.specs import NetworkError
 
     try:
         if body.digits:
             _net, findings = analyze_network(body.prototxt, body.num_classes)
         else:
-            net = parse_network(body.prototxt)
-            try:
-                findings = [_finding_dict(f) for f in lint(net, body.prototxt)]
-            except BrewnetError as e:   # the linter's own refusal of a net is a finding
-                findings = [{"rule": "lint", "severity": "error", "layer": "", "message": str(e), "fix": ""}]
+            findings = lint_findings(parse_network(body.prototxt), body.prototxt)
     except NetworkError as e:
         return LintOut(valid=False, parse_error=_parse_error(str(e)), findings=[])
     return LintOut(valid=True, findings=findings)
@@ -567,8 +561,7 @@ async def lint_network(body: LintRequest, _user: User | None = Depends(security.
 async def lr_curve(body: FormBody, _user: User | None = Depends(security.read_access)):
     """The learning rate over a run for DIGITS' solver fields (``learning_rate`` (a list: a sweep),
     ``lr_policy`` and its ``lr_*`` parameters)."""
-    from ..digits.forms import parse_lr_fields
-    from ..digits.solver_form import lr_curves
+    from ..digits.solver_form import lr_curves, parse_lr_fields
 
     fields = form_fields(body)
 
