@@ -41,6 +41,7 @@ from sqlalchemy import func, select
 from ..errors import BrewnetError
 from .errors import ApiError
 from .jobs import states
+from .jobs.epochs import snapshot_epoch
 from .jobs.jobdir import (JOB_JSON, is_job_id, job_dir, job_from_dict, job_to_dict, read_job_json,
                           write_job_json)
 from .jobs.process import last_error_line, pid_alive, process_start_time, signal_group, start_step
@@ -80,20 +81,6 @@ class _Run:
 
 
 # ---------------------------------------------------------------- summaries of finished files
-
-def epoch_of(iteration: int, plan: dict, spec: dict) -> int | float | None:
-    """DIGITS' epoch of snapshot N: round(N * train_epochs / max_iter, 3), an int when whole;
-    N / iters_per_epoch when the plan has no max_iter."""
-    max_iter = plan.get("max_iter")
-    epochs = spec.get("train_epochs") or plan.get("train_epochs")
-    if max_iter and epochs:
-        e = round(iteration * float(epochs) / float(max_iter), 3)
-    elif plan.get("iters_per_epoch"):
-        e = round(iteration / float(plan["iters_per_epoch"]), 3)
-    else:
-        return None
-    return int(e) if float(e).is_integer() else e
-
 
 def dataset_summary(jobdir: Path) -> dict:
     """A dataset job's summary from the summary.json that ``brewnet dataset create`` wrote:
@@ -135,7 +122,7 @@ def model_summary(jobdir: Path, spec: dict, records: list[dict], newest_iter: in
     (``best``: Caffe's moving-average statistics unless -bn_recalibrate ran, and then
     ``best_moving_bn`` the same net with the moving averages) and the newest train iteration."""
     plan = read_plan(jobdir)
-    snaps = [{"iteration": it, "epoch": epoch_of(it, plan, spec)} for it, _ in snapshots(jobdir)]
+    snaps = [{"iteration": it, "epoch": snapshot_epoch(it, plan, spec.get("train_epochs"))} for it, _ in snapshots(jobdir)]
     if newest_iter is None:
         its = [r["iter"] for r in records if r.get("phase") == "train" and isinstance(r.get("iter"), int)]
         newest_iter = max(its) if its else None

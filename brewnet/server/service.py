@@ -29,6 +29,7 @@ from sqlalchemy import select
 
 from .errors import ApiError, FormErrors
 from .jobs import states
+from .jobs.epochs import epoch_label, parse_epoch, snapshot_epoch
 from .jobs.jobdir import confine_server_path, job_dir, job_to_dict, write_job_json, write_json_atomic
 from .jobs.progress import metric_series, read_metrics, read_plan
 from .jobs.tasks import python_path, snapshots
@@ -54,21 +55,6 @@ TOP_KEPT_MAX = 100
 
 def _now() -> float:
     return time.time()
-
-
-def _epoch_label(e: int | float) -> int | float:
-    return int(e) if float(e).is_integer() else e
-
-
-def _parse_epoch(text: Any, field: str = "snapshot_epoch") -> float | None:
-    """A snapshot epoch from a form/query value; None (or -1) means the latest."""
-    if text is None or str(text).strip() == "":
-        return None
-    try:
-        e = float(text)
-    except ValueError:
-        raise FormErrors({field: [f"Not a valid number: {text!r}"]}) from None
-    return None if e < 0 else e
 
 
 class Server:
@@ -157,13 +143,11 @@ class Server:
     def snapshot_list(self, job: Job) -> list[dict]:
         """A model's snapshots ``[{"iteration", "epoch", "path"}]``, ascending (from its files:
         a snapshot written after the last summary counts too)."""
-        from .scheduler import epoch_of
-
         d = self._dir(job.id)
         plan = read_plan(d)
         out = []
         for it, path in snapshots(d):
-            e = epoch_of(it, plan, job.spec or {})
+            e = snapshot_epoch(it, plan, (job.spec or {}).get("train_epochs"))
             out.append({"iteration": it, "epoch": e if e is not None else it, "path": str(path)})
         return out
 
@@ -177,7 +161,7 @@ class Server:
         for sn in snaps:
             if abs(float(sn["epoch"]) - float(epoch)) < 1e-6:
                 return sn
-        raise ApiError(404, f"Model {job.id} has no snapshot at epoch {_epoch_label(epoch)} "
+        raise ApiError(404, f"Model {job.id} has no snapshot at epoch {epoch_label(epoch)} "
                             f"(it has {', '.join(str(s['epoch']) for s in snaps)})")
 
     # ------------------------------------------------------------------ creation helpers
@@ -456,7 +440,7 @@ class Server:
     # ------------------------------------------------------------------ create: inference
 
     def _iteration(self, model: Job, form: Mapping[str, str]) -> int:
-        epoch = _parse_epoch(form.get("snapshot_epoch"))
+        epoch = parse_epoch(form.get("snapshot_epoch"))
         return int(self.snapshot_for_epoch(model, epoch)["iteration"])
 
     def create_inference(self, model_id: str, kind: str, form: Mapping[str, str],
@@ -819,7 +803,7 @@ class Server:
         }
         if verbose:
             d["directory"] = str(self._dir(job.id))
-            d["snapshots"] = [_epoch_label(sn["epoch"]) for sn in snaps]
+            d["snapshots"] = [epoch_label(sn["epoch"]) for sn in snaps]
         return d
 
     def dataset_json(self, job: Job) -> dict:

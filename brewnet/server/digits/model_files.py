@@ -34,12 +34,12 @@ from ...data.augment import Augmentation
 from ...errors import BrewnetError
 from ...proto import caffe_pb2
 from ..errors import FormErrors
+from ..jobs.epochs import epoch_of_iteration
 from ..jobs.jobdir import write_json_atomic
 from ..jobs.tasks import AUGMENT_FILE, PYTHON_LAYER_DIR
 from .fields import Fields, augmentation_fields
 from .networks import network_prototxt
-from .solver_form import (DEFAULT_BATCH_SIZE, Plan, compute_plan, dataset_facts, epoch_of_iteration,
-                          solver_parameter)
+from .solver_form import DEFAULT_BATCH_SIZE, Plan, compute_plan, dataset_facts, solver_parameter
 from .specs import PYTHON_LAYER_MODULE, ModelSpec, NetworkError
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from ...proto import caffe_pb2
 from ..errors import FormErrors
+from ..jobs.epochs import epoch_of_iteration
 from .fields import Fields, format_number
 
 #: DIGITS' batch size when neither the form nor the network gives one
@@ -257,13 +258,6 @@ def plan_training(spec, dataset: Mapping, net_batch: int | None = None,
                         train_epochs=int(spec.train_epochs), batch=int(batch), val_batch=int(val_batch),
                         iter_size=int(getattr(spec, "batch_accumulation", None) or 1),
                         snapshot_interval=float(spec.snapshot_interval), val_interval=float(spec.val_interval))
-
-
-def epoch_of_iteration(iteration: int, plan: Plan | Mapping, train_epochs: int | float) -> int | float:
-    """DIGITS' epoch of iteration N: ``round(N * train_epochs / max_iter, 3)``, an int when whole."""
-    max_iter = plan["max_iter"] if isinstance(plan, Mapping) else plan.max_iter
-    e = round(float(iteration) * float(train_epochs) / float(max_iter), 3)
-    return int(e) if float(e).is_integer() else e
 
 
 # ----- the solver -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import security
 from ..errors import ApiError
 from ..jobs import states
+from ..jobs.epochs import parse_epoch
 from ..store.models import Job, User
 from . import server_of
 
@@ -580,9 +581,7 @@ async def _read_form(request: Request):
 
 
 def _epoch_field(value) -> float | None:
-    from ..service import _parse_epoch
-
-    return _parse_epoch(value)
+    return parse_epoch(value)
 
 
 def _image_of(server, form) -> Path:

@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from ..errors import ApiError
 from ..formdata import ParsedForm, read_form
 from ..jobs import states
+from ..jobs.epochs import parse_epoch
 from . import digits_bool, server_of, wants_json
 
 async def _readers_only(request: Request) -> None:
@@ -231,8 +232,6 @@ def _image_of(request: Request, form: ParsedForm) -> Path:
 
 
 async def _classify_one(request: Request, as_json: bool):
-    from ..service import _parse_epoch
-
     server = server_of(request)
     form = await _form(request)
     as_json = wants_json(request, as_json)
@@ -240,7 +239,7 @@ async def _classify_one(request: Request, as_json: bool):
         job_id = _classify_job_id(request, form)
         model = await _run(server.get_job, job_id, states.MODEL)
         image = _image_of(request, form)
-        epoch = _parse_epoch(form.get("snapshot_epoch"))
+        epoch = parse_epoch(form.get("snapshot_epoch"))
         visualize = not as_json and digits_bool(form.get("show_visualizations"))
         try:
             result = await server.classify_one(model.id, image, epoch, visualize=visualize)
@@ -332,15 +331,13 @@ async def visualize_lr(request: Request):
 # ----------------------------------------------------------------------- downloads
 
 async def _download(request: Request, job_id: str, ext: str):
-    from ..service import _parse_epoch
-
     server = server_of(request)
     form = await _form(request) if request.method == "POST" else None
     try:
         raw = request.query_params.get("epoch")
         if raw is None and form is not None:
             raw = form.get("snapshot_epoch")
-        epoch = _parse_epoch(raw, "epoch")
+        epoch = parse_epoch(raw, "epoch")
     finally:
         if form is not None:
             form.cleanup()
