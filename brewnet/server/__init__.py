@@ -5,11 +5,13 @@ SQLAlchemy store (SQLite file by default, PostgreSQL by URL) and real authentica
 Layout:
     config.py        ServerConfig: the command line's settings and the limits
     errors.py        ApiError / FormErrors: every bad request becomes a 4xx JSON answer
+    threads.py       in_thread(): blocking work (database, files, decoding) off the event loop
     store/           SQLAlchemy models, the database and its Alembic migrations
     auth.py          password hashing, API tokens, login sessions, CSRF tokens
-    jobs/            job states, job directories (job.json), task command lines, progress
+    jobs/            job states, job directories (job.json), task command lines, progress,
+                     DIGITS' epoch of an iteration (epochs.py)
     scheduler.py     the queue, resource slots, subprocesses, abort/resume, restart recovery
-    digits/          DIGITS' forms, standard networks, solver arithmetic (epochs -> iterations)
+    digits/          DIGITS' forms and specs, standard networks, solver arithmetic (epochs -> iterations)
     inference.py     deploy bundles of snapshots, archives, classify-one in a worker process
     service.py       what the routes do (shared by DIGITS' routes and /api/v1)
     routes/          DIGITS' routes, /api/v1, accounts, Server-Sent Events

@@ -21,7 +21,6 @@ import hmac
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,6 +29,7 @@ from . import auth
 from .config import is_loopback
 from .errors import ApiError
 from .store.models import User
+from .threads import in_thread
 
 SESSION_COOKIE = "brewnet_session"
 USERNAME_COOKIE = "username"          # DIGITS' own cookie name
@@ -52,11 +52,6 @@ def _db(request: Request):
     state = request.app.state
     db = getattr(state, "db", None)
     return db if db is not None else state.server.db
-
-
-async def _in_thread(fn, *args):
-    """Database work off the event loop (SQLite may wait for another writer's lock)."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args))
 
 
 def _is_form(request: Request) -> bool:
@@ -136,13 +131,13 @@ async def current_user(request: Request) -> User | None:
 
     token = _bearer(request)
     if token is not None:
-        user = await _in_thread(_token_user, db, token)
+        user = await in_thread(_token_user, db, token)
         if user is None:
             raise ApiError(401, "Invalid, expired or revoked API token")
         method = "token"
     else:
         cookie = request.cookies.get(SESSION_COOKIE)
-        found = await _in_thread(_session_user, db, cookie) if cookie else None
+        found = await in_thread(_session_user, db, cookie) if cookie else None
         if found is not None:
             user, csrf = found
             method = "session"
@@ -158,7 +153,7 @@ async def current_user(request: Request) -> User | None:
                     explicit = True
                 if name:
                     try:
-                        user = await _in_thread(_local_user, db, config, name)
+                        user = await in_thread(_local_user, db, config, name)
                     except ApiError:
                         if explicit:
                             raise
@@ -175,7 +170,7 @@ async def require_user(request: Request) -> User:
     user = await current_user(request)
     if user is None:
         config = _config(request)
-        hint = ("log in (POST /login with a username)" if await _in_thread(local_mode, _db(request), config)
+        hint = ("log in (POST /login with a username)" if await in_thread(local_mode, _db(request), config)
                 else "log in (POST /login or /api/v1/login) or send 'Authorization: Bearer <token>'")
         raise ApiError(401, f"Authentication required: {hint}")
     return user
@@ -196,7 +191,7 @@ async def read_access(request: Request) -> User | None:
         user = await current_user(request)
         if user is not None:
             return user
-        if await _in_thread(local_mode, _db(request), _config(request)):
+        if await in_thread(local_mode, _db(request), _config(request)):
             return None
         return await require_user(request)
     except BaseException:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
@@ -18,6 +17,7 @@ from pydantic import BaseModel, Field
 from .. import auth, security
 from ..errors import ApiError
 from ..store.models import ApiToken, User
+from ..threads import in_thread
 from . import wants_json
 
 router = APIRouter()
@@ -105,7 +105,7 @@ async def _db_call(request: Request, fn, *args):
     def run():
         with db.session() as s:
             return fn(s, *args)
-    return await anyio.to_thread.run_sync(run)
+    return await in_thread(run)
 
 
 def safe_next(target: str | None) -> str:
@@ -256,8 +256,8 @@ async def api_logout(request: Request):
 @router.get("/api/v1/me", response_model=MeOut, tags=["accounts"])
 async def me(request: Request, user: User = Depends(security.require_user)):
     """Who the caller is, how they authenticated, and the session's CSRF token."""
-    local = await anyio.to_thread.run_sync(security.local_mode, security._db(request),  # noqa: SLF001
-                                           security._config(request))  # noqa: SLF001
+    local = await in_thread(security.local_mode, security._db(request),  # noqa: SLF001
+                             security._config(request))  # noqa: SLF001
     return MeOut(user=user_out(user), auth=request.state.auth_method,
                  csrf_token=getattr(request.state, "csrf_token", None), local_mode=local)
 

@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +26,7 @@ from ..errors import ApiError
 from ..jobs import states
 from ..jobs.epochs import parse_epoch
 from ..store.models import Job, User
+from ..threads import in_thread
 from . import server_of
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
@@ -34,11 +34,6 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 MAX_FILES_LISTED = 10000
 Scalar = Union[str, int, float, bool]
 FieldValue = Union[Scalar, list[Scalar], None]
-
-
-async def _run(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in the thread pool (database and file work)."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
 # ----------------------------------------------------------------------- models
@@ -316,14 +311,14 @@ async def list_jobs(request: Request,
         positions = _positions(server)
         return [job_out(j, positions) for j in jobs
                 if (wanted is None or j.status in wanted) and (owner is None or j.owner == owner)]
-    return JobList(jobs=await _run(answer))
+    return JobList(jobs=await in_thread(answer))
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail)
 async def get_job(request: Request, job_id: str, _user: User | None = Depends(security.read_access)):
     """One job with its settings (and a model's snapshots)."""
     server = server_of(request)
-    return await _run(lambda: _job_detail(server, server.get_job(job_id)))
+    return await in_thread(lambda: _job_detail(server, server.get_job(job_id)))
 
 
 @router.post("/datasets", response_model=JobOut, status_code=201)
@@ -334,7 +329,7 @@ async def create_dataset(request: Request, body: DatasetCreate, user: User = Dep
     def make():
         job = server.create_dataset(form_fields(body), {}, user)
         return job_out(server.get_job(job.id), _positions(server))
-    return await _run(make)
+    return await in_thread(make)
 
 
 @router.post("/models", response_model=ModelsCreated, status_code=201)
@@ -350,14 +345,14 @@ async def create_models(request: Request, body: ModelCreate, user: User = Depend
         findings = {j.id: list((j.spec or {}).get("lint_findings") or []) for j in fresh
                     if (j.spec or {}).get("lint_findings")}
         return ModelsCreated(jobs=[job_out(j, positions) for j in fresh], lint_findings=findings)
-    return await _run(make)
+    return await in_thread(make)
 
 
 async def _control(request: Request, job_id: str, action: str, user: User):
     server = server_of(request)
     fn = getattr(server, action)
-    await _run(fn, job_id, user)
-    return await _run(lambda: job_out(server.get_job(job_id), _positions(server)))
+    await in_thread(fn, job_id, user)
+    return await in_thread(lambda: job_out(server.get_job(job_id), _positions(server)))
 
 
 @router.post("/jobs/{job_id}/abort", response_model=JobOut,
@@ -381,13 +376,13 @@ async def clone_job(request: Request, job_id: str, user: User = Depends(security
     def make():
         job = server.clone(job_id, user)
         return job_out(server.get_job(job.id), _positions(server))
-    return await _run(make)
+    return await in_thread(make)
 
 
 @router.delete("/jobs/{job_id}", response_model=Message)
 async def delete_job(request: Request, job_id: str, user: User = Depends(security.api_user)):
     """Delete a finished job and its directory (refused while it runs, or when models use the dataset)."""
-    await _run(server_of(request).delete, job_id, user)
+    await in_thread(server_of(request).delete, job_id, user)
     return Message(message="Job deleted.")
 
 
@@ -399,7 +394,7 @@ async def edit_job(request: Request, job_id: str, body: JobPatch, user: User = D
     def change():
         server.edit(job_id, user, name=body.name, notes=body.notes, group=body.group)
         return job_out(server.get_job(job_id), _positions(server))
-    return await _run(change)
+    return await in_thread(change)
 
 
 @router.get("/jobs/{job_id}/metrics", response_model=MetricsOut)
@@ -417,7 +412,7 @@ async def job_metrics(request: Request, job_id: str,
         series.setdefault("train", {})
         series.setdefault("test", {})
         return MetricsOut(job_id=job_id, **series)
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 @router.get("/jobs/{job_id}/log", response_model=LogOut)
@@ -429,7 +424,7 @@ async def job_log(request: Request, job_id: str, lines: int = Query(200, ge=1, l
     def answer():
         text = server.log_tail(server.get_job(job_id), lines)
         return LogOut(job_id=job_id, lines=text.splitlines())
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 def _list_files(root: Path, job_id: str) -> FileList:
@@ -465,7 +460,7 @@ async def job_files(request: Request, job_id: str, _user: User | None = Depends(
     def answer():
         server.get_job(job_id)
         return _list_files(job_dir(server.config, job_id), job_id)
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 @router.get("/jobs/{job_id}/result")
@@ -491,7 +486,7 @@ async def job_result(request: Request, job_id: str, _user: User | None = Depends
         if out["kind"] == "classify_many":
             out.update(server.classifications(job))
         return out
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 # ----------------------------------------------------------------------- server
@@ -499,13 +494,13 @@ async def job_result(request: Request, job_id: str, _user: User | None = Depends
 @router.get("/queue", response_model=QueueOut)
 async def queue(request: Request, _user: User | None = Depends(security.read_access)):
     """The waiting jobs in the order they will start (position 1 first) and what each waits for."""
-    return QueueOut(queue=[QueueEntry(**q) for q in await _run(server_of(request).scheduler.queue)])
+    return QueueOut(queue=[QueueEntry(**q) for q in await in_thread(server_of(request).scheduler.queue)])
 
 
 @router.get("/resources")
 async def resources(request: Request, _user: User | None = Depends(security.read_access)) -> dict[str, Any]:
     """The resource slots: ``{"cpu": {"total", "used"}, "gpus": [{"index", "job_id"}]}``."""
-    return await _run(server_of(request).scheduler.slots)
+    return await in_thread(server_of(request).scheduler.slots)
 
 
 @router.get("/networks", response_model=list[NetworkOut])
@@ -523,7 +518,7 @@ async def network(name: str, _user: User | None = Depends(security.read_access))
 
     if name not in STANDARD_NETWORKS:
         raise ApiError(404, f"Unknown network {name!r}: one of {', '.join(STANDARD_NETWORKS)}")
-    text = await _run(network_prototxt, name)
+    text = await in_thread(network_prototxt, name)
     return NetworkText(id=name, title=STANDARD_NETWORKS[name], prototxt=text)
 
 
@@ -555,7 +550,7 @@ def _lint(body: LintRequest) -> LintOut:
 @router.post("/lint", response_model=LintOut)
 async def lint_network(body: LintRequest, _user: User | None = Depends(security.read_access)):
     """``brewnet lint`` of a prototxt: findings with line numbers, or where it does not parse."""
-    return await _run(_lint, body)
+    return await in_thread(_lint, body)
 
 
 @router.post("/lr-curve", response_model=LrCurveOut)
@@ -569,7 +564,7 @@ async def lr_curve(body: FormBody, _user: User | None = Depends(security.read_ac
     def answer():
         rates, _policy, _params = parse_lr_fields(fields)
         return LrCurveOut(learning_rates=[float(r) for r in rates], curves=lr_curves(fields))
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 # ----------------------------------------------------------------------- models: inference, files
@@ -617,7 +612,7 @@ async def classify(request: Request, job_id: str, _user: User | None = Depends(s
     server = server_of(request)
     form = await _read_form(request)
     try:
-        model = await _run(server.get_job, job_id, states.MODEL)
+        model = await in_thread(server.get_job, job_id, states.MODEL)
         image = _image_of(server, form)
         epoch = _epoch_field(form.get("snapshot_epoch"))
         visualize = digits_bool(form.get("show_visualizations"))
@@ -635,7 +630,7 @@ async def _start_inference(request: Request, job_id: str, kind: str, user: User,
     def make():
         job = server.create_inference(job_id, kind, form_dict, uploads, user)
         return job_out(server.get_job(job.id), _positions(server))
-    job = await _run(make)
+    job = await in_thread(make)
     return JSONResponse(InferenceStarted(job_id=job.id, job=job).model_dump(), status_code=202)
 
 
@@ -677,7 +672,7 @@ async def model_snapshots(request: Request, job_id: str, _user: User | None = De
         job = server.get_job(job_id, states.MODEL)
         return [SnapshotOut(iteration=s["iteration"], epoch=s["epoch"], file=Path(s["path"]).name)
                 for s in server.snapshot_list(job)]
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 @router.get("/models/{job_id}/bundle.tar.gz", response_class=FileResponse,

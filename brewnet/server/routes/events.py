@@ -35,6 +35,7 @@ from .. import security
 from ..errors import ApiError
 from ..jobs import states
 from ..store.models import User
+from ..threads import in_thread
 from . import server_of
 
 router = APIRouter(tags=["events"])
@@ -136,7 +137,7 @@ async def job_events(request: Request, job_id: str, _user: User | None = Depends
 
     server = server_of(request)
     offset = _last_event_id(request)
-    await anyio.to_thread.run_sync(server.get_job, job_id)   # 404 before the stream starts
+    await in_thread(server.get_job, job_id)   # 404 before the stream starts
     metrics = job_dir(server.config, job_id) / "metrics.jsonl"
     seen = {"status": None, "progress": None, "offset": offset}
 
@@ -165,7 +166,7 @@ async def job_events(request: Request, job_id: str, _user: User | None = Depends
         return out, finished
 
     async def poll():
-        return await anyio.to_thread.run_sync(poll_sync)
+        return await in_thread(poll_sync)
 
     return StreamingResponse(_Stream(request).run(poll), media_type="text/event-stream", headers=HEADERS)
 
@@ -201,6 +202,6 @@ async def server_events(request: Request, _user: User | None = Depends(security.
         return out, False
 
     async def poll():
-        return await anyio.to_thread.run_sync(poll_sync)
+        return await in_thread(poll_sync)
 
     return StreamingResponse(_Stream(request).run(poll), media_type="text/event-stream", headers=HEADERS)

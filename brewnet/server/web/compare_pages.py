@@ -20,9 +20,10 @@ from fastapi.responses import Response
 from ..errors import ApiError
 from ..jobs import states
 from ..routes import server_of
+from ..threads import in_thread
 from . import export
 from .render import page
-from .routers import in_thread, page_router
+from .routers import page_router
 
 
 router = page_router()

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 
 from ..jobs import states
 from ..routes import server_of
+from ..threads import in_thread
 from .render import page
-from .routers import in_thread
 
 router = APIRouter(include_in_schema=False)   # the page itself is DIGITS' route "/"
 

@@ -33,8 +33,9 @@ from fastapi.responses import PlainTextResponse, Response
 from ..errors import ApiError
 from ..jobs import states
 from ..routes import server_of
+from ..threads import in_thread
 from .render import page
-from .routers import in_thread, page_router
+from .routers import page_router
 
 
 router = page_router()

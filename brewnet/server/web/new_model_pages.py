@@ -18,8 +18,9 @@ from pydantic import BaseModel, Field
 from ..errors import ApiError
 from ..jobs import states
 from ..routes import server_of
+from ..threads import in_thread
 from .render import page
-from .routers import in_thread, page_router
+from .routers import page_router
 
 
 router = page_router()
