@@ -1,7 +1,9 @@
-"""The server's routes, one module per part, each with ``router = APIRouter(...)``:
+"""The server's routes, one module per part, each with ``router = APIRouter(...)``, and the
+JSON API's schemas:
 
     digits.py     DIGITS' REST routes and its plain HTML job pages
-    api_v1.py     brewnet's own JSON API under /api/v1 (OpenAPI at /api/v1/openapi.json)
+    api_v1.py     brewnet's own JSON API under /api/v1 (OpenAPI at /api/v1/openapi.json): its routes
+    schemas.py    its request and response models, and job_out / form_fields that build and read them
     accounts.py   login, logout, users and tokens
     events.py     Server-Sent Events of a job and of the whole server
 

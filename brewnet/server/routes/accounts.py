@@ -13,11 +13,14 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from .. import auth, security
 from ..errors import ApiError
+from ..formdata import read_form
 from ..store.models import ApiToken, User
 from ..threads import in_thread
+from ..web.account_pages import render_login
 from . import wants_json
 
 router = APIRouter()
@@ -133,8 +136,6 @@ async def _read_login_form(request: Request) -> dict[str, str | None]:
             raise ApiError(400, "Body must be a JSON object")
         fields = {k: body.get(k) for k in ("username", "password", "next")}
     else:
-        from ..formdata import read_form
-
         form = await read_form(request, security._config(request))  # noqa: SLF001
         try:
             fields = {k: form.get(k) for k in ("username", "password", "next")}
@@ -177,8 +178,6 @@ async def _login(request: Request, name: str | None, password: str | None):
 
 def _login_page(request: Request, message: str = "", next_path: str = "/", status: int = 200) -> HTMLResponse:
     """The web app's login page (``message``: why the last try failed)."""
-    from ..web.account_pages import render_login
-
     return render_login(request, next_path, message, status)
 
 
@@ -295,8 +294,6 @@ async def revoke_token(request: Request, token_id: int, user: User = Depends(sec
 @router.get("/api/v1/users", response_model=list[UserOut], tags=["accounts"])
 async def list_users(request: Request, admin: User = Depends(security.api_admin)):
     """Every user (admins only)."""
-    from sqlalchemy import select
-
     users = await _db_call(request, lambda s: list(s.scalars(select(User).order_by(User.name))))
     return [user_out(u) for u in users]
 

@@ -10,279 +10,76 @@ Access: reading needs a login once users have passwords (in local mode anyone ma
 DIGITS); changing needs a user, CSRF-checked when it comes with a session cookie; abort, delete,
 resume and edit need the job's owner or an admin (the service checks).  Blocking work (database,
 files) runs in the thread pool; the Server raises ApiError/FormErrors, which become 4xx JSON.
+Its request and response models, and the builders of them, are in schemas.py.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from .. import security
+from ..digits.model_files import analyze_network, lint_findings, parse_network
+from ..digits.networks import STANDARD_NETWORKS, network_prototxt
+from ..digits.solver_form import lr_curves, parse_lr_fields
+from ..digits.specs import NetworkError
 from ..errors import ApiError
+from ..formdata import read_form
 from ..jobs import states
 from ..jobs.epochs import parse_epoch
+from ..jobs.jobdir import confine_server_path, job_dir
 from ..store.models import Job, User
 from ..threads import in_thread
-from . import server_of
+from . import digits_bool, server_of
+from .schemas import (
+    ClassifyOut,
+    DatasetCreate,
+    FileEntry,
+    FileList,
+    FormBody,
+    InferenceStarted,
+    JobDetail,
+    JobList,
+    JobOut,
+    JobPatch,
+    LintOut,
+    LintRequest,
+    LogOut,
+    LrCurveOut,
+    Message,
+    MetricsOut,
+    ModelCreate,
+    ModelsCreated,
+    NetworkOut,
+    NetworkText,
+    ParseError,
+    QueueEntry,
+    QueueOut,
+    SnapshotOut,
+    TestRequest,
+    form_fields,
+    job_out,
+    queue_positions,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
 MAX_FILES_LISTED = 10000
-Scalar = Union[str, int, float, bool]
-FieldValue = Union[Scalar, list[Scalar], None]
-
-
-# ----------------------------------------------------------------------- models
-
-class JobOut(BaseModel):
-    """One job: its state, progress, place in the queue, owner and times (Unix seconds)."""
-    id: str
-    kind: str = Field(description="dataset | model | inference")
-    type: str
-    name: str
-    group: str
-    notes: str
-    owner: str | None
-    status: str = Field(description="Initialized | Waiting | Running | Done | Aborted | Error | Interrupted")
-    status_history: list[list[Any]] = Field(description="[[status, time], ...]")
-    progress: float = Field(description="0..1")
-    queue_position: int | None = Field(description="1 = next to start; None when not waiting")
-    waiting_for: str | None = None
-    created: float
-    started: float | None
-    finished: float | None
-    dataset_id: str | None
-    parent_id: str | None
-    error: str | None
-    resources: dict[str, Any]
-    assigned: dict[str, Any]
-    summary: dict[str, Any]
-
-
-class JobDetail(JobOut):
-    spec: dict[str, Any] = Field(description="the job's settings (the form's fields, resolved)")
-    snapshots: list[dict[str, Any]] | None = Field(default=None, description="model jobs: [{iteration, epoch}]")
-
-
-class JobList(BaseModel):
-    jobs: list[JobOut]
-
-
-class FormBody(BaseModel):
-    """Fields named as in DIGITS' form; any other DIGITS field is accepted as well."""
-    model_config = ConfigDict(extra="allow")
-    group_name: str | None = None
-    clone: str | None = Field(default=None, description="copy this job's settings, then apply the given fields")
-
-
-class DatasetCreate(FormBody):
-    """DIGITS' image classification dataset form (digits-rest.md §3), as JSON."""
-    dataset_name: str | None = None
-    method: str | None = Field(default=None, description="folder | textfile")
-    folder_train: str | None = Field(default=None, description="server folder under a --data-root")
-    folder_pct_val: FieldValue = None
-    folder_pct_test: FieldValue = None
-    has_val_folder: FieldValue = None
-    folder_val: str | None = None
-    has_test_folder: FieldValue = None
-    folder_test: str | None = None
-    textfile_use_local_files: FieldValue = None
-    textfile_local_train_images: str | None = None
-    textfile_local_val_images: str | None = None
-    textfile_local_test_images: str | None = None
-    textfile_local_labels_file: str | None = None
-    resize_channels: FieldValue = None
-    resize_width: FieldValue = None
-    resize_height: FieldValue = None
-    resize_mode: str | None = None
-    encoding: str | None = None
-
-
-class ModelCreate(FormBody):
-    """DIGITS' image classification model form (digits-rest.md §4), as JSON.  A list of learning
-    rates and/or batch sizes is a sweep: one job each."""
-    model_name: str | None = None
-    dataset: str | None = Field(default=None, description="the dataset job's id")
-    method: str | None = Field(default=None, description="standard | previous | pretrained | custom")
-    standard_networks: str | None = None
-    previous_networks: str | None = None
-    custom_network: str | None = Field(default=None, description="prototxt text")
-    train_epochs: FieldValue = None
-    snapshot_interval: FieldValue = None
-    val_interval: FieldValue = None
-    batch_size: FieldValue = None
-    batch_accumulation: FieldValue = None
-    solver_type: str | None = None
-    learning_rate: FieldValue = None
-    lr_policy: str | None = None
-    use_mean: str | None = None
-    crop_size: FieldValue = None
-    random_seed: FieldValue = None
-    shuffle: FieldValue = None
-    bn_recalibrate: FieldValue = None
-    select_gpus: FieldValue = None
-    select_gpu_count: FieldValue = None
-
-
-class ModelsCreated(BaseModel):
-    jobs: list[JobOut]
-    lint_findings: dict[str, list[dict[str, Any]]] = Field(
-        default_factory=dict, description="job id -> brewnet lint's findings of its custom network")
-
-
-class JobPatch(BaseModel):
-    name: str | None = None
-    notes: str | None = None
-    group: str | None = None
-
-
-class Message(BaseModel):
-    message: str
-
-
-class MetricsOut(BaseModel):
-    """Series by phase: ``train``, ``test``, and any other phase the trainer wrote (e.g.
-    ``test_moving_bn``: validation with the moving-average BatchNorm statistics) under its own key."""
-    model_config = ConfigDict(extra="allow")
-    job_id: str
-    train: dict[str, list[list[Any]]] = Field(description="name -> [[iteration, value, time], ...]")
-    test: dict[str, list[list[Any]]]
-
-
-class LogOut(BaseModel):
-    job_id: str
-    lines: list[str]
-
-
-class FileEntry(BaseModel):
-    path: str = Field(description="relative to the job's directory")
-    size: int
-    modified: float
-    url: str
-
-
-class FileList(BaseModel):
-    job_id: str
-    files: list[FileEntry]
-    truncated: bool
-
-
-class QueueEntry(BaseModel):
-    id: str
-    name: str
-    kind: str
-    position: int
-    waiting_for: str | None = None
-
-
-class QueueOut(BaseModel):
-    queue: list[QueueEntry]
-
-
-class NetworkOut(BaseModel):
-    id: str
-    title: str
-
-
-class NetworkText(NetworkOut):
-    prototxt: str
-
-
-class LintRequest(BaseModel):
-    prototxt: str = Field(max_length=4 * 1024 * 1024)
-    digits: bool = Field(default=False, description="a DIGITS-style net with train/val/deploy stages: "
-                                                    "split as a model job would, then linted")
-    num_classes: int = Field(default=2, ge=1, description="for InnerProducts without num_output (digits)")
-
-
-class ParseError(BaseModel):
-    line: int | None
-    message: str
-
-
-class LintOut(BaseModel):
-    valid: bool = Field(description="parsed (and, for digits, split) without error")
-    parse_error: ParseError | None = None
-    findings: list[dict[str, Any]] = Field(description="[{rule, severity, layer, line?, message, fix}]")
-
-
-class LrCurveOut(BaseModel):
-    learning_rates: list[float]
-    curves: list[list[float]] = Field(description="per learning rate: 101 values, at 0 %, 1 %, ... 100 % of the run")
-
-
-class ClassifyOut(BaseModel):
-    predictions: list[list[Any]] = Field(description="[[label, confidence %], ...] best first")
-    snapshot_epoch: float | int | None = None
-    visualizations: list[dict[str, Any]] | None = None
-    visualization_dir: str | None = None
-
-
-class InferenceStarted(BaseModel):
-    job_id: str
-    job: JobOut
-
-
-class TestRequest(BaseModel):
-    dataset: str | None = Field(default=None, description="a Done dataset job (default: the model's)")
-    split: str = Field(default="val", description="train | val | test")
-    snapshot_epoch: float | None = None
-
-
-class SnapshotOut(BaseModel):
-    iteration: int
-    epoch: float | int
-    file: str
 
 
 # ----------------------------------------------------------------------- helpers
 
-def _positions(server) -> dict[str, dict]:
-    return {q["id"]: q for q in server.scheduler.queue()}
-
-
-def job_out(job: Job, positions: dict[str, dict]) -> JobOut:
-    """The API's view of a job (``positions``: the scheduler's queue by job id)."""
-    q = positions.get(job.id) or {}
-    return JobOut(
-        id=job.id, kind=job.kind, type=states.TYPE_NAMES.get(job.kind, job.kind), name=job.name,
-        group=job.group_name or "", notes=job.notes or "", owner=job.owner, status=job.status,
-        status_history=[list(x) for x in (job.status_history or [])], progress=float(job.progress or 0.0),
-        queue_position=q.get("position"), waiting_for=q.get("waiting_for"), created=job.created,
-        started=job.started, finished=job.finished, dataset_id=job.dataset_id, parent_id=job.parent_id,
-        error=job.error, resources=job.resources or {}, assigned=job.assigned or {}, summary=job.summary or {})
-
-
 def _job_detail(server, job: Job) -> JobDetail:
-    base = job_out(job, _positions(server))
+    base = job_out(job, queue_positions(server))
     snaps = None
     if job.kind == states.MODEL:
         snaps = [{"iteration": s["iteration"], "epoch": s["epoch"]} for s in server.snapshot_list(job)]
     return JobDetail(**base.model_dump(), spec=job.spec or {}, snapshots=snaps)
-
-
-def form_fields(body: BaseModel) -> dict[str, Any]:
-    """A JSON body as DIGITS' form: None left out, booleans as DIGITS' checkboxes ('y' / 'false'),
-    numbers as text, lists (sweeps, GPU lists) as lists of text."""
-    def text(v):
-        if isinstance(v, bool):
-            return "y" if v else "false"
-        return str(v)
-    out: dict[str, Any] = {}
-    for k, v in body.model_dump(exclude_none=True).items():
-        if isinstance(v, (dict,)):
-            raise ApiError(400, f"Field {k!r} must be a value or a list of values, not an object", field=k)
-        if isinstance(v, list):
-            if any(isinstance(x, (dict, list)) for x in v):
-                raise ApiError(400, f"Field {k!r} must be a list of plain values", field=k)
-            out[k] = [text(x) for x in v]
-        else:
-            out[k] = text(v)
-    return out
 
 
 # ----------------------------------------------------------------------- jobs
@@ -308,7 +105,7 @@ async def list_jobs(request: Request,
 
     def answer():
         jobs = server.list_jobs(kind)
-        positions = _positions(server)
+        positions = queue_positions(server)
         return [job_out(j, positions) for j in jobs
                 if (wanted is None or j.status in wanted) and (owner is None or j.owner == owner)]
     return JobList(jobs=await in_thread(answer))
@@ -328,7 +125,7 @@ async def create_dataset(request: Request, body: DatasetCreate, user: User = Dep
 
     def make():
         job = server.create_dataset(form_fields(body), {}, user)
-        return job_out(server.get_job(job.id), _positions(server))
+        return job_out(server.get_job(job.id), queue_positions(server))
     return await in_thread(make)
 
 
@@ -340,7 +137,7 @@ async def create_models(request: Request, body: ModelCreate, user: User = Depend
 
     def make():
         jobs = server.create_models(form_fields(body), {}, user)
-        positions = _positions(server)
+        positions = queue_positions(server)
         fresh = [server.get_job(j.id) for j in jobs]
         findings = {j.id: list((j.spec or {}).get("lint_findings") or []) for j in fresh
                     if (j.spec or {}).get("lint_findings")}
@@ -352,7 +149,7 @@ async def _control(request: Request, job_id: str, action: str, user: User):
     server = server_of(request)
     fn = getattr(server, action)
     await in_thread(fn, job_id, user)
-    return await in_thread(lambda: job_out(server.get_job(job_id), _positions(server)))
+    return await in_thread(lambda: job_out(server.get_job(job_id), queue_positions(server)))
 
 
 @router.post("/jobs/{job_id}/abort", response_model=JobOut,
@@ -375,7 +172,7 @@ async def clone_job(request: Request, job_id: str, user: User = Depends(security
 
     def make():
         job = server.clone(job_id, user)
-        return job_out(server.get_job(job.id), _positions(server))
+        return job_out(server.get_job(job.id), queue_positions(server))
     return await in_thread(make)
 
 
@@ -393,7 +190,7 @@ async def edit_job(request: Request, job_id: str, body: JobPatch, user: User = D
 
     def change():
         server.edit(job_id, user, name=body.name, notes=body.notes, group=body.group)
-        return job_out(server.get_job(job_id), _positions(server))
+        return job_out(server.get_job(job_id), queue_positions(server))
     return await in_thread(change)
 
 
@@ -453,8 +250,6 @@ def _list_files(root: Path, job_id: str) -> FileList:
 @router.get("/jobs/{job_id}/files", response_model=FileList)
 async def job_files(request: Request, job_id: str, _user: User | None = Depends(security.read_access)):
     """The files of the job's directory (each downloadable at its ``url``)."""
-    from ..jobs.jobdir import job_dir
-
     server = server_of(request)
 
     def answer():
@@ -467,10 +262,6 @@ async def job_files(request: Request, job_id: str, _user: User | None = Depends(
 async def job_result(request: Request, job_id: str, _user: User | None = Depends(security.read_access)):
     """A finished inference job's answer: DIGITS' ``classifications`` for a classify-many,
     brewnet classify's JSON (``result``) for both kinds."""
-    import json
-
-    from ..jobs.jobdir import job_dir
-
     server = server_of(request)
 
     def answer():
@@ -506,16 +297,12 @@ async def resources(request: Request, _user: User | None = Depends(security.read
 @router.get("/networks", response_model=list[NetworkOut])
 async def networks(_user: User | None = Depends(security.read_access)):
     """The standard networks brewnet builds."""
-    from ..digits.networks import STANDARD_NETWORKS
-
     return [NetworkOut(id=k, title=v) for k, v in STANDARD_NETWORKS.items()]
 
 
 @router.get("/networks/{name}", response_model=NetworkText)
 async def network(name: str, _user: User | None = Depends(security.read_access)):
     """A standard network as DIGITS-style prototxt (train/val/deploy stages)."""
-    from ..digits.networks import STANDARD_NETWORKS, network_prototxt
-
     if name not in STANDARD_NETWORKS:
         raise ApiError(404, f"Unknown network {name!r}: one of {', '.join(STANDARD_NETWORKS)}")
     text = await in_thread(network_prototxt, name)
@@ -524,8 +311,6 @@ async def network(name: str, _user: User | None = Depends(security.read_access))
 
 def _parse_error(message: str) -> ParseError:
     """``Bad network: 12: message`` -> line 12."""
-    import re
-
     text = message[len("Bad network: "):] if message.startswith("Bad network: ") else message
     m = re.match(r"(\d+):\s*(.*)", text, re.S)
     if m:
@@ -534,9 +319,6 @@ def _parse_error(message: str) -> ParseError:
 
 
 def _lint(body: LintRequest) -> LintOut:
-    from ..digits.model_files import analyze_network, lint_findings, parse_network
-    from ..digits.specs import NetworkError
-
     try:
         if body.digits:
             _net, findings = analyze_network(body.prototxt, body.num_classes)
@@ -557,8 +339,6 @@ async def lint_network(body: LintRequest, _user: User | None = Depends(security.
 async def lr_curve(body: FormBody, _user: User | None = Depends(security.read_access)):
     """The learning rate over a run for DIGITS' solver fields (``learning_rate`` (a list: a sweep),
     ``lr_policy`` and its ``lr_*`` parameters)."""
-    from ..digits.solver_form import lr_curves, parse_lr_fields
-
     fields = form_fields(body)
 
     def answer():
@@ -570,8 +350,6 @@ async def lr_curve(body: FormBody, _user: User | None = Depends(security.read_ac
 # ----------------------------------------------------------------------- models: inference, files
 
 async def _read_form(request: Request):
-    from ..formdata import read_form
-
     return await read_form(request, server_of(request).config)
 
 
@@ -581,8 +359,6 @@ def _epoch_field(value) -> float | None:
 
 def _image_of(server, form) -> Path:
     """The ``image_file`` upload, else ``image_path`` on the server (under a --data-root)."""
-    from ..jobs.jobdir import confine_server_path
-
     up = form.files.get("image_file")
     if up is not None and (up.size > 0 or up.filename):
         return up.path
@@ -607,8 +383,6 @@ async def classify(request: Request, job_id: str, _user: User | None = Depends(s
     """Classify one image (uploaded as ``image_file``, or ``image_path`` on the server) with a
     model's snapshot (``snapshot_epoch``, default the newest): the top 5 predictions, and the
     per-layer visualisations when ``show_visualizations`` is set."""
-    from . import digits_bool
-
     server = server_of(request)
     form = await _read_form(request)
     try:
@@ -629,7 +403,7 @@ async def _start_inference(request: Request, job_id: str, kind: str, user: User,
 
     def make():
         job = server.create_inference(job_id, kind, form_dict, uploads, user)
-        return job_out(server.get_job(job.id), _positions(server))
+        return job_out(server.get_job(job.id), queue_positions(server))
     job = await in_thread(make)
     return JSONResponse(InferenceStarted(job_id=job.id, job=job).model_dump(), status_code=202)
 

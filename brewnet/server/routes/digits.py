@@ -16,6 +16,7 @@ blocking the event loop.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 from pathlib import Path
@@ -23,18 +24,23 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from .. import security
+from ..digits.model_files import customize as customize_network
+from ..digits.solver_form import lr_curve
 from ..errors import ApiError
 from ..formdata import ParsedForm, read_form
 from ..jobs import states
 from ..jobs.epochs import parse_epoch
+from ..jobs.jobdir import confine_server_path
+from ..service import read_form_file
 from ..threads import in_thread
+from ..web.render import page
 from . import digits_bool, server_of, wants_json
+
 
 async def _readers_only(request: Request) -> None:
     """Every DIGITS route needs read access: open in DIGITS' local mode, a login once users
     have passwords (routes that change something check the user themselves as well)."""
-    from .. import security
-
     await security.read_access(request)
 
 
@@ -61,8 +67,6 @@ def _param(request: Request, form: ParsedForm | None, name: str) -> str | None:
 async def _user(request: Request, *, required: bool = True):
     """The logged-in user (401 when ``required`` and there is none); forms sent with a login
     session's cookie must carry its CSRF token."""
-    from .. import security
-
     if not required:
         return await security.current_user(request)
     user = await security.require_user(request)
@@ -80,15 +84,11 @@ def _text(message: str, status: int = 200) -> PlainTextResponse:
 async def _web(request: Request, module: str, function: str, *args):
     """The page ``brewnet.server.web.<module>.<function>(request, *args)`` renders (the web app's
     renderers: see ``brewnet/server/web/__init__.py``)."""
-    import importlib
-
     return await getattr(importlib.import_module(f"brewnet.server.web.{module}"), function)(request, *args)
 
 
 def _page(request: Request, name: str, **context) -> HTMLResponse:
     """A page of the web app (brewnet/server/web): ``templates/<name>`` with the common context."""
-    from ..web.render import page
-
     return page(request, name, **context)
 
 
@@ -172,8 +172,6 @@ async def create_model(request: Request):
 
 async def _new_page(request: Request, kind: str):
     """The 'new job' page: the form's fields as plain inputs, filled from ``clone=<id>``."""
-    from ..service import read_form_file
-
     server = server_of(request)
     clone = request.query_params.get("clone")
     fields: dict = {}
@@ -209,8 +207,6 @@ def _classify_job_id(request: Request, form: ParsedForm) -> str:
 def _image_of(request: Request, form: ParsedForm) -> Path:
     """classify_one's image: the ``image_file`` upload, else ``image_path`` on the server
     (under a --data-root; URLs are not fetched)."""
-    from ..jobs.jobdir import confine_server_path
-
     up = form.files.get("image_file")
     if up is not None and (up.size > 0 or up.filename):
         return up.path
@@ -296,8 +292,6 @@ async def classify_many(request: Request):
 
 @router.post("/models/customize")
 async def customize(request: Request):
-    from ..digits.model_files import customize as customize_network
-
     form = await _form(request)
     try:
         network = request.query_params.get("network") or form.get("network") or ""
@@ -312,8 +306,6 @@ async def customize(request: Request):
 
 @router.post("/models/visualize-lr")
 async def visualize_lr(request: Request):
-    from ..digits.solver_form import lr_curve
-
     form = await _form(request)
     try:
         fields = form.to_dict()

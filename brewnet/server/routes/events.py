@@ -34,6 +34,7 @@ from fastapi.responses import StreamingResponse
 from .. import security
 from ..errors import ApiError
 from ..jobs import states
+from ..jobs.jobdir import job_dir
 from ..store.models import User
 from ..threads import in_thread
 from . import server_of
@@ -133,8 +134,6 @@ class _Stream:
 @router.get("/api/v1/jobs/{job_id}/events", responses=_SSE_DOC, response_class=StreamingResponse)
 async def job_events(request: Request, job_id: str, _user: User | None = Depends(security.read_access)):
     """The job's events (status, progress, metric, done); ``Last-Event-ID`` resumes the metrics."""
-    from ..jobs.jobdir import job_dir
-
     server = server_of(request)
     offset = _last_event_id(request)
     await in_thread(server.get_job, job_id)   # 404 before the stream starts

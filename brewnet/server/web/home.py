@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 
 from ..jobs import states
 from ..routes import server_of
+from ..routes.schemas import job_out, queue_positions
 from ..threads import in_thread
 from .render import page
 
@@ -16,9 +17,7 @@ router = APIRouter(include_in_schema=False)   # the page itself is DIGITS' route
 
 
 def _context(server) -> dict:
-    from ..routes.api_v1 import _positions, job_out
-
-    positions = _positions(server)
+    positions = queue_positions(server)
     jobs = [job_out(j, positions).model_dump() for j in server.list_jobs()]
     groups = {k: [j for j in jobs if j["kind"] == k] for k in states.KINDS}
     return {"datasets": groups[states.DATASET], "models": groups[states.MODEL],
