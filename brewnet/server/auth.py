@@ -174,7 +174,8 @@ def create_token(session: Session, user: User, name: str = "", ttl_days: float |
     return token
 
 
-def _token_row(session: Session, token: object) -> ApiToken | None:
+def token_row(session: Session, token: object) -> ApiToken | None:
+    """The stored row of ``token`` (found by its hash); None for what is not one of ours."""
     if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or len(token) > 256:
         return None
     return session.scalar(select(ApiToken).where(ApiToken.token_hash == _sha256(token)))
@@ -182,7 +183,7 @@ def _token_row(session: Session, token: object) -> ApiToken | None:
 
 def user_for_token(session: Session, token: str) -> User | None:
     """The user of a valid token (and its ``last_used`` updated, to the minute); None if unknown or expired."""
-    row = _token_row(session, token)
+    row = token_row(session, token)
     now = time.time()
     if row is None or (row.expires is not None and row.expires <= now):
         return None

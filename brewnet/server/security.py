@@ -42,13 +42,15 @@ _UNSET = object()
 
 # ---------------------------------------------------------------------------- plumbing
 
-def _config(request: Request):
+def request_config(request: Request):
+    """The running application's ServerConfig."""
     state = request.app.state
     cfg = getattr(state, "config", None)
     return cfg if cfg is not None else state.server.config
 
 
-def _db(request: Request):
+def request_db(request: Request):
+    """The running application's database."""
     state = request.app.state
     db = getattr(state, "db", None)
     return db if db is not None else state.server.db
@@ -65,7 +67,7 @@ async def _form_field(request: Request, name: str) -> str | None:
         return None
     from .formdata import read_form
 
-    form = await read_form(request, _config(request))
+    form = await read_form(request, request_config(request))
     value = form.get(name)
     return value if isinstance(value, str) else None
 
@@ -124,7 +126,7 @@ async def current_user(request: Request) -> User | None:
     cached = getattr(request.state, "brewnet_user", _UNSET)
     if cached is not _UNSET:
         return cached
-    db = _db(request)
+    db = request_db(request)
     user: User | None = None
     method: str | None = None
     csrf: str | None = None
@@ -142,7 +144,7 @@ async def current_user(request: Request) -> User | None:
             user, csrf = found
             method = "session"
         else:
-            config = _config(request)
+            config = request_config(request)
             if config.local_mode_possible:
                 # the cookie first (DIGITS' login sets it); a malformed cookie is ignored rather
                 # than breaking every page, a malformed explicit name is the caller's error
@@ -169,8 +171,8 @@ async def require_user(request: Request) -> User:
     """:func:`current_user`, or ApiError 401 when nobody is logged in."""
     user = await current_user(request)
     if user is None:
-        config = _config(request)
-        hint = ("log in (POST /login with a username)" if await in_thread(local_mode, _db(request), config)
+        config = request_config(request)
+        hint = ("log in (POST /login with a username)" if await in_thread(local_mode, request_db(request), config)
                 else "log in (POST /login or /api/v1/login) or send 'Authorization: Bearer <token>'")
         raise ApiError(401, f"Authentication required: {hint}")
     return user
@@ -191,7 +193,7 @@ async def read_access(request: Request) -> User | None:
         user = await current_user(request)
         if user is not None:
             return user
-        if await in_thread(local_mode, _db(request), _config(request)):
+        if await in_thread(local_mode, request_db(request), request_config(request)):
             return None
         return await require_user(request)
     except BaseException:

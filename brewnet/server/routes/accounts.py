@@ -103,7 +103,7 @@ def token_out(row: ApiToken) -> TokenOut:
 
 async def _db_call(request: Request, fn, *args):
     """``fn(session, *args)`` in one transaction, in the thread pool."""
-    db = security._db(request)  # noqa: SLF001 - the module's own accessor
+    db = security.request_db(request)
 
     def run():
         with db.session() as s:
@@ -136,7 +136,7 @@ async def _read_login_form(request: Request) -> dict[str, str | None]:
             raise ApiError(400, "Body must be a JSON object")
         fields = {k: body.get(k) for k in ("username", "password", "next")}
     else:
-        form = await read_form(request, security._config(request))  # noqa: SLF001
+        form = await read_form(request, security.request_config(request))
         try:
             fields = {k: form.get(k) for k in ("username", "password", "next")}
         finally:
@@ -165,7 +165,7 @@ async def _login(request: Request, name: str | None, password: str | None):
     """(user, session cookie or None, csrf or None) of a login, or ApiError 400/401."""
     if not name:
         raise ApiError(400, "username is required", field="username")
-    config = security._config(request)  # noqa: SLF001
+    config = security.request_config(request)
     user = await _db_call(request, _local_login, name, config)
     if user is not None:
         return user, None, None
@@ -205,7 +205,7 @@ async def login(request: Request):
     if cookie is None:
         security.set_username_cookie(response, request, user.name)
     else:
-        security.set_session_cookie(response, request, cookie, security._config(request).session_hours)  # noqa: SLF001
+        security.set_session_cookie(response, request, cookie, security.request_config(request).session_hours)
         # a left-over DIGITS name must not outlive the switch to passwords
         response.delete_cookie(security.USERNAME_COOKIE, path="/")
     return response
@@ -239,7 +239,7 @@ async def api_login(request: Request, body: LoginRequest):
     if cookie is None:
         security.set_username_cookie(response, request, user.name)
     else:
-        security.set_session_cookie(response, request, cookie, security._config(request).session_hours)  # noqa: SLF001
+        security.set_session_cookie(response, request, cookie, security.request_config(request).session_hours)
     return response
 
 
@@ -255,8 +255,8 @@ async def api_logout(request: Request):
 @router.get("/api/v1/me", response_model=MeOut, tags=["accounts"])
 async def me(request: Request, user: User = Depends(security.require_user)):
     """Who the caller is, how they authenticated, and the session's CSRF token."""
-    local = await in_thread(security.local_mode, security._db(request),  # noqa: SLF001
-                             security._config(request))  # noqa: SLF001
+    local = await in_thread(security.local_mode, security.request_db(request),
+                             security.request_config(request))
     return MeOut(user=user_out(user), auth=request.state.auth_method,
                  csrf_token=getattr(request.state, "csrf_token", None), local_mode=local)
 
@@ -275,7 +275,7 @@ async def create_token(request: Request, body: TokenCreate, user: User = Depends
     """A new API token for the caller; the answer is the only time the token is shown."""
     def make(s):
         token = auth.create_token(s, user, name=body.name, ttl_days=body.ttl_days)
-        row = auth._token_row(s, token)  # noqa: SLF001 - the row just made, found by its hash
+        row = auth.token_row(s, token)   # the row just made
         return token, token_out(row)
     token, out = await _db_call(request, make)
     return TokenCreated(token=token, **out.model_dump())

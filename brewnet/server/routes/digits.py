@@ -31,7 +31,7 @@ from ..errors import ApiError
 from ..formdata import ParsedForm, read_form
 from ..jobs import states
 from ..jobs.epochs import parse_epoch
-from ..jobs.jobdir import confine_server_path
+from ..jobs.jobdir import confine_server_path, job_dir
 from ..service import read_form_file
 from ..threads import in_thread
 from ..web.render import page
@@ -177,7 +177,7 @@ async def _new_page(request: Request, kind: str):
     fields: dict = {}
     if clone:
         src = await in_thread(server.get_job, clone, kind)
-        fields = (read_form_file(server._dir(src.id)) or {}).get("fields") or {}
+        fields = (read_form_file(job_dir(server.config, src.id)) or {}).get("fields") or {}
     if wants_json(request):
         return {"clone": clone, "fields": fields}
     module = "dataset_pages" if kind == states.DATASET else "new_model_pages"

@@ -43,7 +43,7 @@ from ...data.lmdb_io import iter_records, parse_datum, read_record
 from ...errors import DataError
 from ..errors import ApiError
 from ..jobs import states
-from ..jobs.jobdir import confine_server_path
+from ..jobs.jobdir import confine_server_path, job_dir
 from ..routes import server_of
 from ..scheduler import dataset_summary
 from ..threads import in_thread
@@ -219,10 +219,10 @@ async def resize_example_png(request: Request,
 def _page_context(server, job) -> dict:
     summary = dict(job.summary or {})
     if not summary and job.status == states.DONE:
-        summary = dataset_summary(server._dir(job.id))
+        summary = dataset_summary(job_dir(server.config, job.id))
     deps = [{"id": m.id, "name": m.name, "status": m.status} for m in server.dependents(job)]
     spec = job.spec or {}
-    jobdir = server._dir(job.id)
+    jobdir = job_dir(server.config, job.id)
     lists = {}
     for key in ("train", "val", "test", "labels"):
         p = spec.get(f"textfile_{key}")
@@ -245,7 +245,7 @@ async def render_dataset(request: Request, job):
 
 def _dataset_dir(server, job_id: str) -> Path:
     job = server.get_job(job_id, states.DATASET)
-    return server._dir(job.id)
+    return job_dir(server.config, job.id)
 
 
 def _split_of(split: str) -> str:

@@ -35,7 +35,7 @@ from PIL import Image
 from ...data.lmdb_io import parse_datum, read_record
 from ..errors import ApiError
 from ..jobs import states
-from ..jobs.jobdir import confine_server_path
+from ..jobs.jobdir import confine_server_path, job_dir
 from ..routes import server_of
 from ..threads import in_thread
 from .render import page
@@ -106,7 +106,7 @@ def _display_names(server, job) -> dict[str, str]:
     """source -> the name shown: a classify-many's line as listed (DIGITS' key); an LMDB
     record ``<db>:<key>`` as ``<db folder name>:<key>``."""
     try:
-        listed = json.loads((server._dir(job.id) / "listed.json").read_text(encoding="utf-8"))
+        listed = json.loads((job_dir(server.config, job.id) / "listed.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return {full: key for key, full in listed.get("keys") or []}
@@ -162,7 +162,7 @@ def _top_images(predictions: list[dict], labels: list[str], top_n: int) -> list[
 def inference_report(server, job, top_n: int = TOP_N_DEFAULT) -> dict:
     """What the pages show of a Done inference job (see the module docstring).  Accuracy,
     confusion and per-class numbers are None/[] when no image had a ground truth."""
-    result = _read_result(server._dir(job.id) / "result.json")
+    result = _read_result(job_dir(server.config, job.id) / "result.json")
     spec = job.spec or {}
     labels = list(result.get("labels") or [])
     predictions = result.get("predictions") or []
@@ -253,7 +253,7 @@ def _source_image(server, source: str):
 
 def _thumbnail(server, job_id: str, index: int) -> bytes:
     job = _finished_inference(server, job_id)
-    predictions = _read_result(server._dir(job.id) / "result.json").get("predictions") or []
+    predictions = _read_result(job_dir(server.config, job.id) / "result.json").get("predictions") or []
     if not 0 <= index < len(predictions):
         raise ApiError(404, f"Job {job_id} has no image {index}")
     img = _source_image(server, str(predictions[index].get("source")))
@@ -328,7 +328,7 @@ async def render_inference_job(request: Request, job):
         if "lmdb" in source:
             what = f"the {Path(source['lmdb']).name.removesuffix('_db')} split of dataset {job.dataset_id}"
         else:
-            listed = server._dir(job.id) / "listed.json"
+            listed = job_dir(server.config, job.id) / "listed.json"
             try:
                 n = len(json.loads(listed.read_text(encoding="utf-8")).get("keys") or [])
                 what = f"a list of {n} image{'s' if n != 1 else ''}"

@@ -30,6 +30,7 @@ from ...child_processes import die_with_parent
 from .. import security
 from ..errors import ApiError
 from ..jobs import states
+from ..jobs.jobdir import job_dir
 from ..jobs.process import pid_alive
 from ..jobs.progress import read_plan
 from ..routes import server_of
@@ -101,7 +102,7 @@ def _settings(job) -> list[tuple[str, str]]:
 
 
 def _context(request: Request, server, job) -> dict:
-    d = server._dir(job.id)
+    d = job_dir(server.config, job.id)
     plan = read_plan(d)
     snaps = server.snapshot_list(job)
     series = server.metrics(job)
@@ -140,7 +141,7 @@ async def batchnorm_json(request: Request, job_id: str):
 
     def answer():
         job = server.get_job(job_id, states.MODEL)
-        return batchnorm_stats.batchnorm_json(server._dir(job.id), server.snapshot_list(job))
+        return batchnorm_stats.batchnorm_json(job_dir(server.config, job.id), server.snapshot_list(job))
     return await in_thread(answer)
 
 
@@ -270,6 +271,6 @@ async def usage_json(request: Request, job_id: str):
                "gpus": [g["index"] for g in slots.get("gpus", []) if g.get("job_id") == job.id],
                "slots": slots}
         running = job.status == states.RUNNING
-        out.update(process_usage(job.pid, server._dir(job.id), job.pid_start) if running else {"running": False})
+        out.update(process_usage(job.pid, job_dir(server.config, job.id), job.pid_start) if running else {"running": False})
         return out
     return await in_thread(answer)
