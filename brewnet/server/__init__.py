@@ -9,7 +9,7 @@ Layout:
     store/           SQLAlchemy models, the database and its Alembic migrations
     auth.py          password hashing, API tokens, login sessions, CSRF tokens
     jobs/            job states, job directories (job.json), task command lines, progress,
-                     DIGITS' epoch of an iteration (epochs.py)
+                     what a job is given (specs.py), DIGITS' epoch of an iteration (epochs.py)
     scheduler.py     the queue, resource slots, subprocesses, abort/resume, restart recovery
     digits/          DIGITS' forms and specs, standard networks, solver arithmetic (epochs -> iterations)
     inference.py     deploy bundles of snapshots, archives, classify-one in a worker process

@@ -321,7 +321,7 @@ class Server:
         all made or none.  The prototxts and solver are written now when the dataset is Done,
         else when it is."""
         from .digits.forms import parse_model_form
-        from .digits.specs import ModelSpec
+        from .jobs.specs import ModelSpec
 
         form, uploads, copies = self._merge_clone(form, uploads, states.MODEL)
         specs = parse_model_form(form, {k: str(v) for k, v in uploads.items()}, self.config,
@@ -389,7 +389,7 @@ class Server:
             if ds is None or ds.status != states.DONE:
                 return
             try:
-                from .digits.specs import ModelSpec
+                from .jobs.specs import ModelSpec
 
                 self._write_model_files(d, ModelSpec.from_json(job.spec or {}), ds)
             except Exception as e:  # noqa: BLE001 - the job records why it cannot run

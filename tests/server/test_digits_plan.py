@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from brewnet.server.digits.specs import ModelSpec
+from brewnet.server.jobs.specs import ModelSpec
 from brewnet.server.jobs.epochs import epoch_of_iteration
 from brewnet.server.digits.solver_form import (Plan, compute_plan, lr_curve, lr_curves,
                                                plan_training, solver_parameter)

@@ -27,11 +27,11 @@ from typing import Any, Callable, Mapping
 
 from ..config import ServerConfig
 from ..errors import FormErrors
+from ..jobs.specs import METHODS, PYTHON_LAYER_MODULE, DatasetSpec, ModelSpec
 from .fields import NOT_CHOICE, REQUIRED, Fields, augmentation_fields, format_number
-from .model_files import analyze_network
+from .model_files import NetworkError, analyze_network
 from .networks import STANDARD_NETWORKS
 from .solver_form import SOLVER_TYPES, lr_fields
-from .specs import METHODS, PYTHON_LAYER_MODULE, DatasetSpec, ModelSpec, NetworkError
 
 OUTSIDE = "Path is outside the server's data roots"
 HDF5 = "brewnet builds LMDB datasets; hdf5 is not supported"

@@ -36,17 +36,21 @@ from ...proto import caffe_pb2
 from ..errors import FormErrors
 from ..jobs.epochs import epoch_of_iteration
 from ..jobs.jobdir import write_json_atomic
+from ..jobs.specs import PYTHON_LAYER_MODULE, ModelSpec
 from ..jobs.tasks import AUGMENT_FILE, PYTHON_LAYER_DIR
 from .fields import Fields, augmentation_fields
 from .networks import network_prototxt
 from .solver_form import DEFAULT_BATCH_SIZE, Plan, compute_plan, dataset_facts, solver_parameter
-from .specs import PYTHON_LAYER_MODULE, ModelSpec, NetworkError
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 DATA_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "DummyData")
 PARAM_LAYERS = ("InnerProduct", "Convolution")
 CHANNEL_LAYERS = ("BatchNorm", "Scale", "Bias", "PReLU")
 FILES = ("original.prototxt", "train_val.prototxt", "deploy.prototxt", "solver.prototxt", "plan.json")
+
+
+class NetworkError(ValueError):
+    """A custom network the job could not use (the message is the form's error)."""
 
 
 def _state(phase: int, stage: str) -> caffe_pb2.NetState:

@@ -25,10 +25,10 @@ import sys
 from pathlib import Path
 
 from ...errors import BrewnetError
-from ..digits.specs import DatasetSpec
 from . import states
 from .jobdir import job_dir, read_job_json
 from .progress import METRICS_FILE, read_plan
+from .specs import DatasetSpec
 
 AUGMENT_FILE = "augment.json"              # digits.model_files writes it
 PYTHON_LAYER_DIR = "python_layers"         # the job's own Python layer file lives here

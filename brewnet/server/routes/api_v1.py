@@ -24,10 +24,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from .. import security
-from ..digits.model_files import analyze_network, lint_findings, parse_network
+from ..digits.model_files import NetworkError, analyze_network, lint_findings, parse_network
 from ..digits.networks import STANDARD_NETWORKS, network_prototxt
 from ..digits.solver_form import lr_curves, parse_lr_fields
-from ..digits.specs import NetworkError
 from ..errors import ApiError
 from ..formdata import read_form
 from ..jobs import states

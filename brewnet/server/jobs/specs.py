@@ -1,7 +1,7 @@
-"""What a DIGITS form becomes (docs/digits-rest.md §3–§4): :class:`DatasetSpec` (with the
-``brewnet dataset create`` arguments that build it) and :class:`ModelSpec`, the error of a custom
-network the job cannot use, and the module name of a job's Python layer file.  It imports nothing of
-the server: the forms, a model job's files and the job steps (server/jobs/tasks.py) all read it.
+"""What a dataset or model job is given (docs/digits-rest.md §3–§4): :class:`DatasetSpec` (with the
+``brewnet dataset create`` arguments that build it) and :class:`ModelSpec`, as DIGITS' forms
+(server/digits/forms.py) make them, and the module name of a job's Python layer file.  It imports
+nothing of the server: the forms, a model job's files and the job steps (tasks.py) all read it.
 """
 from __future__ import annotations
 
@@ -137,10 +137,6 @@ class ModelSpec:
     def from_json(cls, d: Mapping) -> "ModelSpec":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-class NetworkError(ValueError):
-    """A custom network the job could not use (the message is the form's error)."""
 
 
 #: the module name of a job's uploaded Python layer file (DIGITS' name for it)
