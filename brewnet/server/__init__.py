@@ -11,9 +11,12 @@ Layout:
     jobs/            job states, job directories (job.json), task command lines, progress,
                      what a job is given (specs.py), DIGITS' epoch of an iteration (epochs.py)
     scheduler.py     the queue, resource slots, subprocesses, abort/resume, restart recovery
-    digits/          DIGITS' forms and specs, standard networks, solver arithmetic (epochs -> iterations)
+    digits/          DIGITS' forms, standard networks, solver arithmetic (epochs -> iterations)
     inference.py     deploy bundles of snapshots, archives, classify-one in a worker process
     service.py       what the routes do (shared by DIGITS' routes and /api/v1)
+    schemas.py       /api/v1's request and response models (also what the web pages show of a job)
+    app_state.py     server_of(request): the running application's Server
+    web/             the server-rendered pages (DIGITS' routes render theirs with them)
     routes/          DIGITS' routes, /api/v1, accounts, Server-Sent Events
     app.py           create_app(config): the FastAPI application
 """

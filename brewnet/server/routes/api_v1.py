@@ -10,7 +10,7 @@ Access: reading needs a login once users have passwords (in local mode anyone ma
 DIGITS); changing needs a user, CSRF-checked when it comes with a session cookie; abort, delete,
 resume and edit need the job's owner or an admin (the service checks).  Blocking work (database,
 files) runs in the thread pool; the Server raises ApiError/FormErrors, which become 4xx JSON.
-Its request and response models, and the builders of them, are in schemas.py.
+Its request and response models, and the builders of them, are in server/schemas.py.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from .. import security
+from ..app_state import server_of
 from ..digits.model_files import NetworkError, analyze_network, lint_findings, parse_network
 from ..digits.networks import STANDARD_NETWORKS, network_prototxt
 from ..digits.solver_form import lr_curves, parse_lr_fields
@@ -32,10 +33,7 @@ from ..formdata import read_form
 from ..jobs import states
 from ..jobs.epochs import parse_epoch
 from ..jobs.jobdir import confine_server_path, job_dir
-from ..store.models import Job, User
-from ..threads import in_thread
-from . import digits_bool, server_of
-from .schemas import (
+from ..schemas import (
     ClassifyOut,
     DatasetCreate,
     FileEntry,
@@ -65,6 +63,9 @@ from .schemas import (
     job_out,
     queue_positions,
 )
+from ..store.models import Job, User
+from ..threads import in_thread
+from . import digits_bool
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 

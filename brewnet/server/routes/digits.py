@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from .. import security
+from ..app_state import server_of
 from ..digits.model_files import customize as customize_network
 from ..digits.solver_form import lr_curve
 from ..errors import ApiError
@@ -35,7 +36,7 @@ from ..jobs.jobdir import confine_server_path, job_dir
 from ..service import read_form_file
 from ..threads import in_thread
 from ..web.render import page
-from . import digits_bool, server_of, wants_json
+from . import digits_bool, wants_json
 
 
 async def _readers_only(request: Request) -> None:

@@ -32,12 +32,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from .. import security
+from ..app_state import server_of
 from ..errors import ApiError
 from ..jobs import states
 from ..jobs.jobdir import job_dir
 from ..store.models import User
 from ..threads import in_thread
-from . import server_of
 
 router = APIRouter(tags=["events"])
 

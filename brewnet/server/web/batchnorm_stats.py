@@ -173,10 +173,10 @@ def compute_gap(jobdir: str | os.PathLike, snapshot: str | os.PathLike, batches:
     """``brewnet doctor``'s report of one snapshot on ``batches`` validation batches (the TEST
     phase of the job's train_val.prototxt), as JSON.  Loads the net: call it in a subprocess
     (:func:`gap_state` does) or in tests."""
-    import torch   # the server starts without torch
+    import torch  # the server starts without torch
 
-    from ...batchnorm import doctor   # it imports torch: the server starts without it
-    from ...net import Net   # it imports torch: the server starts without it
+    from ...batchnorm import doctor  # it imports torch: the server starts without it
+    from ...net import Net  # it imports torch: the server starts without it
 
     jobdir = Path(jobdir)
     snapshot = _inside(Path(snapshot), jobdir)
@@ -288,7 +288,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 4 or argv[0] != "gap":
         print("usage: python -m brewnet.server.web.batchnorm_stats gap JOBDIR SNAPSHOT BATCHES", file=sys.stderr)
         return 2
-    import torch   # the server starts without torch
+    import torch  # the server starts without torch
 
     torch.set_num_threads(1)
     jobdir = Path(argv[1])

@@ -41,10 +41,10 @@ from PIL import Image
 from ... import fileio
 from ...data.lmdb_io import iter_records, parse_datum, read_record
 from ...errors import DataError
+from ..app_state import server_of
 from ..errors import ApiError
 from ..jobs import states
 from ..jobs.jobdir import confine_server_path, job_dir
-from ..routes import server_of
 from ..scheduler import dataset_summary
 from ..threads import in_thread
 from .render import page
@@ -122,7 +122,7 @@ def builtin_example() -> Image.Image:
 def first_image(folder: Path) -> Path | None:
     """The first image (sorted names) of the first class sub-folder (sorted) of ``folder``
     that has one, looking at a bounded number of entries."""
-    from ...data.builder import IMAGE_EXTENSIONS   # it imports torch: the server starts without it
+    from ...data.builder import IMAGE_EXTENSIONS  # it imports torch: the server starts without it
 
     try:
         classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
@@ -173,7 +173,7 @@ def example_source(folder: str | None, roots) -> tuple[Image.Image, str]:
 def resize_example(im: Image.Image, mode: str, width: int, height: int, channels: int) -> Image.Image:
     """``im`` as the dataset job would store it: converted to RGB or grey, then resized by
     brewnet's own dataset resize (fill's noise from a fixed seed, so the example is stable)."""
-    from ...data.image import digits_resize   # it imports torch: the server starts without it
+    from ...data.image import digits_resize  # it imports torch: the server starts without it
 
     im = im.convert("RGB" if channels == 3 else "L")
     if mode == "original":
@@ -194,7 +194,7 @@ async def resize_example_png(request: Request,
                              height: int = Query(256),
                              channels: int = Query(3),
                              folder: str | None = Query(None, max_length=4096)):
-    from ...data.image import RESIZE_MODES   # it imports torch: the server starts without it
+    from ...data.image import RESIZE_MODES  # it imports torch: the server starts without it
 
     if mode not in (*RESIZE_MODES, "original"):
         raise ApiError(400, f"mode must be one of {', '.join(RESIZE_MODES)} or original", field="resize_mode")
@@ -347,7 +347,7 @@ def thumbnail(im: Image.Image, side: int = THUMB_SIDE) -> Image.Image:
 
 def record_png(server, job_id: str, split: str, index: int, full: bool = False) -> bytes:
     """Record ``index`` of a split's LMDB, its Datum decoded as Caffe's Data layer reads it."""
-    from ...data.image import datum_to_chw   # it imports torch: the server starts without it
+    from ...data.image import datum_to_chw  # it imports torch: the server starts without it
 
     jobdir = _dataset_dir(server, job_id)
     db = jobdir / f"{_split_of(split)}_db"

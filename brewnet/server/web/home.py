@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from ..app_state import server_of
 from ..jobs import states
-from ..routes import server_of
-from ..routes.schemas import job_out, queue_positions
+from ..schemas import job_out, queue_positions
 from ..threads import in_thread
 from .render import page
 

@@ -33,10 +33,10 @@ from fastapi.responses import PlainTextResponse, Response
 from PIL import Image
 
 from ...data.lmdb_io import parse_datum, read_record
+from ..app_state import server_of
 from ..errors import ApiError
 from ..jobs import states
 from ..jobs.jobdir import confine_server_path, job_dir
-from ..routes import server_of
 from ..threads import in_thread
 from .render import page
 from .routers import page_router

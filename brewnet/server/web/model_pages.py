@@ -28,13 +28,13 @@ from fastapi import Request
 
 from ...child_processes import die_with_parent
 from .. import security
+from ..app_state import server_of
 from ..errors import ApiError
 from ..jobs import states
 from ..jobs.jobdir import job_dir
 from ..jobs.process import pid_alive
 from ..jobs.progress import read_plan
-from ..routes import server_of
-from ..routes.schemas import job_out
+from ..schemas import job_out
 from ..threads import in_thread
 from . import batchnorm_stats
 from .render import page

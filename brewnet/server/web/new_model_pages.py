@@ -18,11 +18,11 @@ from pydantic import BaseModel, Field
 
 from ... import draw
 from ...proto import caffe_pb2
+from ..app_state import server_of
 from ..digits.networks import STANDARD_NETWORKS
 from ..digits.solver_form import LR_DEFAULTS, LR_FIELDS, LR_POLICIES, SOLVER_TYPES
 from ..errors import ApiError
 from ..jobs import states
-from ..routes import server_of
 from ..threads import in_thread
 from .render import page
 from .routers import page_router

@@ -1,7 +1,7 @@
-"""The bodies of brewnet's JSON API under ``/api/v1`` (api_v1.py): its request and response
+"""The bodies of brewnet's JSON API under ``/api/v1`` (routes/api_v1.py): its request and response
 models (pydantic; they make ``/api/v1/openapi.json``), and what builds or reads them:
-:func:`job_out` (a job as the API and the pages show it, with :func:`queue_positions`) and
-:func:`form_fields` (a JSON body as DIGITS' form).
+:func:`job_out` (a job as the API and the web pages show it, with :func:`queue_positions`) and
+:func:`form_fields` (a JSON body as DIGITS' form).  Below both the routes and the pages.
 """
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ApiError
-from ..jobs import states
-from ..store.models import Job
+from .errors import ApiError
+from .jobs import states
+from .store.models import Job
 
 Scalar = Union[str, int, float, bool]
 FieldValue = Union[Scalar, list[Scalar], None]
