@@ -93,14 +93,13 @@ def create_app(config: ServerConfig, *, scheduler_options: dict[str, Any] | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        import anyio
-
         from .formdata import UPLOAD_PREFIX, clean_stale_folders
         from .inference import InferencePool
         from .scheduler import Scheduler
         from .service import Server
         from .service.control import DELETED_PREFIX
         from .store.db import Database
+        from .threads import in_thread
 
         config.ensure_dirs()
         clean_stale_folders(config.jobs_dir, (UPLOAD_PREFIX, DELETED_PREFIX))
@@ -128,7 +127,7 @@ def create_app(config: ServerConfig, *, scheduler_options: dict[str, Any] | None
             try:
                 await scheduler.stop()
             finally:
-                await anyio.to_thread.run_sync(pool.close)
+                await in_thread(pool.close)
                 db.dispose()
 
     app = FastAPI(title="brewnet", version=__version__, lifespan=lifespan,

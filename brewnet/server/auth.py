@@ -175,7 +175,7 @@ def create_token(session: Session, user: User, name: str = "", ttl_days: float |
 
 
 def token_row(session: Session, token: object) -> ApiToken | None:
-    """The stored row of ``token`` (found by its hash), or None."""
+    """The stored row of ``token`` (found by its hash); None for what is not one of ours."""
     if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or len(token) > 256:
         return None
     return JobStore.token_by_hash(session, _sha256(token))

@@ -43,6 +43,7 @@ from google.protobuf import text_format
 from .. import formats
 from ..child_processes import end_with_parent
 from .errors import ApiError
+from .jobs.epochs import epoch_of_iteration
 from .jobs.progress import METRICS_FILE
 from .jobs.tasks import PYTHON_LAYER_DIR
 
@@ -138,8 +139,8 @@ def ensure_bundle(model_dir: str | os.PathLike, iteration: int, dataset_dir: str
 
 # ----- download archives ------------------------------------------------------------------------
 def _epoch(model_dir: Path, iteration: int) -> int | float:
-    """DIGITS' epoch of a snapshot, from plan.json's max_iter and train_epochs (H2's
-    epoch_of_iteration rule: round(N·epochs/max_iter, 3), an int when whole); the iteration
+    """DIGITS' epoch of a snapshot, from plan.json's max_iter and train_epochs
+    (jobs.epochs.epoch_of_iteration); the iteration
     itself when the plan does not say."""
     try:
         plan = json.loads((model_dir / "plan.json").read_text(encoding="utf-8"))
@@ -148,8 +149,7 @@ def _epoch(model_dir: Path, iteration: int) -> int | float:
         return int(iteration)
     if max_iter <= 0:
         return int(iteration)
-    e = round(int(iteration) * epochs / max_iter, 3)
-    return int(e) if float(e).is_integer() else e
+    return epoch_of_iteration(int(iteration), {"max_iter": max_iter}, epochs)
 
 
 def archive_name(model_id: str, epoch: int | float, ext: str) -> str:

@@ -21,7 +21,6 @@ import hmac
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -31,6 +30,7 @@ from .config import is_loopback
 from .errors import ApiError
 from .formdata import read_form
 from .store.models import User
+from .threads import in_thread
 
 SESSION_COOKIE = "brewnet_session"
 USERNAME_COOKIE = "username"          # DIGITS' own cookie name
@@ -43,23 +43,18 @@ _UNSET = object()
 
 # ---------------------------------------------------------------------------- plumbing
 
-def config_of(request: Request):
+def request_config(request: Request):
     """The running application's ServerConfig."""
     state = request.app.state
     cfg = getattr(state, "config", None)
     return cfg if cfg is not None else state.server.config
 
 
-def db_of(request: Request):
+def request_db(request: Request):
     """The running application's Database (the job store's)."""
     state = request.app.state
     db = getattr(state, "db", None)
     return db if db is not None else state.server.db
-
-
-async def _in_thread(fn, *args):
-    """Database work off the event loop (SQLite may wait for another writer's lock)."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args))
 
 
 def _is_form(request: Request) -> bool:
@@ -71,7 +66,7 @@ async def _form_field(request: Request, name: str) -> str | None:
     caches it on the request, so the route later reads the same form and cleans its uploads)."""
     if request.method not in UNSAFE_METHODS or not _is_form(request):
         return None
-    form = await read_form(request, config_of(request))
+    form = await read_form(request, request_config(request))
     value = form.get(name)
     return value if isinstance(value, str) else None
 
@@ -130,25 +125,25 @@ async def current_user(request: Request) -> User | None:
     cached = getattr(request.state, "brewnet_user", _UNSET)
     if cached is not _UNSET:
         return cached
-    db = db_of(request)
+    db = request_db(request)
     user: User | None = None
     method: str | None = None
     csrf: str | None = None
 
     token = _bearer(request)
     if token is not None:
-        user = await _in_thread(_token_user, db, token)
+        user = await in_thread(_token_user, db, token)
         if user is None:
             raise ApiError(401, "Invalid, expired or revoked API token")
         method = "token"
     else:
         cookie = request.cookies.get(SESSION_COOKIE)
-        found = await _in_thread(_session_user, db, cookie) if cookie else None
+        found = await in_thread(_session_user, db, cookie) if cookie else None
         if found is not None:
             user, csrf = found
             method = "session"
         else:
-            config = config_of(request)
+            config = request_config(request)
             if config.local_mode_possible:
                 # the cookie first (DIGITS' login sets it); a malformed cookie is ignored rather
                 # than breaking every page, a malformed explicit name is the caller's error
@@ -159,7 +154,7 @@ async def current_user(request: Request) -> User | None:
                     explicit = True
                 if name:
                     try:
-                        user = await _in_thread(_local_user, db, config, name)
+                        user = await in_thread(_local_user, db, config, name)
                     except ApiError:
                         if explicit:
                             raise
@@ -175,8 +170,8 @@ async def require_user(request: Request) -> User:
     """:func:`current_user`, or ApiError 401 when nobody is logged in."""
     user = await current_user(request)
     if user is None:
-        config = config_of(request)
-        hint = ("log in (POST /login with a username)" if await _in_thread(local_mode, db_of(request), config)
+        config = request_config(request)
+        hint = ("log in (POST /login with a username)" if await in_thread(local_mode, request_db(request), config)
                 else "log in (POST /login or /api/v1/login) or send 'Authorization: Bearer <token>'")
         raise ApiError(401, f"Authentication required: {hint}")
     return user
@@ -197,7 +192,7 @@ async def read_access(request: Request) -> User | None:
         user = await current_user(request)
         if user is not None:
             return user
-        if await _in_thread(local_mode, db_of(request), config_of(request)):
+        if await in_thread(local_mode, request_db(request), request_config(request)):
             return None
         return await require_user(request)
     except BaseException:

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from brewnet.server.config import ServerConfig
-from brewnet.server.digits.forms import (DatasetSpec, ModelSpec, OUTSIDE, parse_dataset_form,
-                                         parse_model_form)
+from brewnet.server.digits.forms import OUTSIDE, parse_dataset_form, parse_model_form
+from brewnet.server.jobs.specs import DatasetSpec, ModelSpec
 from brewnet.server.errors import FormErrors
 
 TINY = """name: "tiny"

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from brewnet.server.digits.forms import ModelSpec
-from brewnet.server.digits.solver_form import (Plan, compute_plan, epoch_of_iteration, lr_curve, lr_curves,
+from brewnet.server.jobs.specs import ModelSpec
+from brewnet.server.jobs.epochs import epoch_of_iteration
+from brewnet.server.digits.solver_form import (Plan, compute_plan, lr_curve, lr_curves,
                                                plan_training, solver_parameter)
 from brewnet.server.errors import FormErrors
 

@@ -20,126 +20,25 @@ validation as DIGITS' WTForms had them, into :class:`DatasetSpec` / :class:`Mode
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..config import ServerConfig
 from ..errors import FormErrors
+from ..jobs.specs import METHODS, PYTHON_LAYER_MODULE, DatasetSpec, ModelSpec
+from .fields import NOT_CHOICE, REQUIRED, Fields, augmentation_fields, format_number
+from .model_files import NetworkError, analyze_network
 from .networks import STANDARD_NETWORKS
-from .solver_form import LR_DEFAULTS, LR_FIELDS, LR_POLICIES, SOLVER_TYPES
+from .solver_form import SOLVER_TYPES, lr_fields
 
-REQUIRED = "This field is required."
-NOT_CHOICE = "Not a valid choice"
-NOT_INT = "Not a valid integer value"
-NOT_FLOAT = "Not a valid float value"
 OUTSIDE = "Path is outside the server's data roots"
 HDF5 = "brewnet builds LMDB datasets; hdf5 is not supported"
+PY_REFUSED = "Python layers are refused: the server was not started with --allow-python-layers"
 
 
-# ----- reading fields ---------------------------------------------------------------------------
-
-class _Fields:
-    """WTForms' reading of a submitted form, collecting errors per field."""
-
-    def __init__(self, form: Mapping[str, Any]):
-        self.form = form
-        self.errors: dict[str, list[str]] = {}
-
-    def error(self, name: str, message: str) -> None:
-        self.errors.setdefault(name, []).append(message)
-
-    def raw_values(self, name: str) -> list[str]:
-        """Every value sent for ``name`` (a multi-valued form, or a list value)."""
-        getlist = getattr(self.form, "getlist", None)
-        if callable(getlist):
-            vals = list(getlist(name))
-        else:
-            v = self.form.get(name)
-            vals = [] if v is None else (list(v) if isinstance(v, (list, tuple)) else [v])
-        return [str(v) for v in vals]
-
-    def raw(self, name: str) -> str | None:
-        vals = self.raw_values(name)
-        return vals[-1] if vals else None
-
-    def present(self, name: str) -> bool:
-        return self.raw(name) is not None
-
-    def text(self, name: str, default: str = "", required: bool = False) -> str:
-        v = self.raw(name)
-        v = default if v is None else v.strip()
-        if required and not v:
-            self.error(name, REQUIRED)
-        return v
-
-    def boolean(self, name: str) -> bool:
-        v = self.raw(name)
-        return v is not None and v not in ("false", "")
-
-    def choice(self, name: str, choices, default: str | None = None, required: bool = False) -> str | None:
-        v = self.raw(name)
-        if v is None or (v == "" and default is None):
-            if required:
-                self.error(name, REQUIRED)
-            return default
-        if v not in choices:
-            self.error(name, NOT_CHOICE)
-            return default
-        return v
-
-    def _number(self, name: str, text: str, kind: type, lo, hi):
-        try:
-            if kind is int:
-                value = int(text.strip())
-            else:
-                value = float(text.strip())
-                if not math.isfinite(value):
-                    raise ValueError(text)
-        except ValueError:
-            self.error(name, NOT_INT if kind is int else NOT_FLOAT)
-            return None
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            if lo is not None and hi is not None:
-                self.error(name, f"Number must be between {_num(lo)} and {_num(hi)}.")
-            elif lo is not None:
-                self.error(name, f"Number must be at least {_num(lo)}.")
-            else:
-                self.error(name, f"Number must be at most {_num(hi)}.")
-            return None
-        return value
-
-    def number(self, name: str, kind: type = int, default=None, lo=None, hi=None,
-               optional: bool = False, required: bool = False):
-        """An IntegerField/FloatField: missing keeps ``default``; ``optional``: '' is None too."""
-        v = self.raw(name)
-        if v is None or (optional and not v.strip()):
-            if required:
-                self.error(name, REQUIRED)
-            return default
-        return self._number(name, v, kind, lo, hi)
-
-    def numbers(self, name: str, kind: type, default, lo=None) -> list:
-        """A field that may hold several values (a sweep): repeated fields, or ``[a, b]`` /
-        ``a,b`` text.  Missing or blank: ``[default]``."""
-        out = []
-        for v in self.raw_values(name):
-            for part in re.split(r"[,\s]+", v.strip().strip("[]").strip()):
-                if part:
-                    out.append(self._number(name, part, kind, lo, None))
-        if not out:
-            return [default]
-        return list(dict.fromkeys(out))   # repeated values make one job
-
-
-def _num(v) -> str:
-    return str(int(v)) if float(v).is_integer() else str(v)
-
-
-def _confine(f: _Fields, name: str, value: str, roots: list[Path], kind: str) -> Path | None:
+def _confine(f: Fields, name: str, value: str, roots: list[Path], kind: str) -> Path | None:
     """A server path of field ``name``: absolute, resolving (symlinks followed) under one of
     ``roots``, and existing as a ``kind`` ("dir" or "file"); else an error on the field."""
     if not value:
@@ -174,91 +73,10 @@ def _roots(config: ServerConfig) -> list[Path]:
 
 # ----- datasets -----------------------------------------------------------------------------------
 
-@dataclass
-class DatasetSpec:
-    """A dataset job's settings (DIGITS' image classification dataset form)."""
-    name: str
-    group: str = ""
-    method: str = "folder"                 # folder | textfile
-    # folder
-    folder_train: str | None = None
-    folder_val: str | None = None          # has_val_folder
-    folder_test: str | None = None         # has_test_folder
-    pct_val: int = 25
-    pct_test: int = 0
-    min_per_class: int = 2
-    max_per_class: int | None = None
-    val_min_per_class: int = 2
-    val_max_per_class: int | None = None
-    test_min_per_class: int = 2
-    test_max_per_class: int | None = None
-    # textfile (list files: uploads saved in the job dir, or server paths)
-    textfile_train: str | None = None
-    textfile_val: str | None = None
-    textfile_test: str | None = None
-    textfile_labels: str | None = None
-    textfile_train_folder: str | None = None
-    textfile_val_folder: str | None = None
-    textfile_test_folder: str | None = None
-    shuffle: bool = True
-    # images and database
-    encoding: str = "png"
-    channels: int = 3
-    width: int = 256
-    height: int = 256
-    resize_mode: str = "squash"
-    backend: str = "lmdb"
-    compression: str = "none"
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> "DatasetSpec":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def cli_args(self, outdir: str) -> list[str]:
-        """The arguments of ``brewnet dataset create`` that build this dataset into ``outdir``."""
-        if self.method == "folder":
-            args = [str(self.folder_train), str(outdir),
-                    "-val-percent", str(0 if self.folder_val else self.pct_val),
-                    "-test-percent", str(0 if self.folder_test else self.pct_test),
-                    "-min-per-class", str(self.min_per_class), "-digits-labels"]
-            if self.max_per_class:
-                args += ["-max-per-class", str(self.max_per_class)]
-            for split in ("val", "test"):
-                folder = getattr(self, f"folder_{split}")
-                if folder:
-                    args += [f"-{split}-folder", str(folder),
-                             f"-{split}-min-per-class", str(getattr(self, f"{split}_min_per_class"))]
-                    mx = getattr(self, f"{split}_max_per_class")
-                    if mx:
-                        args += [f"-{split}-max-per-class", str(mx)]
-        else:
-            args = [str(self.textfile_train), str(outdir), "-labels", str(self.textfile_labels),
-                    "-val-percent", "0", "-test-percent", "0", "-min-per-class", "1"]
-            if self.textfile_train_folder:
-                args += ["-list-root", str(self.textfile_train_folder)]
-            for split in ("val", "test"):
-                lst = getattr(self, f"textfile_{split}")
-                if lst:
-                    args += [f"-{split}-list", str(lst)]
-                    root = getattr(self, f"textfile_{split}_folder")
-                    if root:
-                        args += [f"-{split}-list-root", str(root)]
-        args += ["-resize", f"{self.width}x{self.height}", "-resize-mode", self.resize_mode,
-                 "-color" if self.channels == 3 else "-grayscale", "-encoding", self.encoding,
-                 "-shuffle" if self.shuffle else "-no-shuffle",
-                 # the job's folder is ours: a re-run replaces what an interrupted run left
-                 "--overwrite"]
-        return args
-
-
 def parse_dataset_form(form: Mapping[str, Any], uploads: Mapping[str, str], config: ServerConfig) -> DatasetSpec:
     """DIGITS' dataset form -> DatasetSpec.  ``uploads``: field -> the saved file's path (already
     in the job's folder).  Raises FormErrors naming DIGITS' fields."""
-    f = _Fields(form)
+    f = Fields(form)
     roots = _roots(config)
     spec = DatasetSpec(name=f.text("dataset_name", required=True), group=f.text("group_name"))
     spec.method = f.choice("method", ("folder", "textfile"), "folder")
@@ -283,7 +101,7 @@ def parse_dataset_form(form: Mapping[str, Any], uploads: Mapping[str, str], conf
     return spec
 
 
-def _folder_fields(f: _Fields, spec: DatasetSpec, roots: list[Path]) -> None:
+def _folder_fields(f: Fields, spec: DatasetSpec, roots: list[Path]) -> None:
     raw = f.text("folder_train", required=True)
     folder = _confine(f, "folder_train", raw, roots, "dir")
     if folder is not None:
@@ -311,7 +129,7 @@ def _folder_fields(f: _Fields, spec: DatasetSpec, roots: list[Path]) -> None:
                 setattr(spec, f"folder_{split}", str(p))
 
 
-def _textfile_fields(f: _Fields, spec: DatasetSpec, uploads: Mapping[str, str], roots: list[Path]) -> None:
+def _textfile_fields(f: Fields, spec: DatasetSpec, uploads: Mapping[str, str], roots: list[Path]) -> None:
     local = f.boolean("textfile_use_local_files")
     wanted = [("train", True), ("val", f.boolean("textfile_use_val")), ("test", f.boolean("textfile_use_test"))]
     for split, use in wanted:
@@ -343,95 +161,13 @@ def _textfile_fields(f: _Fields, spec: DatasetSpec, uploads: Mapping[str, str], 
 
 # ----- models -------------------------------------------------------------------------------------
 
-METHODS = ("standard", "previous", "pretrained", "custom")
-
-
-@dataclass
-class ModelSpec:
-    """A model job's settings (DIGITS' image classification model form, one sweep point)."""
-    name: str
-    group: str = ""
-    dataset_id: str = ""
-    method: str = "standard"
-    standard_network: str | None = None
-    previous_job_id: str | None = None
-    previous_epoch: float | None = None     # 0: no weights, -1: the job's own pretrained weights
-    pretrained_job_id: str | None = None
-    custom_network: str | None = None
-    custom_weights: list[str] = field(default_factory=list)
-    framework: str = "caffe"
-    train_epochs: int = 30
-    snapshot_interval: float = 1.0
-    val_interval: float = 1.0
-    random_seed: int | None = None
-    batch_size: int | None = None
-    batch_accumulation: int | None = None
-    solver_type: str = "SGD"
-    rms_decay: float = 0.99
-    learning_rate: float = 0.01
-    lr_policy: str = "step"
-    lr_params: dict = field(default_factory=dict)
-    use_mean: str = "image"
-    crop_size: int | None = None
-    shuffle: bool = False
-    bn_recalibrate: int = 100
-    select_gpu: str | None = None
-    select_gpus: list[int] = field(default_factory=list)
-    select_gpu_count: int = 1
-    python_layer_file: str | None = None    # a module in the server's --allow-python-layers DIR
-    python_layer_upload: str | None = None  # the job's own Python layer file (digits_python_layers)
-    augmentation: dict = field(default_factory=dict)
-    lint_findings: list[dict] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> "ModelSpec":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def parse_lr_fields(form: Mapping[str, Any]) -> tuple[list[float], str, dict]:
-    """The learning rates (a sweep may give several), the policy and its fields, validated
-    (FormErrors); what :func:`~.solver_form.lr_curves` and the model form share."""
-    f = _Fields(form)
-    rates, policy, params = _lr_fields(f)
-    if f.errors:
-        raise FormErrors(f.errors)
-    return rates, policy, params
-
-
-def _lr_fields(f: _Fields) -> tuple[list[float], str, dict]:
-    rates = f.numbers("learning_rate", float, 0.01, lo=0)
-    policy = f.choice("lr_policy", LR_POLICIES, "step")
-    params: dict[str, Any] = {}
-    for name in LR_FIELDS.get(policy, ()):
-        if name == "lr_multistep_values":
-            text = f.text(name, LR_DEFAULTS[name])
-            try:
-                values = [float(v) for v in text.split(",") if v.strip()]
-                if not values or any(not 0 <= v <= 100 for v in values) or values != sorted(values):
-                    raise ValueError(text)
-                params[name] = ",".join(_num(v) for v in values)
-            except ValueError:
-                f.error(name, "Give ascending percentages between 0 and 100, separated by commas")
-        else:
-            pct = name in ("lr_step_size", "lr_sigmoid_step")
-            v = f.number(name, float, LR_DEFAULTS[name], lo=0, hi=100 if pct else None)
-            if pct and v == 0 and policy == "step":
-                f.error(name, "Number must be greater than 0.")
-            params[name] = v if v is not None else LR_DEFAULTS[name]
-    return [r for r in rates if r is not None] or [0.01], policy or "step", params
-
-
 def parse_model_form(form: Mapping[str, Any], uploads: Mapping[str, str], config: ServerConfig,
                      lookup_job: Callable[[str], dict | None]) -> list[ModelSpec]:
     """DIGITS' model form -> one ModelSpec per learning rate x batch size (a sweep; names then
     suffixed `` learning_rate:X`` / `` batch_size:N``).  ``lookup_job(id)`` gives a job's dict
     (``kind``, ``status``, ``directory``; a model's ``snapshots``; a dataset's ``image``) or None.
     Raises FormErrors naming DIGITS' fields."""
-    f = _Fields(form)
+    f = Fields(form)
     roots = _roots(config)
     base = ModelSpec(name=f.text("model_name", required=True), group=f.text("group_name"))
 
@@ -453,14 +189,14 @@ def parse_model_form(form: Mapping[str, Any], uploads: Mapping[str, str], config
     base.batch_accumulation = f.number("batch_accumulation", int, None, lo=1, optional=True)
     base.solver_type = f.choice("solver_type", tuple(SOLVER_TYPES), "SGD")
     base.rms_decay = f.number("rms_decay", float, 0.99, lo=0, hi=1)
-    rates, base.lr_policy, base.lr_params = _lr_fields(f)
+    rates, base.lr_policy, base.lr_params = lr_fields(f)
     base.use_mean = f.choice("use_mean", ("none", "image", "pixel"), "image")
     base.crop_size = f.number("crop_size", int, None, lo=1, optional=True)
     base.shuffle = f.boolean("shuffle")
     base.bn_recalibrate = f.number("bn_recalibrate", int, 100, lo=0)
     _gpu_fields(f, base)
     _python_layer_file(f, base, uploads, config, roots)
-    base.augmentation = _augmentation_fields(f)
+    base.augmentation = augmentation_fields(f)
 
     image = (dataset or {}).get("image") or {}
     if base.crop_size and image.get("height") and image.get("width") \
@@ -496,33 +232,7 @@ def parse_model_form(form: Mapping[str, Any], uploads: Mapping[str, str], config
     return specs
 
 
-def _augmentation_fields(f: _Fields) -> dict:
-    """DIGITS' ``aug_*`` fields (its form's choices, ranges and defaults) -> the augmentation
-    file's dict (brewnet.data.augment; empty when all are off).  HSV shifts count only with
-    ``aug_hsv_use``.  ``aug_whitening`` (DIGITS' TensorFlow only) is refused when set."""
-    from ...data.augment import FLIPS, QUAD_TURNS, Augmentation
-
-    values: dict[str, Any] = {
-        "flip": f.choice("aug_flip", FLIPS, "none"),
-        "quad_rot": f.choice("aug_quad_rot", tuple(QUAD_TURNS), "none"),
-        "rotation": f.number("aug_rot", int, 0, lo=0, hi=180),
-        "scale": f.number("aug_scale", float, 0.0, lo=0, hi=1),
-        "noise": f.number("aug_noise", float, 0.0, lo=0, hi=1),
-        "contrast": f.number("aug_contrast", float, 0.0, lo=0, hi=5),
-    }
-    if f.boolean("aug_hsv_use"):
-        for key, default in (("h", 0.02), ("s", 0.04), ("v", 0.06)):
-            values[f"hsv_{key}"] = f.number(f"aug_hsv_{key}", float, default, lo=0, hi=0.5)
-    if f.boolean("aug_whitening"):
-        f.error("aug_whitening", "Whitening is not applied to Caffe networks by brewnet (per-image "
-                                 "standardisation would undo transform_param's mean subtraction); "
-                                 "leave it off")
-    if any(v is None for v in values.values()):
-        return {}   # a field's error is recorded; the form is refused
-    return Augmentation.from_json({k: (float(v) if k == "rotation" else v) for k, v in values.items()}).to_json()
-
-
-def _gpu_fields(f: _Fields, spec: ModelSpec) -> None:
+def _gpu_fields(f: Fields, spec: ModelSpec) -> None:
     """DIGITS' GPU fields: ``select_gpu`` (``next`` or an index), ``select_gpus`` (several
     indices) / ``select_gpus_list`` ("0,1"), ``select_gpu_count``."""
     spec.select_gpu = f.text("select_gpu") or None
@@ -544,7 +254,7 @@ def _gpu_fields(f: _Fields, spec: ModelSpec) -> None:
     spec.select_gpus = list(dict.fromkeys(gpus))
 
 
-def _previous_fields(f: _Fields, spec: ModelSpec, lookup_job: Callable[[str], dict | None]) -> None:
+def _previous_fields(f: Fields, spec: ModelSpec, lookup_job: Callable[[str], dict | None]) -> None:
     pid = f.text("previous_networks", required=True)
     if not pid:
         return
@@ -562,10 +272,10 @@ def _previous_fields(f: _Fields, spec: ModelSpec, lookup_job: Callable[[str], di
         return
     epochs = [float(s.get("epoch")) for s in prev.get("snapshots") or [] if s.get("epoch") is not None]
     if not any(abs(e - epoch) < 1e-9 for e in epochs):
-        f.error(field_name, f"For the job {pid}, selected pretrained_model for epoch {_num(epoch)} is invalid!")
+        f.error(field_name, f"For the job {pid}, selected pretrained_model for epoch {format_number(epoch)} is invalid!")
 
 
-def _custom_fields(f: _Fields, spec: ModelSpec, uploads: Mapping[str, str], config: ServerConfig,
+def _custom_fields(f: Fields, spec: ModelSpec, uploads: Mapping[str, str], config: ServerConfig,
                    roots: list[Path]) -> None:
     text = f.raw("custom_network") or ""
     if not text.strip():
@@ -578,7 +288,6 @@ def _custom_fields(f: _Fields, spec: ModelSpec, uploads: Mapping[str, str], conf
         if p is not None:
             spec.custom_weights.append(str(p))
     try:
-        from .model_files import analyze_network
         net, findings = analyze_network(text)
     except NetworkError as e:
         f.error("custom_network", str(e))
@@ -587,16 +296,9 @@ def _custom_fields(f: _Fields, spec: ModelSpec, uploads: Mapping[str, str], conf
     _python_layers(f, spec, net, config)
 
 
-class NetworkError(ValueError):
-    """A custom network the job could not use (the message is the form's error)."""
 
 
-#: the module name of a job's uploaded Python layer file (DIGITS' name for it)
-PYTHON_LAYER_MODULE = "digits_python_layers"
-PY_REFUSED = "Python layers are refused: the server was not started with --allow-python-layers"
-
-
-def _python_layer_file(f: _Fields, spec: ModelSpec, uploads: Mapping[str, str], config: ServerConfig,
+def _python_layer_file(f: Fields, spec: ModelSpec, uploads: Mapping[str, str], config: ServerConfig,
                        roots: list[Path]) -> None:
     """DIGITS' Python layer file: the upload ``python_layer_client_file`` (with
     ``python_layer_from_client``, or when it is the only one given) or the server path
@@ -636,7 +338,7 @@ def _python_layer_file(f: _Fields, spec: ModelSpec, uploads: Mapping[str, str], 
     spec.python_layer_upload = str(path)
 
 
-def _python_layers(f: _Fields, spec: ModelSpec, net, config: ServerConfig) -> None:
+def _python_layers(f: Fields, spec: ModelSpec, net, config: ServerConfig) -> None:
     """The network's Python layers run code on the server: refused unless ``brewnet serve
     --allow-python-layers [DIR]`` was given; module ``digits_python_layers`` is the job's
     uploaded file, other modules must be files in DIR."""

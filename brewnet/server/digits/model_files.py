@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -27,15 +28,18 @@ import numpy as np
 from google.protobuf import text_format
 
 from ... import formats
+from ...data.augment import Augmentation
 from ...errors import BrewnetError
 from ...net_state import has_include_and_exclude, layer_included, net_state, state_meets_rule
 from ...proto import caffe_pb2
 from ..errors import FormErrors
+from ..jobs.epochs import epoch_of_iteration
+from ..jobs.jobdir import write_json_atomic
+from ..jobs.specs import PYTHON_LAYER_MODULE, ModelSpec
 from ..jobs.tasks import AUGMENT_FILE, PYTHON_LAYER_DIR
-from .forms import ModelSpec, NetworkError
+from .fields import Fields, augmentation_fields
 from .networks import network_prototxt
-from .solver_form import (DEFAULT_BATCH_SIZE, Plan, compute_plan, dataset_facts, epoch_of_iteration,
-                          solver_parameter)
+from .solver_form import DEFAULT_BATCH_SIZE, Plan, compute_plan, dataset_facts, solver_parameter
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 #: data layers that are not the train/val data DIGITS' forms split out: Input is the deploy net's,
@@ -44,6 +48,10 @@ NOT_SPLIT_DATA = frozenset({"Input", "AnnotatedData", "VideoData"})
 PARAM_LAYERS = ("InnerProduct", "Convolution")
 CHANNEL_LAYERS = ("BatchNorm", "Scale", "Bias", "PReLU")
 FILES = ("original.prototxt", "train_val.prototxt", "deploy.prototxt", "solver.prototxt", "plan.json")
+
+
+class NetworkError(ValueError):
+    """A custom network the job could not use (the message is the form's error)."""
 
 
 STATES = {"train": net_state(TRAIN, ["train"]), "val": net_state(TEST, ["val"]),
@@ -155,12 +163,24 @@ def _finding_dict(f) -> dict:
     return d
 
 
+def lint_findings(net: caffe_pb2.NetParameter, text: str,
+                  deploy: caffe_pb2.NetParameter | None = None) -> list[dict]:
+    """``brewnet lint``'s findings on ``net`` (``text``: its prototxt, for line numbers) as dicts
+    ``{rule, severity, layer, message, fix, line?}``; the lint's own refusal of a net is one
+    finding (rule ``lint``), not an error."""
+    from ...batchnorm.lint import lint   # it imports torch: the server starts without it
+
+    try:
+        findings = lint(net, text, deploy=deploy)
+    except BrewnetError as e:
+        return [{"rule": "lint", "severity": "error", "layer": "", "message": str(e), "fix": ""}]
+    return [_finding_dict(f) for f in findings]
+
+
 def analyze_network(text: str, num_classes: int = 2) -> tuple[caffe_pb2.NetParameter, list[dict]]:
     """Parse, split and lint a custom network, as the form does before queueing it: returns the
     parsed net and ``brewnet lint``'s findings as dicts ``{rule, severity, layer, message, fix,
     line?}`` (on the train_val and deploy nets the job will write).  NetworkError when unusable."""
-    from ...batchnorm.lint import lint
-
     net = parse_network(text)
     split = split_network(clean_network(net, num_classes))
     train_val = caffe_pb2.NetParameter(name=net.name)
@@ -172,11 +192,7 @@ def analyze_network(text: str, num_classes: int = 2) -> tuple[caffe_pb2.NetParam
     train_val.layer.extend(split.train_val)
     deploy = caffe_pb2.NetParameter(name=net.name)
     deploy.layer.extend(split.deploy)
-    try:
-        findings = lint(train_val, text, deploy=deploy)
-    except BrewnetError as e:   # the lint's own refusal of a net is a finding, not a crash
-        return net, [{"rule": "lint", "severity": "error", "layer": "", "message": str(e), "fix": ""}]
-    return net, [_finding_dict(f) for f in findings]
+    return net, lint_findings(train_val, text, deploy)
 
 
 # ----- retraining: layers whose weights no longer fit -------------------------------------------
@@ -232,8 +248,6 @@ def rename_layers(net: caffe_pb2.NetParameter, names: set[str]) -> caffe_pb2.Net
 # ----- the previous job's weights ---------------------------------------------------------------
 
 def _read_json(path: Path) -> dict:
-    import json
-
     try:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
@@ -322,13 +336,10 @@ def _crop_size(spec: ModelSpec, layer: caffe_pb2.LayerParameter | None, dims: li
 
 def spec_augmentation(spec: ModelSpec):
     """The spec's Augmentation (jobs queued before brewnet applied them saved the raw aug_* fields)."""
-    from ...data.augment import Augmentation
-    from .forms import _augmentation_fields, _Fields
-
     d = dict(spec.augmentation or {})
     if any(k.startswith("aug_") for k in d):
-        f = _Fields(d)
-        d = _augmentation_fields(f)
+        f = Fields(d)
+        d = augmentation_fields(f)
         if f.errors:
             raise FormErrors(f.errors)
     try:
@@ -430,8 +441,6 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
     plan.weights = weights
     solver = solver_parameter(spec, plan)
 
-    from ..jobs.jobdir import write_json_atomic
-
     augmentation = spec_augmentation(spec)
     written: list[Path] = []
     try:
@@ -445,8 +454,6 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
             written.append(jobdir / AUGMENT_FILE)
             write_json_atomic(jobdir / AUGMENT_FILE, augmentation.to_json())
         if spec.python_layer_upload:
-            from .forms import PYTHON_LAYER_MODULE
-
             target = jobdir / PYTHON_LAYER_DIR / f"{PYTHON_LAYER_MODULE}.py"
             written.append(target)
             _copy_atomic(Path(spec.python_layer_upload), target)

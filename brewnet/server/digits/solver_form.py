@@ -23,6 +23,9 @@ from typing import Any, Mapping
 
 from ...data.labels import read_labels
 from ...proto import caffe_pb2
+from ..errors import FormErrors
+from ..jobs.epochs import epoch_of_iteration
+from .fields import Fields, format_number
 
 #: DIGITS' batch size when neither the form nor the network gives one
 DEFAULT_BATCH_SIZE = 16
@@ -90,6 +93,43 @@ _POLICY_VALUES: dict[str, tuple] = {
 LR_POLICIES = tuple(_POLICY_VALUES)
 #: the fields each policy reads
 LR_FIELDS = {policy: tuple(row[0] for row in rows) for policy, rows in _POLICY_VALUES.items()}
+
+
+# ----- the form's learning-rate fields --------------------------------------------------------
+
+def parse_lr_fields(form: Mapping[str, Any]) -> tuple[list[float], str, dict]:
+    """The learning rates (a sweep may give several), the policy and its fields, validated
+    (FormErrors); what :func:`lr_curves` and the model form share."""
+    f = Fields(form)
+    rates, policy, params = lr_fields(f)
+    if f.errors:
+        raise FormErrors(f.errors)
+    return rates, policy, params
+
+
+def lr_fields(f: Fields) -> tuple[list[float], str, dict]:
+    """The learning-rate fields read from ``f`` (errors recorded on it): rates, policy, values."""
+    rates = f.numbers("learning_rate", float, 0.01, lo=0)
+    policy = f.choice("lr_policy", LR_POLICIES, "step")
+    params: dict[str, Any] = {}
+    for name in LR_FIELDS.get(policy, ()):
+        if name == "lr_multistep_values":
+            text = f.text(name, LR_DEFAULTS[name])
+            try:
+                values = [float(v) for v in text.split(",") if v.strip()]
+                if not values or any(not 0 <= v <= 100 for v in values) or values != sorted(values):
+                    raise ValueError(text)
+                params[name] = ",".join(format_number(v) for v in values)
+            except ValueError:
+                f.error(name, "Give ascending percentages between 0 and 100, separated by commas")
+        else:
+            pct = name in ("lr_step_size", "lr_sigmoid_step")
+            v = f.number(name, float, LR_DEFAULTS[name], lo=0, hi=100 if pct else None)
+            if pct and v == 0 and policy == "step":
+                f.error(name, "Number must be greater than 0.")
+            params[name] = v if v is not None else LR_DEFAULTS[name]
+    return [r for r in rates if r is not None] or [0.01], policy or "step", params
+
 
 
 @dataclass
@@ -221,13 +261,6 @@ def plan_training(spec, dataset: Mapping, net_batch: int | None = None,
                         snapshot_interval=float(spec.snapshot_interval), val_interval=float(spec.val_interval))
 
 
-def epoch_of_iteration(iteration: int, plan: Plan | Mapping, train_epochs: int | float) -> int | float:
-    """DIGITS' epoch of iteration N: ``round(N * train_epochs / max_iter, 3)``, an int when whole."""
-    max_iter = plan["max_iter"] if isinstance(plan, Mapping) else plan.max_iter
-    e = round(float(iteration) * float(train_epochs) / float(max_iter), 3)
-    return int(e) if float(e).is_integer() else e
-
-
 # ----- the solver -------------------------------------------------------------------------------
 
 def apply_lr_policy(solver: caffe_pb2.SolverParameter, policy: str, params: Mapping[str, Any]) -> None:
@@ -282,8 +315,7 @@ def lr_curves(form: Mapping[str, str]) -> list[list[float]]:
     """``/models/visualize-lr``: for each learning rate of the form (a sweep gives several), 101
     values over the run (at 0 %, 1 %, ... 100 % of it), computed by brewnet.solver's Caffe
     policies on a 100-iteration run.  Raises FormErrors for bad fields."""
-    from ...solver import learning_rate
-    from .forms import parse_lr_fields
+    from ...solver import learning_rate   # brewnet.solver imports torch: the server starts without it
 
     rates, policy, params = parse_lr_fields(form)
     out = []

@@ -1,27 +1,14 @@
 """Summaries of a job's files, the numbers the server keeps in its row: a dataset's labels, sizes
 and LMDBs (from summary.json), a model's snapshots and best validation value (from its plan and
-metrics), an inference job's scores (from result.json); and DIGITS' epoch of a snapshot."""
+metrics), an inference job's scores (from result.json); a snapshot's epoch is jobs.epochs'."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from .epochs import snapshot_epoch
 from .progress import best_value, read_metrics, read_plan
 from .tasks import snapshots
-
-
-def epoch_of(iteration: int, plan: dict, spec: dict) -> int | float | None:
-    """DIGITS' epoch of snapshot N: round(N * train_epochs / max_iter, 3), an int when whole;
-    N / iters_per_epoch when the plan has no max_iter."""
-    max_iter = plan.get("max_iter")
-    epochs = spec.get("train_epochs") or plan.get("train_epochs")
-    if max_iter and epochs:
-        e = round(iteration * float(epochs) / float(max_iter), 3)
-    elif plan.get("iters_per_epoch"):
-        e = round(iteration / float(plan["iters_per_epoch"]), 3)
-    else:
-        return None
-    return int(e) if float(e).is_integer() else e
 
 
 def dataset_summary(jobdir: Path) -> dict:
@@ -64,7 +51,7 @@ def model_summary(jobdir: Path, spec: dict, records: list[dict], newest_iter: in
     (``best``: Caffe's moving-average statistics unless -bn_recalibrate ran, and then
     ``best_moving_bn`` the same net with the moving averages) and the newest train iteration."""
     plan = read_plan(jobdir)
-    snaps = [{"iteration": it, "epoch": epoch_of(it, plan, spec)} for it, _ in snapshots(jobdir)]
+    snaps = [{"iteration": it, "epoch": snapshot_epoch(it, plan, spec.get("train_epochs"))} for it, _ in snapshots(jobdir)]
     if newest_iter is None:
         its = [r["iter"] for r in records if r.get("phase") == "train" and isinstance(r.get("iter"), int)]
         newest_iter = max(its) if its else None

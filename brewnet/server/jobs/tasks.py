@@ -28,6 +28,7 @@ from ...errors import BrewnetError
 from . import states
 from .jobdir import job_dir, read_job_json
 from .progress import METRICS_FILE, read_plan
+from .specs import DatasetSpec
 
 AUGMENT_FILE = "augment.json"              # digits.model_files writes it
 PYTHON_LAYER_DIR = "python_layers"         # the job's own Python layer file lives here
@@ -75,8 +76,6 @@ def _gpu_flag(job, several: bool = False) -> list[str]:
 
 
 def dataset_steps(job, config) -> list[list[str]]:
-    from ..digits.forms import DatasetSpec
-
     spec = DatasetSpec.from_json(job.spec or {})
     outdir = job_dir(config, job.id)
     return [brewnet_argv("dataset", "create", *spec.cli_args(str(outdir)))]

@@ -1,11 +1,12 @@
 """The server's routes, one module per part, each with ``router = APIRouter(...)``:
 
     digits.py     DIGITS' REST routes and its plain HTML job pages
-    api_v1.py     brewnet's own JSON API under /api/v1 (OpenAPI at /api/v1/openapi.json)
+    api_v1.py     brewnet's own JSON API under /api/v1 (OpenAPI at /api/v1/openapi.json); its
+                  request and response models are server/schemas.py
     accounts.py   login, logout, users and tokens
     events.py     Server-Sent Events of a job and of the whole server
 
-Helpers every route module may use are here.
+Helpers every route module may use are here (the request's Server: server/app_state.py).
 """
 from __future__ import annotations
 
@@ -24,11 +25,6 @@ def optional_module(name: str) -> ModuleType | None:
         if e.name != name:
             raise
         return None
-
-
-def server_of(request: Request):
-    """The :class:`~brewnet.server.service.Server` of the running application."""
-    return request.app.state.server
 
 
 def _quality(accept: str, mime: str) -> float:

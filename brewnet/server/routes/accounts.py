@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from .. import auth, security
 from ..errors import ApiError
+from ..formdata import read_form
 from ..store.models import ApiToken, User
+from ..threads import in_thread
+from ..web.account_pages import render_login
 from . import wants_json
 
 router = APIRouter()
@@ -100,12 +102,12 @@ def token_out(row: ApiToken) -> TokenOut:
 
 async def _db_call(request: Request, fn, *args):
     """``fn(session, *args)`` in one transaction, in the thread pool."""
-    db = security.db_of(request)
+    db = security.request_db(request)
 
     def run():
         with db.session() as s:
             return fn(s, *args)
-    return await anyio.to_thread.run_sync(run)
+    return await in_thread(run)
 
 
 def safe_next(target: str | None) -> str:
@@ -133,9 +135,7 @@ async def _read_login_form(request: Request) -> dict[str, str | None]:
             raise ApiError(400, "Body must be a JSON object")
         fields = {k: body.get(k) for k in ("username", "password", "next")}
     else:
-        from ..formdata import read_form
-
-        form = await read_form(request, security.config_of(request))
+        form = await read_form(request, security.request_config(request))
         try:
             fields = {k: form.get(k) for k in ("username", "password", "next")}
         finally:
@@ -164,7 +164,7 @@ async def _login(request: Request, name: str | None, password: str | None):
     """(user, session cookie or None, csrf or None) of a login, or ApiError 400/401."""
     if not name:
         raise ApiError(400, "username is required", field="username")
-    config = security.config_of(request)
+    config = security.request_config(request)
     user = await _db_call(request, _local_login, name, config)
     if user is not None:
         return user, None, None
@@ -177,8 +177,6 @@ async def _login(request: Request, name: str | None, password: str | None):
 
 def _login_page(request: Request, message: str = "", next_path: str = "/", status: int = 200) -> HTMLResponse:
     """The web app's login page (``message``: why the last try failed)."""
-    from ..web.account_pages import render_login
-
     return render_login(request, next_path, message, status)
 
 
@@ -206,7 +204,7 @@ async def login(request: Request):
     if cookie is None:
         security.set_username_cookie(response, request, user.name)
     else:
-        security.set_session_cookie(response, request, cookie, security.config_of(request).session_hours)
+        security.set_session_cookie(response, request, cookie, security.request_config(request).session_hours)
         # a left-over DIGITS name must not outlive the switch to passwords
         response.delete_cookie(security.USERNAME_COOKIE, path="/")
     return response
@@ -240,7 +238,7 @@ async def api_login(request: Request, body: LoginRequest):
     if cookie is None:
         security.set_username_cookie(response, request, user.name)
     else:
-        security.set_session_cookie(response, request, cookie, security.config_of(request).session_hours)
+        security.set_session_cookie(response, request, cookie, security.request_config(request).session_hours)
     return response
 
 
@@ -256,8 +254,8 @@ async def api_logout(request: Request):
 @router.get("/api/v1/me", response_model=MeOut, tags=["accounts"])
 async def me(request: Request, user: User = Depends(security.require_user)):
     """Who the caller is, how they authenticated, and the session's CSRF token."""
-    local = await anyio.to_thread.run_sync(security.local_mode, security.db_of(request),
-                                           security.config_of(request))
+    local = await in_thread(security.local_mode, security.request_db(request),
+                             security.request_config(request))
     return MeOut(user=user_out(user), auth=request.state.auth_method,
                  csrf_token=getattr(request.state, "csrf_token", None), local_mode=local)
 

@@ -10,283 +10,76 @@ Access: reading needs a login once users have passwords (in local mode anyone ma
 DIGITS); changing needs a user, CSRF-checked when it comes with a session cookie; abort, delete,
 resume and edit need the job's owner or an admin (the service checks).  Blocking work (database,
 files) runs in the thread pool; the Server raises ApiError/FormErrors, which become 4xx JSON.
+Its request and response models, and the builders of them, are in server/schemas.py.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from .. import security
+from ..app_state import server_of
+from ..digits.model_files import NetworkError, analyze_network, lint_findings, parse_network
+from ..digits.networks import STANDARD_NETWORKS, network_prototxt
+from ..digits.solver_form import lr_curves, parse_lr_fields
 from ..errors import ApiError
+from ..formdata import read_form
 from ..jobs import states
+from ..jobs.epochs import parse_epoch
+from ..jobs.jobdir import confine_server_path
+from ..schemas import (
+    ClassifyOut,
+    DatasetCreate,
+    FileEntry,
+    FileList,
+    FormBody,
+    InferenceStarted,
+    JobDetail,
+    JobList,
+    JobOut,
+    JobPatch,
+    LintOut,
+    LintRequest,
+    LogOut,
+    LrCurveOut,
+    Message,
+    MetricsOut,
+    ModelCreate,
+    ModelsCreated,
+    NetworkOut,
+    NetworkText,
+    ParseError,
+    QueueEntry,
+    QueueOut,
+    SnapshotOut,
+    TestRequest,
+    form_fields,
+    job_out,
+    queue_positions,
+)
 from ..store.models import Job, User
-from . import server_of
+from ..threads import in_thread
+from . import digits_bool
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
 MAX_FILES_LISTED = 10000
-Scalar = Union[str, int, float, bool]
-FieldValue = Union[Scalar, list[Scalar], None]
-
-
-async def _run(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in the thread pool (database and file work)."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
-
-
-# ----------------------------------------------------------------------- models
-
-class JobOut(BaseModel):
-    """One job: its state, progress, place in the queue, owner and times (Unix seconds)."""
-    id: str
-    kind: str = Field(description="dataset | model | inference")
-    type: str
-    name: str
-    group: str
-    notes: str
-    owner: str | None
-    status: str = Field(description="Initialized | Waiting | Running | Done | Aborted | Error | Interrupted")
-    status_history: list[list[Any]] = Field(description="[[status, time], ...]")
-    progress: float = Field(description="0..1")
-    queue_position: int | None = Field(description="1 = next to start; None when not waiting")
-    waiting_for: str | None = None
-    created: float
-    started: float | None
-    finished: float | None
-    dataset_id: str | None
-    parent_id: str | None
-    error: str | None
-    resources: dict[str, Any]
-    assigned: dict[str, Any]
-    summary: dict[str, Any]
-
-
-class JobDetail(JobOut):
-    spec: dict[str, Any] = Field(description="the job's settings (the form's fields, resolved)")
-    snapshots: list[dict[str, Any]] | None = Field(default=None, description="model jobs: [{iteration, epoch}]")
-
-
-class JobList(BaseModel):
-    jobs: list[JobOut]
-
-
-class FormBody(BaseModel):
-    """Fields named as in DIGITS' form; any other DIGITS field is accepted as well."""
-    model_config = ConfigDict(extra="allow")
-    group_name: str | None = None
-    clone: str | None = Field(default=None, description="copy this job's settings, then apply the given fields")
-
-
-class DatasetCreate(FormBody):
-    """DIGITS' image classification dataset form (digits-rest.md §3), as JSON."""
-    dataset_name: str | None = None
-    method: str | None = Field(default=None, description="folder | textfile")
-    folder_train: str | None = Field(default=None, description="server folder under a --data-root")
-    folder_pct_val: FieldValue = None
-    folder_pct_test: FieldValue = None
-    has_val_folder: FieldValue = None
-    folder_val: str | None = None
-    has_test_folder: FieldValue = None
-    folder_test: str | None = None
-    textfile_use_local_files: FieldValue = None
-    textfile_local_train_images: str | None = None
-    textfile_local_val_images: str | None = None
-    textfile_local_test_images: str | None = None
-    textfile_local_labels_file: str | None = None
-    resize_channels: FieldValue = None
-    resize_width: FieldValue = None
-    resize_height: FieldValue = None
-    resize_mode: str | None = None
-    encoding: str | None = None
-
-
-class ModelCreate(FormBody):
-    """DIGITS' image classification model form (digits-rest.md §4), as JSON.  A list of learning
-    rates and/or batch sizes is a sweep: one job each."""
-    model_name: str | None = None
-    dataset: str | None = Field(default=None, description="the dataset job's id")
-    method: str | None = Field(default=None, description="standard | previous | pretrained | custom")
-    standard_networks: str | None = None
-    previous_networks: str | None = None
-    custom_network: str | None = Field(default=None, description="prototxt text")
-    train_epochs: FieldValue = None
-    snapshot_interval: FieldValue = None
-    val_interval: FieldValue = None
-    batch_size: FieldValue = None
-    batch_accumulation: FieldValue = None
-    solver_type: str | None = None
-    learning_rate: FieldValue = None
-    lr_policy: str | None = None
-    use_mean: str | None = None
-    crop_size: FieldValue = None
-    random_seed: FieldValue = None
-    shuffle: FieldValue = None
-    bn_recalibrate: FieldValue = None
-    select_gpus: FieldValue = None
-    select_gpu_count: FieldValue = None
-
-
-class ModelsCreated(BaseModel):
-    jobs: list[JobOut]
-    lint_findings: dict[str, list[dict[str, Any]]] = Field(
-        default_factory=dict, description="job id -> brewnet lint's findings of its custom network")
-
-
-class JobPatch(BaseModel):
-    name: str | None = None
-    notes: str | None = None
-    group: str | None = None
-
-
-class Message(BaseModel):
-    message: str
-
-
-class MetricsOut(BaseModel):
-    """Series by phase: ``train``, ``test``, and any other phase the trainer wrote (e.g.
-    ``test_moving_bn``: validation with the moving-average BatchNorm statistics) under its own key."""
-    model_config = ConfigDict(extra="allow")
-    job_id: str
-    train: dict[str, list[list[Any]]] = Field(description="name -> [[iteration, value, time], ...]")
-    test: dict[str, list[list[Any]]]
-
-
-class LogOut(BaseModel):
-    job_id: str
-    lines: list[str]
-
-
-class FileEntry(BaseModel):
-    path: str = Field(description="relative to the job's directory")
-    size: int
-    modified: float
-    url: str
-
-
-class FileList(BaseModel):
-    job_id: str
-    files: list[FileEntry]
-    truncated: bool
-
-
-class QueueEntry(BaseModel):
-    id: str
-    name: str
-    kind: str
-    position: int
-    waiting_for: str | None = None
-
-
-class QueueOut(BaseModel):
-    queue: list[QueueEntry]
-
-
-class NetworkOut(BaseModel):
-    id: str
-    title: str
-
-
-class NetworkText(NetworkOut):
-    prototxt: str
-
-
-class LintRequest(BaseModel):
-    prototxt: str = Field(max_length=4 * 1024 * 1024)
-    digits: bool = Field(default=False, description="a DIGITS-style net with train/val/deploy stages: "
-                                                    "split as a model job would, then linted")
-    num_classes: int = Field(default=2, ge=1, description="for InnerProducts without num_output (digits)")
-
-
-class ParseError(BaseModel):
-    line: int | None
-    message: str
-
-
-class LintOut(BaseModel):
-    valid: bool = Field(description="parsed (and, for digits, split) without error")
-    parse_error: ParseError | None = None
-    findings: list[dict[str, Any]] = Field(description="[{rule, severity, layer, line?, message, fix}]")
-
-
-class LrCurveOut(BaseModel):
-    learning_rates: list[float]
-    curves: list[list[float]] = Field(description="per learning rate: 101 values, at 0 %, 1 %, ... 100 % of the run")
-
-
-class ClassifyOut(BaseModel):
-    predictions: list[list[Any]] = Field(description="[[label, confidence %], ...] best first")
-    snapshot_epoch: float | int | None = None
-    visualizations: list[dict[str, Any]] | None = None
-    visualization_dir: str | None = None
-
-
-class InferenceStarted(BaseModel):
-    job_id: str
-    job: JobOut
-
-
-class TestRequest(BaseModel):
-    dataset: str | None = Field(default=None, description="a Done dataset job (default: the model's)")
-    split: str = Field(default="val", description="train | val | test")
-    snapshot_epoch: float | None = None
-
-
-class SnapshotOut(BaseModel):
-    iteration: int
-    epoch: float | int
-    file: str
 
 
 # ----------------------------------------------------------------------- helpers
 
-def _positions(server) -> dict[str, dict]:
-    return {q["id"]: q for q in server.scheduler.queue()}
-
-
-def job_out(job: Job, positions: dict[str, dict]) -> JobOut:
-    """The API's view of a job (``positions``: the scheduler's queue by job id)."""
-    q = positions.get(job.id) or {}
-    return JobOut(
-        id=job.id, kind=job.kind, type=states.TYPE_NAMES.get(job.kind, job.kind), name=job.name,
-        group=job.group_name or "", notes=job.notes or "", owner=job.owner, status=job.status,
-        status_history=[list(x) for x in (job.status_history or [])], progress=float(job.progress or 0.0),
-        queue_position=q.get("position"), waiting_for=q.get("waiting_for"), created=job.created,
-        started=job.started, finished=job.finished, dataset_id=job.dataset_id, parent_id=job.parent_id,
-        error=job.error, resources=job.resources or {}, assigned=job.assigned or {}, summary=job.summary or {})
-
-
 def _job_detail(server, job: Job) -> JobDetail:
-    base = job_out(job, _positions(server))
+    base = job_out(job, queue_positions(server))
     snaps = None
     if job.kind == states.MODEL:
         snaps = [{"iteration": s["iteration"], "epoch": s["epoch"]} for s in server.snapshot_list(job)]
     return JobDetail(**base.model_dump(), spec=job.spec or {}, snapshots=snaps)
-
-
-def form_fields(body: BaseModel) -> dict[str, Any]:
-    """A JSON body as DIGITS' form: None left out, booleans as DIGITS' checkboxes ('y' / 'false'),
-    numbers as text, lists (sweeps, GPU lists) as lists of text."""
-    def text(v):
-        if isinstance(v, bool):
-            return "y" if v else "false"
-        return str(v)
-    out: dict[str, Any] = {}
-    for k, v in body.model_dump(exclude_none=True).items():
-        if isinstance(v, (dict,)):
-            raise ApiError(400, f"Field {k!r} must be a value or a list of values, not an object", field=k)
-        if isinstance(v, list):
-            if any(isinstance(x, (dict, list)) for x in v):
-                raise ApiError(400, f"Field {k!r} must be a list of plain values", field=k)
-            out[k] = [text(x) for x in v]
-        else:
-            out[k] = text(v)
-    return out
 
 
 # ----------------------------------------------------------------------- jobs
@@ -312,17 +105,17 @@ async def list_jobs(request: Request,
 
     def answer():
         jobs = server.list_jobs(kind)
-        positions = _positions(server)
+        positions = queue_positions(server)
         return [job_out(j, positions) for j in jobs
                 if (wanted is None or j.status in wanted) and (owner is None or j.owner == owner)]
-    return JobList(jobs=await _run(answer))
+    return JobList(jobs=await in_thread(answer))
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail)
 async def get_job(request: Request, job_id: str, _user: User | None = Depends(security.read_access)):
     """One job with its settings (and a model's snapshots)."""
     server = server_of(request)
-    return await _run(lambda: _job_detail(server, server.get_job(job_id)))
+    return await in_thread(lambda: _job_detail(server, server.get_job(job_id)))
 
 
 @router.post("/datasets", response_model=JobOut, status_code=201)
@@ -332,8 +125,8 @@ async def create_dataset(request: Request, body: DatasetCreate, user: User = Dep
 
     def make():
         job = server.create_dataset(form_fields(body), {}, user)
-        return job_out(server.get_job(job.id), _positions(server))
-    return await _run(make)
+        return job_out(server.get_job(job.id), queue_positions(server))
+    return await in_thread(make)
 
 
 @router.post("/models", response_model=ModelsCreated, status_code=201)
@@ -344,19 +137,19 @@ async def create_models(request: Request, body: ModelCreate, user: User = Depend
 
     def make():
         jobs = server.create_models(form_fields(body), {}, user)
-        positions = _positions(server)
+        positions = queue_positions(server)
         fresh = [server.get_job(j.id) for j in jobs]
         findings = {j.id: list((j.spec or {}).get("lint_findings") or []) for j in fresh
                     if (j.spec or {}).get("lint_findings")}
         return ModelsCreated(jobs=[job_out(j, positions) for j in fresh], lint_findings=findings)
-    return await _run(make)
+    return await in_thread(make)
 
 
 async def _control(request: Request, job_id: str, action: str, user: User):
     server = server_of(request)
     fn = getattr(server, action)
-    await _run(fn, job_id, user)
-    return await _run(lambda: job_out(server.get_job(job_id), _positions(server)))
+    await in_thread(fn, job_id, user)
+    return await in_thread(lambda: job_out(server.get_job(job_id), queue_positions(server)))
 
 
 @router.post("/jobs/{job_id}/abort", response_model=JobOut,
@@ -379,14 +172,14 @@ async def clone_job(request: Request, job_id: str, user: User = Depends(security
 
     def make():
         job = server.clone(job_id, user)
-        return job_out(server.get_job(job.id), _positions(server))
-    return await _run(make)
+        return job_out(server.get_job(job.id), queue_positions(server))
+    return await in_thread(make)
 
 
 @router.delete("/jobs/{job_id}", response_model=Message)
 async def delete_job(request: Request, job_id: str, user: User = Depends(security.api_user)):
     """Delete a finished job and its directory (refused while it runs, or when models use the dataset)."""
-    await _run(server_of(request).delete, job_id, user)
+    await in_thread(server_of(request).delete, job_id, user)
     return Message(message="Job deleted.")
 
 
@@ -397,8 +190,8 @@ async def edit_job(request: Request, job_id: str, body: JobPatch, user: User = D
 
     def change():
         server.edit(job_id, user, name=body.name, notes=body.notes, group=body.group)
-        return job_out(server.get_job(job_id), _positions(server))
-    return await _run(change)
+        return job_out(server.get_job(job_id), queue_positions(server))
+    return await in_thread(change)
 
 
 @router.get("/jobs/{job_id}/metrics", response_model=MetricsOut)
@@ -416,7 +209,7 @@ async def job_metrics(request: Request, job_id: str,
         series.setdefault("train", {})
         series.setdefault("test", {})
         return MetricsOut(job_id=job_id, **series)
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 @router.get("/jobs/{job_id}/log", response_model=LogOut)
@@ -428,7 +221,7 @@ async def job_log(request: Request, job_id: str, lines: int = Query(200, ge=1, l
     def answer():
         text = server.log_tail(server.get_job(job_id), lines)
         return LogOut(job_id=job_id, lines=text.splitlines())
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 def _list_files(root: Path, job_id: str) -> FileList:
@@ -457,31 +250,25 @@ def _list_files(root: Path, job_id: str) -> FileList:
 @router.get("/jobs/{job_id}/files", response_model=FileList)
 async def job_files(request: Request, job_id: str, _user: User | None = Depends(security.read_access)):
     """The files of the job's directory (each downloadable at its ``url``)."""
-    from ..jobs.jobdir import job_dir
-
     server = server_of(request)
 
     def answer():
         server.get_job(job_id)
-        return _list_files(job_dir(server.config, job_id), job_id)
-    return await _run(answer)
+        return _list_files(server.job_dir(job_id), job_id)
+    return await in_thread(answer)
 
 
 @router.get("/jobs/{job_id}/result")
 async def job_result(request: Request, job_id: str, _user: User | None = Depends(security.read_access)):
     """A finished inference job's answer: DIGITS' ``classifications`` for a classify-many,
     brewnet classify's JSON (``result``) for both kinds."""
-    import json
-
-    from ..jobs.jobdir import job_dir
-
     server = server_of(request)
 
     def answer():
         job = server.get_job(job_id, states.INFERENCE)
         if job.status != states.DONE:
             raise ApiError(409, f"Job {job_id} is {job.status}: its result comes when it is Done")
-        path = job_dir(server.config, job_id) / "result.json"
+        path = server.job_dir(job_id) / "result.json"
         try:
             result = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
@@ -490,7 +277,7 @@ async def job_result(request: Request, job_id: str, _user: User | None = Depends
         if out["kind"] == "classify_many":
             out.update(server.classifications(job))
         return out
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 # ----------------------------------------------------------------------- server
@@ -498,38 +285,32 @@ async def job_result(request: Request, job_id: str, _user: User | None = Depends
 @router.get("/queue", response_model=QueueOut)
 async def queue(request: Request, _user: User | None = Depends(security.read_access)):
     """The waiting jobs in the order they will start (position 1 first) and what each waits for."""
-    return QueueOut(queue=[QueueEntry(**q) for q in await _run(server_of(request).scheduler.queue)])
+    return QueueOut(queue=[QueueEntry(**q) for q in await in_thread(server_of(request).scheduler.queue)])
 
 
 @router.get("/resources")
 async def resources(request: Request, _user: User | None = Depends(security.read_access)) -> dict[str, Any]:
     """The resource slots: ``{"cpu": {"total", "used"}, "gpus": [{"index", "job_id"}]}``."""
-    return await _run(server_of(request).scheduler.slots)
+    return await in_thread(server_of(request).scheduler.slots)
 
 
 @router.get("/networks", response_model=list[NetworkOut])
 async def networks(_user: User | None = Depends(security.read_access)):
     """The standard networks brewnet builds."""
-    from ..digits.networks import STANDARD_NETWORKS
-
     return [NetworkOut(id=k, title=v) for k, v in STANDARD_NETWORKS.items()]
 
 
 @router.get("/networks/{name}", response_model=NetworkText)
 async def network(name: str, _user: User | None = Depends(security.read_access)):
     """A standard network as DIGITS-style prototxt (train/val/deploy stages)."""
-    from ..digits.networks import STANDARD_NETWORKS, network_prototxt
-
     if name not in STANDARD_NETWORKS:
         raise ApiError(404, f"Unknown network {name!r}: one of {', '.join(STANDARD_NETWORKS)}")
-    text = await _run(network_prototxt, name)
+    text = await in_thread(network_prototxt, name)
     return NetworkText(id=name, title=STANDARD_NETWORKS[name], prototxt=text)
 
 
 def _parse_error(message: str) -> ParseError:
     """``Bad network: 12: message`` -> line 12."""
-    import re
-
     text = message[len("Bad network: "):] if message.startswith("Bad network: ") else message
     m = re.match(r"(\d+):\s*(.*)", text, re.S)
     if m:
@@ -538,20 +319,11 @@ def _parse_error(message: str) -> ParseError:
 
 
 def _lint(body: LintRequest) -> LintOut:
-    from ...batchnorm.lint import lint
-    from ...errors import BrewnetError
-    from ..digits.forms import NetworkError
-    from ..digits.model_files import _finding_dict, analyze_network, parse_network
-
     try:
         if body.digits:
             _net, findings = analyze_network(body.prototxt, body.num_classes)
         else:
-            net = parse_network(body.prototxt)
-            try:
-                findings = [_finding_dict(f) for f in lint(net, body.prototxt)]
-            except BrewnetError as e:   # the linter's own refusal of a net is a finding
-                findings = [{"rule": "lint", "severity": "error", "layer": "", "message": str(e), "fix": ""}]
+            findings = lint_findings(parse_network(body.prototxt), body.prototxt)
     except NetworkError as e:
         return LintOut(valid=False, parse_error=_parse_error(str(e)), findings=[])
     return LintOut(valid=True, findings=findings)
@@ -560,42 +332,33 @@ def _lint(body: LintRequest) -> LintOut:
 @router.post("/lint", response_model=LintOut)
 async def lint_network(body: LintRequest, _user: User | None = Depends(security.read_access)):
     """``brewnet lint`` of a prototxt: findings with line numbers, or where it does not parse."""
-    return await _run(_lint, body)
+    return await in_thread(_lint, body)
 
 
 @router.post("/lr-curve", response_model=LrCurveOut)
 async def lr_curve(body: FormBody, _user: User | None = Depends(security.read_access)):
     """The learning rate over a run for DIGITS' solver fields (``learning_rate`` (a list: a sweep),
     ``lr_policy`` and its ``lr_*`` parameters)."""
-    from ..digits.forms import parse_lr_fields
-    from ..digits.solver_form import lr_curves
-
     fields = form_fields(body)
 
     def answer():
         rates, _policy, _params = parse_lr_fields(fields)
         return LrCurveOut(learning_rates=[float(r) for r in rates], curves=lr_curves(fields))
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 # ----------------------------------------------------------------------- models: inference, files
 
 async def _read_form(request: Request):
-    from ..formdata import read_form
-
     return await read_form(request, server_of(request).config)
 
 
 def _epoch_field(value) -> float | None:
-    from ..service.lookups import parse_epoch
-
     return parse_epoch(value)
 
 
 def _image_of(server, form) -> Path:
     """The ``image_file`` upload, else ``image_path`` on the server (under a --data-root)."""
-    from ..jobs.jobdir import confine_server_path
-
     up = form.files.get("image_file")
     if up is not None and (up.size > 0 or up.filename):
         return up.path
@@ -620,12 +383,10 @@ async def classify(request: Request, job_id: str, _user: User | None = Depends(s
     """Classify one image (uploaded as ``image_file``, or ``image_path`` on the server) with a
     model's snapshot (``snapshot_epoch``, default the newest): the top 5 predictions, and the
     per-layer visualisations when ``show_visualizations`` is set."""
-    from . import digits_bool
-
     server = server_of(request)
     form = await _read_form(request)
     try:
-        model = await _run(server.get_job, job_id, states.MODEL)
+        model = await in_thread(server.get_job, job_id, states.MODEL)
         image = _image_of(server, form)
         epoch = _epoch_field(form.get("snapshot_epoch"))
         visualize = digits_bool(form.get("show_visualizations"))
@@ -642,8 +403,8 @@ async def _start_inference(request: Request, job_id: str, kind: str, user: User,
 
     def make():
         job = server.create_inference(job_id, kind, form_dict, uploads, user)
-        return job_out(server.get_job(job.id), _positions(server))
-    job = await _run(make)
+        return job_out(server.get_job(job.id), queue_positions(server))
+    job = await in_thread(make)
     return JSONResponse(InferenceStarted(job_id=job.id, job=job).model_dump(), status_code=202)
 
 
@@ -685,7 +446,7 @@ async def model_snapshots(request: Request, job_id: str, _user: User | None = De
         job = server.get_job(job_id, states.MODEL)
         return [SnapshotOut(iteration=s["iteration"], epoch=s["epoch"], file=Path(s["path"]).name)
                 for s in server.snapshot_list(job)]
-    return await _run(answer)
+    return await in_thread(answer)
 
 
 @router.get("/models/{job_id}/bundle.tar.gz", response_class=FileResponse,

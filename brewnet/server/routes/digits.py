@@ -16,24 +16,32 @@ blocking the event loop.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 from pathlib import Path
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from .. import security
+from ..app_state import server_of
+from ..digits.model_files import customize as customize_network
+from ..digits.solver_form import lr_curve
 from ..errors import ApiError
 from ..formdata import ParsedForm, read_form
 from ..jobs import states
-from . import digits_bool, server_of, wants_json
+from ..jobs.epochs import parse_epoch
+from ..jobs.jobdir import confine_server_path
+from ..service.creation import read_form_file
+from ..threads import in_thread
+from ..web.render import page
+from . import digits_bool, wants_json
+
 
 async def _readers_only(request: Request) -> None:
     """Every DIGITS route needs read access: open in DIGITS' local mode, a login once users
     have passwords (routes that change something check the user themselves as well)."""
-    from .. import security
-
     await security.read_access(request)
 
 
@@ -44,11 +52,6 @@ CREATE_PATHS = {states.DATASET: "/datasets/images/classification", states.MODEL:
 
 
 # ----------------------------------------------------------------------- helpers
-
-async def _run(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in the thread pool (database and file work)."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
-
 
 async def _form(request: Request) -> ParsedForm:
     return await read_form(request, server_of(request).config)
@@ -65,8 +68,6 @@ def _param(request: Request, form: ParsedForm | None, name: str) -> str | None:
 async def _user(request: Request, *, required: bool = True):
     """The logged-in user (401 when ``required`` and there is none); forms sent with a login
     session's cookie must carry its CSRF token."""
-    from .. import security
-
     if not required:
         return await security.current_user(request)
     user = await security.require_user(request)
@@ -84,15 +85,11 @@ def _text(message: str, status: int = 200) -> PlainTextResponse:
 async def _web(request: Request, module: str, function: str, *args):
     """The page ``brewnet.server.web.<module>.<function>(request, *args)`` renders (the web app's
     renderers: see ``brewnet/server/web/__init__.py``)."""
-    import importlib
-
     return await getattr(importlib.import_module(f"brewnet.server.web.{module}"), function)(request, *args)
 
 
 def _page(request: Request, name: str, **context) -> HTMLResponse:
     """A page of the web app (brewnet/server/web): ``templates/<name>`` with the common context."""
-    from ..web.render import page
-
     return page(request, name, **context)
 
 
@@ -105,26 +102,26 @@ def _job_url(job) -> str:
 
 @router.get("/index.json")
 async def index_json(request: Request):
-    return await _run(server_of(request).index_json)
+    return await in_thread(server_of(request).index_json)
 
 
 @router.get("/")
 async def home(request: Request):
     if wants_json(request):
-        return await _run(server_of(request).index_json)
+        return await in_thread(server_of(request).index_json)
     return await _web(request, "home", "render_home")
 
 
 @router.get("/completed_jobs.json")
 async def completed_jobs(request: Request):
-    return await _run(server_of(request).completed_jobs_json)
+    return await in_thread(server_of(request).completed_jobs_json)
 
 
 @router.get("/jobs/{job_id}/table_data.json")
 async def table_data(request: Request, job_id: str):
     server = server_of(request)
-    job = await _run(server.get_job, job_id)
-    return {"job": await _run(server.table_row, job)}
+    job = await in_thread(server.get_job, job_id)
+    return {"job": await in_thread(server.table_row, job)}
 
 
 # ----------------------------------------------------------------------- create
@@ -140,9 +137,9 @@ async def _create(request: Request, kind: str, as_json: bool):
             fields["clone"] = clone
         uploads = form.upload_paths()
         if kind == states.DATASET:
-            jobs = [await _run(server.create_dataset, fields, uploads, user)]
+            jobs = [await in_thread(server.create_dataset, fields, uploads, user)]
         else:
-            jobs = await _run(server.create_models, fields, uploads, user)
+            jobs = await in_thread(server.create_models, fields, uploads, user)
     finally:
         form.cleanup()
     if not wants_json(request, as_json):
@@ -150,7 +147,7 @@ async def _create(request: Request, kind: str, as_json: bool):
     if kind == states.DATASET:
         j = jobs[0]
         return {"id": j.id, "name": j.name, "status": j.status}
-    answers = [await _run(server.model_json, j) for j in jobs]
+    answers = [await in_thread(server.model_json, j) for j in jobs]
     return {"jobs": answers} if len(answers) > 1 else answers[0]
 
 
@@ -176,13 +173,11 @@ async def create_model(request: Request):
 
 async def _new_page(request: Request, kind: str):
     """The 'new job' page: the form's fields as plain inputs, filled from ``clone=<id>``."""
-    from ..service.creation import read_form_file
-
     server = server_of(request)
     clone = request.query_params.get("clone")
     fields: dict = {}
     if clone:
-        src = await _run(server.get_job, clone, kind)
+        src = await in_thread(server.get_job, clone, kind)
         fields = (read_form_file(server.job_dir(src.id)) or {}).get("fields") or {}
     if wants_json(request):
         return {"clone": clone, "fields": fields}
@@ -213,8 +208,6 @@ def _classify_job_id(request: Request, form: ParsedForm) -> str:
 def _image_of(request: Request, form: ParsedForm) -> Path:
     """classify_one's image: the ``image_file`` upload, else ``image_path`` on the server
     (under a --data-root; URLs are not fetched)."""
-    from ..jobs.jobdir import confine_server_path
-
     up = form.files.get("image_file")
     if up is not None and (up.size > 0 or up.filename):
         return up.path
@@ -231,14 +224,12 @@ def _image_of(request: Request, form: ParsedForm) -> Path:
 
 
 async def _classify_one(request: Request, as_json: bool):
-    from ..service.lookups import parse_epoch
-
     server = server_of(request)
     form = await _form(request)
     as_json = wants_json(request, as_json)
     try:
         job_id = _classify_job_id(request, form)
-        model = await _run(server.get_job, job_id, states.MODEL)
+        model = await in_thread(server.get_job, job_id, states.MODEL)
         image = _image_of(request, form)
         epoch = parse_epoch(form.get("snapshot_epoch"))
         visualize = not as_json and digits_bool(form.get("show_visualizations"))
@@ -273,7 +264,7 @@ async def _classify_many(request: Request, as_json: bool):
     try:
         job_id = _classify_job_id(request, form)
         user = await _user(request, required=False)
-        job = await _run(server.create_inference, job_id, "classify_many", form.to_dict(),
+        job = await in_thread(server.create_inference, job_id, "classify_many", form.to_dict(),
                          form.upload_paths(), user)
     finally:
         form.cleanup()
@@ -281,7 +272,7 @@ async def _classify_many(request: Request, as_json: bool):
     done = await server.wait_finished(job.id)
     if done.status != states.DONE:
         raise ApiError(500, f"Inference failed: {done.error or done.status}")
-    result = await _run(server.classifications, done)
+    result = await in_thread(server.classifications, done)
     if wants_json(request, as_json):
         return result
     return _page(request, "classify_many.html", job=done, result=result["classifications"],
@@ -302,8 +293,6 @@ async def classify_many(request: Request):
 
 @router.post("/models/customize")
 async def customize(request: Request):
-    from ..digits.model_files import customize as customize_network
-
     form = await _form(request)
     try:
         network = request.query_params.get("network") or form.get("network") or ""
@@ -318,8 +307,6 @@ async def customize(request: Request):
 
 @router.post("/models/visualize-lr")
 async def visualize_lr(request: Request):
-    from ..digits.solver_form import lr_curve
-
     form = await _form(request)
     try:
         fields = form.to_dict()
@@ -332,8 +319,6 @@ async def visualize_lr(request: Request):
 # ----------------------------------------------------------------------- downloads
 
 async def _download(request: Request, job_id: str, ext: str):
-    from ..service.lookups import parse_epoch
-
     server = server_of(request)
     form = await _form(request) if request.method == "POST" else None
     try:
@@ -371,7 +356,7 @@ def _status_answer(server, job_id: str) -> dict:
 
 
 async def _status(request: Request, job_id: str):
-    body = await _run(_status_answer, server_of(request), job_id)
+    body = await in_thread(_status_answer, server_of(request), job_id)
     # DIGITS answers this JSON as text/html
     return Response(json.dumps(body), media_type="text/html")
 
@@ -381,7 +366,7 @@ async def _abort(request: Request, job_id: str):
     form = await _form(request)
     try:
         user = await _user(request)
-        await _run(server.abort, job_id, user)
+        await in_thread(server.abort, job_id, user)
     finally:
         form.cleanup()
     return _text("Job aborted.")
@@ -393,7 +378,7 @@ async def _delete(request: Request, job_id: str):
     try:
         user = await _user(request)
         # DIGITS aborts a running job, then deletes it
-        await _run(server.delete, job_id, user, abort_running=True)
+        await in_thread(server.delete, job_id, user, abort_running=True)
     finally:
         form.cleanup()
     return _text("Job deleted.")
@@ -413,7 +398,7 @@ async def resume(request: Request, job_id: str):
     form = await _form(request)
     try:
         user = await _user(request)
-        await _run(server.resume, job_id, user)
+        await in_thread(server.resume, job_id, user)
     finally:
         form.cleanup()
     return _text("Job resumed.")
@@ -427,7 +412,7 @@ async def edit(request: Request, job_id: str):
         user = await _user(request)
         name = form.get("job_name")
         notes = form.get("job_notes")
-        job = await _run(server.edit, job_id, user, name=name, notes=notes)
+        job = await in_thread(server.edit, job_id, user, name=name, notes=notes)
     finally:
         form.cleanup()
     return _text(f"{states.TYPE_NAMES.get(job.kind, 'Job')} updated.")
@@ -440,7 +425,7 @@ async def _bulk(request: Request, action: str, done: str):
         user = await _user(request)
         ids = form.getlist("job_ids[]") or request.query_params.getlist("job_ids[]")
         group = form.get("group_name")
-        await _run(server.bulk, action, ids, user, group=group)
+        await in_thread(server.bulk, action, ids, user, group=group)
     finally:
         form.cleanup()
     return _text(done)
@@ -466,7 +451,7 @@ async def _clone(request: Request, job_id: str):
     form = await _form(request) if request.method == "POST" else None
     try:
         await _user(request)
-        job = await _run(server.get_job, job_id)
+        job = await in_thread(server.get_job, job_id)
     finally:
         if form is not None:
             form.cleanup()
@@ -480,7 +465,7 @@ router.add_api_route("/clone/{job_id}", _clone, methods=["GET", "POST"])
 
 @router.get("/files/{path:path}")
 async def files(request: Request, path: str):
-    full = await _run(server_of(request).job_file, path)
+    full = await in_thread(server_of(request).job_file, path)
     return FileResponse(full)
 
 
@@ -489,7 +474,7 @@ async def files(request: Request, path: str):
 @router.get("/jobs/{job_id}")
 async def job_redirect(request: Request, job_id: str):
     server = server_of(request)
-    job = await _run(server.get_job, job_id)
+    job = await in_thread(server.get_job, job_id)
     if job.kind in KIND_PATHS:
         return RedirectResponse(_job_url(job), status_code=302)
     return await _job_page(request, job)
@@ -504,11 +489,11 @@ async def _job_page(request: Request, job):
 
 async def _show(request: Request, job_id: str, kind: str, as_json: bool):
     server = server_of(request)
-    job = await _run(server.get_job, job_id, kind)
+    job = await in_thread(server.get_job, job_id, kind)
     if wants_json(request, as_json):
         if kind == states.MODEL:
-            return await _run(server.model_json, job, None, True)
-        return await _run(server.dataset_json, job)
+            return await in_thread(server.model_json, job, None, True)
+        return await in_thread(server.dataset_json, job)
     return await _job_page(request, job)
 
 

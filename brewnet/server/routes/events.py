@@ -32,10 +32,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from .. import security
+from ..app_state import server_of
 from ..errors import ApiError
 from ..jobs import states
 from ..store.models import User
-from . import server_of
+from ..threads import in_thread
 
 router = APIRouter(tags=["events"])
 
@@ -132,12 +133,10 @@ class _Stream:
 @router.get("/api/v1/jobs/{job_id}/events", responses=_SSE_DOC, response_class=StreamingResponse)
 async def job_events(request: Request, job_id: str, _user: User | None = Depends(security.read_access)):
     """The job's events (status, progress, metric, done); ``Last-Event-ID`` resumes the metrics."""
-    from ..jobs.jobdir import job_dir
-
     server = server_of(request)
     offset = _last_event_id(request)
-    await anyio.to_thread.run_sync(server.get_job, job_id)   # 404 before the stream starts
-    metrics = job_dir(server.config, job_id) / "metrics.jsonl"
+    await in_thread(server.get_job, job_id)   # 404 before the stream starts
+    metrics = server.job_dir(job_id) / "metrics.jsonl"
     seen = {"status": None, "progress": None, "offset": offset}
 
     def poll_sync() -> tuple[list[str], bool]:
@@ -165,7 +164,7 @@ async def job_events(request: Request, job_id: str, _user: User | None = Depends
         return out, finished
 
     async def poll():
-        return await anyio.to_thread.run_sync(poll_sync)
+        return await in_thread(poll_sync)
 
     return StreamingResponse(_Stream(request).run(poll), media_type="text/event-stream", headers=HEADERS)
 
@@ -201,6 +200,6 @@ async def server_events(request: Request, _user: User | None = Depends(security.
         return out, False
 
     async def poll():
-        return await anyio.to_thread.run_sync(poll_sync)
+        return await in_thread(poll_sync)
 
     return StreamingResponse(_Stream(request).run(poll), media_type="text/event-stream", headers=HEADERS)

@@ -21,15 +21,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..digits.forms import ModelSpec, parse_dataset_form, parse_model_form
+from ..digits.forms import parse_dataset_form, parse_model_form
 from ..digits.model_files import write_model_files
 from ..errors import ApiError, FormErrors
 from ..formdata import safe_filename
 from ..jobs import states
+from ..jobs.epochs import parse_epoch
 from ..jobs.jobdir import confine_server_path, write_job_json, write_json_atomic
+from ..jobs.specs import ModelSpec
 from ..store.db import new_job_id
 from ..store.models import Job
-from .lookups import JobLookups, parse_epoch
+from .lookups import JobLookups
 from .presenters import DIGITS_TOP
 
 log = logging.getLogger("brewnet.server")

@@ -1,39 +1,23 @@
 """Reading jobs, for every service of the server: their rows (through the job store), directories,
-a dataset's facts, a model's snapshots by epoch, metrics, logs and files; the snapshot epoch of a
-form field or query (:func:`parse_epoch`)."""
+a dataset's facts, a model's snapshots by epoch (jobs.epochs' rule), metrics, logs and files."""
 from __future__ import annotations
 
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 import anyio
 
-from ..errors import ApiError, FormErrors
+from ..errors import ApiError
 from ..jobs import states
+from ..jobs.epochs import epoch_label, snapshot_epoch
 from ..jobs.jobdir import is_job_id, job_dir, job_to_dict, safe_join
 from ..jobs.progress import metric_series, read_metrics, read_plan
-from ..jobs.summaries import dataset_summary, epoch_of
+from ..jobs.summaries import dataset_summary
 from ..jobs.tasks import snapshots
 from ..store.jobstore import JobStore
 from ..store.models import Job
-
-
-def epoch_label(e: int | float) -> int | float:
-    """An epoch as DIGITS shows it: an int when whole."""
-    return int(e) if float(e).is_integer() else e
-
-
-def parse_epoch(text: Any, field: str = "snapshot_epoch") -> float | None:
-    """A snapshot epoch from a form/query value; None (or -1) means the latest."""
-    if text is None or str(text).strip() == "":
-        return None
-    try:
-        e = float(text)
-    except ValueError:
-        raise FormErrors({field: [f"Not a valid number: {text!r}"]}) from None
-    return None if e < 0 else e
+from ..threads import in_thread
 
 
 class JobLookups:
@@ -122,7 +106,7 @@ class JobLookups:
         plan = read_plan(d)
         out = []
         for it, path in snapshots(d):
-            e = epoch_of(it, plan, job.spec or {})
+            e = snapshot_epoch(it, plan, (job.spec or {}).get("train_epochs"))
             out.append({"iteration": it, "epoch": e if e is not None else it, "path": str(path)})
         return out
 
@@ -193,7 +177,7 @@ class JobLookups:
     async def wait_finished(self, job_id: str, poll_s: float = 0.25) -> Job:
         """Await a job's end without blocking the event loop."""
         while True:
-            job = await anyio.to_thread.run_sync(self.get_job, job_id)
+            job = await in_thread(self.get_job, job_id)
             if job.status in states.FINISHED:
                 return job
             await anyio.sleep(poll_s)

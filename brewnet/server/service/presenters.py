@@ -9,9 +9,10 @@ from pathlib import Path
 
 from ... import __version__
 from ..errors import ApiError
+from ..jobs.epochs import epoch_label
 from ..jobs import states
 from ..store.models import Job
-from .lookups import JobLookups, epoch_label
+from .lookups import JobLookups
 
 DIGITS_VERSION = "6.1.1"          # the DIGITS whose REST API we answer
 #: predictions per image in DIGITS' classify answers

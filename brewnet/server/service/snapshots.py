@@ -8,12 +8,11 @@ import shutil
 import time
 from pathlib import Path
 
-import anyio
-
 from ..errors import ApiError
 from ..inference import ARCHIVE_FORMATS, bundle_archive
 from ..jobs import states
 from ..jobs.tasks import python_path
+from ..threads import in_thread
 from .presenters import DigitsPresenters
 
 VIS_KEEP = 5                      # classify-one visualisation folders kept per model
@@ -27,9 +26,9 @@ class SnapshotServices(DigitsPresenters):
         """DIGITS' classify_one of one image file: ``{"predictions": [[label, conf %], ...]}``
         (top 5); with ``visualize``, the per-layer visualisations (PNGs under the model's
         ``classify_one/`` folder, served by /files)."""
-        model = await anyio.to_thread.run_sync(self.get_job, model_id, states.MODEL)
-        snap = await anyio.to_thread.run_sync(self.snapshot_for_epoch, model, snapshot_epoch)
-        ds = await anyio.to_thread.run_sync(self.find_job, model.dataset_id or "")
+        model = await in_thread(self.get_job, model_id, states.MODEL)
+        snap = await in_thread(self.snapshot_for_epoch, model, snapshot_epoch)
+        ds = await in_thread(self.find_job, model.dataset_id or "")
         ds_dir = self.job_dir(ds.id) if ds is not None else None
         modules = python_path(model, self.config)  # the model's own Python layer file, if any
         bundle = await self.pool.ensure_bundle(self.job_dir(model.id), int(snap["iteration"]), ds_dir, modules)
@@ -67,10 +66,10 @@ class SnapshotServices(DigitsPresenters):
         server process never load the net)."""
         if ext not in ARCHIVE_FORMATS:
             raise ApiError(400, f"Unsupported archive extension '{ext}': use one of {', '.join(ARCHIVE_FORMATS)}")
-        model = await anyio.to_thread.run_sync(self.get_job, model_id, states.MODEL)
-        snap = await anyio.to_thread.run_sync(self.snapshot_for_epoch, model, epoch)
-        ds = await anyio.to_thread.run_sync(self.find_job, model.dataset_id or "")
+        model = await in_thread(self.get_job, model_id, states.MODEL)
+        snap = await in_thread(self.snapshot_for_epoch, model, epoch)
+        ds = await in_thread(self.find_job, model.dataset_id or "")
         await self.pool.ensure_bundle(self.job_dir(model.id), int(snap["iteration"]),
                                       self.job_dir(ds.id) if ds is not None else None,
                                       python_path(model, self.config))
-        return await anyio.to_thread.run_sync(self.download, model_id, epoch, ext)
+        return await in_thread(self.download, model_id, epoch, ext)

@@ -1,7 +1,7 @@
 """The web app of ``brewnet serve``: server-rendered pages on the data of ``/api/v1``.
 
     render.py          the Jinja environment and :func:`render.page` (the context every page gets)
-    routers.py         :func:`routers.page_router` (read access on every route) and ``in_thread``
+    routers.py         :func:`routers.page_router` (read access on every route)
     static_routes.py   /static/<file> from ``static/`` and /static/vendor/plotly.min.js from the
                        installed ``plotly`` package (never copied into this repository)
     templates/         one template per page, ``base.html`` the layout

@@ -30,6 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...child_processes import die_with_parent
+from ...formats import blob_to_array, read_caffemodel
+from ...formats.batchnorm_layouts import detect
+from ...proto import caffe_pb2
+from ..jobs.jobdir import write_json_atomic
+from ..jobs.progress import read_plan
+
 CACHE_FILE = "batchnorm_stats.json"
 CACHE_VERSION = 1
 GAP_BATCHES_MAX = 10      # validation batches the gap is measured on (at most)
@@ -72,9 +79,6 @@ def layer_stats(caffemodel: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Per BatchNorm layer of a caffemodel, in file order: ``{"mean": mean over channels of the
     running mean, "var": ... of the running variance, "channels", "layout"}`` (statistics as
     Caffe uses them: accumulators / scale factor)."""
-    from ...formats.batchnorm_layouts import detect
-    from ...formats import blob_to_array, read_caffemodel
-
     param = read_caffemodel(caffemodel)
     out: dict[str, dict[str, Any]] = {}
     for lp in param.layer:
@@ -100,8 +104,6 @@ def _read_cache(jobdir: Path) -> dict:
 
 
 def _write_cache(jobdir: Path, cache: dict) -> None:
-    from ..jobs.jobdir import write_json_atomic
-
     try:
         write_json_atomic(jobdir / CACHE_FILE, cache)
     except (OSError, ValueError):
@@ -160,8 +162,6 @@ def running_stats(jobdir: str | os.PathLike, snapshots: list[dict]) -> dict:
 def gap_batches(jobdir: Path) -> int:
     """How many validation batches the gap is measured on: the validation set's (plan.json's
     test_iter), at most :data:`GAP_BATCHES_MAX`."""
-    from ..jobs.progress import read_plan
-
     try:
         n = int(read_plan(jobdir).get("test_iter") or GAP_BATCHES_DEFAULT)
     except (TypeError, ValueError):
@@ -173,11 +173,10 @@ def compute_gap(jobdir: str | os.PathLike, snapshot: str | os.PathLike, batches:
     """``brewnet doctor``'s report of one snapshot on ``batches`` validation batches (the TEST
     phase of the job's train_val.prototxt), as JSON.  Loads the net: call it in a subprocess
     (:func:`gap_state` does) or in tests."""
-    import torch
+    import torch  # the server starts without torch
 
-    from ...batchnorm import doctor
-    from ...net import Net
-    from ...proto import caffe_pb2
+    from ...batchnorm import doctor  # it imports torch: the server starts without it
+    from ...net import Net  # it imports torch: the server starts without it
 
     jobdir = Path(jobdir)
     snapshot = _inside(Path(snapshot), jobdir)
@@ -197,8 +196,6 @@ def compute_gap(jobdir: str | os.PathLike, snapshot: str | os.PathLike, batches:
 def _run_gap_subprocess(jobdir: Path, snapshot: Path, batches: int, timeout_s: float) -> dict:
     """:func:`compute_gap` in a child process on one CPU thread (trainings run beside it);
     ``{"error": ...}`` when it fails."""
-    from ...child_processes import die_with_parent
-
     env = dict(os.environ)
     package_parent = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join([package_parent, *filter(None, [env.get("PYTHONPATH")])])
@@ -291,7 +288,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 4 or argv[0] != "gap":
         print("usage: python -m brewnet.server.web.batchnorm_stats gap JOBDIR SNAPSHOT BATCHES", file=sys.stderr)
         return 2
-    import torch
+    import torch  # the server starts without torch
 
     torch.set_num_threads(1)
     jobdir = Path(argv[1])

@@ -17,13 +17,13 @@ from __future__ import annotations
 from fastapi import Query, Request
 from fastapi.responses import Response
 
+from ..app_state import server_of
 from ..errors import ApiError
 from ..jobs import states
-from ..routes import server_of
+from ..threads import in_thread
 from . import export
 from .render import page
-from .routers import in_thread, page_router
-
+from .routers import page_router
 
 router = page_router()
 

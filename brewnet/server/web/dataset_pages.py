@@ -39,12 +39,17 @@ from fastapi.responses import Response
 from PIL import Image
 
 from ...data.labels import read_labels
+from ... import formats
+from ...data.lmdb_io import iter_records, parse_datum, read_record
+from ...errors import DataError
+from ..app_state import server_of
 from ..errors import ApiError
 from ..jobs import states
-from ..routes import server_of
+from ..jobs.jobdir import confine_server_path
+from ..jobs.summaries import dataset_summary
+from ..threads import in_thread
 from .render import page
-from .routers import in_thread, page_router
-
+from .routers import page_router
 
 router = page_router()
 
@@ -118,7 +123,7 @@ def builtin_example() -> Image.Image:
 def first_image(folder: Path) -> Path | None:
     """The first image (sorted names) of the first class sub-folder (sorted) of ``folder``
     that has one, looking at a bounded number of entries."""
-    from ...data.builder import IMAGE_EXTENSIONS
+    from ...data.builder import IMAGE_EXTENSIONS  # it imports torch: the server starts without it
 
     try:
         classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
@@ -143,8 +148,6 @@ def first_image(folder: Path) -> Path | None:
 def example_source(folder: str | None, roots) -> tuple[Image.Image, str]:
     """The picture the examples resize: the first image of ``folder`` when it is a folder under
     one of ``roots`` with one, else the built-in one.  Never an error: a preview."""
-    from ..jobs.jobdir import confine_server_path
-
     if folder and folder.strip() and roots:
         try:
             full = confine_server_path(folder, [Path(r) for r in roots], "folder_train")
@@ -171,7 +174,7 @@ def example_source(folder: str | None, roots) -> tuple[Image.Image, str]:
 def resize_example(im: Image.Image, mode: str, width: int, height: int, channels: int) -> Image.Image:
     """``im`` as the dataset job would store it: converted to RGB or grey, then resized by
     brewnet's own dataset resize (fill's noise from a fixed seed, so the example is stable)."""
-    from ...data.image import digits_resize
+    from ...data.image import digits_resize  # it imports torch: the server starts without it
 
     im = im.convert("RGB" if channels == 3 else "L")
     if mode == "original":
@@ -192,7 +195,7 @@ async def resize_example_png(request: Request,
                              height: int = Query(256),
                              channels: int = Query(3),
                              folder: str | None = Query(None, max_length=4096)):
-    from ...data.image import RESIZE_MODES
+    from ...data.image import RESIZE_MODES  # it imports torch: the server starts without it
 
     if mode not in (*RESIZE_MODES, "original"):
         raise ApiError(400, f"mode must be one of {', '.join(RESIZE_MODES)} or original", field="resize_mode")
@@ -215,8 +218,6 @@ async def resize_example_png(request: Request,
 # ----------------------------------------------------------------------- the dataset page
 
 def _page_context(server, job) -> dict:
-    from ..jobs.summaries import dataset_summary
-
     summary = dict(job.summary or {})
     if not summary and job.status == states.DONE:
         summary = dataset_summary(server.job_dir(job.id))
@@ -275,8 +276,6 @@ def _class_index(path: str, mtime_ns: int, size: int) -> dict[int, np.ndarray]:
 
 def _lmdb_class_index(db: Path) -> dict[int, np.ndarray]:
     """Without a list file: every record's label read from the LMDB (its keys in order)."""
-    from ...data.lmdb_io import iter_records, parse_datum
-
     by_label: dict[int, list[int]] = {}
     for i, (k, v) in enumerate(iter_records(str(db))):
         by_label.setdefault(int(parse_datum(v, k).label), []).append(i)
@@ -349,9 +348,7 @@ def thumbnail(im: Image.Image, side: int = THUMB_SIDE) -> Image.Image:
 
 def record_png(server, job_id: str, split: str, index: int, full: bool = False) -> bytes:
     """Record ``index`` of a split's LMDB, its Datum decoded as Caffe's Data layer reads it."""
-    from ...data.image import datum_to_chw
-    from ...data.lmdb_io import parse_datum, read_record
-    from ...errors import DataError
+    from ...data.image import datum_to_chw  # it imports torch: the server starts without it
 
     jobdir = _dataset_dir(server, job_id)
     db = jobdir / f"{_split_of(split)}_db"
@@ -377,8 +374,6 @@ async def record_image(request: Request, job_id: str, split: str, index: int, fu
 
 
 def mean_png(server, job_id: str) -> bytes:
-    from ... import formats
-
     jobdir = _dataset_dir(server, job_id)
     path = jobdir / "mean.binaryproto"
     if not path.is_file():

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from ..app_state import server_of
 from ..jobs import states
-from ..routes import server_of
+from ..schemas import job_out, queue_positions
+from ..threads import in_thread
 from .render import page
-from .routers import in_thread
 
 router = APIRouter(include_in_schema=False)   # the page itself is DIGITS' route "/"
 
 
 def _context(server) -> dict:
-    from ..routes.api_v1 import _positions, job_out
-
-    positions = _positions(server)
+    positions = queue_positions(server)
     jobs = [job_out(j, positions).model_dump() for j in server.list_jobs()]
     groups = {k: [j for j in jobs if j["kind"] == k] for k in states.KINDS}
     return {"datasets": groups[states.DATASET], "models": groups[states.MODEL],

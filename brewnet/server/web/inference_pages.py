@@ -27,15 +27,19 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 from fastapi import Query, Request
 from fastapi.responses import PlainTextResponse, Response
+from PIL import Image
 
+from ...data.lmdb_io import parse_datum, read_record
+from ..app_state import server_of
 from ..errors import ApiError
 from ..jobs import states
-from ..routes import server_of
+from ..jobs.jobdir import confine_server_path
+from ..threads import in_thread
 from .render import page
-from .routers import in_thread, page_router
-
+from .routers import page_router
 
 router = page_router()
 
@@ -222,11 +226,6 @@ def _source_image(server, source: str):
     """A Pillow image of a classified source: an image file under a --data-root, or an LMDB
     record ``<db>:<key>`` of a database inside the jobs folder (decoded here without torch:
     the server process never loads it)."""
-    import numpy as np
-    from PIL import Image
-
-    from ..jobs.jobdir import confine_server_path
-
     if os.path.isfile(source):
         full = confine_server_path(source, server.config.data_roots, "source")
         return Image.open(full)
@@ -234,8 +233,6 @@ def _source_image(server, source: str):
     jobs = Path(server.config.jobs_dir).resolve()
     if not sep or not db or not _inside(Path(db).resolve(), jobs) or not Path(db).is_dir():
         raise ApiError(404, "This image is no longer available")
-    from ...data.lmdb_io import parse_datum, read_record
-
     try:
         datum = parse_datum(read_record(str(Path(db).resolve()), key), key)
     except Exception:  # a record gone or unreadable: a missing thumbnail, not a 500
@@ -255,8 +252,6 @@ def _source_image(server, source: str):
 
 
 def _thumbnail(server, job_id: str, index: int) -> bytes:
-    from PIL import Image
-
     job = _finished_inference(server, job_id)
     predictions = _read_result(server.job_dir(job.id) / "result.json").get("predictions") or []
     if not 0 <= index < len(predictions):
@@ -305,8 +300,6 @@ async def thumbnail(request: Request, job_id: str, index: int):
 @router.get("/inference/list-file")
 async def list_file(request: Request, path: str = Query("", description="a list file under a --data-root")):
     """A list file on the server as text (the page sends it on as the ``image_list`` upload)."""
-    from ..jobs.jobdir import confine_server_path
-
     server = server_of(request)
 
     def read() -> str:

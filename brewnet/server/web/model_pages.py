@@ -26,13 +26,18 @@ from pathlib import Path
 
 from fastapi import Request
 
+from ...child_processes import die_with_parent
+from .. import security
+from ..app_state import server_of
 from ..errors import ApiError
 from ..jobs import states
-from ..routes import server_of
+from ..jobs.process import pid_alive
+from ..jobs.progress import read_plan
+from ..schemas import job_out
+from ..threads import in_thread
 from . import batchnorm_stats
 from .render import page
-from .routers import in_thread, page_router
-
+from .routers import page_router
 
 router = page_router()
 
@@ -74,8 +79,6 @@ def snapshot_rows(snapshots: list[dict], series: dict) -> list[dict]:
 
 
 def _can_change(user, job) -> bool:
-    from .. import security
-
     try:
         security.check_owner(user, job)
         return True
@@ -98,9 +101,6 @@ def _settings(job) -> list[tuple[str, str]]:
 
 
 def _context(request: Request, server, job) -> dict:
-    from ..jobs.progress import read_plan
-    from ..routes.api_v1 import job_out
-
     d = server.job_dir(job.id)
     plan = read_plan(d)
     snaps = server.snapshot_list(job)
@@ -212,8 +212,6 @@ def _gpu_memory(pids: set[int]) -> dict[str, int]:
     exe = shutil.which("nvidia-smi")
     if not exe:
         return {}
-    from ...child_processes import die_with_parent
-
     kwargs = {"preexec_fn": die_with_parent(os.getpid())} if os.name == "posix" else {}
     try:
         out = subprocess.run([exe, "--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"],
@@ -234,8 +232,6 @@ def _gpu_memory(pids: set[int]) -> dict[str, int]:
 def process_usage(pid: int | None, jobdir: Path, start_time: int | None = None) -> dict:
     """CPU % (since the last look, else since the process started; 100 = one core), RSS and
     threads of a step's process group; ``{"running": False}`` when it is not one of ours."""
-    from ..jobs.process import pid_alive
-
     if not pid or not Path("/proc/self").exists() or not pid_alive(pid, jobdir, start_time):
         return {"running": False}
     pids = _group_pids(pid)

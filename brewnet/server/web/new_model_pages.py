@@ -13,14 +13,19 @@ from __future__ import annotations
 
 from fastapi import Request
 from fastapi.responses import Response
+from google.protobuf import text_format
 from pydantic import BaseModel, Field
 
+from ... import draw
+from ...proto import caffe_pb2
+from ..app_state import server_of
+from ..digits.networks import STANDARD_NETWORKS
+from ..digits.solver_form import LR_DEFAULTS, LR_FIELDS, LR_POLICIES, SOLVER_TYPES
 from ..errors import ApiError
 from ..jobs import states
-from ..routes import server_of
+from ..threads import in_thread
 from .render import page
-from .routers import in_thread, page_router
-
+from .routers import page_router
 
 router = page_router()
 
@@ -31,9 +36,6 @@ MAX_DRAWN_LAYERS = 400
 def _choices(server) -> dict:
     """What the form offers: datasets, previous models with their snapshots, networks, GPUs,
     and a Python layer file upload when the server allows Python layers."""
-    from ..digits.networks import STANDARD_NETWORKS
-    from ..digits.solver_form import LR_DEFAULTS, LR_FIELDS, LR_POLICIES, SOLVER_TYPES
-
     datasets, models = [], []
     for job in server.list_jobs():
         if job.kind == states.DATASET and job.status in ("Initialized", "Waiting", "Running", "Done"):
@@ -72,11 +74,6 @@ class DrawRequest(BaseModel):
 
 
 def _draw_svg(body: DrawRequest) -> bytes:
-    from google.protobuf import text_format
-
-    from ...pycaffe import draw
-    from ...proto import caffe_pb2
-
     if body.rankdir not in ("TB", "LR", "BT", "RL"):
         raise ApiError(400, "rankdir must be TB, LR, BT or RL", field="rankdir")
     phases = {"train": caffe_pb2.TRAIN, "test": caffe_pb2.TEST, "all": None}

@@ -16,6 +16,9 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 
+from ... import __version__
+from .. import security
+
 HERE = Path(__file__).resolve().parent
 TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
@@ -24,7 +27,6 @@ templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
 
 def _version() -> str:
-    from ... import __version__
     return __version__
 
 
@@ -39,8 +41,6 @@ def page(request: Request, name: str, status_code: int = 200, **context) -> HTML
     """``templates/<name>`` rendered for ``request`` with the common context (see the module
     docstring).  The user is the one :mod:`~brewnet.server.security` already found for this
     request (routes that render pages depend on it, so it is cached on ``request.state``)."""
-    from .. import security
-
     user = getattr(request.state, "brewnet_user", None)
     config = request.app.state.config
     db = request.app.state.db

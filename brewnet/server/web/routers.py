@@ -1,7 +1,6 @@
 """What every page module of the web app builds its routes with."""
 from __future__ import annotations
 
-import anyio
 from fastapi import APIRouter, Depends
 
 from .. import security
@@ -11,8 +10,3 @@ def page_router() -> APIRouter:
     """A router for pages and their data: every route needs read access (open in DIGITS' local
     mode, a login once users have passwords); routes that change something check more."""
     return APIRouter(include_in_schema=False, dependencies=[Depends(security.read_access)])
-
-
-async def in_thread(fn, *args):
-    """``fn(*args)`` in the thread pool (database, files, decoding)."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args))
