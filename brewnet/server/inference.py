@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import time
 import zipfile
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
@@ -230,20 +232,13 @@ def bundle_archive(model_dir: str | os.PathLike, iteration: int, dataset_dir: st
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with formats.atomic_path(target) as tmp:  # the one atomic write: fsynced, renamed into place
         _write_archive(tmp, ARCHIVE_FORMATS[ext], members, info_bytes)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     _prune_archives(folder.parent, keep=folder, name=name)
     return target
 
 
-def _write_archive(path: str, mode: str, members: dict[str, Path | bytes], info_bytes: bytes) -> None:
+def _write_archive(path: str | os.PathLike, mode: str, members: dict[str, Path | bytes], info_bytes: bytes) -> None:
     if mode == "zip":
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
             for arcname, p in members.items():
@@ -253,8 +248,6 @@ def _write_archive(path: str, mode: str, members: dict[str, Path | bytes], info_
                     z.write(p, arcname)
             z.writestr("info.json", info_bytes)
         return
-    import io
-    import time
 
     def add_bytes(tar, arcname: str, data: bytes) -> None:
         ti = tarfile.TarInfo(arcname)
