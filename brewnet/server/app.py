@@ -132,7 +132,8 @@ def create_app(config: ServerConfig, *, scheduler_options: dict[str, Any] | None
 
     app = FastAPI(title="brewnet", version=__version__, lifespan=lifespan,
                   description="brewnet serve: DIGITS' REST routes and brewnet's own /api/v1",
-                  openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)  # FastAPI's docs pages load from a CDN
+                  openapi_url="/api/v1/openapi.json",
+                  docs_url=None, redoc_url=None)  # FastAPI's docs pages load from a CDN
     app.state.config = config
     install_error_handlers(app)
     app.add_middleware(security.OriginCheckMiddleware)

@@ -4,7 +4,8 @@ recovery after the server was killed.
 The database (queried through the job store, :class:`~brewnet.server.store.jobstore.JobStore`)
 is the truth for every job's state; each change is one transaction, followed by an atomic
 rewrite of the job's ``job.json``.  The scheduler knows no HTTP: a refused call raises a job
-error (``JobNotFound``, ``JobStateError``, ``JobRequestError``) that the routes answer.  The loop (an asyncio task, one tick every
+error (``JobNotFound``, ``JobStateError``, ``JobRequestError``) that the routes answer.  \
+The loop (an asyncio task, one tick every
 ``config.poll_interval_s``) polls the running steps with ``Popen.poll()`` (never blocking the
 event loop), updates progress and summaries (throttled to about once a second), finishes jobs
 whose last step ended and starts waiting jobs whose resources are free.

@@ -271,7 +271,8 @@ def test_inference_routes_refuse_bad_requests(env):
     ds = add_job(app, "dataset")
     r = c.post(f"/api/v1/models/{model}/classify", files={"image_file": ("a.png", b"\x89PNG", "image/png")})
     assert r.status_code == 404 and "no snapshot" in r.json()["error"]["description"]
-    assert c.post(f"/api/v1/models/{ds}/classify", files={"image_file": ("a.png", b"x", "image/png")}).status_code == 404
+    assert c.post(f"/api/v1/models/{ds}/classify",
+                  files={"image_file": ("a.png", b"x", "image/png")}).status_code == 404
     r = c.post(f"/api/v1/models/{model}/classify", data={"image_path": "/etc/passwd"})
     assert r.status_code in (400, 403) and "image_path" in r.text
     assert c.get(f"/api/v1/models/{model}/snapshots").json() == []
@@ -302,7 +303,8 @@ layer { name: "scale" type: "Power" bottom: "data" top: "scaled" power_param { s
 layer { name: "conv1" type: "Convolution" bottom: "scaled" top: "conv1"
         convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "output" inner_product_param { weight_filler { type: "xavier" } } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "output" \
+inner_product_param { weight_filler { type: "xavier" } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "output" bottom: "label" top: "loss" exclude { stage: "deploy" } }
 layer { name: "accuracy" type: "Accuracy" bottom: "output" bottom: "label" top: "accuracy" include { stage: "val" } }
 layer { name: "softmax" type: "Softmax" bottom: "output" top: "softmax" include { stage: "deploy" } }
@@ -412,7 +414,8 @@ layer { name: "conv1" type: "Convolution" bottom: "scaled" top: "conv1"
 layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" batch_norm_param { moving_average_fraction: 0.8 } }
 layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "output" inner_product_param { weight_filler { type: "xavier" } } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "output" \
+inner_product_param { weight_filler { type: "xavier" } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "output" bottom: "label" top: "loss" exclude { stage: "deploy" } }
 layer { name: "accuracy" type: "Accuracy" bottom: "output" bottom: "label" top: "accuracy" include { stage: "val" } }
 layer { name: "softmax" type: "Softmax" bottom: "output" top: "softmax" include { stage: "deploy" } }

@@ -105,7 +105,8 @@ def test_gallery_pages_hold_each_class_records_in_lmdb_order(world):
             assert got == want
             assert pages == max(1, -(-len(want) // 2))
     # a page past the end is the last page
-    g = c.get(f"/datasets/{job_id}/gallery.json", params={"split": "train", "label": 0, "page": 99, "per_page": 2}).json()
+    g = c.get(f"/datasets/{job_id}/gallery.json",
+              params={"split": "train", "label": 0, "page": 99, "per_page": 2}).json()
     assert g["page"] == g["pages"]
 
 

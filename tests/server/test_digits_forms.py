@@ -75,7 +75,8 @@ def errors_of(fn, *args) -> dict:
 
 def test_dataset_defaults(roots):
     spec = parse_dataset_form(ds_form(roots["data"] / "train"), {}, roots["config"])
-    assert (spec.method, spec.pct_val, spec.pct_test, spec.min_per_class, spec.max_per_class) == ("folder", 25, 0, 2, None)
+    assert (spec.method, spec.pct_val, spec.pct_test, spec.min_per_class, spec.max_per_class) == \
+        ("folder", 25, 0, 2, None)
     assert (spec.encoding, spec.channels, spec.width, spec.height, spec.resize_mode) == ("png", 3, 256, 256, "squash")
     assert (spec.backend, spec.compression, spec.folder_val, spec.folder_test) == ("lmdb", "none", None, None)
     assert spec.folder_train == str((roots["data"] / "train").resolve())
@@ -107,9 +108,10 @@ def test_dataset_field_errors(roots):
         {"resize_height": ["Number must be at least 1."]}
     assert errors_of(parse_dataset_form, ds_form(train, folder_pct_val="101"), {}, cfg) == \
         {"folder_pct_val": ["Number must be between 0 and 100."]}
-    assert "folder_pct_val" in errors_of(parse_dataset_form, ds_form(train, folder_pct_val=60, folder_pct_test=50), {}, cfg)
-    assert errors_of(parse_dataset_form, ds_form(train, resize_channels="4", encoding="gif", method="folder"), {}, cfg) == \
-        {"resize_channels": ["Not a valid choice"], "encoding": ["Not a valid choice"]}
+    assert "folder_pct_val" in errors_of(parse_dataset_form, ds_form(train, folder_pct_val=60, folder_pct_test=50),
+                                         {}, cfg)
+    assert errors_of(parse_dataset_form, ds_form(train, resize_channels="4", encoding="gif", method="folder"),
+                     {}, cfg) == {"resize_channels": ["Not a valid choice"], "encoding": ["Not a valid choice"]}
     assert errors_of(parse_dataset_form, ds_form(train, method="web"), {}, cfg) == {"method": ["Not a valid choice"]}
     assert errors_of(parse_dataset_form, ds_form(train, backend="hdf5"), {}, cfg) == \
         {"backend": ["brewnet builds LMDB datasets; hdf5 is not supported"]}
@@ -145,7 +147,8 @@ def test_textfile_uploads_and_local_files(roots, tmp_path):
     cfg, data = roots["config"], roots["data"]
     up_train, up_labels = tmp_path / "jobs" / "train.txt", tmp_path / "jobs" / "labels.txt"
     form = {"dataset_name": "t", "method": "textfile", "textfile_train_folder": str(data / "train")}
-    spec = parse_dataset_form(form, {"textfile_train_images": str(up_train), "textfile_labels_file": str(up_labels)}, cfg)
+    spec = parse_dataset_form(form, {"textfile_train_images": str(up_train), "textfile_labels_file": str(up_labels)},
+                              cfg)
     assert (spec.textfile_train, spec.textfile_labels, spec.textfile_val) == (str(up_train), str(up_labels), None)
     assert spec.shuffle is True
     args = spec.cli_args("/jobs/x")
@@ -289,13 +292,15 @@ def test_sweeps(roots, jobs):
 
 def test_previous_network_and_its_snapshot(roots, jobs):
     cfg = roots["config"]
-    [spec] = parse_model_form(m_form(method="previous", previous_networks="m1", **{"m1-snapshot": "2.5"}), {}, cfg, jobs)
+    [spec] = parse_model_form(m_form(method="previous", previous_networks="m1", **{"m1-snapshot": "2.5"}),
+                              {}, cfg, jobs)
     assert (spec.previous_job_id, spec.previous_epoch) == ("m1", 2.5)
     for epoch in ("0", "-1"):
         assert parse_model_form(m_form(method="previous", previous_networks="m1", **{"m1-snapshot": epoch}),
                                 {}, cfg, jobs)[0].previous_epoch == float(epoch)
     assert errors_of(parse_model_form, m_form(method="previous", previous_networks="m1", **{"m1-snapshot": "3"}),
-                     {}, cfg, jobs) == {"m1-snapshot": ["For the job m1, selected pretrained_model for epoch 3 is invalid!"]}
+                     {}, cfg, jobs) == \
+        {"m1-snapshot": ["For the job m1, selected pretrained_model for epoch 3 is invalid!"]}
     assert errors_of(parse_model_form, m_form(method="previous", previous_networks="m1"), {}, cfg, jobs) == \
         {"m1-snapshot": ["This field is required."]}
     assert errors_of(parse_model_form, m_form(method="previous", previous_networks="ds1", **{"ds1-snapshot": "1"}),
@@ -342,8 +347,9 @@ def test_custom_weights_are_confined(roots, jobs):
 
 
 def test_python_layers_need_the_servers_folder(roots, jobs, tmp_path):
-    net = TINY.replace('layer { name: "ip"', 'layer { name: "py" type: "Python" bottom: "data" top: "data" '
-                                              'python_param { module: "mylayers" layer: "Double" } }\nlayer { name: "ip"')
+    net = TINY.replace('layer { name: "ip"',
+                       'layer { name: "py" type: "Python" bottom: "data" top: "data" '
+                       'python_param { module: "mylayers" layer: "Double" } }\nlayer { name: "ip"')
     form = m_form(method="custom", custom_network=net)
     errs = errors_of(parse_model_form, form, {}, roots["config"], jobs)
     assert "refused" in errs["custom_network"][0]

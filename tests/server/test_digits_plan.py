@@ -180,7 +180,8 @@ def test_lr_curve_other_policies():
     v = lr_curve({"lr_policy": "multistep", "learning_rate": "1"})     # 50,85 and gamma .5 by default
     assert (v[49], v[50], v[84], v[85], v[100]) == pytest.approx((1, 0.5, 0.5, 0.25, 0.25))
     v = lr_curve({"lr_policy": "sigmoid", "learning_rate": "1"})       # step 50 %, gamma .1
-    assert v[50] == pytest.approx(0.5) and v[0] == pytest.approx(1 / (1 + math.exp(-5)), rel=1e-5) and v[100] < 0.01   # falls
+    assert (v[50] == pytest.approx(0.5) and v[0] == pytest.approx(1 / (1 + math.exp(-5)), rel=1e-5)
+            and v[100] < 0.01)   # falls
     v = lr_curve({"lr_policy": "inv", "learning_rate": "1", "lr_inv_gamma": "0.1", "lr_inv_power": "0.5"})
     assert v[30] == pytest.approx((1 + 0.1 * 30) ** -0.5, rel=1e-5)
     assert lr_curve({}) == pytest.approx([0.01] * 33 + [0.001] * 33 + [0.0001] * 33 + [0.00001] * 2, rel=1e-5)
@@ -298,7 +299,8 @@ def test_standard_lenet_files(grey3, tmp_path):
         ("train_val.prototxt", "snapshot", 24, 12, 5, "SGD")
     assert (list(s.test_iter), s.test_interval, s.lr_policy, s.stepsize) == ([2], 6, "step", 8)
     plan = json.loads((tmp_path / "plan.json").read_text())
-    assert (plan["max_iter"], plan["iters_per_epoch"], plan["train_epochs"], plan["snapshot_epochs"]) == (24, 6, 4, [2, 4])
+    assert (plan["max_iter"], plan["iters_per_epoch"], plan["train_epochs"], plan["snapshot_epochs"]) == \
+        (24, 6, 4, [2, 4])
     # brewnet builds the solver from these files and trains one step on the LMDB
     _train_one_step(tmp_path)
     net = Net(str(tmp_path / "deploy.prototxt"), phase=caffe_pb2.TEST)
@@ -346,8 +348,10 @@ def test_network_crop_capped_and_form_crop_refused(grey3, tmp_path):
 def test_custom_network_with_input_layer_and_weights(grey3, tmp_path):
     net = """name: "c"
 layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 28 dim: 28 } } }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { weight_filler { type: "xavier" } } }
-layer { name: "acc5" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc5" accuracy_param { top_k: 5 } include { stage: "val" } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" \
+inner_product_param { weight_filler { type: "xavier" } } }
+layer { name: "acc5" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc5" \
+accuracy_param { top_k: 5 } include { stage: "val" } }
 layer { name: "accuracy" type: "Accuracy" bottom: "ip" bottom: "label" top: "accuracy" include { stage: "val" } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" exclude { stage: "deploy" } }
 layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" include { stage: "deploy" } }

@@ -73,7 +73,8 @@ def bearer(token: str) -> dict:
 ])
 def test_cross_site_requests_are_refused(client, header, value):
     for method, path in (("GET", "/api/v1/jobs"), ("POST", "/login"), ("GET", "/index.json")):
-        r = client.request(method, path, headers={header: value}, data={"username": "bob"} if method == "POST" else None)
+        r = client.request(method, path, headers={header: value},
+                           data={"username": "bob"} if method == "POST" else None)
         assert r.status_code == 403, (method, path, r.text)
         err = r.json()["error"]
         assert "Cross-site request refused" in err["description"] and err["type"] == "Forbidden"
@@ -329,11 +330,14 @@ def test_user_administration(client):
     admin = add_user(app, "root", "pw-root", admin=True)
     bob = add_user(app, "bob", "pw-bob")
     assert client.get("/api/v1/users", headers=bearer(bob)).status_code == 403
-    assert client.post("/api/v1/users", json={"username": "eve", "password": "x"}, headers=bearer(bob)).status_code == 403
+    assert client.post("/api/v1/users", json={"username": "eve", "password": "x"},
+                       headers=bearer(bob)).status_code == 403
     r = client.post("/api/v1/users", json={"username": "carol", "password": "pw-carol"}, headers=bearer(admin))
     assert r.status_code == 201 and r.json()["name"] == "carol" and r.json()["is_admin"] is False
-    assert client.post("/api/v1/users", json={"username": "carol", "password": "y"}, headers=bearer(admin)).status_code == 409
-    assert client.post("/api/v1/users", json={"username": "Bad", "password": "y"}, headers=bearer(admin)).status_code == 400
+    assert client.post("/api/v1/users", json={"username": "carol", "password": "y"},
+                       headers=bearer(admin)).status_code == 409
+    assert client.post("/api/v1/users", json={"username": "Bad", "password": "y"},
+                       headers=bearer(admin)).status_code == 400
     names = [u["name"] for u in client.get("/api/v1/users", headers=bearer(admin)).json()]
     assert names == ["bob", "carol", "root"]
     assert all("password_hash" not in u for u in client.get("/api/v1/users", headers=bearer(admin)).json())

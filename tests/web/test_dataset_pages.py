@@ -12,7 +12,8 @@ LOADED = "(img) => img.complete && img.naturalWidth > 0"
 
 def loaded_examples(page) -> list[dict]:
     return page.evaluate("""() => [...document.querySelectorAll('.resize-examples img')].map((i) => (
-        {mode: i.dataset.mode || 'original', ok: i.complete && i.naturalWidth > 0, w: i.naturalWidth, h: i.naturalHeight}))""")
+        {mode: i.dataset.mode || 'original', ok: i.complete && i.naturalWidth > 0, """
+                         "w: i.naturalWidth, h: i.naturalHeight}))")
 
 
 def no_horizontal_scroll(page) -> bool:
@@ -80,7 +81,8 @@ def test_new_dataset_from_a_folder_then_its_page(page, live, shot):
     assert page.locator("#progress").get_attribute("aria-valuenow") == "100"
 
     job = live.api("GET", f"/api/v1/jobs/{job_id}").json()
-    assert job["spec"]["resize_mode"] == "crop" and job["spec"]["channels"] == 1 and job["name"] == "patterns from the browser"
+    assert (job["spec"]["resize_mode"] == "crop" and job["spec"]["channels"] == 1
+            and job["name"] == "patterns from the browser")
     per_class = job["summary"]["per_class"]
 
     # images per class: a bar per class and split, the server's counts
@@ -99,7 +101,8 @@ def test_new_dataset_from_a_folder_then_its_page(page, live, shot):
     page.select_option("#g-per-page", "12")
     page.wait_for_function("document.querySelector('#g-page').textContent.startsWith('Page 1 of 2')")
     assert gallery.count() == 12
-    page.wait_for_function("[...document.querySelectorAll('#gallery img')].every((i) => i.complete && i.naturalWidth === 28)")
+    page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
+                           ".every((i) => i.complete && i.naturalWidth === 28)")
     assert all("dots" in t for t in gallery.evaluate_all("(imgs) => imgs.map((i) => i.title)"))
     first = gallery.evaluate_all("(imgs) => imgs.map((i) => i.dataset.index)")
     # each thumbnail links to its record as stored
@@ -119,10 +122,12 @@ def test_new_dataset_from_a_folder_then_its_page(page, live, shot):
     page.wait_for_function(f"document.querySelector('#g-page').textContent.endsWith('of {per_class['val']['dots']}')")
 
     # the mean image, the files and the log
-    page.wait_for_function("(() => { const m = document.querySelector('#mean'); return !m.hidden && m.complete && m.naturalWidth > 0; })()")
+    page.wait_for_function("(() => { const m = document.querySelector('#mean'); "
+                           "return !m.hidden && m.complete && m.naturalWidth > 0; })()")
     assert page.evaluate("document.querySelector('#mean').naturalWidth") == 28
     page.wait_for_function("document.querySelectorAll('#files tbody a').length > 0")
-    files = page.locator("#files tbody a").evaluate_all("(as) => as.map((a) => [a.textContent, a.getAttribute('href')])")
+    files = page.locator("#files tbody a").evaluate_all(
+        "(as) => as.map((a) => [a.textContent, a.getAttribute('href')])")
     names = [f[0] for f in files]
     assert {"mean.binaryproto", "labels.txt", "train_db/data.mdb", "val_db/data.mdb"} <= set(names)
     assert all(href == f"/files/{job_id}/{name}" for name, href in files)
@@ -188,7 +193,8 @@ def test_new_dataset_from_uploaded_list_files(page, live, tmp_path, shot):
     assert page.locator("#method-folder").is_hidden() and page.locator("#f-textfile_train_images").is_visible()
     assert page.locator("#f-textfile_local_train_images").is_hidden()
     page.check("#f-textfile_use_local_files")   # server paths instead of uploads ...
-    assert page.locator("#f-textfile_local_labels_file").is_visible() and page.locator("#f-textfile_labels_file").is_hidden()
+    assert (page.locator("#f-textfile_local_labels_file").is_visible()
+            and page.locator("#f-textfile_labels_file").is_hidden())
     page.uncheck("#f-textfile_use_local_files")  # ... and back
     page.set_input_files("#f-textfile_train_images", str(tmp_path / "train.txt"))
     page.set_input_files("#f-textfile_labels_file", str(tmp_path / "labels.txt"))

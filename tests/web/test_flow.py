@@ -43,8 +43,10 @@ def test_the_whole_flow(page, live, model_id, shot):
     wait_status(page, "Done")
     assert page.evaluate("window.__flowDocument") == "dataset"   # followed live, no reload
     page.wait_for_function("document.querySelectorAll('#gallery img').length > 0")
-    page.wait_for_function("[...document.querySelectorAll('#gallery img')].every((i) => i.complete && i.naturalWidth > 0)")
-    page.wait_for_function("(() => { const m = document.querySelector('#mean'); return !m.hidden && m.naturalWidth > 0; })()")
+    page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
+                           ".every((i) => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("(() => { const m = document.querySelector('#mean'); "
+                           "return !m.hidden && m.naturalWidth > 0; })()")
     shot(page, "flow_dataset")
 
     # ---------------------------------------------------------------- LeNet-BN, custom, with lint
@@ -107,8 +109,10 @@ def test_the_whole_flow(page, live, model_id, shot):
     rows = page.locator("#classify-one-output #predictions tbody tr")
     rows.first.wait_for(timeout=120_000)
     assert 1 <= rows.count() <= 5
-    page.wait_for_function("[...document.querySelectorAll('#classify-one-output .vis-card img.vis')].every((i) => i.complete)")
-    layer_images = page.evaluate("[...document.querySelectorAll('#classify-one-output .vis-card img.vis')].filter((i) => i.naturalWidth > 0).length")
+    page.wait_for_function("[...document.querySelectorAll('#classify-one-output .vis-card img.vis')]"
+                           ".every((i) => i.complete)")
+    layer_images = page.evaluate("[...document.querySelectorAll('#classify-one-output .vis-card img.vis')]"
+                                 ".filter((i) => i.naturalWidth > 0).length")
     assert layer_images >= 8   # activations and weights of conv, BatchNorm/Scale, ip layers
     assert page.locator("#classify-one-output .layer-vis.batchnorm").count() == 3
     shot(page, "flow_classify_one")

@@ -8,7 +8,8 @@ def test_jobs_appear_and_change_live_and_filters_hide_them(page, live, dataset_i
     page.wait_for_selector("#live.ok")
     assert page.locator(f'tr.job[data-id="{dataset_id}"] .status').inner_text() == "Done"
     model_row = page.locator(f'tr.job[data-id="{model_id}"]')
-    page.wait_for_function(f"""Number((document.querySelector('tr.job[data-id="{model_id}"] td.spark') || {{}}).dataset?.points || 0) > 1""")
+    page.wait_for_function(f"""Number((document.querySelector('tr.job[data-id="{model_id}"] td.spark') || {{}})"""
+                           ".dataset?.points || 0) > 1")
     assert model_row.locator("td.spark svg polyline").count() == 1
     # a dataset made over the API shows up, runs and finishes while the page stays open
     r = live.api("POST", "/api/v1/datasets", json={
@@ -18,7 +19,8 @@ def test_jobs_appear_and_change_live_and_filters_hide_them(page, live, dataset_i
     new_id = r.json()["id"]
     row = page.locator(f'tr.job[data-id="{new_id}"]')
     row.wait_for()
-    page.wait_for_function(f"""document.querySelector('tr.job[data-id="{new_id}"]').dataset.status === 'Done'""", timeout=120_000)
+    page.wait_for_function(f"""document.querySelector('tr.job[data-id="{new_id}"]').dataset.status === 'Done'""",
+                           timeout=120_000)
     assert row.locator(".pct").inner_text() == "100 %"
     # filters: text, then state
     page.fill("#filter-text", "appears")

@@ -158,7 +158,8 @@ def test_live_training_abort_resume(page, live, dataset_id, shot):
         page.wait_for_function(f"{POINTS} > 0", timeout=120_000)
         p0 = _points(page)
         page.wait_for_function(f"{POINTS} > {p0 + 10}", timeout=120_000)
-        page.wait_for_function("document.getElementById('usage-process').textContent.startsWith('pid ')", timeout=60_000)
+        page.wait_for_function("document.getElementById('usage-process').textContent.startsWith('pid ')",
+                               timeout=60_000)
         assert page.locator("#btn-resume").is_disabled() and page.locator("#btn-delete").is_disabled()
 
         page.click("#btn-abort")
@@ -189,7 +190,8 @@ def test_live_training_abort_resume(page, live, dataset_id, shot):
         total = sum(len(pts) for names in metrics.values() if isinstance(names, dict) for pts in names.values())
         page.wait_for_function(f"{POINTS} === {total}")
     finally:
-        if live.api("GET", f"/api/v1/jobs/{job_id}").json()["status"] not in ("Done", "Aborted", "Error", "Interrupted"):
+        if (live.api("GET", f"/api/v1/jobs/{job_id}").json()["status"]
+                not in ("Done", "Aborted", "Error", "Interrupted")):
             live.api("POST", f"/api/v1/jobs/{job_id}/abort")
         assert live.wait(job_id)["status"] == "Aborted"
 

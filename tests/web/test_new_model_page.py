@@ -16,8 +16,10 @@ def test_form_fields_are_labelled_and_the_lr_preview_follows_the_policy(page, li
     page.goto(f"/models/images/classification/new?dataset={dataset_id}")
     assert page.locator("#f-dataset").input_value() == dataset_id
     # every visible input, select and textarea has a label
-    unlabelled = page.evaluate("""() => [...document.querySelectorAll('#model-form input, #model-form select, #model-form textarea')]
-        .filter((e) => e.type !== 'hidden' && e.type !== 'radio' && !(e.labels && e.labels.length)).map((e) => e.name)""")
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('#model-form input, #model-form select, #model-form textarea')]
+        .filter((e) => e.type !== 'hidden' && e.type !== 'radio' && !(e.labels && e.labels.length))"""
+        ".map((e) => e.name)")
     assert unlabelled == []
     page.wait_for_function("Number(document.querySelector('#lr-chart').dataset.points) > 0")
     step = page.evaluate("document.querySelector('#lr-chart').data[0].y")
@@ -55,7 +57,8 @@ def test_custom_network_shows_lint_findings_at_their_lines_and_its_picture(page,
     assert "BN004" in finding.inner_text() and f"line {line}" in finding.inner_text()
     assert page.locator(f"#gutter .mark.warning:text-is('{line}')").count() == 1
     finding.locator("a.line").click()   # selects that line in the editor
-    selected = page.evaluate("(() => { const e = document.querySelector('#f-custom_network'); return e.value.slice(e.selectionStart, e.selectionEnd); })()")
+    selected = page.evaluate("(() => { const e = document.querySelector('#f-custom_network'); "
+                             "return e.value.slice(e.selectionStart, e.selectionEnd); })()")
     assert '"conv1_bn"' in selected
     # a parse error: its line is marked too
     page.locator("#f-custom_network").fill(bad + "\nlayer { name: \n")
@@ -65,7 +68,8 @@ def test_custom_network_shows_lint_findings_at_their_lines_and_its_picture(page,
     page.locator("#f-custom_network").fill(text)
     page.wait_for_function("document.querySelector('#lint-status').textContent === 'No findings.'")
     page.click("#draw-network")
-    page.wait_for_function("(() => { const i = document.querySelector('#network-picture img'); return i && i.complete && i.naturalWidth > 0; })()")
+    page.wait_for_function("(() => { const i = document.querySelector('#network-picture img'); "
+                           "return i && i.complete && i.naturalWidth > 0; })()")
     shot(page, "new_model_custom")
 
 

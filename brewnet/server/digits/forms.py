@@ -272,7 +272,8 @@ def _previous_fields(f: Fields, spec: ModelSpec, lookup_job: Callable[[str], dic
         return
     epochs = [float(s.get("epoch")) for s in prev.get("snapshots") or [] if s.get("epoch") is not None]
     if not any(abs(e - epoch) < 1e-9 for e in epochs):
-        f.error(field_name, f"For the job {pid}, selected pretrained_model for epoch {format_number(epoch)} is invalid!")
+        f.error(field_name,
+                f"For the job {pid}, selected pretrained_model for epoch {format_number(epoch)} is invalid!")
 
 
 def _custom_fields(f: Fields, spec: ModelSpec, uploads: Mapping[str, str], config: ServerConfig,

@@ -51,7 +51,8 @@ def model_summary(jobdir: Path, spec: dict, records: list[dict], newest_iter: in
     (``best``: Caffe's moving-average statistics unless -bn_recalibrate ran, and then
     ``best_moving_bn`` the same net with the moving averages) and the newest train iteration."""
     plan = read_plan(jobdir)
-    snaps = [{"iteration": it, "epoch": snapshot_epoch(it, plan, spec.get("train_epochs"))} for it, _ in snapshots(jobdir)]
+    snaps = [{"iteration": it, "epoch": snapshot_epoch(it, plan, spec.get("train_epochs"))}
+             for it, _ in snapshots(jobdir)]
     if newest_iter is None:
         its = [r["iter"] for r in records if r.get("phase") == "train" and isinstance(r.get("iter"), int)]
         newest_iter = max(its) if its else None

@@ -168,7 +168,7 @@ class JobStore:
         m = s.execute(select(func.max(Job.queue_seq))).scalar()
         return (m or 0) + 1
 
-    # ------------------------------------------------------------------ users, tokens, logins (in the caller's transaction)
+    # -------------------------------------------------------------- users, tokens, logins (in the caller's transaction)
 
     @staticmethod
     def user_named(s: Session, name: str) -> User | None:

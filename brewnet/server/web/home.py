@@ -21,7 +21,8 @@ def _context(server) -> dict:
     jobs = [job_out(j, positions).model_dump() for j in server.list_jobs()]
     groups = {k: [j for j in jobs if j["kind"] == k] for k in states.KINDS}
     return {"datasets": groups[states.DATASET], "models": groups[states.MODEL],
-            "inference": groups[states.INFERENCE], "css": states.CSS, "queue": server.scheduler.queue(), "slots": server.scheduler.slots()}
+            "inference": groups[states.INFERENCE], "css": states.CSS,
+            "queue": server.scheduler.queue(), "slots": server.scheduler.slots()}
 
 
 async def render_home(request: Request):
