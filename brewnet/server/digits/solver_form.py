@@ -17,7 +17,7 @@ so that a job's snapshots fall on the epochs DIGITS would name:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,6 +25,7 @@ from ...data.labels import read_labels
 from ...proto import caffe_pb2
 from ..errors import FormErrors
 from ..jobs.epochs import epoch_of_iteration
+from ..jobs.specs import JsonRecord
 from .fields import Fields, format_number
 
 #: DIGITS' batch size when neither the form nor the network gives one
@@ -133,7 +134,7 @@ def lr_fields(f: Fields) -> tuple[list[float], str, dict]:
 
 
 @dataclass
-class Plan:
+class Plan(JsonRecord):
     """A model job's iterations, as DIGITS computes them (written to plan.json)."""
     iters_per_epoch: int
     max_iter: int
@@ -148,14 +149,6 @@ class Plan:
     train_epochs: int = 0
     display: int = 1
     weights: list[str] = field(default_factory=list)   # caffemodels for -weights
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> "Plan":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def snapshot_iterations(self) -> list[int]:
         """The iterations that get a snapshot: every ``snapshot`` and always the last."""

@@ -9,8 +9,21 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Mapping
 
 
+class JsonRecord:
+    """A dataclass kept as JSON in the database and the job's files: ``to_json`` gives its
+    fields; ``from_json`` ignores keys it does not know (rows written by other versions)."""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
 @dataclass
-class DatasetSpec:
+class DatasetSpec(JsonRecord):
     """A dataset job's settings (DIGITS' image classification dataset form)."""
     name: str
     group: str = ""
@@ -44,14 +57,6 @@ class DatasetSpec:
     resize_mode: str = "squash"
     backend: str = "lmdb"
     compression: str = "none"
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> "DatasetSpec":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def cli_args(self, outdir: str) -> list[str]:
         """The arguments of ``brewnet dataset create`` that build this dataset into ``outdir``."""
@@ -94,7 +99,7 @@ METHODS = ("standard", "previous", "pretrained", "custom")
 
 
 @dataclass
-class ModelSpec:
+class ModelSpec(JsonRecord):
     """A model job's settings (DIGITS' image classification model form, one sweep point)."""
     name: str
     group: str = ""
@@ -130,13 +135,6 @@ class ModelSpec:
     augmentation: dict = field(default_factory=dict)
     lint_findings: list[dict] = field(default_factory=list)
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> "ModelSpec":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 #: the module name of a job's uploaded Python layer file (DIGITS' name for it)
