@@ -170,3 +170,22 @@ def test_solver_regression_metrics_with_prefixes(tmp_path, monkeypatch):
     solver.test(0)
     assert set(solver.last_task_metrics) == {"loss/rmse", "loss/mae", "l1/rmse", "l1/mae"}
     assert solver.last_task_metrics["l1/mae"] == pytest.approx(solver.last_task_metrics["loss/mae"])
+
+
+def test_each_test_net_writes_its_own_records(tmp_path, monkeypatch):
+    from brewnet.reporting.metrics import MetricsWriter
+    from brewnet.solver import SGDSolver
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, size=(4, 1, 3, 3), dtype=np.uint8)
+    labels = rng.uniform(-1, 1, size=(4, 1, 1, 2)).astype(np.float32)
+    setup_run(tmp_path, REG_NET, images, labels, test_iter=2)
+    solver_text = (tmp_path / "solver.prototxt").read_text().replace("test_iter: 2", "test_iter: 2 test_iter: 1")
+    (tmp_path / "solver.prototxt").write_text(solver_text + "test_state { } test_state { }\n")
+    monkeypatch.chdir(tmp_path)
+    solver = SGDSolver("solver.prototxt", device="cpu")
+    with MetricsWriter(str(tmp_path / "m.jsonl")) as solver.metrics:
+        solver.test_all()
+    recs = [r for r in read_metrics(str(tmp_path / "m.jsonl")) if r["name"] == "rmse"]
+    assert [r.get("test_net", 0) for r in recs] == [0, 1]
+    assert solver.last_task_metrics["rmse"] == pytest.approx(recs[1]["value"])  # the last test's
+    assert recs[0]["value"] != recs[1]["value"]  # 4 records against the first 2
