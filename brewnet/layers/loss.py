@@ -182,9 +182,9 @@ class SoftmaxWithLoss(_LossLayer):
         return loss / norm
 
 
-@register("EuclideanLoss")
-class EuclideanLoss(_LossLayer):
-    """sum((a - b)^2) / (2 N), N = shape(0); gradients to both bottoms (b is not a label)."""
+class _DifferenceLoss(_LossLayer):
+    """A loss of the difference a - b of two bottoms with the same count per item; both take
+    gradients (b is not a label)."""
 
     def setup(self, bottom_shapes):
         self.check_first_axis(bottom_shapes)
@@ -196,9 +196,24 @@ class EuclideanLoss(_LossLayer):
     def allow_force_backward(self, bottom_index):
         return True
 
+
+@register("EuclideanLoss")
+class EuclideanLoss(_DifferenceLoss):
+    """sum((a - b)^2) / (2 N), N = shape(0); gradients to both bottoms (b is not a label)."""
+
     def forward(self, a, b):
         d = a - b.reshape(a.shape)
         return (d * d).sum() / a.shape[0] / 2
+
+
+@register("L1Loss")
+class L1Loss(_DifferenceLoss):
+    """NVCaffe's L1Loss (BVLC has none): sum(|a - b|) / N, N = shape(0) (the batch, not the
+    element count); gradients sign(a - b) / N to a and the opposite to b, sign(0) = 0 (both
+    bottoms may learn, as in NVCaffe)."""
+
+    def forward(self, a, b):
+        return (a - b.reshape(a.shape)).abs().sum() / a.shape[0]
 
 
 @register("SigmoidCrossEntropyLoss")
