@@ -191,11 +191,11 @@ class InferStream:
                     continue
                 out = self.loaded.forward(x)
                 n = len(run)
-                for i, (item, _) in enumerate(run):
-                    yield self._key(item), {b: (v[i] if v.shape[:1] == (n,) else v) for b, v in out.items()}
                 self.done += n
                 if self._progress is not None:
                     self._progress(self.done + len(self.errors), self.total)
+                for i, (item, _) in enumerate(run):
+                    yield self._key(item), {b: (v[i] if v.shape[:1] == (n,) else v) for b, v in out.items()}
         finally:
             pre.warn = warn_before
 
