@@ -2,7 +2,8 @@
 ``train_db/mean.binaryproto``, summary.json written last), made here so that the server's generic
 model tests need no dataset builder: image gradients (DIGITS' regression data, formula of
 digits-other-jobs.md §2.3) and a segmentation set of squares and discs (label images of class indices).
-Also :func:`add_dataset_job`, a Done dataset job row over such a folder."""
+Also :func:`add_dataset_job`, a Done dataset job row over such a folder, and two small DIGITS-style
+generic networks (a regression net, an FCN)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,34 @@ import numpy as np
 from brewnet.data.lmdb_io import DatumWriter
 from brewnet.formats import atomic_write
 from brewnet.proto import caffe_pb2
+
+
+# a DIGITS-style generic network: Data layers per stage, the loss out of deploy
+REGRESSION_NET = """
+layer { name: "train_data" type: "Data" top: "data" include { stage: "train" } data_param { batch_size: 8 } }
+layer { name: "train_label" type: "Data" top: "label" include { stage: "train" } data_param { batch_size: 8 } }
+layer { name: "val_data" type: "Data" top: "data" include { stage: "val" } data_param { batch_size: 4 } }
+layer { name: "val_label" type: "Data" top: "label" include { stage: "val" } data_param { batch_size: 4 } }
+layer { name: "scale" type: "Power" bottom: "data" top: "scaled" power_param { scale: 0.0078125 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "scaled" top: "output"
+        inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "output" bottom: "label" top: "loss" exclude { stage: "deploy" } }
+"""
+
+FCN = """
+layer { name: "data" type: "Data" top: "data" include { stage: "train" }
+        transform_param { mirror: true } data_param { batch_size: 2 } }
+layer { name: "label" type: "Data" top: "label" include { stage: "train" } data_param { batch_size: 2 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 stride: 2 } }
+layer { name: "score" type: "Convolution" bottom: "conv1" top: "score"
+        convolution_param { num_output: 21 kernel_size: 1 } }
+layer { name: "upscore" type: "Deconvolution" bottom: "score" top: "upscore"
+        convolution_param { num_output: 21 group: 21 kernel_size: 4 stride: 2 bias_term: false } }
+layer { name: "crop" type: "Crop" bottom: "upscore" bottom: "data" top: "cropped" }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "cropped" bottom: "label" top: "loss" exclude { stage: "deploy" } }
+layer { name: "accuracy" type: "Accuracy" bottom: "cropped" bottom: "label" top: "accuracy" include { stage: "val" } }
+"""
 
 
 def _datum(chw: np.ndarray) -> caffe_pb2.Datum:

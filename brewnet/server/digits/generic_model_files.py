@@ -235,6 +235,24 @@ def split_generic_network(net: caffe_pb2.NetParameter) -> GenericSplit:
     return split
 
 
+def analyze_generic_network(text: str) -> tuple[caffe_pb2.NetParameter, list[dict]]:
+    """Parse and split a custom generic network as the form does before its dataset is known:
+    the parsed net and ``brewnet lint``'s findings on its train/val and deploy layers.
+    NetworkError when unusable."""
+    net = parse_network(text)
+    split = split_generic_network(net)
+    train_val = caffe_pb2.NetParameter(name=net.name)
+    for (stage, _), lp in split.data.items():
+        if lp is not None:
+            layer = train_val.layer.add()
+            layer.CopyFrom(lp)
+            layer.include.add(phase=TRAIN if stage == "train" else TEST)
+    train_val.layer.extend(split.train_val)
+    deploy = caffe_pb2.NetParameter(name=net.name)
+    deploy.layer.extend(split.deploy)
+    return net, lint_findings(train_val, text, deploy)
+
+
 def _producers(net: caffe_pb2.NetParameter, blob: str) -> list[caffe_pb2.LayerParameter]:
     """The layers that make ``blob`` (in-place layers, which also read it, left out)."""
     return [lp for lp in net.layer if blob in lp.top and blob not in lp.bottom]

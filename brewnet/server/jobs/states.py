@@ -29,3 +29,17 @@ INFERENCE = "inference"
 KINDS = (DATASET, MODEL, INFERENCE)
 TYPE_NAMES = {DATASET: "Image Classification Dataset", MODEL: "Image Classification Model",
               INFERENCE: "Inference"}
+
+
+#: the spec kinds of generic jobs (issue 22) -> DIGITS' type strings
+GENERIC_TYPE_NAMES = {(DATASET, "generic"): "Generic Image Dataset", (DATASET, "gradients"): "Generic Dataset",
+                      (DATASET, "processing"): "Generic Dataset", (DATASET, "segmentation"): "Generic Dataset",
+                      (MODEL, "generic"): "Generic Image Model"}
+
+
+def job_type_name(job) -> str:
+    """DIGITS' type string of a job (status JSON ``type``): its kind's, or a generic job's by
+    its spec's ``kind``."""
+    spec = getattr(job, "spec", None)
+    sub = spec.get("kind") if isinstance(spec, dict) else None
+    return GENERIC_TYPE_NAMES.get((job.kind, sub)) or TYPE_NAMES.get(job.kind, job.kind)

@@ -24,12 +24,31 @@
   document.querySelectorAll("button.customize").forEach((b) => b.addEventListener("click", async () => {
     b.disabled = true;
     try {
-      const net = await B.api(`/api/v1/networks/${encodeURIComponent(b.dataset.network)}`);
+      const net = await B.api(`${form.dataset.networksUrl}${encodeURIComponent(b.dataset.network)}`);
       editor.value = net.prototxt;
       if (!form.elements.model_name.value) form.elements.model_name.value = `${b.dataset.network}-custom`;
       selectTab("custom");
     } catch (err) { B.flash(err.message); } finally { b.disabled = false; }
   }));
+
+  // The generic form: only the standard networks fitting the chosen dataset's kind are offered
+  const datasetSelect = document.getElementById("f-dataset");
+  function filterNetworks() {
+    if (!form.dataset.generic) return;
+    const opt = datasetSelect.selectedOptions[0];
+    const kind = opt && opt.value ? opt.dataset.kind : null;
+    let shown = 0;
+    document.querySelectorAll("#pane-standard tr[data-kinds]").forEach((tr) => {
+      const fits = !kind || tr.dataset.kinds.split(" ").includes(kind);
+      tr.hidden = !fits;
+      const radio = tr.querySelector("input[type=radio]");
+      if (!fits && radio.checked) radio.checked = false;
+      if (fits) shown += 1;
+    });
+    document.getElementById("no-standard").hidden = shown > 0;
+  }
+  datasetSelect.addEventListener("change", filterNetworks);
+  filterNetworks();
 
   // ------------------------------------------------------------------ the editor and its lint
   function lines() { return editor.value.split("\n").length; }
@@ -74,7 +93,7 @@
     status.textContent = "Checking…";
     let answer;
     try {
-      answer = await B.api("/api/v1/lint", {json: {prototxt: text, digits: true}});
+      answer = await B.api("/api/v1/lint", {json: {prototxt: text, digits: true, generic: Boolean(form.dataset.generic)}});
     } catch (err) {
       if (seq === lintSeq) { status.textContent = `Could not check: ${err.message}`; status.className = "bad"; }
       return;
