@@ -179,3 +179,20 @@ def test_generic_model_json(gradients):
     assert out["image dimensions"] == [8, 8, 1] and out["mean file"] == "mean.binaryproto"
     summary = json.loads((gradients / "summary.json").read_text())
     assert out["dataset kind"] == summary["kind"]
+
+
+def test_standard_networks_get_the_dataset_class_count(segmentation, gradients):
+    files = build_generic_files(spec(method="standard", standard_network="fcn_small", custom_network=None),
+                                {"directory": str(segmentation)}, None)
+    by = layers_by_name(files.train_val)
+    assert by["score_fr"].convolution_param.num_output == 3
+    assert by["upscore"].convolution_param.num_output == 3 and by["upscore"].convolution_param.group == 3
+    assert [lp.type for lp in files.train_val.layer[:4]] == ["Data"] * 4
+    reg = build_generic_files(spec(method="standard", standard_network="regression_lenet", custom_network=None),
+                              {"directory": str(gradients)}, None)
+    assert "EuclideanLoss" in reg.texts["train_val.prototxt"]
+    assert list(reg.deploy.input_shape[0].dim) == [1, 1, 8, 8]
+    with pytest.raises(FormErrors) as e:
+        build_generic_files(spec(method="standard", standard_network="lenet", custom_network=None),
+                            {"directory": str(gradients)}, None)
+    assert e.value.errors == {"standard_networks": ["Not a valid choice"]}

@@ -47,7 +47,7 @@ def world(tmp_path_factory):
     with TestClient(app) as client:
         assert client.post("/login", data={"username": USER}, follow_redirects=False).status_code == 302
         server = app.state.server
-        grad = add_dataset_job(server, "gradients", "gradients", lambda d: make_gradients_dataset(d, 64, 16, 8))
+        grad = add_dataset_job(server, "gradients", "gradients", lambda d: make_gradients_dataset(d, 64, 16, 16))
         seg = add_dataset_job(server, "shapes", "segmentation", lambda d: make_segmentation_dataset(d, 4, 2, 16))
         classification = add_dataset_job(server, "classes", None, lambda d: None)
         yield {"client": client, "server": server, "gradients": grad, "segmentation": seg,
@@ -74,11 +74,12 @@ def test_form_errors_name_digits_fields(world):
     dangling = REGRESSION_NET.replace('exclude { stage: "deploy" }', "")
     r = c.post("/models/images/generic.json", data=model_form(world["gradients"], custom_network=dangling))
     assert r.status_code == 400 and "references bottom 'label' at the DEPLOY stage" in r.text
-    r = c.post("/models/images/generic.json", data=model_form(world["gradients"], crop_size=9))
+    r = c.post("/models/images/generic.json", data=model_form(world["gradients"], crop_size=17))
     assert r.json()["errors"]["crop_size"] == ["crop_size is larger than the image size"]
-    r = c.post("/models/images/generic.json", data=model_form(world["gradients"], method="standard",
-                                                             standard_networks="lenet"))
-    assert r.json()["errors"]["standard_networks"] == ["Not a valid choice"]
+    for wrong in ("lenet", "fcn_small"):     # a classification net; a segmentation net for regression data
+        r = c.post("/models/images/generic.json", data=model_form(world["gradients"], method="standard",
+                                                                 standard_networks=wrong))
+        assert r.json()["errors"]["standard_networks"] == ["Not a valid choice"]
     # an unknown extension is no route of ours
     assert c.post("/models/images/generic/image-nothing.json", data=model_form(world["gradients"])).status_code \
         in (404, 405)
@@ -99,6 +100,12 @@ def test_pages_list_the_generic_datasets(world):
     assert c.get("/models/images/generic/large_graph").status_code == 400
     assert c.get("/models/images/generic/large_graph?job_id=nope").status_code == 404
     assert c.get("/models/images/generic/networks/nothing").status_code == 404
+    net = c.get("/models/images/generic/networks/fcn_small").json()
+    assert net["name"] == "fcn_small" and "Deconvolution" in net["prototxt"]
+    # every standard generic network, each row with the dataset kinds it fits (the page's filter)
+    assert '<tr data-kinds="gradients generic"><td><input type="radio" name="standard_networks" ' \
+           'id="net-regression_lenet"' in page.text
+    assert 'data-kinds="segmentation"><td><input type="radio" name="standard_networks" id="net-fcn_small"' in page.text
 
 
 def test_segmentation_model_files_from_the_route(world):
@@ -123,11 +130,14 @@ def test_segmentation_model_files_from_the_route(world):
 
 def test_regression_training_end_to_end(world):
     c = world["client"]
-    r = c.post("/models/images/generic.json", data=model_form(world["gradients"]))
+    # DIGITS' regression example: the standard regression LeNet on image gradients
+    r = c.post("/models/images/generic/image-gradients.json",
+               data=model_form(world["gradients"], method="standard", standard_networks="regression_lenet",
+                               custom_network=""))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "Initialized" and body["dataset_id"] == world["gradients"]
-    assert body["image dimensions"] == [8, 8, 1] and "labels file" not in body
+    assert body["image dimensions"] == [16, 16, 1] and "labels file" not in body
     done = wait_status(c, body["id"])
     assert done["status"] == "Done", done
     m = c.get(f"/models/{body['id']}.json").json()

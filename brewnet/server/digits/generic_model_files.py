@@ -42,6 +42,7 @@ from typing import Mapping
 
 from google.protobuf import text_format
 
+from ...models.generic import GENERIC_NETWORKS, generic_network_path
 from ...proto import caffe_pb2
 from ..errors import FormErrors
 from ..jobs.specs import ModelSpec
@@ -58,9 +59,6 @@ EXTENSION_KINDS = {"image-gradients": "gradients", "image-processing": "processi
                    "image-segmentation": "segmentation"}
 #: every dataset kind a generic model trains on
 GENERIC_KINDS = (GENERIC, *EXTENSION_KINDS.values())
-#: the standard networks (brewnet.models.generic) the form offers for each dataset kind
-KIND_NETWORKS = {"generic": ("regression_lenet",), "gradients": ("regression_lenet",),
-                 "segmentation": ("fcn_alexnet", "fcn_small"), "processing": ("image_to_image",)}
 SANITY = ("Layer '{layer}' references bottom '{bottom}' at the {stage} stage however this blob is not "
           "included at that stage. Please consider using an include directive to limit the scope of "
           "this layer.")
@@ -148,33 +146,19 @@ def generic_dataset_facts(dataset: Mapping) -> GenericFacts:
 
 
 def standard_networks(kind: str | None = None) -> dict[str, str]:
-    """The standard generic networks (name -> title) fitting a dataset ``kind`` (None: all), as
-    far as brewnet.models.generic has them."""
-    try:
-        from ...models.generic import GENERIC_NETWORKS
-    except ImportError:
-        return {}
-    wanted = [n for k, names in KIND_NETWORKS.items() if kind in (None, k) for n in names]
-    have = GENERIC_NETWORKS if isinstance(GENERIC_NETWORKS, Mapping) else {n: n for n in GENERIC_NETWORKS}
-    out = {}
-    for name in dict.fromkeys(wanted):
-        if name in have:
-            value = have[name]
-            out[name] = value if isinstance(value, str) and not value.endswith(".prototxt") else name
-    return out
+    """The standard generic networks (name -> title) fitting a dataset ``kind`` (None: all):
+    brewnet.models.generic's, each with the kinds it suits."""
+    return {name: title for name, (title, kinds) in GENERIC_NETWORKS.items() if kind is None or kind in kinds}
+
+
+def network_kinds() -> dict[str, list[str]]:
+    """Each standard generic network's dataset kinds."""
+    return {name: list(kinds) for name, (_title, kinds) in GENERIC_NETWORKS.items()}
 
 
 def standard_network_text(name: str) -> str:
     """The prototxt of a standard generic network (KeyError for an unknown name)."""
-    try:
-        from ...models.generic import generic_network_path
-    except ImportError:
-        raise KeyError(name) from None
-    try:
-        path = Path(generic_network_path(name))
-    except (KeyError, ValueError):
-        raise KeyError(name) from None
-    return path.read_text(encoding="utf-8")
+    return Path(generic_network_path(name)).read_text(encoding="utf-8")
 
 
 # ----- the network ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from ..app_state import server_of
-from ..digits.generic_model_files import KIND_NETWORKS, standard_network_text, standard_networks
+from ..digits.generic_model_files import network_kinds, standard_network_text, standard_networks
 from ..errors import ApiError
 from ..jobs.progress import read_plan
 from ..threads import in_thread
@@ -27,7 +27,7 @@ router = page_router()
 def _context(server, extension_id: str | None) -> dict:
     choices = form_choices(server)
     networks = standard_networks()
-    kinds = {name: [k for k, names in KIND_NETWORKS.items() if name in names] for name in networks}
+    kinds = network_kinds()
     choices.update(datasets=server.generic_datasets(extension_id), models=server.generic_models(),
                    networks=networks, network_kinds=kinds, default_network=next(iter(networks), ""))
     return choices
