@@ -27,10 +27,9 @@ from typing import Any, Callable, Mapping
 
 from ..config import ServerConfig
 from ..errors import FormErrors
-from ..jobs.specs import METHODS, PYTHON_LAYER_MODULE, DatasetSpec, ModelSpec
+from ..jobs.specs import EXTENSION_KINDS, GENERIC_KINDS, METHODS, PYTHON_LAYER_MODULE, DatasetSpec, ModelSpec
 from .fields import NOT_CHOICE, REQUIRED, Fields, augmentation_fields, format_number
-from .generic_model_files import (EXTENSION_KINDS, GENERIC_KINDS, analyze_generic_network, build_generic_files,
-                                  dataset_kind, generic_lint)
+from .generic_model_files import analyze_generic_network, build_generic_files, dataset_kind, generic_lint
 from .generic_model_files import standard_networks as generic_standard_networks
 from .model_files import NetworkError, analyze_network
 from .networks import STANDARD_NETWORKS

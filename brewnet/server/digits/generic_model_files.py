@@ -54,11 +54,6 @@ log = logging.getLogger("brewnet.server")
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 GENERIC = "generic"
-#: DIGITS' data extension ids -> brewnet's dataset kinds (C-names)
-EXTENSION_KINDS = {"image-gradients": "gradients", "image-processing": "processing",
-                   "image-segmentation": "segmentation"}
-#: every dataset kind a generic model trains on
-GENERIC_KINDS = (GENERIC, *EXTENSION_KINDS.values())
 SANITY = ("Layer '{layer}' references bottom '{bottom}' at the {stage} stage however this blob is not "
           "included at that stage. Please consider using an include directive to limit the scope of "
           "this layer.")

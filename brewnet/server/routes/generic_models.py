@@ -17,10 +17,10 @@ from fastapi.responses import RedirectResponse
 
 from .. import security
 from ..app_state import server_of
-from ..digits.generic_model_files import EXTENSION_KINDS
 from ..errors import ApiError
 from ..formdata import read_form
 from ..jobs import states
+from ..jobs.specs import EXTENSION_KINDS
 from ..service.creation import read_form_file
 from ..threads import in_thread
 from ..web import generic_model_pages

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..digits.forms import parse_generic_model_form
-from ..digits.generic_model_files import EXTENSION_KINDS, GENERIC_KINDS, dataset_kind, standard_networks
+from ..digits.generic_model_files import dataset_kind, standard_networks
 from ..jobs import states
+from ..jobs.specs import EXTENSION_KINDS, GENERIC_KINDS
 from ..store.models import Job
 from .creation import JobCreation
 
