@@ -4,7 +4,9 @@ and one real small regression training through the scheduler (gradients dataset 
 regression net) whose model JSON and metrics hold DIGITS' keys and brewnet's rmse/mae."""
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -154,6 +156,15 @@ def test_regression_training_end_to_end(world):
     assert "/models/images/generic/new?clone=" in page.text
     big = c.get(f"/models/images/generic/large_graph?job_id={body['id']}")
     assert big.status_code == 200 and "chart-loss" in big.text
+    # DIGITS' download: the model files, the mean, the snapshot and info.json, no labels
+    r = c.get(f"/models/{body['id']}/download.tar.gz")
+    assert r.status_code == 200, r.text
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        names = set(tar.getnames())
+        info = json.loads(tar.extractfile("info.json").read())
+    assert {"train_val.prototxt", "deploy.prototxt", "solver.prototxt", "original.prototxt", "mean.binaryproto",
+            "snapshot_iter_8.caffemodel", "info.json"} <= names
+    assert "labels.txt" not in names and "labels file" not in info and info["image dimensions"] == [16, 16, 1]
     # a clone goes to the generic form; previous: a generic model's snapshot
     assert c.get(f"/clone/{body['id']}", follow_redirects=False).headers["location"] == \
         f"/models/images/generic/new?clone={body['id']}"
