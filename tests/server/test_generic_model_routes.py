@@ -175,3 +175,15 @@ def test_regression_training_end_to_end(world):
     plan = json.loads(Path(c.get(f"/models/{r.json()['id']}.json").json()["directory"], "plan.json").read_text())
     assert plan["weights"] and plan["weights"][0].endswith("snapshot_iter_8.caffemodel")
     assert wait_status(c, r.json()["id"])["status"] == "Done"
+
+
+def test_lint_of_a_generic_network(world):
+    c = world["client"]
+    ok = c.post("/api/v1/lint", json={"prototxt": REGRESSION_NET, "digits": True, "generic": True}).json()
+    assert ok["valid"] is True
+    # the classification rules want one Data layer per phase (and a Softmax); the generic ones a layer per role
+    classification = c.post("/api/v1/lint", json={"prototxt": REGRESSION_NET, "digits": True}).json()
+    assert classification["valid"] is False and "two train data layers" in classification["parse_error"]["message"]
+    unset = c.post("/api/v1/lint", json={"prototxt": REGRESSION_NET.replace("num_output: 2 ", ""), "digits": True,
+                                         "generic": True}).json()
+    assert unset["valid"] is False and "num_output unset for generic networks" in unset["parse_error"]["message"]
