@@ -178,6 +178,8 @@ class LintRequest(BaseModel):
     digits: bool = Field(default=False, description="a DIGITS-style net with train/val/deploy stages: "
                                                     "split as a model job would, then linted")
     num_classes: int = Field(default=2, ge=1, description="for InnerProducts without num_output (digits)")
+    generic: bool = Field(default=False, description="with digits: a generic net (DIGITS' generic rules: "
+                                                     "Data layers by top, no Softmax needed)")
 
 
 class ParseError(BaseModel):
@@ -231,7 +233,7 @@ def job_out(job: Job, positions: dict[str, dict]) -> JobOut:
     """The API's view of a job (``positions``: the scheduler's queue by job id)."""
     q = positions.get(job.id) or {}
     return JobOut(
-        id=job.id, kind=job.kind, type=states.TYPE_NAMES.get(job.kind, job.kind), name=job.name,
+        id=job.id, kind=job.kind, type=states.job_type_name(job), name=job.name,
         group=job.group_name or "", notes=job.notes or "", owner=job.owner, status=job.status,
         status_history=[list(x) for x in (job.status_history or [])], progress=float(job.progress or 0.0),
         queue_position=q.get("position"), waiting_for=q.get("waiting_for"), created=job.created,

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ... import __version__
+from ..digits.generic_model_files import generic_model_json
 from ..errors import ApiError
 from ..jobs.epochs import epoch_label
 from ..jobs import states
@@ -72,6 +73,8 @@ class DigitsPresenters(JobLookups):
             "best_moving_bn": (job.summary or {}).get("best_moving_bn"),
             "lint": spec.get("lint_findings") or [],
         }
+        if spec.get("kind") == "generic":
+            d = generic_model_json(d, self.lookup_job(ds.id) if ds is not None else None)
         if verbose:
             d["directory"] = str(self.job_dir(job.id))
             d["snapshots"] = [epoch_label(sn["epoch"]) for sn in snaps]
@@ -118,7 +121,7 @@ class DigitsPresenters(JobLookups):
     def status_json(self, job: Job) -> dict:
         """DIGITS' /jobs/<id>/status answer."""
         return {"status": job.status, "name": job.name,
-                "type": states.TYPE_NAMES.get(job.kind, job.kind), "error": job.error}
+                "type": states.job_type_name(job), "error": job.error}
 
     def short_json(self, job: Job) -> dict:
         """index.json's entry: a dataset's {id, name, status}, a model's create answer."""
@@ -136,7 +139,7 @@ class DigitsPresenters(JobLookups):
         row = {"id": job.id, "name": job.name, "group": job.group_name or "", "status": job.status,
                "status_css": states.CSS.get(job.status, "default"), "submitted": first,
                "elapsed": round(max(0.0, elapsed), 3), "progress": round(float(job.progress or 0.0), 4),
-               "type": states.TYPE_NAMES.get(job.kind, job.kind), "owner": job.owner}
+               "type": states.job_type_name(job), "owner": job.owner}
         if job.kind == states.DATASET:
             row["backend"] = (job.spec or {}).get("backend") or "lmdb"
         elif job.kind == states.MODEL:
