@@ -231,7 +231,7 @@ def job_out(job: Job, positions: dict[str, dict]) -> JobOut:
     """The API's view of a job (``positions``: the scheduler's queue by job id)."""
     q = positions.get(job.id) or {}
     return JobOut(
-        id=job.id, kind=job.kind, type=states.TYPE_NAMES.get(job.kind, job.kind), name=job.name,
+        id=job.id, kind=job.kind, type=states.job_type_name(job), name=job.name,
         group=job.group_name or "", notes=job.notes or "", owner=job.owner, status=job.status,
         status_history=[list(x) for x in (job.status_history or [])], progress=float(job.progress or 0.0),
         queue_position=q.get("position"), waiting_for=q.get("waiting_for"), created=job.created,

@@ -42,7 +42,7 @@ def job_to_dict(job) -> dict:
     return {
         "id": job.id,
         "kind": job.kind,
-        "type": states.TYPE_NAMES.get(job.kind, job.kind),
+        "type": states.job_type_name(job),
         "name": job.name,
         "group": job.group_name or "",
         "notes": job.notes or "",

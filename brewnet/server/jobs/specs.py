@@ -95,6 +95,104 @@ class DatasetSpec(JsonRecord):
         return args
 
 
+#: the dataset kinds besides classification (C-names: ``brewnet dataset create --kind``)
+GENERIC_KINDS = ("generic", "gradients", "processing", "segmentation")
+#: DIGITS' data extension ids and brewnet's kind names
+EXTENSION_KINDS = {"image-gradients": "gradients", "image-processing": "processing",
+                   "image-segmentation": "segmentation"}
+KIND_EXTENSIONS = {v: k for k, v in EXTENSION_KINDS.items()}
+
+
+@dataclass
+class GenericDatasetSpec(JsonRecord):
+    """A generic dataset job's settings: DIGITS' "Other" form (``kind`` generic: pre-built LMDBs)
+    or one of its data extensions (gradients, processing, segmentation).  Paths are absolute
+    server paths (confined by the form) or the job's own uploads."""
+    kind: str
+    name: str
+    group: str = ""
+    # generic: pre-built LMDBs
+    train_images: str | None = None
+    train_labels: str | None = None
+    val_images: str | None = None
+    val_labels: str | None = None
+    mean_file: str | None = None
+    force_same_shape: bool = True
+    # extensions' common options (dsopts_*)
+    feature_encoding: str = "png"
+    label_encoding: str = "none"
+    batch_size: int = 32           # DIGITS' encoder batch: kept for clones, the builder needs none
+    num_threads: int = 4
+    backend: str = "lmdb"
+    seed: int | None = None
+    # gradients
+    train_count: int = 1000
+    val_count: int = 250
+    test_count: int = 0
+    width: int = 32
+    height: int = 32
+    # processing and segmentation
+    feature_folder: str | None = None
+    label_folder: str | None = None
+    val_feature_folder: str | None = None
+    val_label_folder: str | None = None
+    pct_val: int = 10
+    channel_conversion: str = "none"
+    # segmentation
+    class_labels_file: str | None = None
+    colormap_method: str = "label"       # label | textfile | none
+    colormap_file: str | None = None
+
+    def cli_args(self, outdir: str) -> list[str]:
+        """The arguments of ``brewnet dataset create --kind KIND`` that build this dataset into
+        ``outdir`` (the job's folder)."""
+        if self.kind not in GENERIC_KINDS:
+            raise ValueError(f"unknown generic dataset kind {self.kind!r}")
+        same = "-force-same-shape" if self.force_same_shape else "-no-force-same-shape"
+        if self.kind == "generic":
+            args = ["--kind", "generic", str(outdir), "-train-images", str(self.train_images)]
+            for flag, value in (("-train-labels", self.train_labels), ("-val-images", self.val_images),
+                                ("-val-labels", self.val_labels if self.val_images else None),
+                                ("-mean", self.mean_file)):
+                if value:
+                    args += [flag, str(value)]
+            return args + [same]
+        if self.kind == "gradients":
+            args = ["--kind", "gradients", str(outdir), "-train-count", str(self.train_count),
+                    "-val-count", str(self.val_count), "-test-count", str(self.test_count),
+                    "-width", str(self.width), "-height", str(self.height)]
+        else:
+            args = ["--kind", self.kind, str(self.feature_folder), str(self.label_folder), str(outdir)]
+            val_flags = ("-val-input-folder", "-val-target-folder") if self.kind == "processing" \
+                else ("-val-image-folder", "-val-label-folder")
+            if self.val_feature_folder and self.val_label_folder:
+                args += [val_flags[0], str(self.val_feature_folder), val_flags[1], str(self.val_label_folder)]
+            else:
+                args += ["-val-percent", str(self.pct_val)]
+            if self.kind == "segmentation":
+                if self.class_labels_file:
+                    args += ["-class-labels", str(self.class_labels_file)]
+                args += ["-colormap", self.colormap_method]
+                if self.colormap_method == "textfile" and self.colormap_file:
+                    args += ["-colormap-file", str(self.colormap_file)]
+            args += ["-channel-conversion", self.channel_conversion]
+        if self.seed is not None:
+            args += ["-seed", str(self.seed)]
+        return args + ["-feature-encoding", self.feature_encoding, "-label-encoding", self.label_encoding,
+                       same, "-workers", str(self.num_threads),
+                       # the job's folder is ours: a re-run replaces what an interrupted run left
+                       "--overwrite"]
+
+
+def dataset_spec_from_json(d: Mapping | None) -> DatasetSpec | GenericDatasetSpec:
+    """A dataset job's spec: :class:`GenericDatasetSpec` when its ``kind`` is one of
+    :data:`GENERIC_KINDS`, else (``kind`` missing or classification) :class:`DatasetSpec`."""
+    d = d or {}
+    if d.get("kind") in GENERIC_KINDS:
+        return GenericDatasetSpec.from_json(d)
+    return DatasetSpec.from_json(d)
+
+
 METHODS = ("standard", "previous", "pretrained", "custom")
 
 

@@ -29,3 +29,22 @@ INFERENCE = "inference"
 KINDS = (DATASET, MODEL, INFERENCE)
 TYPE_NAMES = {DATASET: "Image Classification Dataset", MODEL: "Image Classification Model",
               INFERENCE: "Inference"}
+#: DIGITS' type strings of the generic jobs (docs: digits-other-jobs.md §1.1)
+GENERIC_DATASET_TYPE = "Generic Image Dataset"      # pre-built LMDBs ("Other")
+EXTENSION_DATASET_TYPE = "Generic Dataset"          # a data extension's dataset
+GENERIC_MODEL_TYPE = "Generic Image Model"
+
+
+def job_type_name(job) -> str:
+    """DIGITS' type string of ``job`` (a Job row or a job dict): its kind's, or a generic
+    dataset's or model's by the ``kind`` its spec holds (missing: classification)."""
+    if isinstance(job, dict):
+        kind, spec = job.get("kind"), job.get("spec")
+    else:
+        kind, spec = getattr(job, "kind", None), getattr(job, "spec", None)
+    sub = (spec or {}).get("kind") or "classification"
+    if kind == DATASET and sub != "classification":
+        return GENERIC_DATASET_TYPE if sub == "generic" else EXTENSION_DATASET_TYPE
+    if kind == MODEL and sub == "generic":
+        return GENERIC_MODEL_TYPE
+    return TYPE_NAMES.get(kind, kind)

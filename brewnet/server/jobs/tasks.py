@@ -28,7 +28,7 @@ from ...errors import BrewnetError
 from . import states
 from .jobdir import job_dir, read_job_json
 from .progress import METRICS_FILE, read_plan
-from .specs import DatasetSpec
+from .specs import dataset_spec_from_json
 
 AUGMENT_FILE = "augment.json"              # digits.model_files writes it
 PYTHON_LAYER_DIR = "python_layers"         # the job's own Python layer file lives here
@@ -76,7 +76,7 @@ def _gpu_flag(job, several: bool = False) -> list[str]:
 
 
 def dataset_steps(job, config) -> list[list[str]]:
-    spec = DatasetSpec.from_json(job.spec or {})
+    spec = dataset_spec_from_json(job.spec)
     outdir = job_dir(config, job.id)
     return [brewnet_argv("dataset", "create", *spec.cli_args(str(outdir)))]
 

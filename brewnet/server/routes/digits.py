@@ -415,7 +415,7 @@ async def edit(request: Request, job_id: str):
         job = await in_thread(server.edit, job_id, user, name=name, notes=notes)
     finally:
         form.cleanup()
-    return _text(f"{states.TYPE_NAMES.get(job.kind, 'Job')} updated.")
+    return _text(f"{states.job_type_name(job) if job.kind in states.TYPE_NAMES else 'Job'} updated.")
 
 
 async def _bulk(request: Request, action: str, done: str):

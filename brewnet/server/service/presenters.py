@@ -118,7 +118,7 @@ class DigitsPresenters(JobLookups):
     def status_json(self, job: Job) -> dict:
         """DIGITS' /jobs/<id>/status answer."""
         return {"status": job.status, "name": job.name,
-                "type": states.TYPE_NAMES.get(job.kind, job.kind), "error": job.error}
+                "type": states.job_type_name(job), "error": job.error}
 
     def short_json(self, job: Job) -> dict:
         """index.json's entry: a dataset's {id, name, status}, a model's create answer."""
@@ -136,7 +136,7 @@ class DigitsPresenters(JobLookups):
         row = {"id": job.id, "name": job.name, "group": job.group_name or "", "status": job.status,
                "status_css": states.CSS.get(job.status, "default"), "submitted": first,
                "elapsed": round(max(0.0, elapsed), 3), "progress": round(float(job.progress or 0.0), 4),
-               "type": states.TYPE_NAMES.get(job.kind, job.kind), "owner": job.owner}
+               "type": states.job_type_name(job), "owner": job.owner}
         if job.kind == states.DATASET:
             row["backend"] = (job.spec or {}).get("backend") or "lmdb"
         elif job.kind == states.MODEL:
