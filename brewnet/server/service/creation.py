@@ -316,22 +316,27 @@ class JobCreation(JobLookups):
                 source, name = self._test_source(model, form), f"Test: {model.name}"
             else:
                 raise ApiError(400, f"unknown inference kind {kind!r}: classify_many or test")
-            now = time.time()
             # every class's probability is kept (up to TOP_KEPT_MAX classes), so the pages can rank
             # the top images of every class exactly; DIGITS' answers still show the best 5
             top = max(DIGITS_TOP, min(num_classes, TOP_KEPT_MAX))
             spec = {"kind": kind, "model_id": model.id, "iteration": iteration, "source": source, "top": top}
-            resources = {"gpu_count": 1} if self.config.gpus else {}
-            job = Job(id=job_id, kind=states.INFERENCE, name=name, group_name="", notes="",
-                      owner=self._owner(user), status=states.INITIALIZED,
-                      status_history=[[states.INITIALIZED, now]], created=now, progress=0.0,
-                      dataset_id=model.dataset_id, parent_id=model.id, resources=resources,
-                      assigned={}, spec=spec, summary={})
-            self._insert(job, d)
+            job = self._insert_inference(job_id, d, model, name, spec, user)
         except BaseException:
             shutil.rmtree(d, ignore_errors=True)
             raise
         self.scheduler.submit(job_id)
+        return job
+
+    def _insert_inference(self, job_id: str, d: Path, model: Job, name: str, spec: dict, user) -> Job:
+        """The row of a new inference job of ``model`` (directory ``d``, already made), not yet submitted."""
+        now = time.time()
+        resources = {"gpu_count": 1} if self.config.gpus else {}
+        job = Job(id=job_id, kind=states.INFERENCE, name=name, group_name="", notes="",
+                  owner=self._owner(user), status=states.INITIALIZED,
+                  status_history=[[states.INITIALIZED, now]], created=now, progress=0.0,
+                  dataset_id=model.dataset_id, parent_id=model.id, resources=resources,
+                  assigned={}, spec=spec, summary={})
+        self._insert(job, d)
         return job
 
     def _write_image_list(self, d: Path, form: Mapping[str, str], uploads: Mapping[str, Path],
