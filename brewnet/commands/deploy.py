@@ -2,7 +2,7 @@
 
     brewnet deploy -model train_val.prototxt -weights W.caffemodel -output DIR
                    [-labels labels.txt] [-tar] [-bake] [-name NAME] [-input_shape C,H,W]
-                   [-metrics FILE]
+                   [-metrics FILE] [-dataset DIR]
 
 A thin layer over :func:`brewnet.inference.deploy.write_bundle`; prints what it wrote and the
 preprocessing in one paragraph.
@@ -31,6 +31,9 @@ def add_arguments(parser) -> None:
     flag(parser, "metrics", default="",
          help="the training's metrics JSON lines, for the validation accuracy at the snapshot's "
               "iteration (default <snapshot_prefix>_metrics.jsonl, brewnet train's default)")
+    flag(parser, "dataset", default="", metavar="DIR",
+         help="a generic dataset directory (brewnet dataset create --kind ...): its kind, feature dims, "
+              "class labels and colour palette go into the bundle (default: the dataset the net reads)")
 
 
 def _shape(text: str) -> tuple[int, ...] | None:
@@ -55,7 +58,7 @@ def run(args) -> int:
                                f"(missing -{what})")
     out = write_bundle(args.model, args.weights, args.output, labels=args.labels or None, tar=args.tar,
                        bake=args.bake, name=args.name or None, input_shape=_shape(args.input_shape),
-                       metrics=args.metrics or None)
+                       metrics=args.metrics or None, dataset=args.dataset or None)
     with open(os.path.join(out, "info.json"), encoding="utf-8") as f:
         info = json.load(f)
     with open(os.path.join(out, "preprocess.json"), encoding="utf-8") as f:
@@ -67,7 +70,13 @@ def run(args) -> int:
         if info.get("accuracy") is not None else ""
     tar = f" and {out}.tar.gz" if args.tar else ""
     bn = " (NVCaffe BatchNorm converted to BVLC BatchNorm + Scale)" if info.get("batchnorm_converted") else ""
+    if info.get("task") == "generic":
+        kind = (info.get("dataset") or {}).get("kind") or "generic"
+        outputs = ", ".join(f"'{o}' {'x'.join(str(d) for d in info['output_shapes'][o])}" for o in info["outputs"])
+        what = f"outputs {outputs} (a {kind} net)"
+    else:
+        what = f"outputs '{info['output']}' ({info['classes']} classes)"
     print(f"Wrote deploy bundle {out}{tar}: {', '.join(files)}; the net takes '{info['input']}' "
-          f"{shape} and outputs '{info['output']}' ({info['classes']} classes){it}{acc}{bn}. "
+          f"{shape} and {what}{it}{acc}{bn}. "
           f"Preprocessing: {describe_preprocess(spec)}.")
     return 0

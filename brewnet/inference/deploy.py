@@ -102,6 +102,87 @@ def _logged(weights_path: str, iteration: int | None, accuracy_tops: list[str],
             "accuracy": outputs.get(acc_name) if acc_name else None}
 
 
+# ----- generic nets (regression, segmentation, image-to-image) -------------------------------------
+#: the facts of a dataset's summary.json (contract C1) a generic bundle keeps in info.json "dataset"
+DATASET_FACTS = ("kind", "feature_dims", "class_labels", "color_palette", "num_classes", "label_range",
+                 "mean_file", "feature_encoding", "label_encoding", "force_same_shape")
+#: loss layers whose prediction is a regression (rmse/mae) or class scores (segmentation IoU)
+REGRESSION_LOSSES = ("EuclideanLoss", "L1Loss")
+SCORE_LAYERS = ("SoftmaxWithLoss", "Accuracy", "SigmoidCrossEntropyLoss", "InfogainLoss", "MultinomialLogisticLoss")
+
+
+def read_dataset_summary(dataset_dir: str) -> dict:
+    """A generic dataset directory's ``summary.json`` (``brewnet dataset create --kind ...``);
+    DeployError when there is none or it is not one."""
+    path = os.path.join(dataset_dir, "summary.json")
+    if not os.path.isfile(path):
+        raise DeployError(f"{dataset_dir}: not a dataset directory (no summary.json; brewnet dataset create "
+                          "writes it last, so the dataset may be incomplete)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise DeployError(f"{path}: cannot read it: {e}") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("kind", "classification"), str):
+        raise DeployError(f"{path}: not a dataset summary (a JSON object with a \"kind\")")
+    return summary
+
+
+def _generic_dataset(dataset, a: Analysis) -> tuple[dict | None, str | None]:
+    """(summary, dataset dir): ``dataset`` when given, else the generic dataset whose
+    ``<stage>_db/features`` LMDB the TEST features layer reads (DIGITS' layout), if there is one."""
+    if dataset is not None:
+        d = os.path.abspath(os.fspath(dataset))
+        return read_dataset_summary(d), d
+    if a.dataset_dir is None:
+        return None, None
+    d = os.path.dirname(a.dataset_dir.rstrip("/" + os.sep))
+    if not os.path.isfile(os.path.join(d, "summary.json")):
+        return None, None
+    try:
+        summary = read_dataset_summary(d)
+    except DeployError as e:
+        log.warning("deploy: ignoring it: %s", e)
+        return None, None
+    return (summary, d) if isinstance(summary.get("stages"), dict) else (None, None)
+
+
+def _generic_info(a: Analysis, meta: dict, net, summary: dict | None, dataset_dir: str | None,
+                  labels, notes: list[str]) -> tuple[dict, list[str]]:
+    """info.json's generic facts and the bundle's labels (the dataset's class labels, or none)."""
+    shapes = {o: list(net.blobs[o].shape) for o in meta["outputs"]}
+    main = meta["output"]
+    losses = [lp for lp in meta["losses"] if lp.bottom[0] == main]
+    evaluate = None
+    ignore_label = None
+    if any(lp.type in REGRESSION_LOSSES for lp in losses):
+        evaluate = "regression"
+    elif any(lp.type in SCORE_LAYERS for lp in losses) and len(shapes[main]) == 4 \
+            and shapes[main][2] * shapes[main][3] > 1:
+        evaluate = "segmentation"
+        for lp in losses:
+            if lp.HasField("loss_param") and lp.loss_param.HasField("ignore_label"):
+                ignore_label = int(lp.loss_param.ignore_label)
+            elif lp.type == "Accuracy" and lp.accuracy_param.HasField("ignore_label"):
+                ignore_label = int(lp.accuracy_param.ignore_label)
+    facts = {k: summary.get(k) for k in DATASET_FACTS} if summary is not None else None
+    if facts is not None:
+        facts["dir"] = dataset_dir
+    if labels is not None:
+        names = _read_labels(os.fspath(labels)) if isinstance(labels, (str, os.PathLike)) else [str(n) for n in labels]
+    else:
+        names = list((facts or {}).get("class_labels") or [])
+    classes = (facts or {}).get("num_classes")
+    if classes is None and evaluate == "segmentation":
+        classes = int(shapes[main][1])
+    if names and classes is not None and len(names) != classes:
+        notes.append(f"{len(names)} class labels but {classes} classes")
+    info = {"task": "generic", "outputs": list(meta["outputs"]), "output": main, "output_shapes": shapes,
+            "classes": classes, "evaluate": evaluate, "ignore_label": ignore_label,
+            "labels_layer": a.labels.name if a.labels is not None else None, "dataset": facts}
+    return info, names
+
+
 def _iteration(weights_path: str) -> int | None:
     m = _SNAPSHOT.match(os.path.basename(weights_path))
     return int(m.group("iter")) if m else None
@@ -166,7 +247,7 @@ def _write_dir(output: str, files: dict) -> None:
 
 def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake: bool = False,
                  name: str | None = None, input_shape: Sequence[int] | None = None,
-                 metrics: str | os.PathLike | None = None) -> str:
+                 metrics: str | os.PathLike | None = None, dataset: str | os.PathLike | None = None) -> str:
     """Write the deploy bundle of ``model`` (train_val prototxt path or NetParameter) with the
     trained ``weights`` (caffemodel or Caffe HDF5 path) into the directory ``output``; returns
     its path.
@@ -195,6 +276,16 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
     channel, or the centre-cropped mean image as a (C, H, W) blob) and a ``Power`` layer
     (scale) after the Input. preprocess.json then says ``baked``: true, with only the crop left
     in its transform and the original in ``baked_from``.
+
+    Generic nets (a TEST labels Data layer beside the features one, DIGITS' rule: tops containing
+    "data" and "label"; or a generic ``dataset``): the deploy net takes the features input only,
+    its outputs are the blobs no layer reads and no Softmax is added; info.json says ``"task":
+    "generic"`` with ``outputs``, ``output`` (the prediction the first loss read),
+    ``output_shapes``, ``evaluate`` ("segmentation", "regression" or null), ``ignore_label``
+    and ``dataset``: the facts of ``dataset``'s summary.json (a ``brewnet dataset create --kind``
+    directory; by default the one whose ``<stage>_db/features`` the net reads, if any): kind,
+    feature_dims, class_labels, color_palette, num_classes, label_range, mean_file, encodings.
+    labels.txt holds the class labels (segmentation) or nothing.
     """
     tv, model_dir, model_path = load_model(model)
     weights = os.fspath(weights)
@@ -205,7 +296,10 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
         what = "a directory that is not a deploy bundle" if os.path.isdir(output) else "a file"
         raise DeployError(f"{output} exists and is {what}; choose a new -output (nothing was written)")
     a = analyse(tv, model_dir, input_shape)
-    deploy, meta = build_deploy(a)
+    summary, dataset_dir = _generic_dataset(dataset, a)
+    generic = a.labels is not None or (summary is not None and summary.get("kind", "classification")
+                                       != "classification")
+    deploy, meta = build_deploy(a, generic=generic)
     notes = a.notes
     net = trained_net(deploy, weights, weights)
     converted, bvlc_weights = to_bvlc_batchnorm(deploy, net, weights, notes)
@@ -217,9 +311,14 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
     if bake:
         deploy, caffemodel, net = bake_bundle(deploy, caffemodel, spec, mean, notes)
         mean_path = None
-    out_shape = tuple(net.blobs[meta["output"]].shape)
-    classes = int(out_shape[1]) if len(out_shape) > 1 else int(out_shape[0])
-    names = _labels(labels, a, classes, notes)
+    if generic:
+        extra, names = _generic_info(a, meta, net, summary, dataset_dir, labels, notes)
+        classes = extra["classes"]
+    else:
+        out_shape = tuple(net.blobs[meta["output"]].shape)
+        classes = int(out_shape[1]) if len(out_shape) > 1 else int(out_shape[0])
+        names = _labels(labels, a, classes, notes)
+        extra = {}
     iteration = _iteration(weights)
     info = {
         "name": name or os.path.basename(output),
@@ -236,6 +335,7 @@ def write_bundle(model, weights, output, *, labels=None, tar: bool = False, bake
         "baked": bool(bake),
         "batchnorm_converted": bvlc_weights is not None,
     }
+    info.update(extra)
     info.update(_logged(weights, iteration, _accuracy_tops(tv), metrics))
     info["notes"] = list(notes)
     written = net_level_inputs(deploy)

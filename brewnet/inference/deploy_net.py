@@ -21,7 +21,8 @@ from ..net_state import filter_net
 from ..proto import caffe_pb2
 from ..weights import load_weights
 from .bundle import DeployError
-from .validation import DEPLOY_STAGE, TEST, Analysis, analyse, is_data_layer, load_model, phase_test_state
+from .validation import (DEPLOY_STAGE, TEST, Analysis, analyse, is_data_layer, load_model, phase_test_state,
+                         validation_net)
 
 log = logging.getLogger("brewnet")
 
@@ -86,9 +87,14 @@ def fresh_name(base: str, taken: set[str]) -> str:
     return unique_name(base, taken, sep="_")
 
 
-def build_deploy(a: Analysis) -> tuple[caffe_pb2.NetParameter, dict]:
+def build_deploy(a: Analysis, generic: bool = False) -> tuple[caffe_pb2.NetParameter, dict]:
     """The deploy NetParameter (BatchNorm left in the train_val's dialect) and its blobs:
-    {"input": the Input's top, "outputs": the kept outputs, "output": the main one}."""
+    {"input": the Input's top, "outputs": the kept outputs, "output": the main one,
+    "losses": the removed loss layers whose prediction is in the deploy net}.
+
+    ``generic`` (regression, segmentation, image-to-image nets): no Softmax is added, and the
+    outputs are every blob no kept layer reads (DIGITS' generic outputs); the main output is the
+    prediction the first loss read."""
     notes = a.notes
     net = filter_net(a.train_val, phase_test_state([DEPLOY_STAGE]))
     layers = list(net.layer)
@@ -133,7 +139,13 @@ def build_deploy(a: Analysis) -> tuple[caffe_pb2.NetParameter, dict]:
     softmax_out = [t for lp in reachable if lp.type == "Softmax" for t in lp.top if t in outputs]
     swl = [lp for lp in removed_losses if lp.type == "SoftmaxWithLoss" and lp.bottom
            and lp.bottom[0] in available]
-    if softmax_out:
+    preds = []
+    for lp in removed_losses:
+        if lp.type != "Accuracy" and lp.bottom and lp.bottom[0] in available and lp.bottom[0] not in preds:
+            preds.append(lp.bottom[0])
+    if generic:
+        keep = list(outputs)
+    elif softmax_out:
         keep = softmax_out
     elif swl:
         logits = swl[-1].bottom[0]
@@ -146,11 +158,6 @@ def build_deploy(a: Analysis) -> tuple[caffe_pb2.NetParameter, dict]:
         notes.append(f"added Softmax '{prob.name}' on the logits '{logits}' that "
                      f"'{swl[-1].name}' read")
     else:
-        preds = []
-        for lp in removed_losses:
-            if lp.type != "Accuracy" and lp.bottom and lp.bottom[0] in available \
-                    and lp.bottom[0] not in preds:
-                preds.append(lp.bottom[0])
         keep = preds or [t for t in outputs]
     if not keep:
         raise DeployError("the deploy net has no output left (every layer fed a loss or accuracy)")
@@ -184,7 +191,11 @@ def build_deploy(a: Analysis) -> tuple[caffe_pb2.NetParameter, dict]:
             notes.append(f"layer '{lp.name}': use_global_stats false dropped (a deploy net "
                          "normalises with the trained statistics)")
     _strip_nvcaffe_except_batchnorm(out, notes)
-    return out, {"input": input_name, "outputs": list(keep), "output": keep[-1]}
+    # the losses validation computed (a deploy stage rule may have dropped them here already)
+    losses = [lp for lp in validation_net(a.train_val).layer if is_loss_layer(lp) and lp.bottom
+              and lp.bottom[0] in available]
+    main = next((lp.bottom[0] for lp in losses if lp.bottom[0] in keep), keep[-1]) if generic else keep[-1]
+    return out, {"input": input_name, "outputs": list(keep), "output": main, "losses": losses}
 
 
 def _strip_nvcaffe_except_batchnorm(net: caffe_pb2.NetParameter, notes: list[str]) -> None:
@@ -235,7 +246,7 @@ def deploy_net_param(train_val, *, input_shape: Sequence[int] | None = None,
     """
     tv, own_dir, _ = load_model(train_val)
     a = analyse(tv, model_dir if model_dir is not None else own_dir, input_shape)
-    net, _ = build_deploy(a)
+    net, _ = build_deploy(a, generic=a.labels is not None)
     for note in a.notes:
         log.info("deploy: %s", note)
     return net

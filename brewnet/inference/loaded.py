@@ -30,6 +30,9 @@ class LoadedBundle:
         import torch
 
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        if self.bundle.info.get("task") == "generic":
+            raise BundleError(f"{self.bundle.path}: a generic bundle (its outputs are not class scores): "
+                              "run it with brewnet infer (brewnet.inference.infer), not classify")
         self.preprocessor = Preprocessor.from_bundle(self.bundle)
         self.device = torch.device(device) if device is not None else None
         self.net = self.bundle.net(device=self.device)

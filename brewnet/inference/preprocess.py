@@ -52,11 +52,15 @@ class Preprocessor:
     """
 
     def __init__(self, spec: dict, mean: np.ndarray | None = None, where: str = "preprocess.json",
-                 warn: bool = True):
+                 warn: bool = True, keep_size: bool = False):
         from ..data.transformer import DataTransformer
 
         self.where = where
         self.spec, self.mean = spec, mean  # kept to build the same Preprocessor in a worker process
+        #: DIGITS' "do not resize": images keep their size (only the channels are converted) and a
+        #: mean image is resized to each image's size (brewnet infer -dont_resize)
+        self.keep_size = bool(keep_size)
+        self._sized_means: dict[tuple[int, int], np.ndarray] = {}
         #: log the first conversion of each kind (classify turns this off and reports per run)
         self.warn = warn
         self.channels = int(spec["channels"])
@@ -171,12 +175,14 @@ class Preprocessor:
             chw = (np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8)[None]
         else:
             chw = _to_chw(np.asarray(im.convert("L" if self.channels == 1 else "RGB"), dtype=np.uint8))
+        if self.keep_size:
+            return chw
         return resize_bilinear(chw, self.height, self.width)  # (C, H, W) uint8
 
     def _resize(self, im: Image.Image, what: str) -> Image.Image:
         from ..data.image import digits_resize
 
-        if im.size == (self.width, self.height):
+        if im.size == (self.width, self.height) or self.keep_size:
             return im
         if self.resize is not None:
             # the dataset resized every image this way; doing it again is not a conversion.
@@ -192,7 +198,7 @@ class Preprocessor:
         from ..data.image import datum_to_chw
 
         arr = datum_to_chw(datum, self.force_color, self.force_gray, what=what)
-        if arr.shape == self.stored_shape:
+        if arr.shape == self.stored_shape or (self.keep_size and arr.shape[0] == self.channels):
             return arr
         if arr.dtype != np.uint8:
             raise DataError(f"{what}: float Datum of shape {arr.shape}; the bundle takes {self.stored_shape} "
@@ -205,8 +211,21 @@ class Preprocessor:
 
     # ----- step 3: the validation transform ------------------------------------------------------
     def transform(self, batch: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) stored images -> (N, C, h, w) float32 net input (TEST-phase transform)."""
+        """(N, C, H, W) stored images -> (N, C, h, w) float32 net input (TEST-phase transform).
+        With ``keep_size``, a mean image is first resized to the batch's H×W (as DIGITS does)."""
+        if self.keep_size and self.mean is not None and self.transformer.mean is not None:
+            self.transformer.mean = self._mean_at(int(batch.shape[2]), int(batch.shape[3]))
         return self.transformer(batch)
+
+    def _mean_at(self, height: int, width: int) -> np.ndarray:
+        """The mean image at ``height``×``width``: as it is, or each channel resized bilinearly."""
+        if (height, width) == self.mean.shape[1:]:
+            return self.mean
+        if (height, width) not in self._sized_means:
+            planes = [np.asarray(Image.fromarray(np.ascontiguousarray(ch, dtype=np.float32), mode="F")
+                                 .resize((width, height), Image.BILINEAR), dtype=np.float32) for ch in self.mean]
+            self._sized_means[(height, width)] = np.stack(planes)
+        return self._sized_means[(height, width)]
 
     def __call__(self, path: str) -> np.ndarray:
         """One image file -> the float32 (C, h, w) net input."""

@@ -56,8 +56,11 @@ class Sources:
         if self._check is not None:
             self._check(labels)
 
-    def items(self, labels: list[str]) -> Iterator[Item]:
-        self.check(labels)
+    def items(self, labels: list[str] | None) -> Iterator[Item]:
+        """The items, their labels checked against ``labels`` first; ``None``: labels do not
+        matter (``brewnet infer``), nothing is checked and folder items carry no label."""
+        if labels is not None:
+            self.check(labels)
         return self._factory(labels)
 
     def __repr__(self) -> str:
@@ -161,13 +164,26 @@ def sources_from_folder(folder: str) -> Sources:
             raise DataError(f"{folder}: sub-folder(s) {', '.join(repr(c) for c in unknown)} are not labels of the "
                             f"bundle ({', '.join(labels)})")
 
-    def items(labels: list[str]) -> Iterator[Item]:
-        index = {name: i for i, name in enumerate(labels)}
+    def items(labels: list[str] | None) -> Iterator[Item]:
+        index = {name: i for i, name in enumerate(labels)} if labels is not None else {}
         for c in classes:
             for p in _walk_images(os.path.join(folder, c)):
-                yield Item(p, index[c])
+                yield Item(p, index.get(c))
 
     return Sources("folder", folder, count, items, True, check)
+
+
+def sources_from_image_folder(folder: str) -> Sources:
+    """Every image under ``folder`` (sub-folders too, sorted as ``brewnet dataset create`` walks
+    them), no labels: what ``brewnet infer -folder`` runs."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise DataError(f"folder not found: {folder}")
+    count = sum(1 for _ in _walk_images(folder))
+    if not count:
+        raise DataError(f"{folder}: no images in it or its sub-folders")
+    return Sources("folder", folder, count, lambda labels: (Item(p) for p in _walk_images(folder)),
+                   labelled=False)
 
 
 def sources_from_lmdb(path: str) -> Sources:

@@ -49,6 +49,23 @@ class Analysis:
     dataset_dir: str | None
     item: tuple[int, ...] | None = None      # the deploy input item shape (C, H, W)
     notes: list[str] = field(default_factory=list)
+    labels: caffe_pb2.LayerParameter | None = None  # a generic net's TEST labels data layer
+
+
+def features_and_labels(data_layers: list) -> tuple[caffe_pb2.LayerParameter | None,
+                                                    caffe_pb2.LayerParameter | None]:
+    """(features layer, labels layer) among the TEST net's data layers, by DIGITS' rule for
+    generic nets: a top containing "data" reads the features, one containing "label" the labels
+    (a second data layer). One data layer (classification: data and label tops) has no labels
+    layer; without a "data" top the first data layer reads the features."""
+    if not data_layers:
+        return None, None
+    if len(data_layers) == 1:
+        return data_layers[0], None
+    features = next((lp for lp in data_layers if any("data" in t for t in lp.top)
+                     and not any("label" in t for t in lp.top)), data_layers[0])
+    labels = next((lp for lp in data_layers if lp is not features and any("label" in t for t in lp.top)), None)
+    return features, labels
 
 
 def phase_test_state(stages: Sequence[str] = ()) -> caffe_pb2.NetState:
@@ -152,13 +169,13 @@ def analyse(train_val, model_dir: str | None, input_shape) -> Analysis:
     """The :class:`Analysis` of an upgraded train_val; DeployError when the input shape
     cannot be known (give ``input_shape``)."""
     val = validation_net(train_val)
-    data = next((lp for lp in val.layer if is_data_layer(lp)), None)
+    data, labels = features_and_labels([lp for lp in val.layer if is_data_layer(lp)])
     if data is None:  # a deploy Input (DIGITS' all-in-one nets include it with stage "deploy")
-            data = next((lp for lp in filter_net(train_val, phase_test_state([DEPLOY_STAGE])).layer
+        data = next((lp for lp in filter_net(train_val, phase_test_state([DEPLOY_STAGE])).layer
                      if is_data_layer(lp)), None)
     source = source_path(data, model_dir) if data is not None else None
     dataset_dir = os.path.dirname(source.rstrip("/" + os.sep)) if source else None
-    a = Analysis(train_val, model_dir, data, Probe(), _read_summary(dataset_dir), dataset_dir)
+    a = Analysis(train_val, model_dir, data, Probe(), _read_summary(dataset_dir), dataset_dir, labels=labels)
     if data is not None:
         a.probe = probe_data_layer(data, model_dir)
     if input_shape is not None:

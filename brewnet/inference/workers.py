@@ -25,12 +25,12 @@ PROCESS_MIN_IMAGES = 1000
 _WORKER_PRE: Preprocessor | None = None  # a process worker's own Preprocessor
 
 
-def _init_process_worker(spec: dict, mean: np.ndarray | None) -> None:
+def _init_process_worker(spec: dict, mean: np.ndarray | None, keep_size: bool = False) -> None:
     global _WORKER_PRE
     logging.getLogger("brewnet").setLevel(logging.ERROR)  # the parent reports conversions
     import torch  # already imported by the parent; one thread, as DataLoader workers run
     torch.set_num_threads(1)
-    _WORKER_PRE = Preprocessor(spec, mean, warn=False)
+    _WORKER_PRE = Preprocessor(spec, mean, warn=False, keep_size=keep_size)
 
 
 def _decode_one(pre: Preprocessor, item: Item):
@@ -63,7 +63,7 @@ def make_pool(kind: str, workers: int, pre: Preprocessor) -> Executor | None:
         # fork: workers start at once (no re-import of torch) and only decode with Pillow
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_process_worker,
-                                   initargs=(pre.spec, pre.mean))
+                                   initargs=(pre.spec, pre.mean, pre.keep_size))
     raise BrewnetError(f"unknown worker kind {kind!r} (thread or process)")
 
 
