@@ -20,6 +20,10 @@ CASES = {
         Case('type: "EuclideanLoss"', {"a": (3, 4), "b": (3, 4)}, id="2d"),
         Case('type: "EuclideanLoss"', {"a": (3, 2, 2), "b": (3, 4)}, id="reshaped"),
     ],
+    "L1Loss": [
+        Case('type: "L1Loss"', {"a": (3, 4), "b": (3, 4)}, id="2d"),
+        Case('type: "L1Loss"', {"a": (2, 1, 3, 2), "b": (2, 6)}, id="reshaped"),
+    ],
     "SigmoidCrossEntropyLoss": [
         Case('type: "SigmoidCrossEntropyLoss"', {"x": (3, 4), "t": (3, 4)}, inputs={"t": uniform(0, 1)},
              no_grad=("t",), id="default"),

@@ -24,7 +24,8 @@ GENERATED = {"brewnet.proto.caffe_pb2"}  # protoc's output: not ours to shape
 FLOORS: list[tuple[str, ...]] = [
     ("brewnet.errors", "brewnet.proto"),
     ("brewnet.formats", "brewnet.runtime", "brewnet.memory", "brewnet.timing", "brewnet.reporting",
-     "brewnet.child_processes", "brewnet.net_state", "brewnet.net_splits", "brewnet.fillers"),
+     "brewnet.child_processes", "brewnet.net_state", "brewnet.net_splits", "brewnet.fillers",
+     "brewnet.models"),
     ("brewnet.data", "brewnet.distributed", "brewnet.blob", "brewnet.weights"),
     ("brewnet.layers", "brewnet.net_pycaffe"),
     ("brewnet.batchnorm",),

@@ -91,6 +91,11 @@ def test_euclidean_sigmoid_hinge_values():
     assert np.isclose(net.blobs["loss"].data, (1 + 0 + 1 + 4 + 0 + 1) / 3 / 2)
     np.testing.assert_allclose(net.blobs["b"].diff, -(a - b) / 3)
 
+    net = run('type: "L1Loss"', {"a": a, "b": b}, backward=True)  # NVCaffe's: sum |a - b| / N
+    assert np.isclose(net.blobs["loss"].data, (1 + 0 + 1 + 2 + 0 + 1) / 3)
+    np.testing.assert_allclose(net.blobs["a"].diff, np.sign(a - b) / 3)  # sign(0) = 0
+    np.testing.assert_allclose(net.blobs["b"].diff, -np.sign(a - b) / 3)
+
     x = np.array([[2.0, -3.0], [0.5, 4.0]])
     t = np.array([[1.0, 0.0], [0.25, 1.0]])
     per = -(t * np.log(1 / (1 + np.exp(-x))) + (1 - t) * np.log(1 - 1 / (1 + np.exp(-x))))

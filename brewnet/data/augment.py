@@ -286,8 +286,8 @@ class AugmentedTransformer:
         self.augmentation.check_input(c, h, w, self.where)
         return self.transformer.output_shape(c, h, w)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.transformer(self.augmentation.apply(batch, self.rng))
+    def __call__(self, batch: np.ndarray, records=None) -> np.ndarray:
+        return self.transformer(self.augmentation.apply(batch, self.rng), records)
 
 
 _train = {"augmentation": None}

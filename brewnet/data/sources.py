@@ -41,7 +41,13 @@ def _parallel_map(fn, items):
 
 # ----- LMDB -------------------------------------------------------------------------------------
 class DatumSource:
-    """Caffe's DataLayer reader: Datums in key order, wrapping around at the end."""
+    """Caffe's DataLayer reader: Datums in key order, wrapping around at the end.
+
+    Records may differ in size from batch to batch (each batch takes its records' shape; the
+    first record gives the shape the net is built with); the records of one batch must agree.
+    Each record read gets an ordinal (0, 1, 2, ... from the first record, passes and skipped
+    records counted), handed to the transformer so that random crops and mirrors can be a
+    function of the record (see :class:`brewnet.data.transformer.RecordDraws`)."""
 
     def __init__(self, path: str, batch_size: int, transformer, rand_skip: int = 0,
                  rng: np.random.Generator | None = None, output_labels: bool = True, where: str = "Data"):
@@ -51,10 +57,10 @@ class DatumSource:
         self.output_labels = output_labels
         self.cursor = DatumCursor(path)
         self.path = path
+        self.ordinal = 0  # the ordinal of the record under the cursor
         rng = rng if rng is not None else np.random.default_rng()
         if rand_skip:  # skip a random number of records at the start (Caffe's rand_skip)
-            for _ in range(int(rng.integers(0, rand_skip))):
-                self.cursor.next()
+            self.skip(int(rng.integers(0, rand_skip)))
         key, value = self.cursor.current()
         first = parse_datum(value, key)
         self.encoded = bool(first.encoded)
@@ -67,11 +73,16 @@ class DatumSource:
         return datum_to_chw(datum, t.force_color, t.force_gray,
                             what=f"{self.where}: Datum {key_text(key)} in {self.path}")
 
-    def _check(self, arr: np.ndarray, key) -> np.ndarray:
-        if arr.shape != self.item_shape:
-            raise DataError(f"{self.where}: Datum {key_text(key)} in {self.path} has shape {arr.shape}, "
-                            f"but the first record ({key_text(self.first_key)}) has {self.item_shape}")
-        return arr
+    def _stack(self, arrays: list[np.ndarray], records) -> np.ndarray:
+        """The batch's arrays as one N×C×H×W array; they must share one shape."""
+        shape = arrays[0].shape
+        for (key, _), arr in zip(records, arrays):
+            if arr.shape != shape:
+                raise DataError(
+                    f"{self.where}: Datum {key_text(key)} in {self.path} has shape {arr.shape} (C, H, W) but "
+                    f"the first record of its batch ({key_text(records[0][0])}) has {shape}: the records of one "
+                    f"batch must have one size (use batch_size 1 for records of different sizes, or resize them)")
+        return np.stack(arrays)
 
     def next_batch(self):
         records = []
@@ -79,19 +90,21 @@ class DatumSource:
             key, value = self.cursor.current()
             records.append((key, parse_datum(value, key)))
             self.cursor.next()
+        ordinals = np.arange(self.ordinal, self.ordinal + self.batch_size)
+        self.ordinal += self.batch_size
         labels = np.array([d.label for _, d in records], dtype=np.float32)
         if self.encoded:
-            arrays = _parallel_map(lambda kd: self._check(self._array(kd[1], kd[0]), kd[0]), records)
+            arrays = _parallel_map(lambda kd: self._array(kd[1], kd[0]), records)
         else:
-            arrays = [self._check(self._array(d, k), k) for k, d in records]
-        batch = np.stack(arrays)
-        data = self.transformer(batch)
+            arrays = [self._array(d, k) for k, d in records]
+        data = self.transformer(self._stack(arrays, records), ordinals)
         return (data, labels) if self.output_labels else (data,)
 
     def skip(self, n: int) -> None:
-        """Pass over ``n`` records without decoding them (data-parallel sharding)."""
+        """Pass over ``n`` records without decoding them (rand_skip, data-parallel sharding)."""
         for _ in range(n):
             self.cursor.next()
+        self.ordinal += n
 
     def close(self) -> None:
         self.cursor.close()

@@ -11,7 +11,10 @@ Caffe's exact order and arithmetic (float32), per image:
    (one value for every channel, or one per channel), or ``x * scale``.
 3. A mirrored image writes column ``w`` to ``width - 1 - w`` (after the mean is subtracted).
 
-Random draws come from a numpy Generator, so a seeded run repeats exactly.
+Random draws come from a numpy Generator, so a seeded run repeats exactly, or, when the caller
+gives each image's record ordinal and the transformer has :class:`RecordDraws`, from a pure
+function of (key, ordinal): two transformers with the same key, crop_size and mirror then crop
+and mirror the same record alike (an image and its label image, read by two Data layers).
 """
 from __future__ import annotations
 
@@ -24,10 +27,47 @@ from ..errors import DataError
 from . import resolve_path
 
 
+_U64 = np.uint64
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function over a uint64 array (a bijection that spreads every input bit
+    over the output; constants from Steele, Lea and Flood, "Fast splittable pseudorandom number
+    generators", 2014).  Arithmetic wraps modulo 2**64, as numpy's uint64 arrays do."""
+    x = np.array(x, dtype=_U64, ndmin=1)
+    x ^= x >> _U64(30)
+    x *= _U64(0xBF58476D1CE4E5B9)
+    x ^= x >> _U64(27)
+    x *= _U64(0x94D049BB133111EB)
+    x ^= x >> _U64(31)
+    return x
+
+
+class RecordDraws:
+    """Counter-based random draws for the transformer: the value for one record and one purpose
+    (``MIRROR``, ``CROP_H``, ``CROP_W``) is a hash of (key, record ordinal, purpose), whatever was
+    drawn before.  Layers that share the key and read the same record draw the same crop and coin."""
+
+    MIRROR, CROP_H, CROP_W = 0, 1, 2
+
+    def __init__(self, key: int):
+        self.key = mix64(np.array([key & 0xFFFFFFFFFFFFFFFF], dtype=_U64))
+
+    def integers(self, ordinals, purpose: int, high) -> np.ndarray:
+        """One integer in [0, high) per ordinal (``high`` a number or one per ordinal)."""
+        ords = np.array(ordinals, dtype=_U64, ndmin=1)
+        h = mix64(mix64(ords * _U64(4) + _U64(purpose)) ^ self.key)
+        unit = (h >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))  # [0, 1), 53 bits
+        return np.minimum((unit * high).astype(np.int64), np.asarray(high, dtype=np.int64) - 1)
+
+
 class DataTransformer:
     def __init__(self, tp, phase: int, rng: np.random.Generator | None = None,
-                 model_dir: str | None = None, where: str = "transform_param"):
+                 model_dir: str | None = None, where: str = "transform_param",
+                 draws: RecordDraws | None = None):
         self.where = where
+        #: with ``records`` given to __call__, crops and mirrors come from these (see RecordDraws)
+        self.draws = draws
         self.train = phase == 0
         self.scale = np.float32(tp.scale)
         self.mirror = bool(tp.mirror)
@@ -67,12 +107,22 @@ class DataTransformer:
         return (c, cs, cs) if cs else (c, h, w)
 
     # ----- the transform --------------------------------------------------------------------
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Transform N×C×H×W (uint8 or float) into float32 N×C×h×w."""
+    def __call__(self, batch: np.ndarray, records=None) -> np.ndarray:
+        """Transform N×C×H×W (uint8 or float) into float32 N×C×h×w.  ``records``: the N images'
+        record ordinals; with :class:`RecordDraws` set, the random crops and mirrors are theirs."""
         n, c, h, w = batch.shape
         oc, oh, ow = self.output_shape(c, h, w)
-        mirrors = self.rng.integers(0, 2, size=n).astype(bool) if (self.mirror and self.train) else None
-        if self.crop_size and self.train:
+        keyed = self.draws if records is not None else None
+        if keyed is not None and len(records) != n:
+            raise ValueError(f"{n} images but {len(records)} record ordinals")
+        mirrors = None
+        if self.mirror and self.train:
+            mirrors = (keyed.integers(records, keyed.MIRROR, 2) if keyed is not None
+                       else self.rng.integers(0, 2, size=n)).astype(bool)
+        if self.crop_size and self.train and keyed is not None:
+            h_offs = keyed.integers(records, keyed.CROP_H, h - oh + 1)
+            w_offs = keyed.integers(records, keyed.CROP_W, w - ow + 1)
+        elif self.crop_size and self.train:
             h_offs = self.rng.integers(0, h - oh + 1, size=n)
             w_offs = self.rng.integers(0, w - ow + 1, size=n)
         else:

@@ -17,10 +17,15 @@ In the TRAIN phase, Data and ImageData also apply brewnet's augmentation when on
 Randomness (crop offsets, mirroring, shuffling, rand_skip) comes from a numpy Generator seeded
 from ``brewnet.set_random_seed`` (the solver's ``random_seed``), the layer name and the phase,
 or from ``transform_param.random_seed`` when that is set; unseeded runs draw fresh entropy.
+The Data layer's crops and mirrors are instead a function of (that seed, the phase, the record's
+ordinal) without the layer name (:func:`record_draws`): two Data layers of one net and phase
+that read the same record at the same step with the same crop_size and mirror crop and mirror
+alike, so an image and its label image (features and labels LMDBs) stay aligned.
 """
 from __future__ import annotations
 
 import logging
+import secrets
 import zlib
 from typing import NoReturn
 
@@ -33,10 +38,27 @@ from ..data import DataError, resolve_path
 from ..data.prefetch import attach
 from ..data.sources import DatumSource, HDF5Source, ImageListSource
 from ..data.augment import AugmentedTransformer, train_augmentation
-from ..data.transformer import DataTransformer
+from ..data.transformer import DataTransformer, RecordDraws
 from .base import DataLayer, Layer, register
 
 log = logging.getLogger("brewnet")
+
+#: unseeded runs: one random key for the process, so paired layers still draw alike
+_UNSEEDED_KEY = secrets.randbits(63)
+
+
+def record_draws(layer: Layer, explicit_seed: int = -1) -> RecordDraws:
+    """The Data layer's crop/mirror draws: a function of the seed (``transform_param.random_seed``,
+    else the global seed, else one random key per process), the phase and the record ordinal;
+    not of the layer's name, so layers reading the same records draw alike."""
+    if explicit_seed is not None and explicit_seed >= 0:
+        base = [int(explicit_seed), 1]
+    elif runtime._state.get("seed") is not None:
+        base = [int(runtime._state["seed"]) & 0xFFFFFFFFFFFFFFFF, 2]
+    else:
+        base = [_UNSEEDED_KEY, 3]
+    key = np.random.SeedSequence(base + [int(layer.phase)]).generate_state(1, np.uint64)[0]
+    return RecordDraws(int(key))
 
 
 def layer_rng(layer: Layer, explicit_seed: int = -1, per_rank: bool = False,
@@ -159,7 +181,10 @@ class Data(_ReaderLayer):
 
     ``data_param``: source, batch_size, rand_skip (skip up to that many records at the start),
     backend (LMDB; LEVELDB is refused), prefetch.  Tops: data (N, C, H, W) and optional label (N,).
-    Encoded PNG/JPEG records are decoded to Caffe's BGR order (``force_color``/``force_gray``).
+    Encoded PNG/JPEG records are decoded to Caffe's BGR order (``force_color``/``force_gray``);
+    ``float_data`` records give their floats (label LMDBs: N×1×1×2 gradients, N×1×H×W maps).
+    Records may differ in size from batch to batch: the top takes each batch's shape (the first
+    record's at setup), e.g. an FCN at batch 1 over images of different sizes.
     """
 
     num_tops = (1, 2)
@@ -183,7 +208,8 @@ class Data(_ReaderLayer):
             raise DataError(f"backend LEVELDB is not supported, only LMDB{looks}: {path}")
         tp = self.param.transform_param
         transformer = DataTransformer(tp, self.phase, layer_rng(self, tp.random_seed, per_rank=True), self.model_dir,
-                                      where=f"layer '{self.name}' transform_param")
+                                      where=f"layer '{self.name}' transform_param",
+                                      draws=record_draws(self, tp.random_seed))
         transformer = _augmented(self, transformer, tp)
         src = DatumSource(path, int(p.batch_size), transformer, int(p.rand_skip),
                           layer_rng(self, tp.random_seed), output_labels=len(self.param.top) > 1,

@@ -201,6 +201,26 @@ class EuclideanLoss(_LossLayer):
         return (d * d).sum() / a.shape[0] / 2
 
 
+@register("L1Loss")
+class L1Loss(_LossLayer):
+    """NVCaffe's L1Loss (BVLC has none): sum(|a - b|) / N, N = shape(0) (the batch, not the
+    element count); gradients sign(a - b) / N to a and the opposite to b, sign(0) = 0 (both
+    bottoms may learn, as in NVCaffe).  Bottoms need the same count per item."""
+
+    def setup(self, bottom_shapes):
+        self.check_first_axis(bottom_shapes)
+        a, b = bottom_shapes
+        if count(a, 1) != count(b, 1):
+            self.fail(f"inputs must have the same count per item: {tuple(a)} and {tuple(b)}")
+        return [()]
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    def forward(self, a, b):
+        return (a - b.reshape(a.shape)).abs().sum() / a.shape[0]
+
+
 @register("SigmoidCrossEntropyLoss")
 class SigmoidCrossEntropyLoss(_LossLayer):
     """Cross-entropy of sigmoid(x) against targets in [0, 1], in Caffe's stable form
