@@ -113,7 +113,9 @@ def ensure_bundle(model_dir: str | os.PathLike, iteration: int, dataset_dir: str
     train_val = model_dir / "train_val.prototxt"
     if not train_val.is_file():
         raise ApiError(404, f"Model {model_dir.name} has no train_val.prototxt")
-    labels = Path(dataset_dir) / "labels.txt" if dataset_dir else None
+    generic = _is_generic(model_dir)
+    # a generic model's bundle takes its dataset's facts (C1 folder), no class labels file
+    labels = Path(dataset_dir) / "labels.txt" if dataset_dir and not generic else None
     bundles = target.parent
     bundles.mkdir(parents=True, exist_ok=True)
     with _locked(bundles / f".{target.name}.lock"):
@@ -124,7 +126,8 @@ def ensure_bundle(model_dir: str | os.PathLike, iteration: int, dataset_dir: str
             built = write_bundle(str(train_val), str(weights), str(tmp / target.name),
                                  labels=str(labels) if labels is not None and labels.is_file() else None,
                                  name=f"{model_dir.name} iteration {int(iteration)}",
-                                 metrics=model_dir / METRICS_FILE)
+                                 metrics=model_dir / METRICS_FILE,
+                                 dataset=str(dataset_dir) if generic and dataset_dir else None)
             if target.exists():  # an incomplete leftover (the lock makes a finished one impossible)
                 shutil.rmtree(target, ignore_errors=True)
             try:
@@ -160,18 +163,29 @@ def archive_name(model_id: str, epoch: int | float, ext: str) -> str:
     return f"{model_id}_epoch_{epoch}.{ext}"
 
 
+def _is_generic(model_dir: Path) -> bool:
+    """A generic model job (plan.json's ``kind``, digits/generic_model_files.py)."""
+    try:
+        return json.loads((Path(model_dir) / "plan.json").read_text(encoding="utf-8")).get("kind") == "generic"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _members(model_dir: Path, iteration: int, dataset_dir: Path | None,
              bundle: Path) -> dict[str, Path | bytes]:
-    """archive name -> file (or its contents in DIGITS' form), flat, in DIGITS' order."""
+    """archive name -> file (or its contents in DIGITS' form), flat, in DIGITS' order; a
+    generic model's has no labels.txt (DIGITS' generic download holds none) and its mean is
+    the bundle's (a C1 dataset keeps it in train_db/)."""
     out: dict[str, Path | bytes] = {}
+    generic = _is_generic(model_dir)
     for name, stored in MODEL_FILES.items():
         p = model_dir / stored
         if p.is_file():
             out[name] = p
         elif name == "deploy.prototxt" and (bundle / name).is_file():
             out[name] = bundle / name  # a custom net without its own deploy file: the bundle's
-    for name in ("labels.txt", "mean.binaryproto"):
-        p = dataset_dir / name if dataset_dir is not None else None
+    for name in ("mean.binaryproto",) if generic else ("labels.txt", "mean.binaryproto"):
+        p = dataset_dir / name if dataset_dir is not None and not generic else None
         if p is not None and p.is_file():
             out[name] = p
         elif (bundle / name).is_file():

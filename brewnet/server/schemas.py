@@ -178,6 +178,8 @@ class LintRequest(BaseModel):
     digits: bool = Field(default=False, description="a DIGITS-style net with train/val/deploy stages: "
                                                     "split as a model job would, then linted")
     num_classes: int = Field(default=2, ge=1, description="for InnerProducts without num_output (digits)")
+    generic: bool = Field(default=False, description="with digits: a generic net (DIGITS' generic rules: "
+                                                     "Data layers by top, no Softmax needed)")
 
 
 class ParseError(BaseModel):

@@ -27,8 +27,10 @@ from typing import Any, Callable, Mapping
 
 from ..config import ServerConfig
 from ..errors import FormErrors
-from ..jobs.specs import METHODS, PYTHON_LAYER_MODULE, DatasetSpec, ModelSpec
+from ..jobs.specs import EXTENSION_KINDS, GENERIC_KINDS, METHODS, PYTHON_LAYER_MODULE, DatasetSpec, ModelSpec
 from .fields import NOT_CHOICE, REQUIRED, Fields, augmentation_fields, format_number
+from .generic_model_files import analyze_generic_network, build_generic_files, dataset_kind, generic_lint
+from .generic_model_files import standard_networks as generic_standard_networks
 from .model_files import NetworkError, analyze_network
 from .networks import STANDARD_NETWORKS
 from .solver_form import SOLVER_TYPES, lr_fields
@@ -167,14 +169,40 @@ def parse_model_form(form: Mapping[str, Any], uploads: Mapping[str, str], config
     suffixed `` learning_rate:X`` / `` batch_size:N``).  ``lookup_job(id)`` gives a job's dict
     (``kind``, ``status``, ``directory``; a model's ``snapshots``; a dataset's ``image``) or None.
     Raises FormErrors naming DIGITS' fields."""
+    return _model_specs(form, uploads, config, lookup_job, None)
+
+
+def parse_generic_model_form(form: Mapping[str, Any], uploads: Mapping[str, str], config: ServerConfig,
+                             lookup_job: Callable[[str], dict | None],
+                             extension_id: str | None = None) -> list[ModelSpec]:
+    """DIGITS' generic image model form (digits-other-jobs.md §1.5) -> ModelSpecs of kind
+    ``generic``: the classification form's fields; ``dataset`` a generic dataset (of the kind of
+    ``extension_id`` when given: ``image-gradients``, ``image-processing``, ``image-segmentation``);
+    ``standard_networks`` the generic networks fitting its kind; a custom network split and
+    checked by DIGITS' generic rules, and, once the dataset is complete, its files built (errors
+    here, 400, rather than a failed job).  ``previous`` must be a generic model."""
+    if extension_id is not None and extension_id not in EXTENSION_KINDS:
+        raise FormErrors({"extension_id": [f"Unknown data extension {extension_id!r} (one of "
+                                           f"{', '.join(EXTENSION_KINDS)})"]})
+    kinds = (EXTENSION_KINDS[extension_id],) if extension_id else GENERIC_KINDS
+    return _model_specs(form, uploads, config, lookup_job, kinds)
+
+
+def _model_specs(form: Mapping[str, Any], uploads: Mapping[str, str], config: ServerConfig,
+                 lookup_job: Callable[[str], dict | None], generic: tuple[str, ...] | None) -> list[ModelSpec]:
+    """The model form of either kind: ``generic`` None for classification, else the dataset
+    kinds a generic model may use."""
     f = Fields(form)
     roots = _roots(config)
     base = ModelSpec(name=f.text("model_name", required=True), group=f.text("group_name"))
+    base.kind = "generic" if generic else "classification"
 
     ds_id = f.text("dataset", required=True)
     dataset = lookup_job(ds_id) if ds_id else None
+    wanted_kinds = generic or ("classification",)
     if ds_id and (dataset is None or dataset.get("kind") != "dataset"
-                  or dataset.get("status") not in ("Initialized", "Waiting", "Running", "Done")):
+                  or dataset.get("status") not in ("Initialized", "Waiting", "Running", "Done")
+                  or dataset_kind(dataset) not in wanted_kinds):
         f.error("dataset", NOT_CHOICE)
         dataset = None
     base.dataset_id = ds_id
@@ -198,13 +226,14 @@ def parse_model_form(form: Mapping[str, Any], uploads: Mapping[str, str], config
     _python_layer_file(f, base, uploads, config, roots)
     base.augmentation = augmentation_fields(f)
 
-    image = (dataset or {}).get("image") or {}
+    image = (dataset or {}).get("image") or {} if not generic else {}
     if base.crop_size and image.get("height") and image.get("width") \
             and base.crop_size > min(int(image["height"]), int(image["width"])):
         f.error("crop_size", "crop_size is larger than the image size")
 
     if base.method == "standard":
-        choices = tuple(STANDARD_NETWORKS)
+        choices = tuple(generic_standard_networks(dataset_kind(dataset)) if dataset else ()) if generic \
+            else tuple(STANDARD_NETWORKS)
         base.standard_network = f.choice("standard_networks", choices, None, required=True)
     elif base.method == "previous":
         _previous_fields(f, base, lookup_job)
@@ -215,6 +244,8 @@ def parse_model_form(form: Mapping[str, Any], uploads: Mapping[str, str], config
             f.error("pretrained_networks", NOT_CHOICE)
     elif base.method == "custom":
         _custom_fields(f, base, uploads, config, roots)
+    if generic and not f.errors and dataset is not None and dataset.get("status") == "Done":
+        _check_generic_files(f, base, lookup_job, batch_sizes)
     if f.errors:
         raise FormErrors(f.errors)
 
@@ -259,7 +290,8 @@ def _previous_fields(f: Fields, spec: ModelSpec, lookup_job: Callable[[str], dic
     if not pid:
         return
     prev = lookup_job(pid)
-    if prev is None or prev.get("kind") != "model":
+    if prev is None or prev.get("kind") != "model" \
+            or (prev.get("spec") or {}).get("kind", "classification") != spec.kind:
         f.error("previous_networks", NOT_CHOICE)
         return
     spec.previous_job_id = pid
@@ -289,7 +321,7 @@ def _custom_fields(f: Fields, spec: ModelSpec, uploads: Mapping[str, str], confi
         if p is not None:
             spec.custom_weights.append(str(p))
     try:
-        net, findings = analyze_network(text)
+        net, findings = analyze_generic_network(text) if spec.kind == "generic" else analyze_network(text)
     except NetworkError as e:
         f.error("custom_network", str(e))
         return
@@ -297,6 +329,22 @@ def _custom_fields(f: Fields, spec: ModelSpec, uploads: Mapping[str, str], confi
     _python_layers(f, spec, net, config)
 
 
+def _check_generic_files(f: Fields, spec: ModelSpec, lookup_job: Callable[[str], dict | None],
+                         batch_sizes: list) -> None:
+    """A generic model's files built (not written) on its finished dataset, as the job will:
+    their errors become the form's; a custom network's lint findings are those of the nets built."""
+    probe = ModelSpec.from_json(spec.to_json())
+    probe.batch_size = next((b for b in batch_sizes if b), None)
+    previous = lookup_job(spec.previous_job_id) if spec.previous_job_id else None
+    try:
+        files = build_generic_files(probe, lookup_job(spec.dataset_id) or {}, previous)
+    except FormErrors as e:
+        for name, messages in e.errors.items():
+            for m in messages:
+                f.error(name, m)
+        return
+    if spec.method == "custom":
+        spec.lint_findings = generic_lint(files)
 
 
 def _python_layer_file(f: Fields, spec: ModelSpec, uploads: Mapping[str, str], config: ServerConfig,

@@ -64,7 +64,7 @@ def _is_split_data(lp: caffe_pb2.LayerParameter) -> bool:
     return is_data_layer(lp.type) and lp.type not in NOT_SPLIT_DATA
 
 
-def _included(lp: caffe_pb2.LayerParameter, state: caffe_pb2.NetState) -> bool:
+def included_in(lp: caffe_pb2.LayerParameter, state: caffe_pb2.NetState) -> bool:
     if has_include_and_exclude(lp):
         raise NetworkError(f"Layer '{lp.name}': specify either include or exclude rules, not both")
     return layer_included(lp, lambda r: state_meets_rule(state, r))
@@ -123,7 +123,7 @@ def split_network(net: caffe_pb2.NetParameter) -> Split:
     layers, a data layer that is not an LMDB ``Data`` layer, or a deploy net without Softmax."""
     split = Split(None, None)
     for lp in net.layer:
-        t, v, d = (_included(lp, STATES[k]) for k in ("train", "val", "deploy"))
+        t, v, d = (included_in(lp, STATES[k]) for k in ("train", "val", "deploy"))
         if _is_split_data(lp):
             if lp.type != "Data" and (t or v):
                 raise NetworkError(f"Layer '{lp.name}': expecting a Data layer (brewnet's datasets are "
@@ -133,22 +133,22 @@ def split_network(net: caffe_pb2.NetParameter) -> Split:
                     if getattr(split, slot) is not None:
                         raise NetworkError(f"Cannot specify two {what} data layers "
                                            f"('{getattr(split, slot).name}' and '{lp.name}')")
-                    setattr(split, slot, _without_rules(lp))
+                    setattr(split, slot, without_rules(lp))
             continue
         if t or v:
-            layer = _without_rules(lp)
+            layer = without_rules(lp)
             if t != v:
                 layer.include.add(phase=TRAIN if t else TEST)
             split.train_val.append(layer)
         if d:
-            split.deploy.append(_without_rules(lp))
+            split.deploy.append(without_rules(lp))
     if not any(lp.type == "Softmax" for lp in split.deploy):
         raise NetworkError("Your deploy network is missing a Softmax layer! Read the documentation "
                            "for custom networks and/or look at the standard networks for examples.")
     return split
 
 
-def _without_rules(lp: caffe_pb2.LayerParameter) -> caffe_pb2.LayerParameter:
+def without_rules(lp: caffe_pb2.LayerParameter) -> caffe_pb2.LayerParameter:
     out = caffe_pb2.LayerParameter()
     out.CopyFrom(lp)
     out.ClearField("include")
@@ -285,7 +285,7 @@ def previous_weights(previous: Mapping, epoch: float | None) -> list[str]:
 
 # ----- writing ----------------------------------------------------------------------------------
 
-def _mean_pixel(mean_file: Path) -> list[float]:
+def mean_pixel(mean_file: Path) -> list[float]:
     """Per-channel means of a mean.binaryproto (DIGITS' ``use_mean: pixel``)."""
     arr = np.asarray(formats.read_binaryproto(mean_file), dtype=np.float64)
     arr = arr.reshape((-1,) + arr.shape[-3:])[0] if arr.ndim >= 3 else arr.reshape(1, 1, -1)
@@ -348,12 +348,12 @@ def spec_augmentation(spec: ModelSpec):
         raise FormErrors({"augmentation": [str(e)]}) from None
 
 
-def _copy_atomic(source: Path, target: Path) -> None:
+def copy_atomic(source: Path, target: Path) -> None:
     target.parent.mkdir(exist_ok=True)
     formats.atomic_write(target, Path(source).read_bytes())
 
 
-def _network_text(spec: ModelSpec, previous: Mapping | None) -> str:
+def network_text(spec: ModelSpec, previous: Mapping | None) -> str:
     if spec.method == "standard":
         return network_prototxt(spec.standard_network or "")
     if spec.method == "custom":
@@ -387,7 +387,7 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
         raise FormErrors({"dataset": [f"Dataset {facts.dir.name} has no labels"]})
     H, W, C = facts.image_dims
 
-    text = _network_text(spec, previous)
+    text = network_text(spec, previous)
     try:
         net = parse_network(text)
     except NetworkError as e:
@@ -417,7 +417,7 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
     if spec.use_mean in ("image", "pixel"):
         if facts.mean_file is None or not Path(facts.mean_file).is_file():
             raise FormErrors({"use_mean": [f"Dataset {facts.dir.name} has no mean file"]})
-        mean = ("image", facts.mean_file) if spec.use_mean == "image" else ("pixel", _mean_pixel(facts.mean_file))
+        mean = ("image", facts.mean_file) if spec.use_mean == "image" else ("pixel", mean_pixel(facts.mean_file))
 
     train_val = caffe_pb2.NetParameter(name=net.name)
     train_layer = _fill_data_layer(split.train_data, TRAIN, facts.train_db, spec, mean, crop)
@@ -442,12 +442,27 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
     solver = solver_parameter(spec, plan)
 
     augmentation = spec_augmentation(spec)
+    texts = {"original.prototxt": original_text,
+             "train_val.prototxt": text_format.MessageToString(train_val),
+             "deploy.prototxt": text_format.MessageToString(deploy),
+             "solver.prototxt": text_format.MessageToString(solver)}
+    info = {**plan.to_json(), "num_classes": num_classes, "crop_size": crop,
+            "image_dims": [H, W, C], "method": spec.method, "network": spec.standard_network,
+            "solver_type": spec.solver_type, "lr_policy": spec.lr_policy,
+            "learning_rate": spec.learning_rate, "snapshot_epochs": plan.snapshot_epochs(),
+            "augmentation": augmentation.to_json()}
+    write_job_files(jobdir, spec, texts, augmentation, info)
+    return plan
+
+
+def write_job_files(jobdir: Path, spec: ModelSpec, texts: Mapping[str, str], augmentation: Augmentation,
+                    info: Mapping) -> None:
+    """Write a model job's prototxts (``texts``: file name -> text), its augment.json (when
+    ``augmentation`` is on), its copy of the Python layer file and, last, plan.json (``info``),
+    each atomically; on any failure the files written so far are removed again."""
     written: list[Path] = []
     try:
-        for name, content in (("original.prototxt", original_text),
-                              ("train_val.prototxt", text_format.MessageToString(train_val)),
-                              ("deploy.prototxt", text_format.MessageToString(deploy)),
-                              ("solver.prototxt", text_format.MessageToString(solver))):
+        for name, content in texts.items():
             written.append(jobdir / name)
             formats.atomic_write(jobdir / name, content.encode("utf-8"))
         if augmentation.active:
@@ -456,14 +471,9 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
         if spec.python_layer_upload:
             target = jobdir / PYTHON_LAYER_DIR / f"{PYTHON_LAYER_MODULE}.py"
             written.append(target)
-            _copy_atomic(Path(spec.python_layer_upload), target)
-        info = {**plan.to_json(), "num_classes": num_classes, "crop_size": crop,
-                "image_dims": [H, W, C], "method": spec.method, "network": spec.standard_network,
-                "solver_type": spec.solver_type, "lr_policy": spec.lr_policy,
-                "learning_rate": spec.learning_rate, "snapshot_epochs": plan.snapshot_epochs(),
-                "augmentation": augmentation.to_json()}
+            copy_atomic(Path(spec.python_layer_upload), target)
         written.append(jobdir / "plan.json")
-        write_json_atomic(jobdir / "plan.json", info)
+        write_json_atomic(jobdir / "plan.json", dict(info))
     except BaseException:
         for p in written:
             try:
@@ -471,7 +481,6 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
             except FileNotFoundError:
                 pass
         raise
-    return plan
 
 
 def customize(network: str) -> str:

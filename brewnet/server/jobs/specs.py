@@ -198,7 +198,8 @@ METHODS = ("standard", "previous", "pretrained", "custom")
 
 @dataclass
 class ModelSpec(JsonRecord):
-    """A model job's settings (DIGITS' image classification model form, one sweep point)."""
+    """A model job's settings (DIGITS' image classification model form, one sweep point;
+    ``kind`` "generic": DIGITS' generic image model form, digits/generic_model_files.py)."""
     name: str
     group: str = ""
     dataset_id: str = ""
@@ -232,6 +233,7 @@ class ModelSpec(JsonRecord):
     python_layer_upload: str | None = None  # the job's own Python layer file (digits_python_layers)
     augmentation: dict = field(default_factory=dict)
     lint_findings: list[dict] = field(default_factory=list)
+    kind: str = "classification"            # or "generic"
 
 
 

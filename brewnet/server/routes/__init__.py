@@ -11,9 +11,12 @@ Helpers every route module may use are here (the request's Server: server/app_st
 from __future__ import annotations
 
 import importlib
+import inspect
 from types import ModuleType
 
 from starlette.requests import Request
+
+from .. import security
 
 
 def optional_module(name: str) -> ModuleType | None:
@@ -64,3 +67,16 @@ def digits_bool(value) -> bool:
     if value is None:
         return False
     return str(value) not in ("", "false")   # WTForms' false_values, compared as they are
+
+
+async def request_user(request: Request, *, required: bool = True):
+    """The logged-in user (401 when ``required`` and there is none); forms sent with a login
+    session's cookie must carry its CSRF token."""
+    if not required:
+        return await security.current_user(request)
+    user = await security.require_user(request)
+    if request.method not in ("GET", "HEAD"):
+        r = security.csrf_protect(request, user)
+        if inspect.isawaitable(r):
+            await r
+    return user

@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from .. import security
 from ..app_state import server_of
+from ..digits.generic_model_files import analyze_generic_network
 from ..digits.model_files import NetworkError, analyze_network, lint_findings, parse_network
 from ..digits.networks import STANDARD_NETWORKS, network_prototxt
 from ..digits.solver_form import lr_curves, parse_lr_fields
@@ -320,7 +321,9 @@ def _parse_error(message: str) -> ParseError:
 
 def _lint(body: LintRequest) -> LintOut:
     try:
-        if body.digits:
+        if body.digits and body.generic:
+            _net, findings = analyze_generic_network(body.prototxt)
+        elif body.digits:
             _net, findings = analyze_network(body.prototxt, body.num_classes)
         else:
             findings = lint_findings(parse_network(body.prototxt), body.prototxt)

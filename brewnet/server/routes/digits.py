@@ -17,7 +17,6 @@ blocking the event loop.
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from ..jobs.jobdir import confine_server_path
 from ..service.creation import read_form_file
 from ..threads import in_thread
 from ..web.render import page
-from . import digits_bool, wants_json
+from . import digits_bool, request_user, wants_json
 
 
 async def _readers_only(request: Request) -> None:
@@ -63,19 +62,6 @@ def _param(request: Request, form: ParsedForm | None, name: str) -> str | None:
     if v is None and form is not None:
         v = form.get(name)
     return v
-
-
-async def _user(request: Request, *, required: bool = True):
-    """The logged-in user (401 when ``required`` and there is none); forms sent with a login
-    session's cookie must carry its CSRF token."""
-    if not required:
-        return await security.current_user(request)
-    user = await security.require_user(request)
-    if request.method not in ("GET", "HEAD"):
-        r = security.csrf_protect(request, user)
-        if inspect.isawaitable(r):
-            await r
-    return user
 
 
 def _text(message: str, status: int = 200) -> PlainTextResponse:
@@ -130,7 +116,7 @@ async def _create(request: Request, kind: str, as_json: bool):
     server = server_of(request)
     form = await _form(request)
     try:
-        user = await _user(request)
+        user = await request_user(request)
         fields = form.to_fields()
         clone = _param(request, form, "clone")
         if clone:
@@ -263,7 +249,7 @@ async def _classify_many(request: Request, as_json: bool):
     form = await _form(request)
     try:
         job_id = _classify_job_id(request, form)
-        user = await _user(request, required=False)
+        user = await request_user(request, required=False)
         job = await in_thread(server.create_inference, job_id, "classify_many", form.to_dict(),
                          form.upload_paths(), user)
     finally:
@@ -365,7 +351,7 @@ async def _abort(request: Request, job_id: str):
     server = server_of(request)
     form = await _form(request)
     try:
-        user = await _user(request)
+        user = await request_user(request)
         await in_thread(server.abort, job_id, user)
     finally:
         form.cleanup()
@@ -376,7 +362,7 @@ async def _delete(request: Request, job_id: str):
     server = server_of(request)
     form = await _form(request)
     try:
-        user = await _user(request)
+        user = await request_user(request)
         # DIGITS aborts a running job, then deletes it
         await in_thread(server.delete, job_id, user, abort_running=True)
     finally:
@@ -397,7 +383,7 @@ async def resume(request: Request, job_id: str):
     server = server_of(request)
     form = await _form(request)
     try:
-        user = await _user(request)
+        user = await request_user(request)
         await in_thread(server.resume, job_id, user)
     finally:
         form.cleanup()
@@ -409,7 +395,7 @@ async def edit(request: Request, job_id: str):
     server = server_of(request)
     form = await _form(request)
     try:
-        user = await _user(request)
+        user = await request_user(request)
         name = form.get("job_name")
         notes = form.get("job_notes")
         job = await in_thread(server.edit, job_id, user, name=name, notes=notes)
@@ -422,7 +408,7 @@ async def _bulk(request: Request, action: str, done: str):
     server = server_of(request)
     form = await _form(request)
     try:
-        user = await _user(request)
+        user = await request_user(request)
         ids = form.getlist("job_ids[]") or request.query_params.getlist("job_ids[]")
         group = form.get("group_name")
         await in_thread(server.bulk, action, ids, user, group=group)
@@ -450,14 +436,17 @@ async def _clone(request: Request, job_id: str):
     server = server_of(request)
     form = await _form(request) if request.method == "POST" else None
     try:
-        await _user(request)
+        await request_user(request)
         job = await in_thread(server.get_job, job_id)
     finally:
         if form is not None:
             form.cleanup()
     if job.kind not in CREATE_PATHS:
         raise ApiError(400, f"Job {job_id} is an {job.kind} job; only datasets and models are cloned")
-    return RedirectResponse(f"{CREATE_PATHS[job.kind]}/new?clone={job.id}", status_code=302)
+    path = CREATE_PATHS[job.kind]
+    if job.kind == states.MODEL and (job.spec or {}).get("kind") == "generic":
+        path = "/models/images/generic"
+    return RedirectResponse(f"{path}/new?clone={job.id}", status_code=302)
 
 
 router.add_api_route("/clone/{job_id}", _clone, methods=["GET", "POST"])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..digits.forms import parse_dataset_form, parse_model_form
+from ..digits.generic_model_files import write_generic_model_files
 from ..digits.model_files import write_model_files
 from ..errors import ApiError, FormErrors
 from ..formdata import safe_filename
@@ -187,15 +188,16 @@ class JobCreation(JobLookups):
 
     def _write_model_files(self, jobdir: Path, spec, ds: Job):
         dataset = {**self.job_dict(ds), **self.dataset_info(ds)}
-        return write_model_files(jobdir, spec, dataset, self._previous_dict(spec))
+        write = write_generic_model_files if getattr(spec, "kind", None) == "generic" else write_model_files
+        return write(jobdir, spec, dataset, self._previous_dict(spec))
 
-    def create_models(self, form: Mapping[str, str], uploads: Mapping[str, Path], user) -> list[Job]:
-        """Model jobs from DIGITS' model form: one per learning rate x batch size of a sweep;
-        all made or none.  The prototxts and solver are written now when the dataset is Done,
-        else when it is."""
+    def create_models(self, form: Mapping[str, str], uploads: Mapping[str, Path], user,
+                      parse=parse_model_form) -> list[Job]:
+        """Model jobs from DIGITS' model form (``parse``: the form's parser; the generic form's
+        for generic models): one per learning rate x batch size of a sweep; all made or none.
+        The prototxts and solver are written now when the dataset is Done, else when it is."""
         form, uploads, copies = self._merge_clone(form, uploads, states.MODEL)
-        specs = parse_model_form(form, {k: str(v) for k, v in uploads.items()}, self.config,
-                                 self.lookup_job)
+        specs = parse(form, {k: str(v) for k, v in uploads.items()}, self.config, self.lookup_job)
         made: list[tuple[str, Path]] = []
         created: list[Job] = []
         try:

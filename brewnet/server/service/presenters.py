@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ... import __version__
+from ..digits.generic_model_files import generic_model_json
 from ..errors import ApiError
 from ..jobs.epochs import epoch_label
 from ..jobs import states
@@ -72,6 +73,8 @@ class DigitsPresenters(JobLookups):
             "best_moving_bn": (job.summary or {}).get("best_moving_bn"),
             "lint": spec.get("lint_findings") or [],
         }
+        if spec.get("kind") == "generic":
+            d = generic_model_json(d, self.lookup_job(ds.id) if ds is not None else None)
         if verbose:
             d["directory"] = str(self.job_dir(job.id))
             d["snapshots"] = [epoch_label(sn["epoch"]) for sn in snaps]

@@ -33,7 +33,7 @@ router = page_router()
 MAX_DRAWN_LAYERS = 400
 
 
-def _choices(server) -> dict:
+def form_choices(server) -> dict:
     """What the form offers: datasets, previous models with their snapshots, networks, GPUs,
     and a Python layer file upload when the server allows Python layers."""
     datasets, models = [], []
@@ -49,7 +49,7 @@ def _choices(server) -> dict:
             "python_layers_allowed": server.config.python_layers_allowed}
 
 
-def _field_values(fields: dict) -> dict[str, str]:
+def field_values(fields: dict) -> dict[str, str]:
     """A cloned job's fields as the form shows them (a sweep's list as comma-separated text)."""
     out = {}
     for k, v in (fields or {}).items():
@@ -59,8 +59,8 @@ def _field_values(fields: dict) -> dict[str, str]:
 
 async def render_new_model(request: Request, fields: dict, clone: str | None):
     server = server_of(request)
-    choices = await in_thread(_choices, server)
-    values = _field_values(fields)
+    choices = await in_thread(form_choices, server)
+    values = field_values(fields)
     if not clone and "dataset" in request.query_params:   # a dataset page's "new model" link
         values["dataset"] = request.query_params["dataset"]
     return page(request, "new_model.html", title="New image classification model", nav="new-model",

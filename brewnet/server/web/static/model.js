@@ -56,6 +56,10 @@
   }
 
   const isAccuracy = (name) => name.toLowerCase().includes("accuracy");
+  // a generic model's task metrics (brewnet's test-phase metrics) have their own graphs
+  // (generic_model.js); the main graph keeps the net's outputs
+  const TASK_METRIC = /^(.*\/)?(mean_iou|pixel_accuracy|iou\[\d+\]|rmse|mae)$/;
+  const isTaskMetric = (s) => Boolean(document.getElementById("generic-boot")) && s.phase !== "train" && TASK_METRIC.test(s.name);
 
   // The best validation point: the highest of the first 'accuracy' output, else the lowest 'loss'
   function bestPoint() {
@@ -94,6 +98,7 @@
     const all = Array.from(state.series.values()).sort((a, b) => (a.phase + a.name < b.phase + b.name ? -1 : 1));
     for (const s of all) {
       if (s.phase === "train" && s.name === "lr") { lr = s; continue; }
+      if (isTaskMetric(s)) continue;
       const pts = sortedOf(s);
       const acc = isAccuracy(s.name);
       const scale = acc ? 100 : 1;
@@ -144,6 +149,7 @@
       {margin: {l: 60, r: 60, t: 10, b: 40}, height: 200, xaxis: {title: {text: xTitle}},
        yaxis: {title: {text: "learning rate"}, exponentformat: "e", ...lrAxis}, showlegend: false}, PLOT_CONFIG);
     $("chart-status").textContent = state.points ? `${state.points} points` : "no points yet";
+    window.dispatchEvent(new CustomEvent("brewnet:series", {detail: {series: state.series, xOf, sortedOf, axis: axisMode()}}));
     updateSnapshotAccuracy();
     drawBnAccuracy();
   }

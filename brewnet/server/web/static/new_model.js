@@ -7,6 +7,9 @@
   const method = document.getElementById("f-method");
   const editor = document.getElementById("f-custom_network");
   const gutter = document.getElementById("gutter");
+  // (form.dataset is the form's "dataset" field, not its data-* attributes)
+  const generic = Boolean(form.getAttribute("data-generic"));
+  const networksUrl = form.getAttribute("data-networks-url") || "/api/v1/networks/";
 
   // ------------------------------------------------------------------ tabs (the "method" field)
   function selectTab(m) {
@@ -24,12 +27,31 @@
   document.querySelectorAll("button.customize").forEach((b) => b.addEventListener("click", async () => {
     b.disabled = true;
     try {
-      const net = await B.api(`/api/v1/networks/${encodeURIComponent(b.dataset.network)}`);
+      const net = await B.api(`${networksUrl}${encodeURIComponent(b.dataset.network)}`);
       editor.value = net.prototxt;
       if (!form.elements.model_name.value) form.elements.model_name.value = `${b.dataset.network}-custom`;
       selectTab("custom");
     } catch (err) { B.flash(err.message); } finally { b.disabled = false; }
   }));
+
+  // The generic form: only the standard networks fitting the chosen dataset's kind are offered
+  const datasetSelect = document.getElementById("f-dataset");
+  function filterNetworks() {
+    if (!generic) return;
+    const opt = datasetSelect.selectedOptions[0];
+    const kind = opt && opt.value ? opt.dataset.kind : null;
+    let shown = 0;
+    document.querySelectorAll("#pane-standard tr[data-kinds]").forEach((tr) => {
+      const fits = !kind || tr.dataset.kinds.split(" ").includes(kind);
+      tr.hidden = !fits;
+      const radio = tr.querySelector("input[type=radio]");
+      if (!fits && radio.checked) radio.checked = false;
+      if (fits) shown += 1;
+    });
+    document.getElementById("no-standard").hidden = shown > 0;
+  }
+  datasetSelect.addEventListener("change", filterNetworks);
+  filterNetworks();
 
   // ------------------------------------------------------------------ the editor and its lint
   function lines() { return editor.value.split("\n").length; }
@@ -74,7 +96,7 @@
     status.textContent = "Checking…";
     let answer;
     try {
-      answer = await B.api("/api/v1/lint", {json: {prototxt: text, digits: true}});
+      answer = await B.api("/api/v1/lint", {json: {prototxt: text, digits: true, generic}});
     } catch (err) {
       if (seq === lintSeq) { status.textContent = `Could not check: ${err.message}`; status.className = "bad"; }
       return;
