@@ -308,3 +308,51 @@ def test_generic_bundle_is_reused_and_errors_are_listed(seg, tmp_path):
     keys = [k for k, _ in stream]
     assert keys == [seg["files"][0], seg["files"][1]]
     assert stream.errors and stream.errors[0]["source"] == str(bad)
+
+
+# ----- brewnet infer ----------------------------------------------------------------------------------
+def test_cli_infer_lmdb_writes_npy_files_index_and_json(seg, tmp_path, capsys):
+    expected = test_phase(seg["train_val"], seg["weights"])["score"]
+    out, js = tmp_path / "out", tmp_path / "out.json"
+    rc = cli.main(["infer", "-bundle", seg["bundle"], "-lmdb", str(seg["ds"] / "val_db" / "features"),
+                   "-output", str(out), "-json", str(js), "-batch", "4"])
+    assert rc == 0
+    assert f"ran {N_VAL} image(s)" in capsys.readouterr().out
+    index = json.loads((out / "index.json").read_text())
+    assert index["count"] == N_VAL and index["errors"] == [] and index["outputs_named"] == ["score"]
+    assert list(index["outputs"]) == [f"{i:09d}" for i in range(N_VAL)]
+    doc = json.loads(js.read_text())
+    for i, (key, entry) in enumerate(index["outputs"].items()):
+        assert entry["score"]["shape"] == [CLASSES, SIZE, SIZE]
+        arr = np.load(out / entry["score"]["file"])
+        assert_close_f32(arr, expected[i], what=key)
+        assert_close_f32(np.array(doc["outputs"][key]["score"], dtype=np.float32), expected[i], what=key)
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+
+
+def test_cli_infer_describes_outputs_without_output_flags(reg, tmp_path, capsys):
+    bundle = write_bundle(reg["train_val"], reg["weights"], str(tmp_path / "b"))
+    expected = test_phase(reg["train_val"], reg["weights"], blobs=("output",))["output"]
+    rc = cli.main(["infer", "-bundle", bundle, "-lmdb", str(reg["ds"] / "val_db" / "features")])
+    text = capsys.readouterr().out
+    assert rc == 0
+    first = text.splitlines()[1]
+    assert first.startswith("  output [2]: ")
+    values = [float(v) for v in first.split(": ")[1].split(", ")]
+    assert_close_f32(np.array(values), expected[0], rtol=1e-5)
+
+
+def test_cli_infer_clear_errors(seg, tmp_path, capsys):
+    lmdb = str(seg["ds"] / "val_db" / "features")
+    cases = [
+        (["-bundle", str(tmp_path / "nope"), "-lmdb", lmdb], "bundle not found"),
+        (["-bundle", seg["bundle"], "-lmdb", str(tmp_path / "no_db")], "no_db"),
+        (["-bundle", seg["bundle"]], "nothing to run on"),
+        (["-bundle", seg["bundle"], "-lmdb", lmdb, "-evaluate", "segmentation"], "-label_lmdb"),
+        (["-bundle", seg["bundle"], "-lmdb", lmdb, "-evaluate", "segmentation", "-label_lmdb",
+          str(tmp_path / "no_labels")], "labels LMDB not found"),
+    ]
+    for argv, message in cases:
+        assert cli.main(["infer", *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)

@@ -25,6 +25,7 @@ VERBS = {
     "demo": "Train LeNet with BatchNorm on Fashion-MNIST and report test accuracy",
     "deploy": "Write a deploy bundle: deploy net, weights, labels and the validation preprocessing",
     "classify": "Classify images, a list, a folder or an LMDB with a deploy bundle",
+    "infer": "Run a deploy bundle of any net on images, a list, a folder or an LMDB; keep every output",
     "draw": "Draw a network as a PNG or SVG graph (caffe's draw_net.py)",
     "serve": "Start the DIGITS server (web app and REST API)",
 }

@@ -27,6 +27,7 @@ torch is imported where used, so that importing this module does not.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 from collections import deque
@@ -321,3 +322,84 @@ def _next_label(labels: Iterator[tuple[bytes, bytes]], key: str, labels_lmdb: st
             break
     raise DataError(f"the labels LMDB {labels_lmdb} has no record with key {key} (a key of the features LMDB "
                     f"{features_lmdb}): the two must hold the same keys")
+
+
+# ----- writing outputs ---------------------------------------------------------------------------------
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+class OutputWriter:
+    """Writes each image's outputs as they come, memory flat whatever their number
+    (``brewnet infer -output DIR -json FILE``; a context manager: :meth:`add` per image,
+    :meth:`finish` with the run's summary):
+
+    - ``output_dir``: ``NNNNNNNNN_<blob>.npy`` per image (N its position in the run) and blob,
+      each written atomically, and ``index.json``: ``{"outputs": {key: {blob: {"file", "shape"}}},
+      "count", "errors", ...summary}``;
+    - ``json_path``: DIGITS' ``infer_many.json`` shape ``{"outputs": {key: {blob: nested list}}}``
+      plus the summary (``count``, ``errors``, ``evaluation`` with -evaluate).
+
+    Both JSON files are streamed into a temporary file beside their target and renamed into
+    place by :meth:`finish` (a run that fails leaves no partial file)."""
+
+    def __init__(self, output_dir: str | None = None, json_path: str | None = None):
+        from contextlib import ExitStack
+        from ..formats import atomic_path
+
+        self.output_dir, self.count = output_dir, 0
+        self._finished = False
+        self._stack = ExitStack()
+        self._files = []
+        if output_dir:
+            os.makedirs(output_dir, exist_ok=True)
+            self._index = self._open(os.path.join(output_dir, "index.json"), atomic_path)
+        else:
+            self._index = None
+        self._json = self._open(json_path, atomic_path) if json_path else None
+
+    def _open(self, path: str, atomic_path):
+        tmp = self._stack.enter_context(atomic_path(path))
+        f = self._stack.enter_context(open(tmp, "w", encoding="utf-8"))
+        f.write('{"outputs": {')
+        self._files.append(f)
+        return f
+
+    def __enter__(self) -> "OutputWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._finished:
+            return
+        # not finished (an error, or a stop): the temporary files go, no target is replaced
+        abort = exc if exc[0] is not None else (BrewnetError, BrewnetError("unfinished"), None)
+        try:
+            self._stack.__exit__(*abort)
+        except BrewnetError:
+            pass
+
+    def add(self, key: str, outputs: dict[str, np.ndarray]) -> None:
+        from ..formats import atomic_path
+
+        sep = "\n  " if self.count == 0 else ",\n  "
+        if self._index is not None:
+            entry = {}
+            for blob, value in outputs.items():
+                name = f"{self.count:09d}_{_safe(blob)}.npy"
+                with atomic_path(os.path.join(self.output_dir, name)) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.save(f, value)
+                entry[blob] = {"file": name, "shape": list(value.shape)}
+            self._index.write(sep + json.dumps(key) + ": " + json.dumps(entry))
+        if self._json is not None:
+            self._json.write(sep + json.dumps(key) + ": "
+                             + json.dumps({b: v.tolist() for b, v in outputs.items()}))
+        self.count += 1
+
+    def finish(self, summary: dict) -> None:
+        """Close the "outputs" object, add ``summary``'s keys and put the files in place."""
+        tail = "".join(f",\n {json.dumps(k)}: {json.dumps(v)}" for k, v in summary.items())
+        for f in self._files:
+            f.write("\n }" + tail + "\n}\n")
+        self._finished = True
+        self._stack.close()

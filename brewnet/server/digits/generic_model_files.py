@@ -40,15 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from google.protobuf import text_format
 
 from ...models.generic import GENERIC_NETWORKS, generic_network_path
 from ...proto import caffe_pb2
 from ..errors import FormErrors
 from ..jobs.specs import ModelSpec
-from .model_files import (STATES, NetworkError, included_in, lint_findings, mean_pixel, network_text,
-                          parse_network, previous_weights, spec_augmentation, without_rules, write_job_files)
-from .solver_form import DEFAULT_BATCH_SIZE, Plan, compute_plan, solver_parameter
+from .model_files import (STATES, NetworkError, included_in, job_files, lint_findings, lint_split, mean_pixel,
+                          network_text, parse_network, place_layer, previous_weights, spec_augmentation,
+                          without_rules, write_job_files)
+from .solver_form import DEFAULT_BATCH_SIZE, Plan
 
 log = logging.getLogger("brewnet.server")
 
@@ -204,13 +204,7 @@ def split_generic_network(net: caffe_pb2.NetParameter) -> GenericSplit:
                                    f"('{split.data[key].name}' and '{lp.name}')")
             split.data[key] = without_rules(lp)
             continue
-        if t or v:
-            layer = without_rules(lp)
-            if t != v:
-                layer.include.add(phase=TRAIN if t else TEST)
-            split.train_val.append(layer)
-        if d:
-            split.deploy.append(without_rules(lp))
+        place_layer(lp, t, v, d, split.train_val, split.deploy)
     return split
 
 
@@ -220,16 +214,8 @@ def analyze_generic_network(text: str) -> tuple[caffe_pb2.NetParameter, list[dic
     NetworkError when unusable."""
     net = parse_network(text)
     split = split_generic_network(net)
-    train_val = caffe_pb2.NetParameter(name=net.name)
-    for (stage, _), lp in split.data.items():
-        if lp is not None:
-            layer = train_val.layer.add()
-            layer.CopyFrom(lp)
-            layer.include.add(phase=TRAIN if stage == "train" else TEST)
-    train_val.layer.extend(split.train_val)
-    deploy = caffe_pb2.NetParameter(name=net.name)
-    deploy.layer.extend(split.deploy)
-    return net, lint_findings(train_val, text, deploy)
+    data = [(lp, TRAIN if stage == "train" else TEST) for (stage, _), lp in split.data.items()]
+    return net, lint_split(net, text, data, split.train_val, split.deploy)
 
 
 def _producers(net: caffe_pb2.NetParameter, blob: str) -> list[caffe_pb2.LayerParameter]:
@@ -409,29 +395,14 @@ def build_generic_files(spec: ModelSpec, dataset: Mapping, previous: Mapping | N
     train_layer = layers[("train", "features")]
     val_layer = layers.get(("val", "features"))
     try:
-        plan = compute_plan(train_entries=facts.stages["train"].entries,
-                            val_entries=facts.stages["val"].entries if has_val else 0,
-                            train_epochs=int(spec.train_epochs), batch=int(train_layer.data_param.batch_size),
-                            val_batch=int(val_layer.data_param.batch_size) if val_layer is not None else None,
-                            iter_size=int(spec.batch_accumulation or 1),
-                            snapshot_interval=float(spec.snapshot_interval), val_interval=float(spec.val_interval))
+        job = job_files(spec, text, train_val, deploy, facts.stages["train"].entries,
+                        facts.stages["val"].entries if has_val else 0, train_layer, val_layer, weights)
     except ValueError as e:
         raise FormErrors({"dataset": [str(e)]}) from None
-    plan.weights = weights
-    solver = solver_parameter(spec, plan)
-    augmentation = spec_augmentation(spec)
-    texts = {"original.prototxt": text,
-             "train_val.prototxt": text_format.MessageToString(train_val),
-             "deploy.prototxt": text_format.MessageToString(deploy),
-             "solver.prototxt": text_format.MessageToString(solver)}
-    info = {**plan.to_json(), "kind": GENERIC, "dataset_kind": facts.kind, "dataset_dir": str(facts.dir),
+    info = {**job.info, "kind": GENERIC, "dataset_kind": facts.kind, "dataset_dir": str(facts.dir),
             "num_classes": facts.num_classes, "class_labels": facts.class_labels, "crop_size": crop,
-            "image_dims": [H, W, C], "mean": mean[0] if mean else None,
-            "method": spec.method, "network": spec.standard_network,
-            "solver_type": spec.solver_type, "lr_policy": spec.lr_policy,
-            "learning_rate": spec.learning_rate, "snapshot_epochs": plan.snapshot_epochs(),
-            "augmentation": augmentation.to_json()}
-    return GenericFiles(texts=texts, plan=plan, info=info, train_val=train_val, deploy=deploy)
+            "image_dims": [H, W, C], "mean": mean[0] if mean else None}
+    return GenericFiles(texts=job.texts, plan=job.plan, info=info, train_val=train_val, deploy=deploy)
 
 
 def generic_lint(files: GenericFiles) -> list[dict]:

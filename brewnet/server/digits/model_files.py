@@ -135,17 +135,24 @@ def split_network(net: caffe_pb2.NetParameter) -> Split:
                                            f"('{getattr(split, slot).name}' and '{lp.name}')")
                     setattr(split, slot, without_rules(lp))
             continue
-        if t or v:
-            layer = without_rules(lp)
-            if t != v:
-                layer.include.add(phase=TRAIN if t else TEST)
-            split.train_val.append(layer)
-        if d:
-            split.deploy.append(without_rules(lp))
+        place_layer(lp, t, v, d, split.train_val, split.deploy)
     if not any(lp.type == "Softmax" for lp in split.deploy):
         raise NetworkError("Your deploy network is missing a Softmax layer! Read the documentation "
                            "for custom networks and/or look at the standard networks for examples.")
     return split
+
+
+def place_layer(lp: caffe_pb2.LayerParameter, train: bool, val: bool, deploy: bool,
+                train_val_layers: list, deploy_layers: list) -> None:
+    """A layer (not a train/val data layer) into the train_val layers when it is in train or val
+    (with that phase's plain rule when in one of them only) and into the deploy layers, rules gone."""
+    if train or val:
+        layer = without_rules(lp)
+        if train != val:
+            layer.include.add(phase=TRAIN if train else TEST)
+        train_val_layers.append(layer)
+    if deploy:
+        deploy_layers.append(without_rules(lp))
 
 
 def without_rules(lp: caffe_pb2.LayerParameter) -> caffe_pb2.LayerParameter:
@@ -183,16 +190,24 @@ def analyze_network(text: str, num_classes: int = 2) -> tuple[caffe_pb2.NetParam
     line?}`` (on the train_val and deploy nets the job will write).  NetworkError when unusable."""
     net = parse_network(text)
     split = split_network(clean_network(net, num_classes))
+    data = [(split.train_data, TRAIN), (split.val_data, TEST)]
+    return net, lint_split(net, text, data, split.train_val, split.deploy)
+
+
+def lint_split(net: caffe_pb2.NetParameter, text: str, data: list, train_val_layers: list,
+               deploy_layers: list) -> list[dict]:
+    """``brewnet lint``'s findings on a split network: ``data`` ``[(data layer or None, phase)]``
+    (each given that phase's rule), then the train_val layers; the deploy layers as its deploy net."""
     train_val = caffe_pb2.NetParameter(name=net.name)
-    for lp, phase in ((split.train_data, TRAIN), (split.val_data, TEST)):
+    for lp, phase in data:
         if lp is not None:
             layer = train_val.layer.add()
             layer.CopyFrom(lp)
             layer.include.add(phase=phase)
-    train_val.layer.extend(split.train_val)
+    train_val.layer.extend(train_val_layers)
     deploy = caffe_pb2.NetParameter(name=net.name)
-    deploy.layer.extend(split.deploy)
-    return net, lint_findings(train_val, text, deploy)
+    deploy.layer.extend(deploy_layers)
+    return lint_findings(train_val, text, deploy)
 
 
 # ----- retraining: layers whose weights no longer fit -------------------------------------------
@@ -433,26 +448,47 @@ def write_model_files(jobdir: Path, spec: ModelSpec, dataset: Mapping, previous:
     deploy.input_shape.add().dim.extend([1, C, crop or H, crop or W])
     deploy.layer.extend(split.deploy)
 
-    plan = compute_plan(train_entries=facts.train_entries, val_entries=facts.val_entries if val_layer else 0,
+    job = job_files(spec, original_text, train_val, deploy, facts.train_entries,
+                    facts.val_entries if val_layer else 0, train_layer, val_layer, weights)
+    info = {**job.info, "num_classes": num_classes, "crop_size": crop, "image_dims": [H, W, C]}
+    write_job_files(jobdir, spec, job.texts, job.augmentation, info)
+    return job.plan
+
+
+@dataclass
+class JobFiles:
+    """A model job's plan, prototxt texts (file name -> text), augmentation and plan.json's
+    common entries."""
+    plan: Plan
+    texts: dict[str, str]
+    augmentation: Augmentation
+    info: dict
+
+
+def job_files(spec: ModelSpec, original_text: str, train_val: caffe_pb2.NetParameter,
+              deploy: caffe_pb2.NetParameter, train_entries: int, val_entries: int,
+              train_layer: caffe_pb2.LayerParameter, val_layer: caffe_pb2.LayerParameter | None,
+              weights: list[str]) -> JobFiles:
+    """DIGITS' plan and solver for a model job's nets (the batch sizes from its TRAIN and val
+    data layers), its four prototxt texts and plan.json's entries every kind of model has.
+    ValueError from the plan (no training entries)."""
+    plan = compute_plan(train_entries=train_entries, val_entries=val_entries,
                         train_epochs=int(spec.train_epochs), batch=int(train_layer.data_param.batch_size),
-                        val_batch=int(val_layer.data_param.batch_size) if val_layer else None,
+                        val_batch=int(val_layer.data_param.batch_size) if val_layer is not None else None,
                         iter_size=int(spec.batch_accumulation or 1),
                         snapshot_interval=float(spec.snapshot_interval), val_interval=float(spec.val_interval))
     plan.weights = weights
     solver = solver_parameter(spec, plan)
-
     augmentation = spec_augmentation(spec)
     texts = {"original.prototxt": original_text,
              "train_val.prototxt": text_format.MessageToString(train_val),
              "deploy.prototxt": text_format.MessageToString(deploy),
              "solver.prototxt": text_format.MessageToString(solver)}
-    info = {**plan.to_json(), "num_classes": num_classes, "crop_size": crop,
-            "image_dims": [H, W, C], "method": spec.method, "network": spec.standard_network,
+    info = {**plan.to_json(), "method": spec.method, "network": spec.standard_network,
             "solver_type": spec.solver_type, "lr_policy": spec.lr_policy,
             "learning_rate": spec.learning_rate, "snapshot_epochs": plan.snapshot_epochs(),
             "augmentation": augmentation.to_json()}
-    write_job_files(jobdir, spec, texts, augmentation, info)
-    return plan
+    return JobFiles(plan=plan, texts=texts, augmentation=augmentation, info=info)
 
 
 def write_job_files(jobdir: Path, spec: ModelSpec, texts: Mapping[str, str], augmentation: Augmentation,
