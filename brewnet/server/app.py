@@ -27,7 +27,7 @@ from .errors import ApiError, FormErrors
 log = logging.getLogger("brewnet.server")
 
 #: route modules of other parts of the server, included when present (each has ``router``)
-OPTIONAL_ROUTERS = ("api_v1", "accounts", "events")
+OPTIONAL_ROUTERS = ("api_v1", "accounts", "events", "generic_datasets")
 
 
 def _field_of(loc: tuple | list) -> str:

@@ -10,13 +10,15 @@ use; its parts:
     control.py      JobControl: abort, resume, clone, delete, edit, bulk; the scheduler's listener
     presenters.py   DigitsPresenters: DIGITS' JSON of jobs (model, dataset, status, index, tables)
     snapshots.py    SnapshotServices: classify-one and download archives of a model's snapshot
+    generic_datasets.py  GenericDatasets: DIGITS' "Other" and data-extension datasets (create, clone, JSON)
 """
 from __future__ import annotations
 
 from .control import JobControl
+from .generic_datasets import GenericDatasets
 from .snapshots import SnapshotServices
 
 
-class Server(JobControl, SnapshotServices):
+class Server(GenericDatasets, JobControl, SnapshotServices):
     """The server's services over its config, database (through its job store), scheduler and
     inference pool."""
