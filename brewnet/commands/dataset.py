@@ -10,6 +10,13 @@ DIGITS' options: -val-folder/-test-folder (a folder SOURCE's separate sets), -va
 -labels, -list-root/-val-list-root/-test-list-root (list files), -digits-labels (folder class
 names with '_' as a space), -{val,test}-{min,max}-per-class.  A separate set replaces that
 split's percentage.
+
+DIGITS' generic kinds (--kind; brewnet.data.generic writes them, summary.json last):
+  --kind generic OUTDIR -train-images DB [-train-labels DB] [-val-images DB] [-val-labels DB] [-mean FILE]
+  --kind gradients OUTDIR [-train-count 1000] [-val-count 250] [-test-count 0] [-width 32] [-height 32]
+  --kind processing INPUT_DIR TARGET_DIR OUTDIR [-val-input-folder DIR -val-target-folder DIR | -val-percent 10]
+  --kind segmentation IMAGE_DIR LABEL_DIR OUTDIR [-val-image-folder DIR -val-label-folder DIR | -val-percent 10]
+         [-class-labels FILE] [-colormap label|textfile|none] [-colormap-file FILE]
 """
 from __future__ import annotations
 
@@ -18,6 +25,31 @@ import re
 
 from ..errors import DataError
 from .shared_flags import flag
+
+KINDS = ("classification", "generic", "gradients", "processing", "segmentation")
+#: the positional paths of each kind, before OUTDIR
+POSITIONALS = {"classification": ("source",), "generic": (), "gradients": (),
+               "processing": ("input_dir", "target_dir"), "segmentation": ("image_dir", "label_dir")}
+_EXTENSIONS = ("gradients", "processing", "segmentation")
+#: the generic kinds' options: which kinds take them (argparse dest -> kinds)
+GENERIC_OPTIONS = {
+    **{d: ("generic",) for d in ("train_images", "train_labels", "val_images", "val_labels", "mean")},
+    **{d: ("gradients",) for d in ("train_count", "val_count", "test_count", "width", "height")},
+    "val_input_folder": ("processing",), "val_target_folder": ("processing",),
+    **{d: ("segmentation",) for d in ("val_image_folder", "val_label_folder", "class_labels", "colormap",
+                                     "colormap_file")},
+    "channel_conversion": ("processing", "segmentation"),
+    "val_percent": ("classification", "processing", "segmentation"),
+    "seed": ("classification",) + _EXTENSIONS,
+    "workers": ("classification",) + _EXTENSIONS,
+    "feature_encoding": _EXTENSIONS, "label_encoding": _EXTENSIONS,
+    "force_same_shape": ("generic",) + _EXTENSIONS,
+}
+#: today's options of the classification builder, which the generic kinds refuse
+CLASSIFICATION_ONLY = ("test_percent", "min_per_class", "max_per_class", "color", "resize", "resize_mode",
+                       "encoding", "shuffle", "val_folder", "test_folder", "val_list", "test_list", "labels",
+                       "list_root", "val_list_root", "test_list_root", "digits_labels", "val_min_per_class",
+                       "val_max_per_class", "test_min_per_class", "test_max_per_class")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -31,8 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     p = sub.add_parser("create", help="build train/val/test LMDBs, labels, mean image and a summary",
                        description=__doc__.splitlines()[0])
-    p.add_argument("source", metavar="SOURCE", help="folder of class sub-folders, list file, or folder of IDX files")
-    p.add_argument("outdir", metavar="OUTDIR", help="output folder")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="SOURCE OUTDIR (classification: SOURCE is a folder of class sub-folders, a list file, "
+                        "or a folder of IDX files); OUTDIR (generic, gradients); INPUT_DIR TARGET_DIR OUTDIR "
+                        "(processing); IMAGE_DIR LABEL_DIR OUTDIR (segmentation)")
+    flag(p, "kind", choices=KINDS, default="classification",
+         help="what the dataset is for (default classification; the others are DIGITS' generic kinds)")
     flag(p, "val-percent", type=float, default=None,
          help="percent of each class for validation (default 25; 10 for IDX)")
     flag(p, "test-percent", type=float, default=0.0,
@@ -77,13 +113,97 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help=f"a separate {split} set: classes with fewer images get no {split} images")
         flag(d, f"{split}-max-per-class", type=int, default=None,
              help=f"a separate {split} set: keep at most this many images per class")
-    parser.set_defaults(_dataset_parser=parser)
+    _add_generic_arguments(p)
+    parser.set_defaults(_dataset_parser=parser, _create_parser=p)
+
+
+def _add_generic_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("--kind generic: existing LMDBs (DIGITS' \"Other\" dataset)")
+    flag(g, "train-images", default=None, metavar="DB", help="the train features LMDB (required)")
+    flag(g, "train-labels", default=None, metavar="DB", help="the train labels LMDB")
+    flag(g, "val-images", default=None, metavar="DB", help="the val features LMDB")
+    flag(g, "val-labels", default=None, metavar="DB", help="the val labels LMDB")
+    flag(g, "mean", default=None, metavar="FILE", help="the mean file (.binaryproto)")
+    g = p.add_argument_group("--kind gradients: synthetic regression images and their (gx, gy)")
+    flag(g, "train-count", type=int, default=None, help="train images (default 1000)")
+    flag(g, "val-count", type=int, default=None, help="val images (default 250)")
+    flag(g, "test-count", type=int, default=None, help="test images (default 0)")
+    flag(g, "width", type=int, default=None, help="image width (default 32)")
+    flag(g, "height", type=int, default=None, help="image height (default 32)")
+    g = p.add_argument_group("--kind processing / segmentation: paired folders (sorted, matching basenames)")
+    flag(g, "val-input-folder", default=None, metavar="DIR", help="processing: the val inputs")
+    flag(g, "val-target-folder", default=None, metavar="DIR", help="processing: the val targets")
+    flag(g, "val-image-folder", default=None, metavar="DIR", help="segmentation: the val images")
+    flag(g, "val-label-folder", default=None, metavar="DIR", help="segmentation: the val label images")
+    flag(g, "channel-conversion", choices=("RGB", "L", "none"), default=None,
+         help="convert the images (processing: inputs and targets) to RGB or grey L (default none: as they are)")
+    flag(g, "class-labels", default=None, metavar="FILE", help="segmentation: class names, line i+1 names class i")
+    flag(g, "colormap", choices=("label", "textfile", "none"), default=None,
+         help="segmentation: class index from the label images' palette (label, the default), from the RGB "
+              "colours of -colormap-file (textfile), or the grey value (none)")
+    flag(g, "colormap-file", default=None, metavar="FILE", help="segmentation: one 'R G B' line per class")
+    g = p.add_argument_group("--kind gradients / processing / segmentation: how records are stored")
+    flag(g, "feature-encoding", choices=("png", "jpg", "none"), default=None, help="default png")
+    flag(g, "label-encoding", choices=("png", "jpg", "none"), default=None,
+         help="default png (segmentation, processing), none (gradients; float labels require none)")
+    s = g.add_mutually_exclusive_group()
+    s.add_argument("-force-same-shape", "--force-same-shape", dest="force_same_shape", action="store_true",
+                   default=None, help="every feature and label has the first one's shape; write the mean (default)")
+    s.add_argument("-no-force-same-shape", "--no-force-same-shape", dest="force_same_shape",
+                   action="store_false", default=None, help="shapes may vary (segmentation at batch 1); no mean")
+
+
+def _flag_name(dest: str) -> str:
+    return "-" + dest.replace("_", "-")
+
+
+def _given(args, dest: str) -> bool:
+    return getattr(args, dest) != args._create_parser.get_default(dest)
+
+
+def _check_kind_options(args) -> None:
+    """A flag of another kind is an error (not silently ignored)."""
+    kind = args.kind
+    for dest, kinds in GENERIC_OPTIONS.items():
+        if kind not in kinds and _given(args, dest):
+            raise DataError(f"{_flag_name(dest)} is not an option of --kind {kind} (it is for --kind "
+                            f"{' / '.join(kinds)})")
+    if kind != "classification":
+        for dest in CLASSIFICATION_ONLY:
+            if _given(args, dest):
+                raise DataError(f"{_flag_name(dest)} is an option of --kind classification, not {kind}")
+    names = POSITIONALS[kind] + ("outdir",)
+    if len(args.paths) != len(names):
+        usage = " ".join(n.upper() for n in names)
+        raise DataError(f"--kind {kind} takes {usage} ({len(names)} path(s)), got {len(args.paths)}: "
+                        f"{' '.join(args.paths)}")
+    for name, value in zip(names, args.paths):
+        setattr(args, name, value)
+
+
+def _run_generic(args) -> int:
+    from ..data.generic import create_generic_dataset
+    from ..data.generic.summary import summary_text
+    options = {name: getattr(args, name) for name in POSITIONALS[args.kind]}
+    options.update({d: getattr(args, d) for d, kinds in GENERIC_OPTIONS.items()
+                    if args.kind in kinds and getattr(args, d) is not None})
+    options["overwrite"] = args.overwrite
+    if not options.get("workers"):
+        options.pop("workers", None)
+    summary = create_generic_dataset(args.kind, args.outdir, **options)
+    print(summary_text(summary), end="")
+    print(f"wrote {args.outdir}: " + ", ".join(f"{s}_db ({st['entries']})" for s, st in summary["stages"].items())
+          if args.kind != "generic" else f"wrote {args.outdir}: summary.json, summary.txt")
+    return 0
 
 
 def run(args) -> int:
     if getattr(args, "action", None) != "create":
         args._dataset_parser.print_help()
         return 2
+    _check_kind_options(args)
+    if args.kind != "classification":
+        return _run_generic(args)
     from ..data.builder import create_dataset
     for name in ("max_per_class", "val_max_per_class", "test_max_per_class"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
