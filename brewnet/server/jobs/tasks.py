@@ -10,7 +10,7 @@
 - inference: ``brewnet deploy`` of the model's snapshot when its bundle is missing, then
   ``brewnet classify -bundle B (-list images.txt | -lmdb DB) -json result.json``; a generic
   model's ``infer_many`` / ``infer_db`` (spec kinds :data:`GENERIC_INFER_KINDS`) runs ``brewnet
-  infer -bundle B (-list images.txt | -lmdb DB) -output outputs -json result.json`` instead, with
+  infer -bundle B (-list images.txt | -lmdb DB) -output outputs`` instead, with
   ``-dont_resize`` and ``-evaluate KIND -label_lmdb DB`` as the spec says (its deploy gets the
   dataset: ``-dataset DIR``).
 
@@ -38,8 +38,7 @@ AUGMENT_FILE = "augment.json"              # digits.model_files writes it
 #: generic inference jobs (brewnet infer): their spec kinds and what they write in the job's folder
 GENERIC_INFER_KINDS = ("infer_many", "infer_db")
 INFER_OUTPUT_DIR = "outputs"               # one .npy per item and output blob
-INFER_INDEX = f"{INFER_OUTPUT_DIR}/index.json"
-INFER_RESULT = "result.json"
+INFER_INDEX = f"{INFER_OUTPUT_DIR}/index.json"  # key -> its blobs' files, and the evaluation
 PYTHON_LAYER_DIR = "python_layers"         # the job's own Python layer file lives here
 SNAPSHOT_RE = re.compile(r"^snapshot_iter_(\d+)\.(caffemodel|solverstate)$")
 
@@ -172,7 +171,7 @@ def _infer_args(job, jobdir: Path, bundle: Path) -> list[str]:
     """``brewnet infer``'s arguments of a generic inference job (see the module docstring)."""
     spec = job.spec or {}
     args = ["infer", "-bundle", str(bundle), *_source_args(job, jobdir, spec.get("source") or {}),
-            "-output", INFER_OUTPUT_DIR, "-json", INFER_RESULT]
+            "-output", INFER_OUTPUT_DIR]
     if spec.get("dont_resize"):
         args.append("-dont_resize")
     evaluate = spec.get("evaluate") or {}

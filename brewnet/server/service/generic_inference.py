@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import ApiError
 from ..jobs import states
 from ..jobs.jobdir import confine_server_path, write_json_atomic
-from ..jobs.tasks import GENERIC_INFER_KINDS, INFER_INDEX, INFER_OUTPUT_DIR, INFER_RESULT, python_path
+from ..jobs.tasks import GENERIC_INFER_KINDS, INFER_INDEX, INFER_OUTPUT_DIR, python_path
 from ..store.models import Job
 from ..threads import in_thread
 from .creation import JobCreation
@@ -205,17 +205,15 @@ class GenericInferenceServices(JobCreation):
 
     # ------------------------------------------------------------------ results
 
-    def _generic_result(self, job: Job) -> tuple[Path, dict, dict]:
+    def _generic_index(self, job: Job) -> tuple[Path, dict]:
+        """The job's folder and ``outputs/index.json`` (brewnet infer's OutputWriter: ``{"outputs":
+        {key: {blob: {"file", "shape"}}}, "count", "errors", "evaluation"?}``)."""
         d = self.job_dir(job.id)
         try:
             index = json.loads((d / INFER_INDEX).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise ApiError(500, f"Inference failed: its outputs cannot be read ({e})") from None
-        try:
-            result = json.loads((d / INFER_RESULT).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            result = {}
-        return d, index, result
+        return d, index if isinstance(index, dict) else {}
 
     def generic_items(self, job: Job, limit: int | None = None):
         """The finished job's items in order: an iterator of ``(key, source, {blob: ndarray})``
@@ -223,21 +221,20 @@ class GenericInferenceServices(JobCreation):
         ``source``: the image file or ``<db>:<key>``), at most ``limit``."""
         import numpy as np
 
-        d, index, _ = self._generic_result(job)
+        d, index = self._generic_index(job)
         listed: dict[str, list[str]] = {}
         if (d / "listed.json").is_file():
             for key, full in json.loads((d / "listed.json").read_text(encoding="utf-8")).get("keys") or []:
                 listed.setdefault(full, []).append(key)
         db = ((job.spec or {}).get("source") or {}).get("lmdb")
         n = 0
-        for item in index.get("items") or []:
-            arrays = {b: np.load(d / INFER_OUTPUT_DIR / f) for b, f in (item.get("outputs") or {}).items()}
-            source = str(item.get("source") or item.get("key"))
-            keys = listed.get(source) or [str(item.get("key"))]
-            for key in keys:
+        for key, blobs in (index.get("outputs") or {}).items():
+            arrays = {b: np.load(d / INFER_OUTPUT_DIR / entry["file"]) for b, entry in blobs.items()}
+            source = key if db is None else f"{db}:{key}"
+            for name in (listed.get(key) or [key]) if db is None else [key]:
                 if limit is not None and n >= limit:
                     return
-                yield key, (source if db is None else f"{db}:{item.get('key')}"), arrays
+                yield name, source, arrays
                 n += 1
 
     def generic_outputs(self, job: Job) -> dict:
@@ -248,7 +245,7 @@ class GenericInferenceServices(JobCreation):
 
     def generic_evaluation(self, job: Job) -> dict:
         """The job's evaluation against the labels (brewnet infer -evaluate's metrics), {} without one."""
-        _, _, result = self._generic_result(job)
-        ev = result.get("evaluation") or result.get("metrics") or {}
+        _, index = self._generic_index(job)
+        ev = index.get("evaluation") or {}
         return ev if isinstance(ev, dict) else {}
 
