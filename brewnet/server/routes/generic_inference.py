@@ -53,7 +53,7 @@ def _image(request: Request, form: ParsedForm) -> tuple[Path, str]:
     up = form.files.get("image_file")
     if up is not None and (up.size > 0 or up.filename):
         return up.path, up.filename or "image_file"
-    path = (form.get("image_path") or "").strip()
+    path = (form.get("image_path") or request.query_params.get("image_path") or "").strip()
     if not path:
         raise ApiError(400, "must provide image_path or image_file", field="image_file")   # DIGITS' text
     if "://" in path:
@@ -81,7 +81,7 @@ async def _view(request: Request, form: ParsedForm, model, as_json: bool) -> tup
     wasted job); the JSON answers ignore them, as DIGITS' do."""
     if as_json:
         return "all-raw-data", {}
-    view_id, config = parse_view_config(form)
+    view_id, config = parse_view_config({**request.query_params, **form.to_dict()})   # GET: the query
     facts = await in_thread(server_of(request).dataset_facts, model)
     check_view_against_dataset(view_id, config, facts)
     return view_id, config
@@ -97,7 +97,8 @@ async def _infer_one(request: Request, as_json: bool):
         epoch = parse_epoch(form.get("snapshot_epoch"))
         view_id, config = await _view(request, form, model, as_json)
         try:
-            result = await server.infer_one(model.id, image, epoch, dont_resize=digits_bool(form.get("dont_resize")))
+            dont_resize = digits_bool(form.get("dont_resize") or request.query_params.get("dont_resize"))
+            result = await server.infer_one(model.id, image, epoch, dont_resize=dont_resize)
             answer = {"outputs": _finite_lists(result["outputs"])}
         except ApiError as e:
             if e.status < 500:
