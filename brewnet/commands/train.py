@@ -67,6 +67,9 @@ def add_arguments(parser) -> None:
     flag(parser, "sigint_effect", default="stop", choices=EFFECTS,
          help="on SIGINT and SIGTERM: stop (snapshot, then exit), snapshot (and go on), none")
     flag(parser, "sighup_effect", default="snapshot", choices=EFFECTS, help="on SIGHUP")
+    flag(parser, "task_metrics", default="auto", choices=("auto", "none"),
+         help="test-phase segmentation (mean IoU, pixel accuracy, IoU per class) and regression (RMSE, "
+              "MAE) metrics, logged and in the metrics file (default auto)")
     flag(parser, "metrics", default="", help="metrics file (default <snapshot_prefix>_metrics.jsonl)")
     add_speed_flags(parser)
     flag(parser, "bn_recalibrate", type=int, default=0, metavar="N",
@@ -254,6 +257,7 @@ def _train(args, param, device, rank: int) -> int:
     solver = solver_class(param.type or "SGD")(args.solver, device=device, param=param)
     apply_speed_flags([solver.net, *solver.test_nets], args)
     solver.bn_recalibrate = args.bn_recalibrate
+    solver.task_metrics = args.task_metrics
     solver.bn_compare = args.bn_compare == "on"
     if rank == 0:  # once per job
         _warn_about_batchnorm_pitfalls(solver)

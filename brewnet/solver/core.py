@@ -90,6 +90,10 @@ class Solver(TrainingLoop, Testing, ParameterUpdate, Snapshots):
         self.smoothed_loss = 0.0
         self._last_lr = None
         self.last_test_scores: list[OrderedDict] = []
+        #: "auto": Solver.test computes segmentation/regression metrics (solver/task_metrics.py),
+        #: "none": not; the last test's are in last_task_metrics (name -> value)
+        self.task_metrics = "auto"
+        self.last_task_metrics: dict[str, float] = {}
         #: precise BatchNorm before tests and snapshots (see recalibrate_batchnorm); 0 = Caffe's
         self.bn_recalibrate = 0
         #: with bn_recalibrate: also test with the moving averages first (phase "test_moving_bn")

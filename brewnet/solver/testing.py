@@ -12,6 +12,7 @@ from ..blob import push_host_writes
 from ..layers.loss import raise_deferred_label_errors
 from ..reporting.caffe_log import caffe_float
 from .lr_policies import learning_rate
+from .task_metrics import trackers_for
 
 log = logging.getLogger("brewnet")
 
@@ -124,6 +125,9 @@ class Testing:
         n_iter = p.test_iter[test_net_id] if test_net_id < len(p.test_iter) else 0
         sums: list[torch.Tensor] | None = None
         loss_sum = None
+        # segmentation / regression metrics over all batches (off with -task_metrics none)
+        trackers = trackers_for(net) if self.task_metrics != "none" else []
+        wanted = list(dict.fromkeys(list(net.outputs) + [b for t in trackers for b in t.bottoms]))
         with torch.no_grad():
             for i in range(n_iter):
                 request = self._requested_action()
@@ -135,8 +139,10 @@ class Testing:
                     request = self._requested_action()
                 if self.requested_early_exit:
                     break
-                loss, outs = net.forward_loss(outputs=net.outputs)
+                loss, outs = net.forward_loss(outputs=wanted)
                 vals = [outs[n].detach().reshape(-1).float() for n in net.outputs]
+                for t in trackers:
+                    t.update(outs[t.bottoms[0]], outs[t.bottoms[1]])
                 if p.test_compute_loss and loss is not None:
                     loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
                 if sums is None:
@@ -169,5 +175,13 @@ class Testing:
                     idx += 1
                     if self.metrics is not None:
                         self.metrics.write(self.iter, phase, key, mean, lr=lr, **extra)
+        task: dict[str, float] = {}
+        for t in trackers:
+            task.update(t.result())
+        for name, value in task.items():
+            log.info("    Test net metric: %s = %s", name, caffe_float(value))
+            if self.metrics is not None:
+                self.metrics.write(self.iter, phase, name, value, lr=lr, **extra)
+        self.last_task_metrics = task
         return scores
 
