@@ -356,3 +356,67 @@ def test_cli_infer_clear_errors(seg, tmp_path, capsys):
         assert cli.main(["infer", *argv]) == 1, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+
+
+# ----- -evaluate --------------------------------------------------------------------------------------
+def _val_labels(seg) -> np.ndarray:
+    from brewnet.data.image import datum_to_chw
+    from brewnet.data.lmdb_io import read_datums
+    return np.stack([datum_to_chw(d) for _, d in read_datums(str(seg["ds"] / "val_db" / "labels"))])
+
+
+def test_evaluate_segmentation_is_the_numpy_iou_of_the_test_phase_scores(seg, tmp_path, capsys):
+    pytest.importorskip("brewnet.solver.task_metrics")
+    scores = test_phase(seg["train_val"], seg["weights"])["score"]
+    labels = _val_labels(seg)[:, 0].astype(np.int64)
+    pred = scores.argmax(1)
+    keep = labels != 255
+    cm = np.zeros((CLASSES, CLASSES), dtype=np.int64)
+    np.add.at(cm, (labels[keep], pred[keep]), 1)
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    iou = inter / np.maximum(union, 1)
+    js = tmp_path / "e.json"
+    rc = cli.main(["infer", "-bundle", seg["bundle"], "-lmdb", str(seg["ds"] / "val_db" / "features"),
+                   "-evaluate", "segmentation", "-label_lmdb", str(seg["ds"] / "val_db" / "labels"),
+                   "-json", str(js)])
+    assert rc == 0
+    assert "mean_iou = " in capsys.readouterr().out
+    ev = json.loads(js.read_text())["evaluation"]
+    assert ev["count"] == N_VAL and ev["output"] == "score"
+    assert ev["mean_iou"] == pytest.approx(iou[union > 0].mean(), abs=1e-6)
+    assert ev["pixel_accuracy"] == pytest.approx(inter.sum() / cm.sum(), abs=1e-6)
+    for k in range(CLASSES):
+        assert ev[f"iou[{k}]"] == pytest.approx(iou[k], abs=1e-6)
+
+
+def test_evaluate_regression_rmse_and_mae(reg, tmp_path):
+    pytest.importorskip("brewnet.solver.task_metrics")
+    from brewnet.inference.infer import evaluate
+    bundle = write_bundle(reg["train_val"], reg["weights"], str(tmp_path / "b"))
+    got = test_phase(reg["train_val"], reg["weights"], blobs=("output", "label"))
+    diff = got["output"].reshape(N_VAL, -1).astype(np.float64) - got["label"].reshape(N_VAL, -1)
+    ev = evaluate(bundle, str(reg["ds"] / "val_db" / "features"), str(reg["ds"] / "val_db" / "labels"), "regression")
+    assert ev["rmse"] == pytest.approx(np.sqrt((diff ** 2).mean()), rel=1e-5)
+    assert ev["mae"] == pytest.approx(np.abs(diff).mean(), rel=1e-5)
+
+
+def test_evaluate_refuses_labels_of_other_keys_or_counts(seg, tmp_path):
+    pytest.importorskip("brewnet.solver.task_metrics")
+    from brewnet.errors import DataError
+    from brewnet.inference.infer import evaluate
+    features = str(seg["ds"] / "val_db" / "features")
+    shifted = str(tmp_path / "shifted")
+    short = str(tmp_path / "short")
+    from brewnet.data.lmdb_io import iter_records
+    records = list(iter_records(str(seg["ds"] / "val_db" / "labels")))
+    with DatumWriter(shifted) as w:  # the same count, other keys
+        for i, (_, v) in enumerate(records):
+            w.put_raw(f"x{i:08d}".encode(), v)
+    with DatumWriter(short, key_format="%09d") as w:
+        for i, (_, v) in enumerate(records[:-1]):
+            w.put_raw(f"{i:09d}".encode(), v)
+    with pytest.raises(DataError, match="has no record with key 000000000"):
+        evaluate(seg["bundle"], features, shifted, "segmentation")
+    with pytest.raises(DataError, match=f"has {N_VAL - 1} records but the features LMDB"):
+        evaluate(seg["bundle"], features, short, "segmentation")

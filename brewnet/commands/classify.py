@@ -49,21 +49,9 @@ def add_arguments(parser) -> None:
 
 
 def _sources(args):
-    from ..inference.sources import sources_from_folder, sources_from_images, sources_from_list, sources_from_lmdb
+    from .shared_flags import image_sources
 
-    given = [name for name, value in (("IMAGE", args.images), ("-list", args.list),
-                                      ("-folder", args.folder), ("-lmdb", args.lmdb)) if value]
-    if not given:
-        raise BrewnetError("nothing to classify: give image files, -list FILE, -folder DIR or -lmdb PATH")
-    if len(given) > 1:
-        raise BrewnetError(f"give one source of images, not {' and '.join(given)}")
-    if args.images:
-        return sources_from_images(args.images)
-    if args.list:
-        return sources_from_list(args.list)
-    if args.folder:
-        return sources_from_folder(args.folder)
-    return sources_from_lmdb(args.lmdb)
+    return image_sources(args, "nothing to classify: give image files, -list FILE, -folder DIR or -lmdb PATH")
 
 
 def _print_predictions(result, out) -> None:

@@ -97,3 +97,24 @@ def device_from_flag(gpu: str | None, what: str = "-gpu"):
                     "trains data-parallel on all of them)", what, gpu, ids[0], gpu)
     torch.cuda.set_device(ids[0])
     return torch.device(f"cuda:{ids[0]}")
+
+
+def image_sources(args, nothing: str, class_folders: bool = True):
+    """The one source of images that ``IMAGE...``, ``-list``, ``-folder`` or ``-lmdb`` names
+    (classify, infer); ``nothing``: the message when none is given. ``class_folders``: -folder
+    holds class sub-folders (classify) rather than just images (infer)."""
+    from ..inference import sources as src
+
+    given = [name for name, value in (("IMAGE", args.images), ("-list", args.list),
+                                      ("-folder", args.folder), ("-lmdb", args.lmdb)) if value]
+    if not given:
+        raise BrewnetError(nothing)
+    if len(given) > 1:
+        raise BrewnetError(f"give one source of images, not {' and '.join(given)}")
+    if args.images:
+        return src.sources_from_images(args.images)
+    if args.list:
+        return src.sources_from_list(args.list)
+    if args.folder:
+        return (src.sources_from_folder if class_folders else src.sources_from_image_folder)(args.folder)
+    return src.sources_from_lmdb(args.lmdb)

@@ -18,10 +18,8 @@ in ``errors`` (source and reason) and the run goes on.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from collections import deque
 from typing import Callable
 
 import numpy as np
@@ -30,7 +28,7 @@ from ..errors import BrewnetError, DataError
 from .loaded import LoadedBundle
 from .results import ClassifyResult
 from .sources import as_sources
-from .workers import CHUNK, choose_worker_kind, decode_chunk, default_workers, make_pool
+from .workers import choose_worker_kind, decoded_chunks, default_workers
 
 log = logging.getLogger("brewnet")
 
@@ -81,7 +79,6 @@ def classify(bundle_or_path, sources, *, top: int = 5, batch: int | None = None,
         result.keep_predictions()
     workers = default_workers() if workers is None else int(workers)
     worker_kind = choose_worker_kind(worker_kind, src, workers)
-    pool = make_pool(worker_kind, workers, pre)
     warned: set[str] = set()
     c, h, w = pre.stored_shape
     batch_n = loaded.batch if not src.count else min(loaded.batch, src.count)
@@ -131,34 +128,14 @@ def classify(bundle_or_path, sources, *, top: int = 5, batch: int | None = None,
                 flush()
 
     try:
-        chunks = iter(lambda: list(itertools.islice(items, CHUNK)), [])
-        if pool is None:
-            for chunk in chunks:
-                out, delta, msgs = decode_chunk(pre, chunk)
-                take(zip(out, chunk), delta, msgs)
-        else:
-            # a bounded window of chunks in flight: decoding runs ahead of the net by a few
-            # batches, never more (memory stays flat)
-            in_flight: deque = deque()
-            limit = max(2, 2 * workers)
-            shared = pre if worker_kind == "thread" else None
-            for chunk in chunks:
-                in_flight.append((pool.submit(decode_chunk, shared, chunk), chunk))
-                while len(in_flight) >= limit:
-                    fut, ch = in_flight.popleft()
-                    out, delta, msgs = fut.result()
-                    take(zip(out, ch), delta, msgs)
-            while in_flight:
-                fut, ch = in_flight.popleft()
-                out, delta, msgs = fut.result()
-                take(zip(out, ch), delta, msgs)
+        # decoding runs ahead of the net by a few batches, never more (memory stays flat)
+        for out, delta, msgs, chunk in decoded_chunks(items, pre, workers, worker_kind):
+            take(zip(out, chunk), delta, msgs)
         flush()
     except BaseException:
         result.close()
         raise
     finally:
         pre.warn = warn_before
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
     result.elapsed_s = time.perf_counter() - t0
     return result

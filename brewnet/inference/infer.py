@@ -26,11 +26,9 @@ torch is imported where used, so that importing this module does not.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
-from collections import deque
 from typing import Callable, Iterator
 
 import numpy as np
@@ -41,7 +39,7 @@ from .bundle import Bundle, BundleError
 from .loaded import DEFAULT_BATCH
 from .preprocess import Preprocessor
 from .sources import Item, Sources, as_sources, sources_from_lmdb
-from .workers import CHUNK, choose_worker_kind, decode_chunk, default_workers, make_pool
+from .workers import choose_worker_kind, decoded_chunks, default_workers
 
 log = logging.getLogger("brewnet")
 
@@ -140,16 +138,12 @@ class InferStream:
 
     def _decoded(self, workers: int, worker_kind: str) -> Iterator[tuple[np.ndarray, Item]]:
         pre = self.loaded.preprocessor
-        items = self.sources.items(None)
-        chunks = iter(lambda: list(itertools.islice(items, CHUNK)), [])
         kind = choose_worker_kind(worker_kind, self.sources, workers)
-        pool = make_pool(kind, workers, pre)
         warned: set[str] = set()
-
-        def take(out, delta, messages, chunk):
+        for out, delta, messages, chunk in decoded_chunks(self.sources.items(None), pre, workers, kind):
             for key, n in delta.items():
                 self.conversions[key] = self.conversions.get(key, 0) + n
-                if n and key not in warned:
+                if n and key not in warned:  # once per run and kind
                     warned.add(key)
                     log.warning("warning: %s (further such images are converted and counted, not logged)",
                                 messages.get(key, key))
@@ -158,26 +152,6 @@ class InferStream:
                     self._fail(item, extra)
                 else:
                     yield arr, item
-
-        try:
-            if pool is None:
-                for chunk in chunks:
-                    yield from take(*decode_chunk(pre, chunk), chunk)
-                return
-            in_flight: deque = deque()  # a bounded window: decoding runs a few chunks ahead, no more
-            limit = max(2, 2 * workers)
-            shared = pre if kind == "thread" else None
-            for chunk in chunks:
-                in_flight.append((pool.submit(decode_chunk, shared, chunk), chunk))
-                while len(in_flight) >= limit:
-                    fut, ch = in_flight.popleft()
-                    yield from take(*fut.result(), ch)
-            while in_flight:
-                fut, ch = in_flight.popleft()
-                yield from take(*fut.result(), ch)
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self, workers: int, worker_kind: str):
         pre = self.loaded.preprocessor

@@ -5,10 +5,13 @@
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 import os
+from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Iterator
 
 import numpy as np
 
@@ -84,3 +87,31 @@ def choose_worker_kind(kind: str, sources: Sources, workers: int) -> str:
 def default_workers() -> int:
     """Decode threads by default: as many as cores, at most 4 (the net needs cores too)."""
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def decoded_chunks(items: Iterator[Item], pre: Preprocessor, workers: int, kind: str) -> Iterator[tuple]:
+    """Decode ``items`` in chunks of :data:`CHUNK`, in order: ``(results, conversion counts,
+    messages, chunk)`` per chunk (:func:`decode_chunk`'s three and the items). With ``workers``
+    > 0 a pool of ``kind`` ("thread" or "process") decodes a bounded window of chunks ahead of
+    the consumer (memory stays flat whatever the number of items); 0 decodes in this thread."""
+    chunks = iter(lambda: list(itertools.islice(items, CHUNK)), [])
+    pool = make_pool(kind, workers, pre)
+    try:
+        if pool is None:
+            for chunk in chunks:
+                yield (*decode_chunk(pre, chunk), chunk)
+            return
+        in_flight: deque = deque()
+        limit = max(2, 2 * workers)
+        shared = pre if kind == "thread" else None
+        for chunk in chunks:
+            in_flight.append((pool.submit(decode_chunk, shared, chunk), chunk))
+            while len(in_flight) >= limit:
+                fut, ch = in_flight.popleft()
+                yield (*fut.result(), ch)
+        while in_flight:
+            fut, ch = in_flight.popleft()
+            yield (*fut.result(), ch)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
