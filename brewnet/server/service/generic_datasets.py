@@ -81,7 +81,7 @@ class GenericDatasets(JobControl):
         summary = dict(job.summary or {})
         if not summary.get("stages"):
             summary = dataset_summary(self.job_dir(job.id))
-        return summary if summary.get("kind") else {}
+        return summary if summary.get("kind") in GENERIC_KINDS else {}
 
     def dataset_json(self, job: Job) -> dict:
         """DIGITS' GET /datasets/<id>.json; a generic dataset's (§1.2, §1.3): id, name, status,

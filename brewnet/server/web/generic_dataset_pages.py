@@ -41,6 +41,7 @@ from ..digits.generic_forms import EXTENSION_TITLES
 from ..errors import ApiError
 from ..jobs import states
 from ..jobs.specs import KIND_EXTENSIONS
+from ..service.generic_datasets import generic_kind
 from ..threads import in_thread
 from .dataset_pages import IMAGE_CACHE, chw_to_image, mean_file_png, png_bytes, thumbnail
 from .render import page
@@ -122,7 +123,7 @@ def read_datum(path: str, key: bytes):
 
 def _job_summary(server, job_id: str) -> tuple:
     job = server.get_job(job_id, states.DATASET)
-    if (job.spec or {}).get("kind") in (None, "classification"):
+    if generic_kind(job) is None:
         raise ApiError(404, "Not a generic dataset")
     return job, server.generic_summary(job)
 
