@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .epochs import snapshot_epoch
 from .progress import best_value, read_metrics, read_plan
+from .specs import GENERIC_KINDS
 from .tasks import snapshots
 
 
@@ -20,7 +21,7 @@ def dataset_summary(jobdir: Path) -> dict:
             s = json.load(f)
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
-    if s.get("kind") not in (None, "classification"):
+    if s.get("kind") in GENERIC_KINDS:   # a classification summary's "kind" is its source (folder, ...)
         return generic_dataset_summary(jobdir, s)
     splits = s.get("splits") or {}
     out = {

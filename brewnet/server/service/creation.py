@@ -156,12 +156,19 @@ class JobCreation(JobLookups):
 
     def create_dataset(self, form: Mapping[str, str], uploads: Mapping[str, Path], user) -> Job:
         """A dataset job from DIGITS' dataset form (``uploads``: field -> saved file); queued."""
+        return self._new_dataset_job(form, uploads, user,
+                                     lambda fields, moved: parse_dataset_form(fields, moved, self.config))
+
+    def _new_dataset_job(self, form: Mapping[str, str], uploads: Mapping[str, Path], user, parse) -> Job:
+        """A dataset job from a form: ``parse(fields, uploads moved into the job) -> spec``; the
+        form is saved for clones (with the spec's ``seed`` when it drew one); queued."""
         form, uploads, copies = self._merge_clone(form, uploads, states.DATASET)
         job_id, d = self._new_dir()
         try:
             moved = self._move_uploads(uploads, d, copy=copies)
-            spec = parse_dataset_form(form, moved, self.config)
-            self._save_form(d, form, moved)
+            spec = parse(form, moved)
+            seed = getattr(spec, "seed", None)
+            self._save_form(d, {**form, "seed": str(seed)} if seed is not None else form, moved)
             now = time.time()
             job = Job(id=job_id, kind=states.DATASET, name=spec.name, group_name=spec.group or "",
                       notes="", owner=self._owner(user), status=states.INITIALIZED,

@@ -9,8 +9,6 @@ dataset directory of the contract (``train_db/features``, ``summary.json``, ...)
 """
 from __future__ import annotations
 
-import shutil
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -62,29 +60,12 @@ class GenericDatasets(JobControl):
             src_kind = generic_kind(src) or (src.kind if src.kind != states.DATASET else "classification")
             if src_kind != kind:
                 raise ApiError(400, f"Job {clone} is a {src_kind} dataset, not a {kind} one", field="clone")
-        form, uploads, copies = self._merge_clone(form, uploads, states.DATASET)
-        job_id, d = self._new_dir()
-        try:
-            moved = self._move_uploads(uploads, d, copy=copies)
+
+        def parse(fields, moved):
             if extension_id is None:
-                spec = parse_prebuilt_form(form, self.config)
-            else:
-                spec = parse_extension_form(extension_id, form, moved, self.config)
-            fields = dict(form)
-            if spec.seed is not None:
-                fields["seed"] = str(spec.seed)   # a clone draws the same split
-            self._save_form(d, fields, moved)
-            now = time.time()
-            job = Job(id=job_id, kind=states.DATASET, name=spec.name, group_name=spec.group or "",
-                      notes="", owner=self._owner(user), status=states.INITIALIZED,
-                      status_history=[[states.INITIALIZED, now]], created=now, progress=0.0,
-                      resources={}, assigned={}, spec=spec.to_json(), summary={})
-            self._insert(job, d)
-        except BaseException:
-            shutil.rmtree(d, ignore_errors=True)
-            raise
-        self.scheduler.submit(job_id)
-        return job
+                return parse_prebuilt_form(fields, self.config)
+            return parse_extension_form(extension_id, fields, moved, self.config)
+        return self._new_dataset_job(form, uploads, user, parse)
 
     def clone(self, job_id: str, user) -> Job:
         src = self.get_job(job_id)
@@ -100,7 +81,7 @@ class GenericDatasets(JobControl):
         summary = dict(job.summary or {})
         if not summary.get("stages"):
             summary = dataset_summary(self.job_dir(job.id))
-        return summary if summary.get("kind") else {}
+        return summary if summary.get("kind") in GENERIC_KINDS else {}
 
     def dataset_json(self, job: Job) -> dict:
         """DIGITS' GET /datasets/<id>.json; a generic dataset's (§1.2, §1.3): id, name, status,

@@ -34,16 +34,16 @@ from fastapi import Query, Request
 from fastapi.responses import Response
 from PIL import Image
 
-from ... import formats
-from ...data.lmdb_io import acquire_env, parse_datum, release_env
+from ...data.lmdb_io import acquire_env, parse_datum, read_record, release_env
 from ...errors import DataError
 from ..app_state import server_of
 from ..digits.generic_forms import EXTENSION_TITLES
 from ..errors import ApiError
 from ..jobs import states
 from ..jobs.specs import KIND_EXTENSIONS
+from ..service.generic_datasets import generic_kind
 from ..threads import in_thread
-from .dataset_pages import IMAGE_CACHE, chw_to_image, png_bytes, thumbnail
+from .dataset_pages import IMAGE_CACHE, chw_to_image, mean_file_png, png_bytes, thumbnail
 from .render import page
 from .routers import page_router
 
@@ -114,20 +114,16 @@ def lmdb_keys(path: str) -> tuple[bytes, ...]:
 
 
 def read_datum(path: str, key: bytes):
-    env = acquire_env(path)
+    """The Datum of ``key`` in the LMDB ``path`` (404 when it has none)."""
     try:
-        with env.begin() as txn:
-            value = txn.get(key)
-    finally:
-        release_env(env)
-    if value is None:
-        raise ApiError(404, "No such record")
-    return parse_datum(value, key)
+        return parse_datum(read_record(path, key), key)
+    except DataError as e:
+        raise ApiError(404 if "no record" in str(e) else 422, str(e)) from None
 
 
 def _job_summary(server, job_id: str) -> tuple:
     job = server.get_job(job_id, states.DATASET)
-    if (job.spec or {}).get("kind") in (None, "classification"):
+    if generic_kind(job) is None:
         raise ApiError(404, "Not a generic dataset")
     return job, server.generic_summary(job)
 
@@ -267,15 +263,7 @@ def mean_image(server, job_id: str) -> bytes:
     path = summary.get("mean_file")
     if not path or not Path(path).is_file():
         raise ApiError(404, "This dataset has no mean image")
-    try:
-        arr = np.asarray(formats.read_binaryproto(path))
-    except Exception as e:   # a damaged file
-        raise ApiError(422, f"The mean file cannot be read: {e}") from None
-    while arr.ndim > 3 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 3:
-        raise ApiError(422, f"The mean has shape {arr.shape}, not C×H×W")
-    return png_bytes(_show_array(arr) if arr.shape[0] not in (1, 3) else chw_to_image(arr))
+    return mean_file_png(Path(path))
 
 
 @router.get("/datasets/{job_id}/generic/mean.png")
