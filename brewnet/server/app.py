@@ -27,7 +27,8 @@ from .errors import ApiError, FormErrors
 log = logging.getLogger("brewnet.server")
 
 #: route modules of other parts of the server, included when present (each has ``router``)
-OPTIONAL_ROUTERS = ("api_v1", "accounts", "events", "generic_models")
+OPTIONAL_ROUTERS = ("api_v1", "accounts", "events", "generic_models", "generic_datasets")
+OPTIONAL_ROUTERS += ("generic_inference",)   # DIGITS' infer_one / infer_many / infer_db of generic models
 
 
 def _field_of(loc: tuple | list) -> str:

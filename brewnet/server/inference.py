@@ -12,9 +12,10 @@ and classify-one in a worker process.
   info.json, plus the bundle's preprocess.json), cached per iteration, extension and info;
   deploy.prototxt with net-level inputs and mean.binaryproto with legacy dims, the forms DIGITS
   writes and its examples/classification scripts read.
-- :class:`InferencePool` runs classification in one ``spawn``ed worker process that keeps the
-  loaded bundles; the event loop awaits it with ``asyncio.wrap_future`` and never blocks (torch
-  is never imported by the server process for this).  The worker ends when the server dies,
+- :class:`InferencePool` runs classification (and a generic net's infer-one: every output
+  blob) in one ``spawn``ed worker process that keeps the loaded bundles; the event loop awaits
+  it with ``asyncio.wrap_future`` and never blocks (torch is never imported by the server
+  process for this).  The worker ends when the server dies,
   SIGKILL included (brewnet.child_processes.end_with_parent).
 """
 from __future__ import annotations
@@ -328,23 +329,38 @@ def _model_modules(python_path: tuple[str, ...]):
         forget()
 
 
-def _loaded(bundle_dir: str, python_path: tuple[str, ...] = ()):
-    """The worker's LoadedBundle of ``bundle_dir``, loaded once (reloaded if the bundle was
-    replaced: info.json's mtime changed); its Python layers import from ``python_path``."""
-    from ..inference.loaded import LoadedBundle
-
+def _cached(key: str, bundle_dir: str, python_path: tuple[str, ...], make):
+    """The worker's loaded net of ``bundle_dir`` under ``key``, made by ``make()`` once (again
+    if the bundle was replaced: info.json's mtime changed); its Python layers import from
+    ``python_path``."""
     stamp = os.stat(os.path.join(bundle_dir, "info.json")).st_mtime
-    hit = _cache.get(bundle_dir)
+    hit = _cache.get(key)
     if hit is not None and hit[0] == stamp:
-        _cache.move_to_end(bundle_dir)
+        _cache.move_to_end(key)
         return hit[1]
     with _model_modules(python_path):
-        loaded = LoadedBundle(bundle_dir, device=_device, batch=1)
-    _cache[bundle_dir] = (stamp, loaded)
-    _cache.move_to_end(bundle_dir)
+        loaded = make()
+    _cache[key] = (stamp, loaded)
+    _cache.move_to_end(key)
     while len(_cache) > WORKER_CACHE:
         _cache.popitem(last=False)
     return loaded
+
+
+def _loaded(bundle_dir: str, python_path: tuple[str, ...] = ()):
+    """The worker's LoadedBundle (classification) of ``bundle_dir`` (see :func:`_cached`)."""
+    from ..inference.loaded import LoadedBundle
+
+    return _cached(bundle_dir, bundle_dir, python_path, lambda: LoadedBundle(bundle_dir, device=_device, batch=1))
+
+
+def _generic_loaded(bundle_dir: str, dont_resize: bool, python_path: tuple[str, ...] = ()):
+    """The worker's GenericBundle (every output blob) of ``bundle_dir`` (see :func:`_cached`);
+    one per ``dont_resize``, which decides how images are prepared."""
+    from ..inference.infer import GenericBundle
+
+    return _cached(f"{bundle_dir}|generic|{int(dont_resize)}", bundle_dir, python_path,
+                   lambda: GenericBundle(bundle_dir, device=_device, batch=1, dont_resize=dont_resize))
 
 
 def _visualizations(loaded, x, vis_dir: str) -> list[dict]:
@@ -393,6 +409,31 @@ def _classify_one(bundle_dir: str, image_path: str, top: int, visualize: bool, v
         if any(not math.isfinite(p[1]) for p in result["predictions"]):
             return {"error": [500, "the net gave non-finite scores for this image"]}
         return result
+    except (BrewnetError, OSError) as e:
+        return {"error": [500, f"Inference failed: {e}"]}
+
+
+def _infer_one(bundle_dir: str, image_path: str, dont_resize: bool, python_path: tuple[str, ...] = ()) -> dict:
+    """Worker side of :meth:`InferencePool.infer_one`; errors as for :func:`_classify_one`."""
+    import numpy as np
+
+    from ..errors import BrewnetError
+    from ..inference.infer import infer_images
+
+    try:
+        loaded = _generic_loaded(bundle_dir, dont_resize, python_path)
+        stream = infer_images(loaded, [image_path], dont_resize=dont_resize, workers=0)
+        try:
+            got = next(stream, None)
+        finally:
+            stream.close()
+        if got is None:
+            why = stream.errors[0]["error"] if stream.errors else "it gave no result"
+            return {"error": [400, f"Could not read image: {why}"]}
+        _, outputs = got
+        if not all(np.isfinite(v).all() for v in outputs.values()):
+            return {"error": [500, "the net gave non-finite outputs for this image"]}
+        return {"outputs": {b: np.asarray(v)[None] for b, v in outputs.items()}}   # DIGITS keeps the batch axis
     except (BrewnetError, OSError) as e:
         return {"error": [500, f"Inference failed: {e}"]}
 
@@ -462,6 +503,16 @@ class InferencePool:
         return await self._run(_classify_one, os.fspath(bundle_dir), os.fspath(image_path), int(top),
                                bool(visualize), os.fspath(vis_dir) if vis_dir is not None else None,
                                tuple(python_path))
+
+    async def infer_one(self, bundle_dir: str | os.PathLike, image_path: str | os.PathLike,
+                        dont_resize: bool = False, python_path: list[str] | tuple[str, ...] = ()) -> dict:
+        """Every output blob of a (generic) bundle's net for one image: ``{blob: ndarray of shape
+        (1, ...)}`` (DIGITS' infer_one keeps the batch axis), in the deploy net's output order;
+        ``dont_resize``: the image keeps its size (DIGITS' "do not resize").  An unreadable image:
+        ApiError 400 "Could not read image: ..."; a net failure or non-finite outputs: ApiError 500."""
+        result = await self._run(_infer_one, os.fspath(bundle_dir), os.fspath(image_path), bool(dont_resize),
+                                 tuple(python_path))
+        return result["outputs"]
 
     async def ensure_bundle(self, model_dir: str | os.PathLike, iteration: int,
                             dataset_dir: str | os.PathLike | None,

@@ -40,9 +40,11 @@ HDF5 = "brewnet builds LMDB datasets; hdf5 is not supported"
 PY_REFUSED = "Python layers are refused: the server was not started with --allow-python-layers"
 
 
-def _confine(f: Fields, name: str, value: str, roots: list[Path], kind: str) -> Path | None:
+def confine_field(f: Fields, name: str, value: str, roots: list[Path], kind: str,
+                  missing: str | None = None) -> Path | None:
     """A server path of field ``name``: absolute, resolving (symlinks followed) under one of
-    ``roots``, and existing as a ``kind`` ("dir" or "file"); else an error on the field."""
+    ``roots``, and existing as a ``kind`` ("dir" or "file"); else an error on the field
+    (``missing``: the message when it does not exist, else DIGITS' "Folder/File does not exist")."""
     if not value:
         return None
     if re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I):
@@ -61,16 +63,23 @@ def _confine(f: Fields, name: str, value: str, roots: list[Path], kind: str) -> 
         f.error(name, OUTSIDE)
         return None
     if kind == "dir" and not real.is_dir():
-        f.error(name, "Folder does not exist")
+        f.error(name, missing or "Folder does not exist")
         return None
     if kind == "file" and not real.is_file():
-        f.error(name, "File does not exist")
+        f.error(name, missing or "File does not exist")
         return None
     return real
 
 
-def _roots(config: ServerConfig) -> list[Path]:
+_confine = confine_field
+
+
+def data_roots(config: ServerConfig) -> list[Path]:
+    """The server's ``--data-root`` folders, resolved."""
     return [Path(r).resolve() for r in (config.data_roots or [])]
+
+
+_roots = data_roots
 
 
 # ----- datasets -----------------------------------------------------------------------------------

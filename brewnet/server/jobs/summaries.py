@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .epochs import snapshot_epoch
 from .progress import best_value, read_metrics, read_plan
+from .specs import GENERIC_KINDS
 from .tasks import snapshots
 
 
@@ -20,6 +21,8 @@ def dataset_summary(jobdir: Path) -> dict:
             s = json.load(f)
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
+    if s.get("kind") in GENERIC_KINDS:   # a classification summary's "kind" is its source (folder, ...)
+        return generic_dataset_summary(jobdir, s)
     splits = s.get("splits") or {}
     out = {
         "labels": list(s.get("labels") or []),
@@ -43,6 +46,38 @@ def dataset_summary(jobdir: Path) -> dict:
     out["mean_file"] = str(mean) if mean.is_file() else None
     mean_image = jobdir / "mean.jpg"
     out["mean_image"] = str(mean_image) if mean_image.is_file() else None
+    return out
+
+
+def _absolute(jobdir: Path, path) -> str | None:
+    """A path of a generic summary.json: absolute as written, or relative to the dataset dir."""
+    if not path:
+        return None
+    p = Path(path)
+    return str(p if p.is_absolute() else jobdir / p)
+
+
+def generic_dataset_summary(jobdir: Path, s: dict) -> dict:
+    """A generic dataset's summary.json (``brewnet dataset create --kind``: every key of it, its
+    paths made absolute) plus the keys the server reads of every dataset: ``counts`` per stage,
+    ``labels`` (the class labels), ``num_classes``, ``image`` (from ``feature_dims``), ``dbs``
+    (the features LMDBs) and ``mean_file``."""
+    out = dict(s)
+    stages = {}
+    for name, st in (s.get("stages") or {}).items():
+        st = dict(st or {})
+        for key in ("features", "labels", "mean"):
+            st[key] = _absolute(jobdir, st.get(key))
+        stages[name] = st
+    out["stages"] = stages
+    out["mean_file"] = _absolute(jobdir, s.get("mean_file"))
+    out["counts"] = {k: int(v.get("entries") or 0) for k, v in stages.items()}
+    out["labels"] = list(s.get("class_labels") or [])
+    out["num_classes"] = int(s.get("num_classes") or 0)
+    dims = s.get("feature_dims")
+    out["image"] = {"height": dims[0], "width": dims[1], "channels": dims[2]} \
+        if isinstance(dims, list) and len(dims) == 3 else {}
+    out["dbs"] = {k: v["features"] for k, v in stages.items() if v.get("features")}
     return out
 
 

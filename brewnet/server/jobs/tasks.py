@@ -8,7 +8,11 @@
   one is the job's); a resume passes ``-snapshot <newest solverstate>`` instead of weights, and
   the trainer appends to the same metrics file.
 - inference: ``brewnet deploy`` of the model's snapshot when its bundle is missing, then
-  ``brewnet classify -bundle B (-list images.txt | -lmdb DB) -json result.json``.
+  ``brewnet classify -bundle B (-list images.txt | -lmdb DB) -json result.json``; a generic
+  model's ``infer_many`` / ``infer_db`` (spec kinds :data:`GENERIC_INFER_KINDS`) runs ``brewnet
+  infer -bundle B (-list images.txt | -lmdb DB) -output outputs`` instead, with
+  ``-dont_resize`` and ``-evaluate KIND -label_lmdb DB`` as the spec says (its deploy gets the
+  dataset: ``-dataset DIR``).
 
 An inference job's ``spec``: ``model_id``, ``iteration`` (the snapshot), optional ``bundle_dir``
 (default ``<model dir>/bundles/iter_N``), ``source``: ``{"list": path}`` or ``{"lmdb": path}``
@@ -31,6 +35,10 @@ from .progress import METRICS_FILE, read_plan
 from .specs import dataset_spec_from_json
 
 AUGMENT_FILE = "augment.json"              # digits.model_files writes it
+#: generic inference jobs (brewnet infer): their spec kinds and what they write in the job's folder
+GENERIC_INFER_KINDS = ("infer_many", "infer_db")
+INFER_OUTPUT_DIR = "outputs"               # one .npy per item and output blob
+INFER_INDEX = f"{INFER_OUTPUT_DIR}/index.json"  # key -> its blobs' files, and the evaluation
 PYTHON_LAYER_DIR = "python_layers"         # the job's own Python layer file lives here
 SNAPSHOT_RE = re.compile(r"^snapshot_iter_(\d+)\.(caffemodel|solverstate)$")
 
@@ -139,18 +147,37 @@ def inference_steps(job, config) -> list[list[str]]:
             labels = job_dir(config, dataset_id) / "labels.txt"
             if labels.is_file():
                 deploy += ["-labels", str(labels)]
+        if spec.get("dataset_dir"):
+            deploy += ["-dataset", str(spec["dataset_dir"])]
         steps.append(brewnet_argv(*deploy))
+    if spec.get("kind") in GENERIC_INFER_KINDS:
+        return steps + [brewnet_argv(*_infer_args(job, jobdir, bundle)) + _gpu_flag(job)]
     source = spec.get("source") or {"list": "images.txt"}
-    classify = ["classify", "-bundle", str(bundle)]
-    if "lmdb" in source:
-        classify += ["-lmdb", _resolve(jobdir, source["lmdb"])]
-    elif "list" in source:
-        classify += ["-list", _resolve(jobdir, source["list"])]
-    else:
-        raise BrewnetError(f"job {job.id}: its source names neither a list nor an LMDB")
+    classify = ["classify", "-bundle", str(bundle), *_source_args(job, jobdir, source)]
     classify += ["-json", "result.json", "-top", str(int(spec.get("top") or 5))]
     steps.append(brewnet_argv(*classify) + _gpu_flag(job))
     return steps
+
+
+def _source_args(job, jobdir: Path, source: dict) -> list[str]:
+    if "lmdb" in source:
+        return ["-lmdb", _resolve(jobdir, source["lmdb"])]
+    if "list" in source:
+        return ["-list", _resolve(jobdir, source["list"])]
+    raise BrewnetError(f"job {job.id}: its source names neither a list nor an LMDB")
+
+
+def _infer_args(job, jobdir: Path, bundle: Path) -> list[str]:
+    """``brewnet infer``'s arguments of a generic inference job (see the module docstring)."""
+    spec = job.spec or {}
+    args = ["infer", "-bundle", str(bundle), *_source_args(job, jobdir, spec.get("source") or {}),
+            "-output", INFER_OUTPUT_DIR]
+    if spec.get("dont_resize"):
+        args.append("-dont_resize")
+    evaluate = spec.get("evaluate") or {}
+    if evaluate.get("kind") and evaluate.get("labels"):
+        args += ["-evaluate", str(evaluate["kind"]), "-label_lmdb", str(evaluate["labels"])]
+    return args
 
 
 def steps_for(job, config, *, resume: bool) -> list[list[str]]:

@@ -32,10 +32,12 @@ from ..formdata import ParsedForm, read_form
 from ..jobs import states
 from ..jobs.epochs import parse_epoch
 from ..jobs.jobdir import confine_server_path
+from ..jobs.specs import GENERIC_KINDS
 from ..service.creation import read_form_file
 from ..threads import in_thread
 from ..web.render import page
 from . import digits_bool, request_user, wants_json
+from .generic_datasets import new_form_path
 
 
 async def _readers_only(request: Request) -> None:
@@ -443,6 +445,8 @@ async def _clone(request: Request, job_id: str):
             form.cleanup()
     if job.kind not in CREATE_PATHS:
         raise ApiError(400, f"Job {job_id} is an {job.kind} job; only datasets and models are cloned")
+    if job.kind == states.DATASET and (job.spec or {}).get("kind") in GENERIC_KINDS:
+        return RedirectResponse(f"{new_form_path(job.spec['kind'])}?clone={job.id}", status_code=302)
     path = CREATE_PATHS[job.kind]
     if job.kind == states.MODEL and (job.spec or {}).get("kind") == "generic":
         path = "/models/images/generic"
@@ -473,6 +477,8 @@ async def _job_page(request: Request, job):
     module, function = {states.DATASET: ("dataset_pages", "render_dataset"),
                         states.MODEL: ("model_pages", "render_model")}.get(
                             job.kind, ("inference_pages", "render_inference_job"))
+    if job.kind == states.DATASET and (job.spec or {}).get("kind") in GENERIC_KINDS:
+        module, function = "generic_dataset_pages", "render_generic_dataset"
     return await _web(request, module, function, job)
 
 

@@ -156,12 +156,19 @@ class JobCreation(JobLookups):
 
     def create_dataset(self, form: Mapping[str, str], uploads: Mapping[str, Path], user) -> Job:
         """A dataset job from DIGITS' dataset form (``uploads``: field -> saved file); queued."""
+        return self._new_dataset_job(form, uploads, user,
+                                     lambda fields, moved: parse_dataset_form(fields, moved, self.config))
+
+    def _new_dataset_job(self, form: Mapping[str, str], uploads: Mapping[str, Path], user, parse) -> Job:
+        """A dataset job from a form: ``parse(fields, uploads moved into the job) -> spec``; the
+        form is saved for clones (with the spec's ``seed`` when it drew one); queued."""
         form, uploads, copies = self._merge_clone(form, uploads, states.DATASET)
         job_id, d = self._new_dir()
         try:
             moved = self._move_uploads(uploads, d, copy=copies)
-            spec = parse_dataset_form(form, moved, self.config)
-            self._save_form(d, form, moved)
+            spec = parse(form, moved)
+            seed = getattr(spec, "seed", None)
+            self._save_form(d, {**form, "seed": str(seed)} if seed is not None else form, moved)
             now = time.time()
             job = Job(id=job_id, kind=states.DATASET, name=spec.name, group_name=spec.group or "",
                       notes="", owner=self._owner(user), status=states.INITIALIZED,
@@ -318,22 +325,27 @@ class JobCreation(JobLookups):
                 source, name = self._test_source(model, form), f"Test: {model.name}"
             else:
                 raise ApiError(400, f"unknown inference kind {kind!r}: classify_many or test")
-            now = time.time()
             # every class's probability is kept (up to TOP_KEPT_MAX classes), so the pages can rank
             # the top images of every class exactly; DIGITS' answers still show the best 5
             top = max(DIGITS_TOP, min(num_classes, TOP_KEPT_MAX))
             spec = {"kind": kind, "model_id": model.id, "iteration": iteration, "source": source, "top": top}
-            resources = {"gpu_count": 1} if self.config.gpus else {}
-            job = Job(id=job_id, kind=states.INFERENCE, name=name, group_name="", notes="",
-                      owner=self._owner(user), status=states.INITIALIZED,
-                      status_history=[[states.INITIALIZED, now]], created=now, progress=0.0,
-                      dataset_id=model.dataset_id, parent_id=model.id, resources=resources,
-                      assigned={}, spec=spec, summary={})
-            self._insert(job, d)
+            job = self._insert_inference(job_id, d, model, name, spec, user)
         except BaseException:
             shutil.rmtree(d, ignore_errors=True)
             raise
         self.scheduler.submit(job_id)
+        return job
+
+    def _insert_inference(self, job_id: str, d: Path, model: Job, name: str, spec: dict, user) -> Job:
+        """The row of a new inference job of ``model`` (directory ``d``, already made), not yet submitted."""
+        now = time.time()
+        resources = {"gpu_count": 1} if self.config.gpus else {}
+        job = Job(id=job_id, kind=states.INFERENCE, name=name, group_name="", notes="",
+                  owner=self._owner(user), status=states.INITIALIZED,
+                  status_history=[[states.INITIALIZED, now]], created=now, progress=0.0,
+                  dataset_id=model.dataset_id, parent_id=model.id, resources=resources,
+                  assigned={}, spec=spec, summary={})
+        self._insert(job, d)
         return job
 
     def _write_image_list(self, d: Path, form: Mapping[str, str], uploads: Mapping[str, Path],

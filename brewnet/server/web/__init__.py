@@ -26,4 +26,4 @@ from __future__ import annotations
 
 #: modules of this package whose ``router`` the application includes (missing ones are skipped)
 PAGE_ROUTERS = ("static_routes", "home", "account_pages", "dataset_pages", "new_model_pages", "model_pages",
-                "inference_pages", "compare_pages", "generic_model_pages")
+                "inference_pages", "compare_pages", "generic_model_pages", "generic_dataset_pages")

@@ -378,6 +378,11 @@ def mean_png(server, job_id: str) -> bytes:
     path = jobdir / "mean.binaryproto"
     if not path.is_file():
         raise ApiError(404, "This dataset has no mean image (yet)")
+    return mean_file_png(path)
+
+
+def mean_file_png(path: Path) -> bytes:
+    """A mean file (BlobProto 1×C×H×W) as a PNG image (422 when it cannot be shown)."""
     try:
         arr = np.asarray(formats.read_binaryproto(path))
     except Exception as e:   # a damaged file

@@ -27,18 +27,18 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 from fastapi import Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from PIL import Image
 
-from ...data.lmdb_io import parse_datum, read_record
 from ..app_state import server_of
 from ..errors import ApiError
 from ..jobs import states
 from ..jobs.jobdir import confine_server_path
 from ..threads import in_thread
+from . import generic_inference_pages as generic
 from .render import page
+from .source_images import source_image
 from .routers import page_router
 
 router = page_router()
@@ -214,49 +214,12 @@ def inference_report(server, job, top_n: int = TOP_N_DEFAULT) -> dict:
 
 # ----------------------------------------------------------------------- thumbnails
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-        return True
-    except ValueError:
-        return False
-
-
-def _source_image(server, source: str):
-    """A Pillow image of a classified source: an image file under a --data-root, or an LMDB
-    record ``<db>:<key>`` of a database inside the jobs folder (decoded here without torch:
-    the server process never loads it)."""
-    if os.path.isfile(source):
-        full = confine_server_path(source, server.config.data_roots, "source")
-        return Image.open(full)
-    db, sep, key = source.rpartition(":")
-    jobs = Path(server.config.jobs_dir).resolve()
-    if not sep or not db or not _inside(Path(db).resolve(), jobs) or not Path(db).is_dir():
-        raise ApiError(404, "This image is no longer available")
-    try:
-        datum = parse_datum(read_record(str(Path(db).resolve()), key), key)
-    except Exception:  # a record gone or unreadable: a missing thumbnail, not a 500
-        raise ApiError(404, "This image is no longer available") from None
-    if datum.encoded:
-        return Image.open(io.BytesIO(datum.data))   # encoded from RGB: decodes as it was
-    shape = (datum.channels, datum.height, datum.width)
-    if len(datum.data):
-        chw = np.frombuffer(datum.data, dtype=np.uint8).reshape(shape)
-    else:
-        f = np.asarray(datum.float_data, dtype=np.float32).reshape(shape)
-        lo, hi = float(f.min()), float(f.max())
-        chw = np.zeros(shape, np.uint8) if hi <= lo else ((f - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-    if chw.shape[0] == 1:
-        return Image.fromarray(chw[0])
-    return Image.fromarray(np.ascontiguousarray(chw[::-1].transpose(1, 2, 0)))   # BGR -> RGB
-
-
 def _thumbnail(server, job_id: str, index: int) -> bytes:
     job = _finished_inference(server, job_id)
     predictions = _read_result(server.job_dir(job.id) / "result.json").get("predictions") or []
     if not 0 <= index < len(predictions):
         raise ApiError(404, f"Job {job_id} has no image {index}")
-    img = _source_image(server, str(predictions[index].get("source")))
+    img = source_image(server, str(predictions[index].get("source")))
     try:
         img.load()
         img = img.convert("L" if img.mode in ("L", "I", "I;16", "F", "1") else "RGB")
@@ -318,8 +281,13 @@ async def list_file(request: Request, path: str = Query("", description="a list 
 
 async def render_inference_job(request: Request, job):
     """``/jobs/<id>`` of an inference job: what it classifies, progress while it runs, then the
-    report (drawn by inference.js from ``/inference/<id>/report.json``)."""
+    report (drawn by inference.js from ``/inference/<id>/report.json``); a generic model's
+    finished infer_many / infer_db: its result page (generic_inference_pages)."""
     server = server_of(request)
+    if generic.is_generic_job(job):
+        done = await generic.render_generic_job(request, job)
+        if done is not None:
+            return done
 
     def context():
         spec = job.spec or {}

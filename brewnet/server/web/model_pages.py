@@ -36,6 +36,7 @@ from ..jobs.progress import read_plan
 from ..schemas import job_out
 from ..threads import in_thread
 from . import batchnorm_stats
+from .generic_inference_pages import forms_context as generic_forms_context
 from .render import page
 from .routers import page_router
 
@@ -121,7 +122,8 @@ def _context(request: Request, server, job) -> dict:
             "status_css": states.CSS.get(job.status, "default"),
             "inference_datasets": [{"id": j.id, "name": j.name} for j in server.list_jobs(states.DATASET)
                                    if j.status == states.DONE],
-            "data_roots": [str(r) for r in server.config.data_roots]}
+            "data_roots": [str(r) for r in server.config.data_roots],
+            "generic_forms": generic_forms_context(server, job) if plan.get("kind") == "generic" else None}
 
 
 async def render_model(request: Request, job):
