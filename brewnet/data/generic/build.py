@@ -56,7 +56,8 @@ def prepare_outdir(outdir: str, overwrite: bool) -> None:
 
 def write_stages(outdir: str, stages: dict[str, Stage], options: WriteOptions) -> dict[str, StageResult]:
     """Write each non-empty stage in order (train, val, test); the progress file learns every
-    stage's total first, so a reader's done/total does not reach 1 after the train stage."""
+    stage's total first, so a reader's done/total does not reach 1 after the train stage.  When
+    a sample fails, the stages written so far are removed and the error goes on."""
     log = logger(options.stream)
     stages = {s: stages[s] for s in STAGES if s in stages and stages[s].count > 0}
     if "train" not in stages:
@@ -66,7 +67,13 @@ def write_stages(outdir: str, stages: dict[str, Stage], options: WriteOptions) -
         with announce:
             for s, st in stages.items():
                 announce.update(f"{s}_db", 0, st.count, force=True)
-    return {s: write_stage(outdir, s, st.count, st.load, st.name, options, log) for s, st in stages.items()}
+    try:
+        return {s: write_stage(outdir, s, st.count, st.load, st.name, options, log) for s, st in stages.items()}
+    except BaseException:
+        # a bad sample midway: remove the partial stages, so that the folder holds no half dataset
+        for s in stages:
+            shutil.rmtree(os.path.join(outdir, f"{s}_db"), ignore_errors=True)
+        raise
 
 
 def base_summary(kind: str, results: dict[str, StageResult], force_same_shape: bool,
