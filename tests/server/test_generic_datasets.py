@@ -316,3 +316,23 @@ def test_clone_and_delete(world, gradients):
     assert r.status_code == 200 and r.text == "Job deleted."
     assert c.get(f"/datasets/{clone_id}.json").status_code == 404
     assert not (world["root"] / "jobs" / clone_id).exists()
+
+
+def test_html_create_redirects_and_new_page_json(world):
+    c = world["client"]
+    r = c.post("/datasets/generic/create/image-gradients", data={"dataset_name": "html", "train_image_count": "2",
+                                                                  "val_image_count": "0", "image_width": "4",
+                                                                  "image_height": "4"},
+               follow_redirects=False)
+    assert r.status_code == 302
+    job_id = r.headers["location"].rsplit("/", 1)[-1]
+    assert r.headers["location"] == f"/datasets/{job_id}"
+    done(c, job_id)
+    r = c.get(f"/datasets/generic/new/image-gradients?clone={job_id}", headers={"Accept": "application/json"})
+    assert r.status_code == 200
+    fields = r.json()["fields"]
+    assert fields["dataset_name"] == "html" and fields["seed"].isdigit()
+    assert c.get(f"/datasets/generic/new/image-processing?clone={job_id}").status_code == 400
+    r = c.post("/datasets/images/generic", data={}, follow_redirects=False)
+    assert r.status_code == 400 and "prebuilt_train_images" in r.json()["errors"]
+    assert c.delete(f"/datasets/{job_id}").status_code == 200

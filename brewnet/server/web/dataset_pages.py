@@ -70,7 +70,7 @@ THUMB_SIDE = 128
 
 # ----------------------------------------------------------------------- the new-dataset form
 
-def _field_values(fields: dict) -> dict[str, str]:
+def field_values(fields: dict) -> dict[str, str]:
     """A cloned job's saved fields as the form shows them."""
     out = {}
     for k, v in (fields or {}).items():
@@ -82,7 +82,7 @@ def _field_values(fields: dict) -> dict[str, str]:
 
 async def render_new_dataset(request: Request, fields: dict, clone: str | None):
     server = server_of(request)
-    values = _field_values(fields)
+    values = field_values(fields)
     roots = [str(r) for r in (server.config.data_roots or [])]
     uploads_lost = bool(clone) and values.get("method") == "textfile" and \
         values.get("textfile_use_local_files", "") in ("", "false")

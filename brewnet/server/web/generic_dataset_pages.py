@@ -43,7 +43,7 @@ from ..jobs import states
 from ..jobs.specs import KIND_EXTENSIONS
 from ..service.generic_datasets import generic_kind
 from ..threads import in_thread
-from .dataset_pages import IMAGE_CACHE, chw_to_image, mean_file_png, png_bytes, thumbnail
+from .dataset_pages import IMAGE_CACHE, chw_to_image, field_values, mean_file_png, png_bytes, thumbnail
 from .render import page
 from .routers import page_router
 
@@ -64,15 +64,6 @@ EXPLORE_DB = re.compile(r"^(train|val|test)_db/(features|labels)$")
 
 # ----------------------------------------------------------------------- the forms
 
-def _values(fields: dict) -> dict[str, str]:
-    out = {}
-    for k, v in (fields or {}).items():
-        if isinstance(v, list):
-            v = v[-1] if v else ""
-        out[k] = "" if v is None else str(v)
-    return out
-
-
 async def render_new_generic_dataset(request: Request, kind: str, fields: dict, clone: str | None):
     server = server_of(request)
     extension = KIND_EXTENSIONS.get(kind)
@@ -80,7 +71,7 @@ async def render_new_generic_dataset(request: Request, kind: str, fields: dict, 
     title = TITLES[kind]
     return page(request, "new_dataset_generic.html", title=title, nav="new-dataset", kind=kind,
                 extension=extension, extension_title=EXTENSION_TITLES.get(extension or "", ""),
-                action=action, values=_values(fields), clone=clone,
+                action=action, values=field_values(fields), clone=clone,
                 data_roots=[str(r) for r in (server.config.data_roots or [])])
 
 
