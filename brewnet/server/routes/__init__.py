@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 from types import ModuleType
 
 from starlette.requests import Request
 
 from .. import security
+from ..app_state import server_of
+from ..errors import ApiError
+from ..jobs.jobdir import confine_server_path
 
 
 def optional_module(name: str) -> ModuleType | None:
@@ -80,3 +84,27 @@ async def request_user(request: Request, *, required: bool = True):
         if inspect.isawaitable(r):
             await r
     return user
+
+
+def posted_image(request: Request, form, path_fields: tuple[str, ...],
+                 missing: str = "must provide image_path or image_file") -> tuple[Path, str]:
+    """The image a classify_one/infer_one request names, and how to call it: the ``image_file``
+    upload, else the first of ``path_fields`` given (form or query), a path on the server under a
+    --data-root. URLs are refused (this server fetches nothing); ``missing`` is the 400's text."""
+    up = form.files.get("image_file")
+    if up is not None and (up.size > 0 or up.filename):
+        return up.path, up.filename or "image_file"
+    path = ""
+    for name in path_fields:
+        path = (form.get(name) or request.query_params.get(name) or "").strip()
+        if path:
+            break
+    if not path:
+        raise ApiError(400, missing, field="image_file")
+    if "://" in path:
+        raise ApiError(400, "URLs are not fetched by this server: upload the image as image_file",
+                       field="image_path")
+    full = confine_server_path(path, server_of(request).config.data_roots, "image_path")
+    if not full.is_file():
+        raise ApiError(400, f"Image not found: {path}", field="image_path")
+    return full, path

@@ -31,12 +31,11 @@ from ..errors import ApiError
 from ..formdata import ParsedForm, read_form
 from ..jobs import states
 from ..jobs.epochs import parse_epoch
-from ..jobs.jobdir import confine_server_path
 from ..jobs.specs import GENERIC_KINDS
 from ..service.creation import read_form_file
 from ..threads import in_thread
 from ..web.render import page
-from . import digits_bool, request_user, wants_json
+from . import digits_bool, posted_image, request_user, wants_json
 from .generic_datasets import new_form_path
 
 
@@ -194,21 +193,10 @@ def _classify_job_id(request: Request, form: ParsedForm) -> str:
 
 
 def _image_of(request: Request, form: ParsedForm) -> Path:
-    """classify_one's image: the ``image_file`` upload, else ``image_path`` on the server
-    (under a --data-root; URLs are not fetched)."""
-    up = form.files.get("image_file")
-    if up is not None and (up.size > 0 or up.filename):
-        return up.path
-    path = (form.get("image_path") or form.get("image_url") or "").strip()
-    if not path:
-        raise ApiError(400, "Must provide image_path or image_file", field="image_file")
-    if "://" in path:
-        raise ApiError(400, "URLs are not fetched by this server: upload the image as image_file",
-                       field="image_path")
-    full = confine_server_path(path, server_of(request).config.data_roots, "image_path")
-    if not full.is_file():
-        raise ApiError(400, f"Image not found: {path}", field="image_path")
-    return full
+    """classify_one's image: the ``image_file`` upload, else ``image_path`` (or DIGITS'
+    ``image_url``, taken as a path: URLs are not fetched) on the server."""
+    return posted_image(request, form, ("image_path", "image_url"),
+                        missing="Must provide image_path or image_file")[0]
 
 
 async def _classify_one(request: Request, as_json: bool):

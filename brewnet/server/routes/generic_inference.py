@@ -30,11 +30,10 @@ from ..errors import ApiError
 from ..formdata import ParsedForm, read_form
 from ..jobs import states
 from ..jobs.epochs import parse_epoch
-from ..jobs.jobdir import confine_server_path
 from ..threads import in_thread
 from ..web import generic_inference_pages as pages
 from ..web.generic_views import check_view_against_dataset, parse_view_config
-from . import digits_bool, wants_json
+from . import digits_bool, posted_image, wants_json
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(security.read_access)])
 PREFIX = "/models/images/generic"
@@ -50,19 +49,7 @@ def _job_id(request: Request, form: ParsedForm) -> str:
 def _image(request: Request, form: ParsedForm) -> tuple[Path, str]:
     """infer_one's image and how it is named: the ``image_file`` upload, else ``image_path`` on
     the server (under a --data-root; URLs are not fetched)."""
-    up = form.files.get("image_file")
-    if up is not None and (up.size > 0 or up.filename):
-        return up.path, up.filename or "image_file"
-    path = (form.get("image_path") or request.query_params.get("image_path") or "").strip()
-    if not path:
-        raise ApiError(400, "must provide image_path or image_file", field="image_file")   # DIGITS' text
-    if "://" in path:
-        raise ApiError(400, "URLs are not fetched by this server: upload the image as image_file",
-                       field="image_path")
-    full = confine_server_path(path, server_of(request).config.data_roots, "image_path")
-    if not full.is_file():
-        raise ApiError(400, f"Image not found: {path}", field="image_path")
-    return full, path
+    return posted_image(request, form, ("image_path",))
 
 
 def _finite_lists(outputs: dict) -> dict:

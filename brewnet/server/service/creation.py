@@ -44,6 +44,25 @@ NOT_SETTINGS = {"username", "csrf_token", "clone", "job_id"}
 TOP_KEPT_MAX = 100
 
 
+
+def image_list_entries(text: str, limit: int | None = None):
+    """``(line number, path, label or None)`` for each non-blank line of a classify_many /
+    infer_many image list (``path [integer label]``; a path may hold spaces), the first
+    ``limit`` of them when it is given."""
+    count = 0
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if limit is not None and count >= limit:
+            return
+        count += 1
+        path, sep, last = line.rpartition(" ")
+        if sep and last.lstrip("-").isdigit():
+            yield lineno, path.strip(), int(last)
+        else:
+            yield lineno, line, None
+
 class JobCreation(JobLookups):
     """Creation of jobs (see the module docstring)."""
 
@@ -372,19 +391,7 @@ class JobCreation(JobLookups):
         except UnicodeDecodeError:
             raise FormErrors({"image_list": ["The list is not UTF-8 text"]}) from None
         lines, keys, skipped = [], [], []
-        for lineno, raw in enumerate(text.splitlines(), 1):
-            line = raw.strip()
-            if not line:
-                continue
-            if limit is not None and len(keys) >= limit:
-                break
-            path, sep, last = line.rpartition(" ")
-            label = None
-            if sep and last.lstrip("-").isdigit():
-                label = int(last)
-                path = path.strip()
-            else:
-                path = line
+        for lineno, path, label in image_list_entries(text, limit):
             key = os.path.join(folder, path) if folder else path
             if "://" in path:
                 skipped.append({"line": lineno, "path": path, "why": "URLs are not fetched"})

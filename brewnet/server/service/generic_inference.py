@@ -27,7 +27,7 @@ from ..jobs.jobdir import confine_server_path, write_json_atomic
 from ..jobs.tasks import GENERIC_INFER_KINDS, INFER_INDEX, INFER_OUTPUT_DIR, python_path
 from ..store.models import Job
 from ..threads import in_thread
-from .creation import JobCreation
+from .creation import JobCreation, image_list_entries
 
 #: the dataset kinds whose labelled LMDBs are evaluated, and how (brewnet infer -evaluate)
 EVALUATED_KINDS = {"segmentation": "segmentation", "gradients": "regression", "generic": "regression"}
@@ -178,14 +178,7 @@ class GenericInferenceServices(JobCreation):
         except UnicodeDecodeError:
             raise ApiError(400, "image_list: the list is not UTF-8 text", field="image_list") from None
         paths, keys = [], []
-        for lineno, raw in enumerate(text.splitlines(), 1):
-            line = raw.strip()
-            if not line:
-                continue
-            if limit is not None and len(keys) >= limit:
-                break
-            path, sep, last = line.rpartition(" ")
-            path = path.strip() if sep and last.lstrip("-").isdigit() else line   # a trailing integer is dropped
+        for lineno, path, _label in image_list_entries(text, limit):     # a trailing integer is dropped
             if "://" in path:
                 raise ApiError(400, f"image_list line {lineno}: URLs are not fetched by this server ({path})",
                                field="image_list")
