@@ -25,7 +25,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("brewnet.errors", "brewnet.proto"),
     ("brewnet.formats", "brewnet.runtime", "brewnet.memory", "brewnet.timing", "brewnet.reporting",
      "brewnet.child_processes", "brewnet.net_state", "brewnet.net_splits", "brewnet.fillers",
-     "brewnet.models"),
+     "brewnet.models", "brewnet.detection"),
     ("brewnet.data", "brewnet.distributed", "brewnet.blob", "brewnet.weights"),
     ("brewnet.layers", "brewnet.net_pycaffe"),
     ("brewnet.batchnorm",),
