@@ -350,6 +350,43 @@ def test_mean_file_is_subtracted(tmp_path):
     assert_close_f32(out["transformed_data"], images - mean, rtol=1e-6)
 
 
+def test_a_mean_file_of_another_size_is_resized_bicubic_to_the_input(tmp_path):
+    mean = np.random.default_rng(13).uniform(0, 255, size=(1, 3, 8, 16)).astype(np.float32)
+    write_binaryproto(mean, tmp_path / "mean.binaryproto")
+    net = transform_net(tp=f'transform_param {{ mean_file: "{tmp_path / "mean.binaryproto"}" }}')
+    images = np.random.default_rng(14).uniform(0, 255, size=(2, 3, 16, 32)).astype(np.float32)
+    out = net.forward(data=images, label=batch_labels())
+    ref = torch.nn.functional.interpolate(torch.from_numpy(mean), size=(16, 32), mode="bicubic",
+                                          align_corners=False)[0].numpy()
+    assert_close_f32(out["transformed_data"], images - ref, rtol=1e-5)
+
+
+ONLY = {"hue": "hue_rotation_prob: 1 hue_rotation: 60", "desaturation": "desaturation_prob: 1 desaturation_max: 0.8"}
+NOTHING_ELSE = "crop_prob: 0 scale_prob: 0 flip_prob: 0 rotation_prob: 0"
+
+
+@pytest.mark.parametrize("kind", sorted(ONLY))
+def test_train_recolouring_comes_before_the_mean(kind):
+    """Turning the hue keeps each pixel's max and min channel; desaturating keeps the max and
+    scales max - min by one factor for the whole image.  Both hold for output + mean only when the
+    mean is subtracted after the recolouring, as NVCaffe's image path does."""
+    others = {"hue": "desaturation_prob: 0", "desaturation": "hue_rotation_prob: 0"}[kind]
+    brewnet.set_random_seed(3)
+    net = transform_net("TRAIN", aug=f"{ONLY[kind]} {others} {NOTHING_ELSE}")
+    images = np.random.default_rng(15).uniform(20, 235, size=(2, 3, 16, 32)).astype(np.float32)
+    back = net.forward(data=images, label=batch_labels())["transformed_data"] + 127
+    assert not np.allclose(back, images, atol=1.0)
+    np.testing.assert_allclose(back.max(axis=1), images.max(axis=1), atol=1e-2)
+    chroma_in, chroma_out = np.ptp(images, axis=1), np.ptp(back, axis=1)
+    if kind == "hue":
+        np.testing.assert_allclose(back.min(axis=1), images.min(axis=1), atol=1e-2)
+    else:
+        for i in range(2):
+            factor = chroma_out[i].sum() / chroma_in[i].sum()
+            assert 0.2 - 1e-6 <= factor <= 1.0
+            np.testing.assert_allclose(chroma_out[i], factor * chroma_in[i], atol=2e-2)
+
+
 def test_train_flip_moves_the_coverage_with_the_boxes():
     only_flip = ("crop_prob: 0 scale_prob: 0 flip_prob: 1 rotation_prob: 0 hue_rotation_prob: 0 "
                  "desaturation_prob: 0")
