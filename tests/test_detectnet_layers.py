@@ -16,7 +16,7 @@ import torch
 from google.protobuf import text_format
 
 import brewnet
-from brewnet.detection import augment
+from brewnet.detection import augment, coverage
 from brewnet.detection.coverage import GroundTruthParams, coverage_targets, label_rows
 from brewnet.errors import DataError, NetError
 from brewnet.formats import write_binaryproto
@@ -82,6 +82,24 @@ def test_label_rows_reads_the_count_in_row_zero():
         label_rows(bad)
     with pytest.raises(DataError, match=r"got shape \(3, 15\)"):
         label_rows(np.zeros((3, 15)))
+    bad = lab.copy()
+    bad[0, 2, 2] = np.nan
+    with pytest.raises(DataError, match="box row 2 has a value that is not a finite number: x, y, w, h, class = "
+                                        "5, 6, nan, 8, 1"):
+        label_rows(bad)
+
+
+def test_pruning_cuts_to_the_image_and_drops_unmapped_classes_and_empty_boxes():
+    p = GroundTruthParams(**SMALL)
+    r = row(-4, -2, 12, 8)
+    r[coverage.TRUNCATED] = 0.5
+    cut = coverage.prune_box(r, p)
+    # (0, 0, 8, 6): half the area is inside, and half was truncated already: 1 - 0.5 · 0.5
+    np.testing.assert_allclose(cut[[0, 1, 2, 3, coverage.TRUNCATED]], [0, 0, 8, 6, 0.75])
+    np.testing.assert_array_equal(coverage.prune_box(r, GroundTruthParams(crop_bboxes=False, **SMALL)), r)
+    assert coverage.prune_box(row(1, 1, 4, 4, cls=2), p) is None
+    assert coverage.prune_box(row(1, 1, 0, 4), p) is None
+    assert coverage.prune_box(row(40, 1, 4, 4), p) is None          # cut to nothing
 
 
 # ----- the targets, cell by cell --------------------------------------------------------------
@@ -246,19 +264,32 @@ def test_a_crop_offset_shifts_the_boxes_and_pads_with_zeros():
 
 
 def test_rotation_turns_the_image_and_the_box_centres_alike():
-    img = np.zeros((3, 9, 9), np.float32)
-    img[:, 4, 6] = 255.0                            # one bright pixel at x 6, y 4 (the centre is 4, 4)
-    out = augment.rotate_image(img, 90.0)
-    assert out.shape == (3, 9, 9)
-    # OpenCV's sense: +90 degrees turns counter-clockwise on screen, so x 6, y 4 goes to x 4, y 2
-    assert np.unravel_index(np.argmax(out[0]), (9, 9)) == (2, 4)
-    np.testing.assert_allclose(out[0, 2, 4], 255.0, atol=1e-3)
-    moved = augment.transform_boxes(np.array([row(5, 3, 2, 2)]), augment.Draw(size=(9, 9), angle=90.0), 9, 9)
-    np.testing.assert_allclose(moved[0, :4], [3, 1, 2, 2], atol=1e-9)  # centre (6, 4) -> (4, 2), size kept
-    # a small angle needs a larger canvas: the rotated rectangle's bounding size
-    # ceil(32 cos 5° + 16 sin 5°) = ceil(33.27), ceil(32 sin 5° + 16 cos 5°) = ceil(18.73)
-    assert augment.rotated_size((32, 16), 5.0) == (34, 19)
-    assert augment.rotate_image(np.ones((3, 16, 32), np.float32), 5.0).shape == (3, 19, 34)
+    img = np.zeros((3, 21, 31), np.float32)
+    img[:, 10, 25] = 255.0                          # one bright pixel right of the centre (15.5, 10.5)
+    angle = 30.0
+    out = augment.rotate_image(img, angle)
+    # the canvas: the turned 31×21 rectangle's bounding box about (15, 10), floor/ceil + 1:
+    # 31 cos 30° + 21 sin 30° = 37.35 and 31 sin 30° + 21 cos 30° = 33.69, centred on integers
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    xs = 15 + np.array([-1, 1, 1, -1]) * 15.5 * c - np.array([-1, -1, 1, 1]) * 10.5 * s
+    ys = 10 + np.array([-1, 1, 1, -1]) * 15.5 * s + np.array([-1, -1, 1, 1]) * 10.5 * c
+    size = (int(np.ceil(xs.max()) - np.floor(xs.min()) + 1), int(np.ceil(ys.max()) - np.floor(ys.min()) + 1))
+    assert out.shape == (3, size[1], size[0]) == (3, 35, 39)
+    # clockwise on screen for a positive angle (OpenCV's RotatedRect): right of the centre goes down
+    m = augment.rotation_matrix((31, 21), angle)
+    centre = m @ [15.5, 10.5, 1]
+    spot = m @ [25, 10, 1]
+    assert spot[1] > centre[1] + 4
+    np.testing.assert_allclose(spot - centre, [9.5 * c + 0.5 * s, 9.5 * s - 0.5 * c], atol=1e-9)
+    peak = np.unravel_index(np.argmax(out[0]), out.shape[1:])
+    assert abs(peak[0] - spot[1]) <= 1 and abs(peak[1] - spot[0]) <= 1
+    # the box path moves a box's centre by the same affine and keeps its size
+    moved = augment.transform_boxes(np.array([row(24, 9, 2, 2)]), augment.Draw(size=(31, 21), angle=angle), 31, 21)
+    np.testing.assert_allclose(moved[0, :4], [spot[0] - 1, spot[1] - 1, 2, 2], atol=1e-9)
+    # outside the turned image the canvas stays 0; inside, a constant image stays constant
+    flat = augment.rotate_image(np.full((3, 21, 31), 7.0, np.float32), angle)
+    assert flat[0, 0, 0] == 0 and flat[0, size[1] // 2, size[0] // 2] == pytest.approx(7.0)
+    assert np.all((flat == 0) | np.isclose(flat, 7.0))
 
 
 def test_draws_follow_the_probabilities_and_the_offset_rule():

@@ -24,8 +24,9 @@ multiplies back at the end, which changes nothing here but the HSV step's scale)
 saturation in HSV (hue in degrees, when hue != 0 or s < 1 - 1/255) -> minus the mean (given at the
 input's size) -> horizontal flip -> bicubic resize to the drawn size (OpenCV's INTER_CUBIC: Keys'
 kernel with a = -0.75, pixel centres aligned, borders replicated, no antialiasing) -> rotation
-about the centre onto a zero canvas of the bounding size (bilinear, zeros outside) -> the crop
-window at the offset, zeros where it leaves the image.  The output is pixel - mean.
+about the centre onto a zero canvas of the bounding size (bilinear, zeros outside; see the
+geometry section below) -> the crop window at the offset, zeros where it leaves the image.  The
+output is pixel - mean.
 
 **Box path**: flip x' = W - x - w - 1 (the input's width) -> x, y, w, h scaled by new/old size ->
 the box's centre moved by the rotation (the size kept) -> minus the crop offset.
@@ -81,11 +82,16 @@ class Draw:
     hue: float = 0.0                 # degrees
     saturation: float = 1.0          # factor
     flip: bool = False
-    angle: float = 0.0               # degrees, counter-clockwise on screen (OpenCV's sense)
+    angle: float = 0.0               # degrees, clockwise on screen (OpenCV RotatedRect's sense)
+
+    @property
+    def desaturates(self) -> bool:
+        """NVCaffe leaves the saturation alone unless the factor is noticeably below 1."""
+        return self.saturation < 1.0 - 1.0 / 255.0
 
     @property
     def recolours(self) -> bool:
-        return self.hue != 0.0 or self.saturation < 1.0 - 1.0 / 255.0
+        return self.hue != 0.0 or self.desaturates
 
 
 def round_half_away(v: float) -> int:
@@ -128,29 +134,47 @@ def draw_augmentation(rng: np.random.Generator, params: AugmentationParams, widt
 
 
 # ----- geometry ---------------------------------------------------------------------------------
+# NVCaffe turns the image as OpenCV's RotatedRect turns a rectangle: the width axis goes to
+# (cos, sin) in image coordinates (y down), so a positive angle turns clockwise on screen.  The
+# canvas is that rotated rectangle's integer bounding rectangle (OpenCV's boundingRect: floor of
+# the smallest corner, ceil of the largest, + 1), and the affine takes the image's corners onto the
+# rotated rectangle's corners moved into the canvas.
+
+def _turn(angle: float) -> np.ndarray:
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    return np.array([[c, -s], [s, c]])
+
+
+def _bounds(centre: tuple[float, float], size: tuple[int, int], angle: float) -> tuple[int, int, int, int]:
+    """(left, top, width, height) of the integer bounding rectangle of the ``size`` rectangle
+    centred on ``centre`` and turned by ``angle``."""
+    w, h = size
+    half = np.array([[-w, -h], [w, -h], [w, h], [-w, h]], dtype=np.float64) / 2.0   # (4, 2)
+    corners = half @ _turn(angle).T + np.asarray(centre, dtype=np.float64)
+    # rounded to 1e-6 first so that float noise never adds a row or a column
+    lo = np.floor(np.round(corners.min(axis=0), 6)).astype(int)
+    hi = np.ceil(np.round(corners.max(axis=0), 6)).astype(int)
+    return int(lo[0]), int(lo[1]), int(hi[0] - lo[0] + 1), int(hi[1] - lo[1] + 1)
+
 
 def rotated_size(size: tuple[int, int], angle: float) -> tuple[int, int]:
-    """(width, height) of the canvas that holds a ``size`` image turned by ``angle`` degrees:
-    the rotated rectangle's bounding size, rounded up (the size itself for angle 0)."""
+    """(width, height) of the canvas that holds a ``size`` image turned by ``angle`` degrees (the
+    size itself for angle 0).  NVCaffe measures it about the integer centre (w // 2, h // 2)."""
     if angle == 0.0:
         return size
-    w, h = size
-    c, s = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
-    # rounded to 1e-6 first so that float noise never adds a column
-    return (math.ceil(round(w * c + h * s, 6)), math.ceil(round(w * s + h * c, 6)))
+    _, _, bw, bh = _bounds((size[0] // 2, size[1] // 2), size, angle)
+    return bw, bh
 
 
 def rotation_matrix(size: tuple[int, int], angle: float) -> np.ndarray:
     """The 2×3 affine that maps pixel (x, y) of a ``size`` image to its place on the rotated
-    canvas (:func:`rotated_size`): turned by ``angle`` about the image's centre, which lands on the
-    canvas' centre.  OpenCV's convention: ``[[cos, sin], [-sin, cos]]`` in pixel coordinates."""
+    canvas: turned by ``angle`` about the centre (w/2, h/2), then moved so that the bounding
+    rectangle's top-left is the canvas' origin."""
     w, h = size
-    bw, bh = rotated_size(size, angle)
-    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-    turn = np.array([[c, s], [-s, c]])
-    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
-    canvas_centre = np.array([(bw - 1) / 2.0, (bh - 1) / 2.0])
-    return np.concatenate([turn, (canvas_centre - turn @ centre)[:, None]], axis=1)
+    centre = np.array([w / 2.0, h / 2.0])
+    left, top, _, _ = _bounds((centre[0], centre[1]), size, angle)
+    turn = _turn(angle)
+    return np.concatenate([turn, (centre - np.array([left, top]) - turn @ centre)[:, None]], axis=1)
 
 
 # ----- the image --------------------------------------------------------------------------------
@@ -185,26 +209,27 @@ def resize_bicubic(x: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def rotate_image(x: np.ndarray, angle: float) -> np.ndarray:
-    """C×H×W -> C×Bh×Bw: turned by ``angle`` about the centre onto a zero canvas of the bounding
-    size (bilinear; samples beyond the image fade into the zeros around it)."""
+    """C×H×W -> C×Bh×Bw: turned by ``angle`` degrees onto a zero canvas of the bounding size
+    (:func:`rotated_size`, :func:`rotation_matrix`).  Bilinear; a canvas pixel whose source lies
+    outside the image stays 0 (our reading of OpenCV's BORDER_TRANSPARENT onto zeros)."""
     c, h, w = x.shape
     bw, bh = rotated_size((w, h), angle)
-    m = rotation_matrix((w, h), angle)
-    back = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2]      # canvas -> source
+    back = np.linalg.inv(np.vstack([rotation_matrix((w, h), angle), [0.0, 0.0, 1.0]]))[:2]  # canvas -> source
     u, v = np.meshgrid(np.arange(bw, dtype=np.float64), np.arange(bh, dtype=np.float64))
-    sx = back[0, 0] * u + back[0, 1] * v + back[0, 2] + 1.0         # +1: into the padded image
-    sy = back[1, 0] * u + back[1, 1] * v + back[1, 2] + 1.0
-    padded = np.zeros((c, h + 2, w + 2), dtype=np.float32)
-    padded[:, 1:-1, 1:-1] = x
-    sx = np.clip(sx, 0.0, w + 1.0)
-    sy = np.clip(sy, 0.0, h + 1.0)
-    x0 = np.minimum(np.floor(sx).astype(np.int64), w)
-    y0 = np.minimum(np.floor(sy).astype(np.int64), h)
+    sx = back[0, 0] * u + back[0, 1] * v + back[0, 2]
+    sy = back[1, 0] * u + back[1, 1] * v + back[1, 2]
+    inside = (sx >= -1e-9) & (sx <= w - 1 + 1e-9) & (sy >= -1e-9) & (sy <= h - 1 + 1e-9)
+    sx = np.clip(sx, 0.0, w - 1.0)
+    sy = np.clip(sy, 0.0, h - 1.0)
+    x0 = np.floor(sx).astype(np.int64)
+    y0 = np.floor(sy).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
     fx = (sx - x0).astype(np.float32)
     fy = (sy - y0).astype(np.float32)
-    top = padded[:, y0, x0] * (1 - fx) + padded[:, y0, x0 + 1] * fx
-    bottom = padded[:, y0 + 1, x0] * (1 - fx) + padded[:, y0 + 1, x0 + 1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    src = np.asarray(x, dtype=np.float32)
+    top = src[:, y0, x0] * (1 - fx) + src[:, y0, x1] * fx
+    bottom = src[:, y1, x0] * (1 - fx) + src[:, y1, x1] * fx
+    return np.where(inside, top * (1 - fy) + bottom * fy, np.float32(0.0)).astype(np.float32)
 
 
 def crop_window(x: np.ndarray, offset: tuple[int, int], width: int, height: int) -> np.ndarray:
@@ -253,7 +278,7 @@ def transform_image(image: np.ndarray, draw: Draw, out_width: int, out_height: i
     if draw.recolours:
         if x.shape[0] != 3:
             raise DataError(f"hue and saturation need 3-channel images, got {x.shape[0]} channels")
-        x = recolour(x, draw.hue, draw.saturation)
+        x = recolour(x, draw.hue, draw.saturation if draw.desaturates else 1.0)
     if mean is not None:
         x = x - mean
     if draw.flip:

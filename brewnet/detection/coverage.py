@@ -114,13 +114,19 @@ def label_rows(label: np.ndarray) -> np.ndarray:
     if not (math.isfinite(n) and n == int(n) and 0 <= n <= arr.shape[0] - 1):
         raise DataError(f"a DetectNet label's row 0 says {n:g} boxes, but the label holds "
                         f"{arr.shape[0] - 1} box rows (row 0 is [n_boxes, 16, 0, ...])")
-    return arr[1:1 + int(n)].copy()
+    rows = arr[1:1 + int(n)].copy()
+    bad = ~np.isfinite(rows[:, [X, Y, W, H, CLASS]]).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"a DetectNet label's box row {i + 1} has a value that is not a finite number: "
+                        f"x, y, w, h, class = {', '.join(f'{v:g}' for v in rows[i, [X, Y, W, H, CLASS]])}")
+    return rows
 
 
 def prune_box(row: np.ndarray, params: GroundTruthParams) -> np.ndarray | None:
     """Step 1 for one row: the row with its box cut to the image (``crop_bboxes``; ``truncated``
-    raised by the share of the area cut away), or None when the class is not mapped or the box
-    has no area."""
+    becomes 1 - (1 - truncated)·(area inside / area)), or None when the class is not mapped or
+    the box has no area."""
     cls = row[CLASS]
     if not math.isfinite(cls) or cls != int(cls) or int(cls) not in params.class_map:
         return None
@@ -129,10 +135,10 @@ def prune_box(row: np.ndarray, params: GroundTruthParams) -> np.ndarray | None:
         x1, y1 = max(row[X], 0.0), max(row[Y], 0.0)
         x2 = min(row[X] + row[W], float(params.image_size_x))
         y2 = min(row[Y] + row[H], float(params.image_size_y))
-        area = row[W] * row[H]
         w, h = max(x2 - x1, 0.0), max(y2 - y1, 0.0)
-        if area > 0:
-            row[TRUNCATED] = max(row[TRUNCATED], 1.0 - (w * h) / area)
+        # the share kept: what truncation left, times the share of the area inside the image
+        kept = (1.0 - max(row[TRUNCATED], 0.0)) * (w * h) / max(row[W] * row[H], EPSILON)
+        row[TRUNCATED] = min(max(1.0 - kept, 0.0), 1.0)
         row[X], row[Y], row[W], row[H] = x1, y1, w, h
     if row[W] * row[H] < EPSILON or row[W] <= 0 or row[H] <= 0:
         return None
