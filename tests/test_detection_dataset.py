@@ -12,7 +12,9 @@ from PIL import Image
 
 import brewnet
 from brewnet import formats
+from brewnet.commands.main import main
 from brewnet.data import DataError
+from brewnet.data.detection.synthetic import make_kitti_dataset
 from brewnet.data.detection import (class_ids, class_names, create_detection_dataset, read_detection_labels,
                                     read_kitti_labels)
 from brewnet.data.generic import create_generic_dataset, read_summary
@@ -299,3 +301,94 @@ def test_generic_dispatch_and_summary(tmp_path):
     assert "image size (WxH): 40x24" in text and "tram" in text and "van" not in text
     with pytest.raises(DataError, match="--kind detection"):
         create_generic_dataset("detection", str(tmp_path / "o2"), image_dir=images)
+
+
+# ----- the generated KITTI set and the CLI ------------------------------------------------------
+
+def test_synthetic_kitti_set_has_classes_sizes_depths_and_dontcare(tmp_path):
+    d = make_kitti_dataset(str(tmp_path / "kitti"), train_count=40, val_count=6, seed=3)
+    assert sorted(os.listdir(d["train_images"]))[:2] == ["000000.png", "000001.png"]
+    assert len(os.listdir(d["train_images"])) == len(os.listdir(d["train_labels"])) == 40
+    assert len(os.listdir(d["val_labels"])) == 6
+    objects = [o for n in sorted(os.listdir(d["train_labels"]))
+               for o in read_kitti_labels(os.path.join(d["train_labels"], n))]
+    types = {o.type for o in objects}
+    assert types == {"Car", "Pedestrian", "Cyclist", "DontCare"}
+    for line in (tmp_path / "kitti" / "train" / "labels" / "000000.txt").read_text().splitlines():
+        assert len(line.split(" ")) == 15
+    real = [o for o in objects if o.type != "DontCare"]
+    heights = np.array([o.box_height for o in real])
+    widths = np.array([o.box_width for o in real])
+    assert heights.min() >= 12 and heights.max() <= 64 and widths.min() >= 12 - 1e-6
+    assert heights.max() - heights.min() > 30           # varied sizes
+    assert len({o.z for o in real}) > len(real) // 2     # varied depths, nearer for taller boxes
+    cars = sorted((o.box_height, o.z) for o in real if o.type == "Car")
+    assert cars[0][1] > cars[-1][1]
+    assert all(0 <= o.left and o.right <= 256 and 0 <= o.top and o.bottom <= 128 for o in objects)
+    # a class's look: cars are wider than tall, pedestrians taller than wide
+    assert all(o.box_width > o.box_height for o in real if o.type == "Car")
+    assert all(o.box_width < o.box_height for o in real if o.type == "Pedestrian")
+    # objects stand out of a textured, noisy background
+    with Image.open(os.path.join(d["train_images"], "000000.png")) as im:
+        rgb = np.asarray(im)
+    assert rgb.shape == (128, 256, 3)
+    car = next(o for o in read_kitti_labels(os.path.join(d["train_labels"], "000000.txt")) if o.type == "Car")
+    outside = np.ones(rgb.shape[:2], bool)
+    outside[int(car.top):int(np.ceil(car.bottom)), int(car.left):int(np.ceil(car.right))] = False
+    assert rgb[outside].std() > 8
+    # deterministic in the seed
+    again = make_kitti_dataset(str(tmp_path / "again"), train_count=40, val_count=6, seed=3)
+    assert (tmp_path / "again" / "train" / "labels" / "000007.txt").read_text() == \
+        (tmp_path / "kitti" / "train" / "labels" / "000007.txt").read_text()
+    assert again["val_images"].endswith(os.path.join("val", "images"))
+    with pytest.raises(DataError, match="classes"):
+        make_kitti_dataset(str(tmp_path / "x"), classes=("tram",))
+
+
+def test_cli_builds_a_detection_dataset(tmp_path, capsys):
+    d = make_kitti_dataset(str(tmp_path / "kitti"), train_count=12, val_count=4, width=128, height=64, seed=1)
+    out = tmp_path / "ds"
+    assert main(["dataset", "create", "--kind", "detection", d["train_images"], d["train_labels"], str(out),
+                 "-val-image-folder", d["val_images"], "--val-label-folder", d["val_labels"],
+                 "-padding-width", "160", "-padding-height", "80", "-resize-width", "128", "-resize-height", "64",
+                 "-val-min-box-size", "16", "-custom-classes", "dontcare,car,pedestrian,cyclist", "-seed", "5",
+                 "-feature-encoding", "jpg"]) == 0
+    captured = capsys.readouterr()
+    assert f"wrote {out}: train_db (12), val_db (4)" in captured.out
+    assert "Found 12 entries for stage train" in captured.err and "train_db: 12/12" in captured.err
+    s = read_summary(str(out))
+    assert s["kind"] == "detection" and s["image_size"] == [128, 64] and s["seed"] == 5
+    assert s["class_names"] == ["dontcare", "car", "pedestrian", "cyclist"]
+    assert s["feature_encoding"] == "jpg" and s["stages"]["val"]["feature_shape"] == [3, 64, 128]
+    assert s["options"]["padding_image_width"] == 160 and s["options"]["val_min_box_size"] == 16
+    counted = {}
+    for n in os.listdir(d["train_labels"]):
+        for o in read_kitti_labels(os.path.join(d["train_labels"], n)):
+            name = o.type.lower()
+            counted[name] = counted.get(name, 0) + 1
+    assert s["box_counts"]["train"] == {k: counted.get(k, 0) for k in s["class_names"]}
+    assert sum(s["box_counts"]["val"].values()) == sum(
+        len(read_kitti_labels(os.path.join(d["val_labels"], n))) for n in os.listdir(d["val_labels"]))
+    # boxes scaled by 128/160 and 64/80 = 0.8
+    objects = {round(o.left * 0.8, 3): o for n in os.listdir(d["train_labels"])
+               for o in read_kitti_labels(os.path.join(d["train_labels"], n))}
+    for value in records(s["stages"]["train"]["labels"]).values():
+        for row in read_detection_labels(value):
+            o = objects[round(float(row[0]), 3)]
+            np.testing.assert_allclose(row[1:4], [o.top * 0.8, o.box_width * 0.8, o.box_height * 0.8], rtol=1e-5)
+    assert main(["dataset", "create", "--kind", "detection", d["train_images"], d["train_labels"], str(out),
+                 "-resize-width", "64", "-resize-height", "32", "--overwrite", "-padding-width", "128",
+                 "-padding-height", "64"]) == 0
+    assert read_summary(str(out))["image_size"] == [64, 32]
+    capsys.readouterr()
+    assert main(["dataset", "create", "--kind", "detection", d["train_images"], str(out)]) == 1
+    assert "--kind detection takes TRAIN_IMAGE_FOLDER TRAIN_LABEL_FOLDER OUTDIR" in capsys.readouterr().err
+    assert main(["dataset", "create", "--kind", "detection", d["train_images"], d["train_labels"],
+                 str(tmp_path / "d2"), "-label-encoding", "png"]) == 1
+    assert "-label-encoding is not an option of --kind detection" in capsys.readouterr().err
+    assert main(["dataset", "create", "--kind", "segmentation", d["train_images"], d["train_labels"],
+                 str(tmp_path / "d3"), "-custom-classes", "a,b"]) == 1
+    assert "-custom-classes is not an option of --kind segmentation" in capsys.readouterr().err
+    assert main(["dataset", "create", "--kind", "detection", d["train_images"], d["train_labels"],
+                 str(tmp_path / "d4"), "-padding-width", "100", "-padding-height", "50"]) == 1
+    assert "Source image width 128 is greater than padding width 100" in capsys.readouterr().err
