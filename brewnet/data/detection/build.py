@@ -49,15 +49,33 @@ class Frame:
     padding: tuple[int, int] | None
     resize: tuple[int, int] | None
 
+    def check(self, width: int, height: int, path: str) -> None:
+        """DIGITS' error for an image larger than the padding canvas."""
+        if self.padding is not None:
+            pw, ph = self.padding
+            if width > pw:
+                raise DataError(f"{path}: Source image width {width} is greater than padding width {pw}")
+            if height > ph:
+                raise DataError(f"{path}: Source image height {height} is greater than padding height {ph}")
+
+    def check_files(self, paths: list[str]) -> None:
+        """Every image's size against the padding, from the file headers (before anything is written)."""
+        if self.padding is None:
+            return
+        for path in paths:
+            try:
+                with Image.open(path) as im:
+                    size = im.size
+            except (OSError, ValueError) as e:
+                raise DataError(f"cannot read image {path}: {e}") from None
+            self.check(*size, path)
+
     def place(self, chw: np.ndarray, path: str) -> tuple[np.ndarray, tuple[float, float]]:
         """The image padded and resized, and the (x, y) scale from its label file's pixels."""
         c, h, w = chw.shape
         if self.padding is not None:
+            self.check(w, h, path)
             pw, ph = self.padding
-            if w > pw:
-                raise DataError(f"{path}: Source image width {w} is greater than padding width {pw}")
-            if h > ph:
-                raise DataError(f"{path}: Source image height {h} is greater than padding height {ph}")
             canvas = np.zeros((c, ph, pw), dtype=np.uint8)   # black, the image at the top-left
             canvas[:, :h, :w] = chw
             chw, (h, w) = canvas, (ph, pw)
@@ -150,6 +168,8 @@ def create_detection_dataset(outdir: str, *, train_image_folder: str, train_labe
     for items in entries.values():
         rng.shuffle(items)
     max_boxes = {s: max(len(e.objects) for e in items) for s, items in entries.items()}
+    for items in entries.values():
+        frame.check_files([e.image for e in items])
     prepare_outdir(outdir, overwrite)
 
     def stage(items: list[Entry], boxes: int) -> Stage:
