@@ -1,0 +1,166 @@
+"""DetectNet's box clustering (brewnet.detection.clustering and the Python layers of
+caffe.layers.detectnet.clustering), on hand-made rectangles and grids whose answers are worked
+out in the comments (rules: digits-other-jobs.md §3.5, OpenCV groupRectangles)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from brewnet.detection.boxes import MAX_BOXES, from_bbox_list, to_bbox_list
+from brewnet.detection.clustering import (ClusterParams, cluster_detections, cluster_groundtruth, group_rectangles,
+                                          parse_cluster_param_str, parse_groundtruth_param_str)
+
+
+# -- group_rectangles ---------------------------------------------------------------------------
+
+def test_similar_rectangles_merge_into_their_mean_and_a_lone_one_is_dropped():
+    rects = [[10, 10, 20, 30], [11, 10, 20, 30], [10, 12, 21, 30], [12, 11, 20, 29],
+             [200, 200, 20, 30]]  # four alike, one far away
+    out, weights = group_rectangles(rects, 1, 0.2)
+    np.testing.assert_allclose(out, [[10.75, 10.75, 20.25, 29.75]])
+    assert weights.tolist() == [4]
+
+
+def test_clusters_with_at_most_threshold_members_are_dropped():
+    rects = [[0, 0, 10, 10]] * 3 + [[50, 50, 10, 10]] * 4
+    out, weights = group_rectangles(rects, 3, 0.2)
+    np.testing.assert_allclose(out, [[50, 50, 10, 10]])
+    assert weights.tolist() == [4]
+    out, weights = group_rectangles(rects, 2, 0.2)
+    np.testing.assert_allclose(out, [[0, 0, 10, 10], [50, 50, 10, 10]])  # in order of first member
+    assert weights.tolist() == [3, 4]
+
+
+def test_eps_boundary_is_inclusive():
+    # delta = eps * (min w + min h) / 2 = 0.25 * (8 + 8) / 2 = 2 pixels
+    at_boundary = [[0, 0, 8, 8], [2, 0, 8, 8]]     # left and right edges 2 apart: alike
+    beyond = [[0, 0, 8, 8], [2.5, 0, 8, 8]]        # 2.5 apart: not alike, two clusters of one
+    out, weights = group_rectangles(at_boundary, 1, 0.25)
+    np.testing.assert_allclose(out, [[1, 0, 8, 8]])
+    assert weights.tolist() == [2]
+    out, weights = group_rectangles(beyond, 1, 0.25)
+    assert out.shape == (0, 4) and weights.shape == (0,)
+
+
+def test_similarity_is_transitive_through_chains():
+    # a~b and b~c (2 px apart, delta 2) but a and c are 4 px apart: still one cluster
+    rects = [[0, 0, 8, 8], [2, 0, 8, 8], [4, 0, 8, 8]]
+    out, weights = group_rectangles(rects, 2, 0.25)
+    np.testing.assert_allclose(out, [[2, 0, 8, 8]])
+    assert weights.tolist() == [3]
+
+
+def test_threshold_zero_groups_nothing():
+    rects = [[0, 0, 8, 8], [0, 0, 8, 8], [100, 0, 8, 8]]
+    out, weights = group_rectangles(rects, 0, 0.2)
+    np.testing.assert_allclose(out, rects)
+    assert weights.tolist() == [1, 1, 1]
+
+
+def test_small_cluster_inside_a_stronger_one_is_dropped():
+    big = [[0, 0, 100, 100]] * 5
+    # 4 members inside a 5-member cluster: 5 > max(3, 4), dropped
+    out, weights = group_rectangles(big + [[40, 40, 10, 10]] * 4, 1, 0.2)
+    assert weights.tolist() == [5]
+    np.testing.assert_allclose(out, [[0, 0, 100, 100]])
+    # 2 members (fewer than 3) inside: dropped too
+    out, weights = group_rectangles(big + [[40, 40, 10, 10]] * 2, 1, 0.2)
+    assert weights.tolist() == [5]
+    # 5 members inside 5: neither rule holds, both kept
+    out, weights = group_rectangles(big + [[40, 40, 10, 10]] * 5, 1, 0.2)
+    assert weights.tolist() == [5, 5]
+    # inside only thanks to the widening by eps * w of the big one (left edge at -15 > -20)
+    out, weights = group_rectangles(big + [[-15, 40, 10, 10]] * 4, 1, 0.2)
+    assert weights.tolist() == [5]
+    out, weights = group_rectangles(big + [[-25, 40, 10, 10]] * 4, 1, 0.2)
+    assert weights.tolist() == [5, 4]
+
+
+# -- cluster_detections ---------------------------------------------------------------------------
+
+def _proposing(coverage, bboxes, cells, box, value=0.9, channel=0):
+    """Make each (gy, gx) cell of ``cells`` (stride 16) cover ``box`` (x1, y1, x2, y2)."""
+    for gy, gx in cells:
+        coverage[channel, gy, gx] = value
+        bboxes[:, gy, gx] = np.asarray(box, float) - [gx * 16, gy * 16, gx * 16, gy * 16]
+
+
+OPTIONS = {"image_size_x": 128, "image_size_y": 64, "stride": 16, "cvg_threshold": 0.6, "rect_threshold": 2,
+           "rect_eps": 0.2, "min_height": 12}
+
+
+def test_cluster_detections_on_a_hand_made_grid():
+    coverage, bboxes = np.zeros((2, 4, 8), np.float32), np.zeros((4, 4, 8), np.float32)
+    _proposing(coverage, bboxes, [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)], (16, 8, 64, 56))  # 6 votes
+    _proposing(coverage, bboxes, [(1, 6), (1, 7)], (96, 16, 120, 40))            # 2 votes: <= threshold 2
+    _proposing(coverage, bboxes, [(3, 5), (3, 6), (3, 7)], (80, 50, 126, 60))    # 3 votes but 10 px high
+    _proposing(coverage, bboxes, [(0, 4), (0, 5), (1, 4)], (70, 2, 90, 30), value=0.5)  # below cvg threshold
+    _proposing(coverage, bboxes, [(0, 5), (0, 6), (1, 5)], (80, 0, 100, 30), channel=1)  # class 1: 3 votes
+    per_class = cluster_detections(coverage, bboxes, **OPTIONS)
+    assert len(per_class) == 2
+    np.testing.assert_allclose(per_class[0], [[16, 8, 64, 56, math.log(6)]], rtol=1e-6)
+    np.testing.assert_allclose(per_class[1], [[80, 0, 100, 30, math.log(3)]], rtol=1e-6)
+    # the votes are averaged: jitter one proposal of the 6 by +6 px in x1
+    bboxes[0, 0, 1] += 6
+    np.testing.assert_allclose(cluster_detections(coverage, bboxes, **OPTIONS)[0],
+                               [[17, 8, 64, 56, math.log(6)]], rtol=1e-6)
+
+
+def test_min_height_is_tested_on_the_cluster_height():
+    coverage, bboxes = np.zeros((1, 4, 8), np.float32), np.zeros((4, 4, 8), np.float32)
+    _proposing(coverage, bboxes, [(3, 5), (3, 6), (3, 7)], (80, 50, 126, 60))  # h = 10
+    assert cluster_detections(coverage, bboxes, **{**OPTIONS, "min_height": 10})[0].shape == (1, 5)
+    assert cluster_detections(coverage, bboxes, **{**OPTIONS, "min_height": 11})[0].shape == (0, 5)
+
+
+def test_only_image_size_over_stride_rows_are_read():
+    # DIGITS' KITTI prototxt clusters 352 of 384 rows: rows at and past image_size_y / stride are ignored
+    coverage, bboxes = np.zeros((1, 4, 8), np.float32), np.zeros((4, 4, 8), np.float32)
+    _proposing(coverage, bboxes, [(3, 1), (3, 2), (3, 3)], (16, 48, 64, 64))
+    assert cluster_detections(coverage, bboxes, **OPTIONS)[0].shape == (1, 5)
+    assert cluster_detections(coverage, bboxes, **{**OPTIONS, "image_size_y": 48})[0].shape == (0, 5)
+
+
+def test_cluster_detections_names_mismatched_maps():
+    with pytest.raises(ValueError, match=r"\(2, 4, 8\) and \(4, 3, 8\)"):
+        cluster_detections(np.zeros((2, 4, 8)), np.zeros((4, 3, 8)), **OPTIONS)
+    with pytest.raises(ValueError, match="needs 4x8"):
+        cluster_detections(np.zeros((1, 2, 8)), np.zeros((4, 2, 8)), **OPTIONS)
+
+
+# -- cluster_groundtruth --------------------------------------------------------------------------
+
+def test_groundtruth_clustering_dedupes_cell_boxes():
+    coverage, bboxes = np.zeros((1, 4, 8), np.float32), np.zeros((4, 4, 8), np.float32)
+    _proposing(coverage, bboxes, [(1, 5), (1, 6)], (80, 16, 110, 40), value=1)   # first cell (1, 5)
+    _proposing(coverage, bboxes, [(0, 1), (0, 2), (1, 1), (1, 2)], (16, 8, 64, 56), value=1)  # first (0, 1)
+    boxes, = cluster_groundtruth(coverage, bboxes, image_size_x=128, image_size_y=64, stride=16)
+    np.testing.assert_allclose(boxes, [[16, 8, 64, 56, 0], [80, 16, 110, 40, 0]])
+
+
+# -- parameters -----------------------------------------------------------------------------------
+
+def test_param_str_parsing():
+    assert parse_cluster_param_str("1248, 352, 16, 0.6, 3, 0.02, 22, 1") == ClusterParams(
+        1248, 352, 16, 0.6, 3, 0.02, 22, 1)
+    assert parse_cluster_param_str("1248,352,16,0.6,3,0.02,22").num_classes == 1
+    assert parse_groundtruth_param_str("1248, 352, 16, 2") == ClusterParams(1248, 352, 16, num_classes=2)
+    with pytest.raises(ValueError, match=r"field 5 \(gridbox_rect_thresh\) is '3.5', not an integer"):
+        parse_cluster_param_str("1248, 352, 16, 0.6, 3.5, 0.02, 22")
+    with pytest.raises(ValueError, match=r"field 4 \(gridbox_cvg_threshold\) is 'high', not a number"):
+        parse_cluster_param_str("1248, 352, 16, high, 3, 0.02, 22")
+    with pytest.raises(ValueError, match="7 to 8 comma-separated values\\), got 3"):
+        parse_cluster_param_str("1248, 352, 16")
+    with pytest.raises(ValueError, match="stride must be at least 1, got 0"):
+        parse_groundtruth_param_str("1248, 352, 0")
+
+
+def test_box_lists_hold_fifty_rows():
+    rows = to_bbox_list([[1, 2, 3, 4, 0.5]])
+    assert rows.shape == (MAX_BOXES, 5) and rows.dtype == np.float32
+    np.testing.assert_allclose(from_bbox_list(rows), [[1, 2, 3, 4, 0.5]])
+    assert not to_bbox_list(np.zeros((0, 5))).any()
+    with pytest.raises(ValueError, match="51 boxes in one image"):
+        to_bbox_list(np.ones((51, 5)))
