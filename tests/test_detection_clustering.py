@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from brewnet.errors import NetError
 from brewnet.detection.boxes import MAX_BOXES, from_bbox_list, to_bbox_list
 from brewnet.detection.clustering import (ClusterParams, cluster_detections, cluster_groundtruth, group_rectangles,
                                           parse_cluster_param_str, parse_groundtruth_param_str)
@@ -164,3 +165,75 @@ def test_box_lists_hold_fifty_rows():
     assert not to_bbox_list(np.zeros((0, 5))).any()
     with pytest.raises(ValueError, match="51 boxes in one image"):
         to_bbox_list(np.ones((51, 5)))
+
+
+# -- the Python layers, under DIGITS' module names ------------------------------------------------
+
+def _cluster_net(tmp_path, param_str="128, 64, 16, 0.6, 2, 0.2, 12, 2", tops=("list0", "list1"),
+                 layer="ClusterDetections", coverage=(2, 2, 4, 8)):
+    import brewnet
+    top_lines = "".join(f'top: "{t}" ' for t in tops)
+    offsets = (coverage[0], 4, *coverage[2:])
+    text = (f'layer {{ name: "c" type: "Input" top: "coverage" input_param {{ shape {{ {_dims(coverage)} }} }} }}\n'
+            f'layer {{ name: "b" type: "Input" top: "bboxes" input_param {{ shape {{ {_dims(offsets)} }} }} }}\n'
+            f'layer {{ name: "cluster" type: "Python" bottom: "coverage" bottom: "bboxes" {top_lines}\n'
+            f'  python_param {{ module: "caffe.layers.detectnet.clustering" layer: "{layer}" '
+            f'param_str: "{param_str}" }} }}\n')
+    path = tmp_path / "cluster.prototxt"
+    path.write_text(text)
+    return brewnet.Net(str(path), brewnet.TEST)
+
+
+def _dims(shape):
+    return " ".join(f"dim: {d}" for d in shape)
+
+
+def test_cluster_detections_layer_writes_fifty_row_lists_per_class(tmp_path):
+    net = _cluster_net(tmp_path)
+    coverage, bboxes = np.zeros((2, 2, 4, 8), np.float32), np.zeros((2, 4, 4, 8), np.float32)
+    _proposing(coverage[1], bboxes[1], [(0, 1), (0, 2), (1, 1), (1, 2)], (16, 8, 64, 56))
+    _proposing(coverage[1], bboxes[1], [(2, 5), (2, 6), (3, 5)], (80, 32, 100, 60), channel=1)
+    net.blobs["coverage"].data[...] = coverage
+    net.blobs["bboxes"].data[...] = bboxes
+    out = net.forward()
+    assert out["list0"].shape == out["list1"].shape == (2, MAX_BOXES, 5)
+    assert not out["list0"][0].any() and not out["list1"][0].any()       # image 0 has nothing
+    np.testing.assert_allclose(out["list0"][1, 0], [16, 8, 64, 56, math.log(4)], rtol=1e-6)
+    np.testing.assert_allclose(out["list1"][1, 0], [80, 32, 100, 60, math.log(3)], rtol=1e-6)
+    assert not out["list0"][1, 1:].any() and not out["list1"][1, 1:].any()
+
+
+def test_cluster_groundtruth_layer(tmp_path):
+    from brewnet.layers.detectnet.clustering import ClusterGroundTruth, ClusterGroundtruth
+    assert ClusterGroundTruth is ClusterGroundtruth
+    net = _cluster_net(tmp_path, "128, 64, 16", ("gt",), "ClusterGroundtruth", coverage=(2, 1, 4, 8))
+    coverage, bboxes = np.zeros((2, 1, 4, 8), np.float32), np.zeros((2, 4, 4, 8), np.float32)
+    _proposing(coverage[0], bboxes[0], [(0, 1), (1, 1)], (16, 8, 40, 30), value=1)
+    net.blobs["coverage"].data[...] = coverage
+    net.blobs["bboxes"].data[...] = bboxes
+    gt = net.forward()["gt"]
+    assert gt.shape == (2, MAX_BOXES, 5)
+    np.testing.assert_allclose(from_bbox_list(gt[0]), [[16, 8, 40, 30, 0]])
+    assert not gt[1].any()
+
+
+def test_more_than_fifty_detections_raise_naming_the_layer(tmp_path):
+    # rect threshold 0: every covered cell is its own detection, 64 of them in an 8 x 8 grid
+    net = _cluster_net(tmp_path, "128, 128, 16, 0.5, 0, 0.2, 0, 1", ("list",), coverage=(2, 1, 8, 8))
+    net.blobs["coverage"].data[...] = 0
+    net.forward()
+    net.blobs["coverage"].data[...] = 1
+    with pytest.raises(NetError, match=r"layer 'cluster' \(Python\): ClusterDetections: image 0 of the batch, "
+                                       r"class 0: 64 boxes, more than a box list holds \(MAX_BOXES = 50\)"):
+        net.forward()
+
+
+@pytest.mark.parametrize("param_str, tops, coverage, message", [
+    ("128, 64, 16, 0.6, 3, 0.02", ("a",), (2, 1, 4, 8), r"expected image_size_x, .* got 6"),
+    ("128, 64, 16, 0.6, 3, x, 10", ("a",), (2, 1, 4, 8), r"field 6 \(gridbox_rect_eps\) is 'x', not a number"),
+    ("128, 64, 16, 0.6, 3, 0.02, 10, 2", ("a",), (2, 2, 4, 8), r"num_classes 2, so the layer needs 2 top"),
+    ("128, 64, 16, 0.6, 3, 0.02, 10", ("a",), (2, 2, 4, 8), r"coverage \(N, 1, Gy, Gx\).*\(2, 2, 4, 8\)"),
+])
+def test_cluster_layer_setup_errors(tmp_path, param_str, tops, coverage, message):
+    with pytest.raises(NetError, match=r"layer 'cluster' \(Python\): ClusterDetections.*" + message):
+        _cluster_net(tmp_path, param_str, tops, coverage=coverage)

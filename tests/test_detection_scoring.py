@@ -135,3 +135,80 @@ def test_all_point_interpolation():
     assert all_point_average_precision([1, 0, 1, 0, 1], 4) == pytest.approx((1 + 2 / 3 + 3 / 5) / 4)
     assert all_point_average_precision([], 3) == 0.0
     assert all_point_average_precision([1], 0) == 0.0
+
+
+# -- DIGITS' four Python layers in one net -----------------------------------------------------------
+
+def _input(name, shape):
+    return f'layer {{ name: "{name}" type: "Input" top: "{name}" input_param {{ shape {{ ' + \
+        " ".join(f"dim: {d}" for d in shape) + " } } }\n"
+
+
+def _python(name, module, layer, bottoms, tops, param_str=None):
+    param = f' param_str: "{param_str}"' if param_str is not None else ""
+    return (f'layer {{ name: "{name}" type: "Python" ' + "".join(f'bottom: "{b}" ' for b in bottoms)
+            + "".join(f'top: "{t}" ' for t in tops)
+            + f'python_param {{ module: "caffe.layers.detectnet.{module}" layer: "{layer}"{param} }} }}\n')
+
+
+# DetectNet's val-phase tail (as in detectnet_network.prototxt) over a 128 x 64 image at stride 16
+TAIL = (_input("coverage", (2, 1, 4, 8)) + _input("bboxes", (2, 4, 4, 8))
+        + _input("coverage-label", (2, 1, 4, 8)) + _input("bbox-label", (2, 4, 4, 8))
+        + _python("cluster", "clustering", "ClusterDetections", ["coverage", "bboxes"], ["bbox-list"],
+                  "128, 64, 16, 0.6, 2, 0.2, 12, 1")
+        + _python("cluster_gt", "clustering", "ClusterGroundtruth", ["coverage-label", "bbox-label"],
+                  ["bbox-list-label"], "128, 64, 16, 1")
+        + _python("score", "mean_ap", "ScoreDetections", ["bbox-list-label", "bbox-list"], ["bbox-list-scored"])
+        + _python("mAP", "mean_ap", "mAP", ["bbox-list-scored"], ["mAP", "precision", "recall"], "128, 64, 16"))
+
+
+def _cover(coverage, bboxes, cells, box):
+    for gy, gx in cells:
+        coverage[0, gy, gx] = 1
+        bboxes[:, gy, gx] = np.asarray(box, float) - [gx * 16, gy * 16, gx * 16, gy * 16]
+
+
+def test_digits_python_layers_run_in_a_net(tmp_path):
+    import brewnet
+    import brewnet.layers.detectnet.clustering as clustering
+    import brewnet.layers.detectnet.mean_ap as mean_ap
+    path = tmp_path / "tail.prototxt"
+    path.write_text(TAIL)
+    net = brewnet.Net(str(path), brewnet.TEST)
+    assert type(net.layer_dict["cluster"].user) is clustering.ClusterDetections  # brewnet's one copy
+    assert type(net.layer_dict["mAP"].user) is mean_ap.mAP
+    assert net.outputs == ["mAP", "precision", "recall"]
+    cvg, box = np.zeros((2, 1, 4, 8), np.float32), np.zeros((2, 4, 4, 8), np.float32)
+    cvg_label, box_label = np.zeros_like(cvg), np.zeros_like(box)
+    a, b, c = (16, 8, 64, 56), (80, 0, 112, 40), (96, 24, 128, 64)
+    # image 0: a detected (3 votes) and in the ground truth; b in the ground truth only (a miss)
+    _cover(cvg[0], box[0], [(0, 1), (1, 1), (1, 2)], a)
+    _cover(cvg_label[0], box_label[0], [(1, 2), (2, 2)], a)
+    _cover(cvg_label[0], box_label[0], [(0, 5), (1, 6)], b)
+    # image 1: c detected (3 votes) but not in the ground truth (a false positive)
+    _cover(cvg[1], box[1], [(2, 6), (2, 7), (3, 7)], c)
+    for name, value in (("coverage", cvg), ("bboxes", box), ("coverage-label", cvg_label), ("bbox-label", box_label)):
+        net.blobs[name].data[...] = value
+    out = net.forward()
+    assert {k: v.shape for k, v in out.items()} == {"mAP": (1,), "precision": (1,), "recall": (1,)}
+    # TP 1, FP 1, miss 1: precision 50, recall 50, "mAP" 25
+    np.testing.assert_allclose([out["mAP"][0], out["precision"][0], out["recall"][0]], [25, 50, 50], rtol=1e-6)
+    scored = net.blobs["bbox-list-scored"].data
+    assert scored.shape == (2, 100, 5)
+    np.testing.assert_allclose(scored[0, :2], [[*a, TRUE_POSITIVE], [*b, MISS]], rtol=1e-6)
+    np.testing.assert_allclose(scored[1, :1], [[*c, FALSE_POSITIVE]], rtol=1e-6)
+    assert not scored[0, 2:].any() and not scored[1, 1:].any()
+
+
+def test_scoring_layers_check_their_wiring(tmp_path):
+    import brewnet
+    from brewnet.errors import NetError
+    text = (_input("gt", (2, 50, 5)) + _input("det", (3, 50, 5))
+            + _python("score", "mean_ap", "ScoreDetections", ["gt", "det"], ["scored"]))
+    path = tmp_path / "bad.prototxt"
+    path.write_text(text)
+    with pytest.raises(NetError, match=r"layer 'score' \(Python\): ScoreDetections: 2 images of ground truth but 3"):
+        brewnet.Net(str(path), brewnet.TEST)
+    path.write_text(_input("scored", (2, 100, 5)) + _python("mAP", "mean_ap", "mAP", ["scored"], ["m", "p"]))
+    with pytest.raises(NetError, match=r"layer 'mAP' \(Python\): mAP takes 1 bottom .* and 3 tops .*got 1 and 2"):
+        brewnet.Net(str(path), brewnet.TEST)
