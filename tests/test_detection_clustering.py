@@ -165,6 +165,8 @@ def test_box_lists_hold_fifty_rows():
     assert not to_bbox_list(np.zeros((0, 5))).any()
     with pytest.raises(ValueError, match="51 boxes in one image"):
         to_bbox_list(np.ones((51, 5)))
+    with pytest.raises(ValueError, match=r"\(m, 5\) rows .* got shape \(5, 4\)"):
+        to_bbox_list(np.ones((5, 4)))
 
 
 # -- the Python layers, under DIGITS' module names ------------------------------------------------
@@ -237,3 +239,26 @@ def test_more_than_fifty_detections_raise_naming_the_layer(tmp_path):
 def test_cluster_layer_setup_errors(tmp_path, param_str, tops, coverage, message):
     with pytest.raises(NetError, match=r"layer 'cluster' \(Python\): ClusterDetections.*" + message):
         _cluster_net(tmp_path, param_str, tops, coverage=coverage)
+
+
+def test_kitti_prototxt_parameters_on_its_24_by_78_grid():
+    # param_str of the cluster layers in NVCaffe's examples/kitti/detectnet_network.prototxt (data)
+    params = parse_cluster_param_str("1248, 352, 16, 0.6, 3, 0.02, 22, 1")
+    coverage, bboxes = np.zeros((1, 24, 78), np.float32), np.zeros((4, 24, 78), np.float32)
+    car = (320, 160, 400, 208)
+    cells = [(gy, gx) for gy in range(10, 13) for gx in range(20, 25)]   # 15 votes
+    for gy, gx in cells:
+        coverage[0, gy, gx] = 0.8
+        bboxes[:, gy, gx] = np.asarray(car, float) - [gx * 16, gy * 16, gx * 16, gy * 16]
+    # eps 0.02: alike when edges differ by <= 0.02 * (min w + min h) / 2, about 1.27 px here
+    bboxes[0, 10, 20] += 1.5      # left edge 1.5 px off: a cluster of its own, of 1 vote, dropped
+    bboxes[2, 10, 21] += 1.2      # right edge 1.2 px off: joins the car's 13 others
+    for gy in (22, 23):           # rows 22 and 23 (y >= 352) are never read
+        for gx in range(40, 45):
+            coverage[0, gy, gx] = 0.9
+            bboxes[:, gy, gx] = np.asarray((640, 352, 720, 380), float) - [gx * 16, gy * 16, gx * 16, gy * 16]
+    detections, = cluster_detections(coverage, bboxes, **params.detection_options())
+    np.testing.assert_allclose(detections, [[320, 160, 400 + 1.2 / 14, 208, math.log(14)]], rtol=1e-6)
+    truth, = cluster_groundtruth((coverage > 0.85).astype(np.float32), bboxes,
+                                 **parse_groundtruth_param_str("1248, 352, 16, 1").groundtruth_options())
+    assert truth.shape == (0, 5)   # the only cells above 0.85 are in the unread rows

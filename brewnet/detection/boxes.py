@@ -53,7 +53,11 @@ def to_bbox_list(boxes) -> np.ndarray:
     """(m, 5) rows -> one image's (MAX_BOXES, 5) float32 list, zero-padded.
 
     More than MAX_BOXES rows is an error, as in DIGITS (which never truncates)."""
-    rows = np.asarray(boxes, dtype=np.float32).reshape(-1, 5) if np.size(boxes) else np.zeros((0, 5), np.float32)
+    rows = np.asarray(boxes, dtype=np.float32)
+    if rows.size == 0:
+        rows = rows.reshape(0, 5)
+    if rows.ndim != 2 or rows.shape[1] != 5:
+        raise ValueError(f"a box list is made of (m, 5) rows [x1, y1, x2, y2, value], got shape {rows.shape}")
     if len(rows) > MAX_BOXES:
         raise ValueError(f"{len(rows)} boxes in one image, more than DetectNet's box list holds "
                          f"(MAX_BOXES = {MAX_BOXES})")

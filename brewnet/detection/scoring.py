@@ -94,7 +94,9 @@ class AveragePrecision:
     confidence (the fifth column) and integrates precision over recall (all-point interpolation,
     PASCAL VOC 2010+).  Within an image, detections are matched best-confidence first, each to the
     not yet matched ground-truth box of highest IoU >= ``iou_threshold``; the rest are false
-    positives.  For one number per class use one instance per class."""
+    positives.  Equal confidences (DetectNet's are ln of whole vote counts, so ties are common)
+    keep the order in which the detections were fed.  For one number per class use one instance
+    per class."""
 
     def __init__(self, iou_threshold: float = 0.5):
         self.iou_threshold = float(iou_threshold)
