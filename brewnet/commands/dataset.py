@@ -17,6 +17,9 @@ DIGITS' generic kinds (--kind; brewnet.data.generic writes them, summary.json la
   --kind processing INPUT_DIR TARGET_DIR OUTDIR [-val-input-folder DIR -val-target-folder DIR | -val-percent 10]
   --kind segmentation IMAGE_DIR LABEL_DIR OUTDIR [-val-image-folder DIR -val-label-folder DIR | -val-percent 10]
          [-class-labels FILE] [-colormap label|textfile|none] [-colormap-file FILE]
+  --kind detection TRAIN_IMAGES TRAIN_LABELS OUTDIR [-val-image-folder DIR -val-label-folder DIR]
+         [-padding-width 1248 -padding-height 384] [-resize-width W -resize-height H]
+         [-val-min-box-size 25] [-custom-classes "dontcare,car,..."]   (KITTI label files)
 """
 from __future__ import annotations
 
@@ -26,24 +29,31 @@ import re
 from ..errors import DataError
 from .shared_flags import flag
 
-KINDS = ("classification", "generic", "gradients", "processing", "segmentation")
+KINDS = ("classification", "generic", "gradients", "processing", "segmentation", "detection")
 #: the positional paths of each kind, before OUTDIR
 POSITIONALS = {"classification": ("source",), "generic": (), "gradients": (),
-               "processing": ("input_dir", "target_dir"), "segmentation": ("image_dir", "label_dir")}
-_EXTENSIONS = ("gradients", "processing", "segmentation")
+               "processing": ("input_dir", "target_dir"), "segmentation": ("image_dir", "label_dir"),
+               "detection": ("train_image_folder", "train_label_folder")}
+_EXTENSIONS = ("gradients", "processing", "segmentation", "detection")
+_DETECTION = ("padding_width", "padding_height", "resize_width", "resize_height", "val_min_box_size",
+              "custom_classes")
+#: flags whose builder keyword has another name (flag dest -> keyword)
+KEYWORDS = {"padding_width": "padding_image_width", "padding_height": "padding_image_height",
+            "resize_width": "resize_image_width", "resize_height": "resize_image_height"}
 #: the generic kinds' options: which kinds take them (argparse dest -> kinds)
 GENERIC_OPTIONS = {
     **{d: ("generic",) for d in ("train_images", "train_labels", "val_images", "val_labels", "mean")},
     **{d: ("gradients",) for d in ("train_count", "val_count", "test_count", "width", "height")},
     "val_input_folder": ("processing",), "val_target_folder": ("processing",),
-    **{d: ("segmentation",) for d in ("val_image_folder", "val_label_folder", "class_labels", "colormap",
-                                     "colormap_file")},
-    "channel_conversion": ("processing", "segmentation"),
+    **{d: ("segmentation",) for d in ("class_labels", "colormap", "colormap_file")},
+    **{d: ("segmentation", "detection") for d in ("val_image_folder", "val_label_folder")},
+    **{d: ("detection",) for d in _DETECTION},
+    "channel_conversion": ("processing", "segmentation", "detection"),
     "val_percent": ("classification", "processing", "segmentation"),
     "seed": ("classification",) + _EXTENSIONS,
     "workers": ("classification",) + _EXTENSIONS,
-    "feature_encoding": _EXTENSIONS, "label_encoding": _EXTENSIONS,
-    "force_same_shape": ("generic",) + _EXTENSIONS,
+    "feature_encoding": _EXTENSIONS, "label_encoding": _EXTENSIONS[:3],
+    "force_same_shape": ("generic",) + _EXTENSIONS[:3],
 }
 #: today's options of the classification builder, which the generic kinds refuse
 CLASSIFICATION_ONLY = ("test_percent", "min_per_class", "max_per_class", "color", "resize", "resize_mode",
@@ -66,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="SOURCE OUTDIR (classification: SOURCE is a folder of class sub-folders, a list file, "
                         "or a folder of IDX files); OUTDIR (generic, gradients); INPUT_DIR TARGET_DIR OUTDIR "
-                        "(processing); IMAGE_DIR LABEL_DIR OUTDIR (segmentation)")
+                        "(processing); IMAGE_DIR LABEL_DIR OUTDIR (segmentation); TRAIN_IMAGES TRAIN_LABELS "
+                        "OUTDIR (detection)")
     flag(p, "kind", choices=KINDS, default="classification",
          help="what the dataset is for (default classification; the others are DIGITS' generic kinds)")
     flag(p, "val-percent", type=float, default=None,
@@ -133,16 +144,30 @@ def _add_generic_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("--kind processing / segmentation: paired folders (sorted, matching basenames)")
     flag(g, "val-input-folder", default=None, metavar="DIR", help="processing: the val inputs")
     flag(g, "val-target-folder", default=None, metavar="DIR", help="processing: the val targets")
-    flag(g, "val-image-folder", default=None, metavar="DIR", help="segmentation: the val images")
-    flag(g, "val-label-folder", default=None, metavar="DIR", help="segmentation: the val label images")
+    flag(g, "val-image-folder", default=None, metavar="DIR", help="segmentation, detection: the val images")
+    flag(g, "val-label-folder", default=None, metavar="DIR",
+         help="segmentation: the val label images; detection: the val KITTI label files")
     flag(g, "channel-conversion", choices=("RGB", "L", "none"), default=None,
-         help="convert the images (processing: inputs and targets) to RGB or grey L (default none: as they are)")
+         help="convert the images (processing: inputs and targets) to RGB or grey L (default none: as they are; "
+              "detection: RGB)")
     flag(g, "class-labels", default=None, metavar="FILE", help="segmentation: class names, line i+1 names class i")
     flag(g, "colormap", choices=("label", "textfile", "none"), default=None,
          help="segmentation: class index from the label images' palette (label, the default), from the RGB "
               "colours of -colormap-file (textfile), or the grey value (none)")
     flag(g, "colormap-file", default=None, metavar="FILE", help="segmentation: one 'R G B' line per class")
-    g = p.add_argument_group("--kind gradients / processing / segmentation: how records are stored")
+    g = p.add_argument_group("--kind detection: KITTI folders (image ID.png, label ID.txt), DIGITS' fields")
+    flag(g, "padding-width", type=int, default=None, metavar="PX",
+         help="paste each image at the top-left of a black canvas this wide (default 1248; 0 with "
+              "-padding-height 0: no padding)")
+    flag(g, "padding-height", type=int, default=None, metavar="PX", help="the canvas height (default 384)")
+    flag(g, "resize-width", type=int, default=None, metavar="PX",
+         help="then squash to this width (with -resize-height; boxes scaled alike)")
+    flag(g, "resize-height", type=int, default=None, metavar="PX", help="the resize height")
+    flag(g, "val-min-box-size", type=int, default=None, metavar="PX",
+         help="val objects narrower or lower than this become DontCare (default 25; 0: off)")
+    flag(g, "custom-classes", default=None, metavar="NAMES",
+         help="class names for ids 0, 1, ... (\"dontcare,car,...\"; default: DIGITS' KITTI table)")
+    g = p.add_argument_group("--kind gradients / processing / segmentation / detection: how records are stored")
     flag(g, "feature-encoding", choices=("png", "jpg", "none"), default=None, help="default png")
     flag(g, "label-encoding", choices=("png", "jpg", "none"), default=None,
          help="default png (segmentation, processing), none (gradients; float labels require none)")
@@ -185,7 +210,7 @@ def _run_generic(args) -> int:
     from ..data.generic import create_generic_dataset
     from ..data.generic.summary import summary_text
     options = {name: getattr(args, name) for name in POSITIONALS[args.kind]}
-    options.update({d: getattr(args, d) for d, kinds in GENERIC_OPTIONS.items()
+    options.update({KEYWORDS.get(d, d): getattr(args, d) for d, kinds in GENERIC_OPTIONS.items()
                     if args.kind in kinds and getattr(args, d) is not None})
     options["overwrite"] = args.overwrite
     if not options.get("workers"):

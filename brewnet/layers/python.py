@@ -14,8 +14,16 @@ import numpy as np
 import torch
 
 from ..blob import Blob, ParamBlob
+from ..errors import NetError
 from .base import Layer as _Layer
 from .base import register
+
+#: python_param modules naming DIGITS' DetectNet layers (NVCaffe's ``caffe.layers.detectnet``),
+#: answered by brewnet's own modules: the one copy of brewnet, whether or not a ``caffe`` exists
+DIGITS_MODULES = {
+    "caffe.layers.detectnet.clustering": "brewnet.layers.detectnet.clustering",
+    "caffe.layers.detectnet.mean_ap": "brewnet.layers.detectnet.mean_ap",
+}
 
 
 class Layer:
@@ -73,8 +81,11 @@ class _PythonFunction(torch.autograd.Function):
         top = [Blob(n, torch.zeros(0)) for n in owner.param.top]
         shard = getattr(owner, "shard", None)
         if shard is None:
-            user.reshape(bottom, top)
-            user.forward(bottom, top)
+            try:
+                user.reshape(bottom, top)
+                user.forward(bottom, top)
+            except NetError as e:  # say which layer of the net
+                owner.fail(str(e))
         else:  # a data layer under data-parallel training: this rank's slice of the global batch
             rank, count = shard
             for k in range(count):
@@ -125,7 +136,7 @@ class Python(_Layer):
             if not p.module or not p.layer:
                 self.fail("python_param needs both module and layer")
             try:
-                module = importlib.import_module(p.module)
+                module = importlib.import_module(DIGITS_MODULES.get(p.module, p.module))
             except ImportError as e:
                 self.fail(f"cannot import python module '{p.module}': {e}")
             cls = getattr(module, p.layer, None)
@@ -137,7 +148,10 @@ class Python(_Layer):
             self.user.blobs = _BlobList(self)
             bottom = [Blob(n, torch.zeros(s)) for n, s in zip(self.param.bottom, bottom_shapes)]
             top = [Blob(n, torch.zeros(0)) for n in self.param.top]
-            self.user.setup(bottom, top)
+            try:
+                self.user.setup(bottom, top)
+            except NetError as e:  # say which layer of the net
+                self.fail(str(e))
             # A Python data layer (no bottoms) under data-parallel training runs `count` times per
             # forward and keeps its rank's batch: the ranks then see, slice by slice, what one
             # process with `count` times the batch would.  A layer that reads

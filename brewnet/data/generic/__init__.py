@@ -2,7 +2,8 @@
 
 Kinds: ``generic`` (DIGITS' "Other": existing LMDBs, validated), ``gradients`` (the image-gradients
 extension: synthetic regression data), ``processing`` (image-processing: input/target image
-pairs) and ``segmentation`` (image-segmentation: images and label images with a colour map).
+pairs), ``segmentation`` (image-segmentation: images and label images with a colour map) and
+``detection`` (image-object-detection: KITTI folders; :mod:`brewnet.data.detection` builds it).
 
 Each builder writes OUTDIR/<stage>_db/features (and labels, mean.binaryproto) for the non-empty
 stages, summary.txt and, last and atomically, summary.json (:mod:`.summary`); kind ``generic``
@@ -31,16 +32,22 @@ def create_generic_dataset(kind: str, outdir: str, **options) -> dict:
     - segmentation: ``image_dir``, ``label_dir``, ``val_image_folder``, ``val_label_folder``,
       ``val_percent``, ``class_labels`` (a file), ``colormap`` (label, textfile, none),
       ``colormap_file``, ``channel_conversion``, ``seed``;
-    - all but generic: ``feature_encoding``, ``label_encoding``, ``force_same_shape``, ``workers``;
+    - detection: :func:`brewnet.data.detection.create_detection_dataset`'s keywords
+      (``train_image_folder``, ``train_label_folder``, ``val_image_folder``, ``val_label_folder``,
+      ``padding_image_width``/``height``, ``resize_image_width``/``height``, ``channel_conversion``,
+      ``val_min_box_size``, ``custom_classes``, ``seed``);
+    - all but generic: ``feature_encoding``, ``workers``; gradients, processing, segmentation also
+      ``label_encoding``, ``force_same_shape``;
     - all: ``overwrite``, ``stream`` (progress and log lines, default stderr).
     """
+    from ..detection.build import create_detection_dataset
     from .gradients import create_gradients
     from .prebuilt import create_prebuilt
     from .processing import create_processing
     from .segmentation import create_segmentation
 
     builders = {"generic": create_prebuilt, "gradients": create_gradients, "processing": create_processing,
-                "segmentation": create_segmentation}
+                "segmentation": create_segmentation, "detection": create_detection_dataset}
     if kind not in builders:
         raise DataError(f"unknown dataset kind {kind!r}: one of {', '.join(KINDS)}")
     try:

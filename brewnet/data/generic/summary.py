@@ -15,7 +15,7 @@ from ...errors import DataError
 SUMMARY = "summary.json"
 SUMMARY_TEXT = "summary.txt"
 STAGES = ("train", "val", "test")
-KINDS = ("generic", "gradients", "processing", "segmentation")
+KINDS = ("generic", "gradients", "processing", "segmentation", "detection")
 
 
 def write_summary(outdir: str, summary: dict) -> None:
@@ -78,4 +78,11 @@ def summary_text(summary: dict) -> str:
         for k in range(len(next(iter(counts.values())))):
             label = names[k] if k < len(names) else f"class {k}"
             lines.append(f"{label:<{width}}" + "".join(f"{counts[s][k]:>14}" for s in counts))
+    boxes = summary.get("box_counts")
+    if boxes:
+        names = [n for n in next(iter(boxes.values())) if any(b.get(n) for b in boxes.values())] or ["dontcare"]
+        width = max(len("class"), *(len(n) for n in names))
+        lines += ["", f"image size (WxH): {_shape_text(summary.get('image_size'))}",
+                  f"{'boxes':<{width}}" + "".join(f"{s:>10}" for s in boxes)]
+        lines += [f"{n:<{width}}" + "".join(f"{boxes[s].get(n, 0):>10}" for s in boxes) for n in names]
     return "\n".join(lines) + "\n"

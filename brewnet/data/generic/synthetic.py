@@ -41,16 +41,19 @@ def shapes_palette() -> list[int]:
     return palette
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A textured grey-ish background: a few random waves and blotches, plus pixel noise."""
-    y, x = np.mgrid[0:size, 0:size].astype(np.float64) / size
+def textured_background(rng: np.random.Generator, height: int, width: int | None = None) -> np.ndarray:
+    """A textured grey-ish H×W×3 float background: a few random waves, a tint and pixel noise
+    (values around 70..180, not clipped).  ``width`` defaults to ``height`` (a square)."""
+    width = height if width is None else width
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    y, x = y / height, x / width
     base = rng.uniform(70, 180)
-    texture = np.zeros((size, size))
+    texture = np.zeros((height, width))
     for _ in range(3):
         fx, fy = rng.uniform(1, 6, size=2)
         texture += rng.uniform(10, 30) * np.sin(2 * np.pi * (fx * x + fy * y) + rng.uniform(0, 2 * np.pi))
     tint = rng.uniform(-12, 12, size=3)
-    rgb = base + texture[..., None] + tint + rng.normal(0, 10, size=(size, size, 3))
+    rgb = base + texture[..., None] + tint + rng.normal(0, 10, size=(height, width, 3))
     return rgb
 
 
@@ -88,7 +91,7 @@ def make_shapes_dataset(root: str, count: int = 120, size: int = 64, seed: int =
     os.makedirs(labels_dir, exist_ok=True)
     palette = shapes_palette()
     for n in range(count):
-        rgb = _background(rng, size)
+        rgb = textured_background(rng, size)
         label = np.zeros((size, size), dtype=np.uint8)
         kinds = [1 + n % 3] if n < 3 else list(rng.integers(1, 4, size=int(rng.integers(1, 5))))
         for kind in kinds:

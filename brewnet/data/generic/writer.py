@@ -13,7 +13,8 @@ inputs and seed give the same LMDBs, byte for byte, so a dataset can be rebuilt 
 
 With ``force_same_shape`` every feature and every label must have the first one's shape, and the
 stage's mean (float64 sum / count, channel order as stored, BlobProto 1×C×H×W of floats) is
-written to ``<stage>_db/mean.binaryproto``.  Without it shapes may vary and no mean is written.
+written to ``<stage>_db/mean.binaryproto`` (unless ``WriteOptions.mean`` is off).  Without it
+shapes may vary and no mean is written.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class WriteOptions:
     force_same_shape: bool = True
     workers: int = 0          # 0: up to 8 threads
     stream: object = None     # progress and log lines (default stderr)
+    mean: bool = True         # with force_same_shape: write the stage's mean (detection has none)
 
 
 @dataclass
@@ -192,7 +194,7 @@ def write_stage(outdir: str, stage: str, count: int, load: Callable[[int], tuple
                         if label_writer is None:
                             label_writer = DatumWriter(labels_path, key_format=KEY_FORMAT)
                         label_writer.put_raw(key.encode("ascii"), label_bytes)
-                    if options.force_same_shape:
+                    if options.force_same_shape and options.mean:
                         mean_sum = np.asarray(feature, np.float64) if mean_sum is None else mean_sum + feature
                     values = np.asarray(label)
                     low = float(values.min()) if low is None else min(low, float(values.min()))
