@@ -536,3 +536,43 @@ def test_the_layer_runs_on_cuda_tensors():
     layer = gpu.layers[-1]
     tops = layer(torch.zeros(2, 3, 16, 32, device="cuda"), torch.from_numpy(batch_labels()).float().cuda())
     assert all(t.device.type == "cuda" for t in tops)
+
+
+def test_a_kitti_dataset_feeds_the_layer_through_data_layers(tmp_path):
+    """The label LMDB layout of brewnet.data.detection is what the layer reads: Data layers over a
+    generated KITTI set give the targets of the dataset's own label rows."""
+    from brewnet.data.detection import create_detection_dataset, read_detection_labels
+    from brewnet.data.detection.synthetic import make_kitti_dataset
+    from brewnet.data.image import decode_datum_image
+    from brewnet.data.lmdb_io import iter_records, parse_datum
+
+    folders = make_kitti_dataset(str(tmp_path / "kitti"), train_count=3, val_count=0, width=64, height=48, seed=1)
+    out = tmp_path / "ds"
+    summary = create_detection_dataset(str(out), train_image_folder=folders["train_images"],
+                                       train_label_folder=folders["train_labels"], padding_image_width=64,
+                                       padding_image_height=48, seed=0)
+    stage = summary["stages"]["train"]
+    rows_per_image = stage["label_shape"][1]
+    ids = {name: i for i, name in enumerate(summary["class_names"])}
+    mapping = " ".join(f"object_class {{ src: {ids[c]} dst: {k} }}" for k, c in
+                       enumerate(("car", "pedestrian", "cyclist")))
+    data_layers = "".join(
+        f'layer {{ name: "{top}" type: "Data" top: "{top}" data_param {{ source: "{out / "train_db" / sub}" '
+        f'batch_size: 3 backend: LMDB }} }}\n' for top, sub in (("data", "features"), ("label", "labels")))
+    text = (data_layers + 'layer { name: "transform" type: "DetectNetTransformation" bottom: "data" bottom: "label" '
+            'top: "image" top: "target" detectnet_groundtruth_param { stride: 4 image_size_x: 64 image_size_y: 48 '
+            f'{mapping} }} transform_param {{ mean_value: 127 }} }}')
+    param = caffe_pb2.NetParameter()
+    text_format.Merge(text, param)
+    net = brewnet.Net(param, brewnet.TEST)
+    assert net.blobs["label"].shape == (3, 1, rows_per_image, 16)
+    got = net.forward()
+    p = GroundTruthParams(stride=4, image_size_x=64, image_size_y=48, class_map={ids["car"]: 0,
+                          ids["pedestrian"]: 1, ids["cyclist"]: 2})
+    images = [decode_datum_image(parse_datum(v)) for _, v in iter_records(str(out / "train_db" / "features"))]
+    labels = [read_detection_labels(v) for _, v in iter_records(str(out / "train_db" / "labels"))]
+    assert sum(len(r) for r in labels) > 0
+    for i in range(3):
+        assert_close_f32(got["image"][i], images[i].astype(np.float32) - 127, rtol=1e-6)
+        assert_close_f32(got["target"][i], coverage_targets(labels[i], p), rtol=1e-6)
+    assert got["target"][:, 0].sum() > 0
