@@ -70,8 +70,8 @@ class AugmentationParams:
     @classmethod
     def from_proto(cls, p) -> "AugmentationParams":
         """From a ``DetectNetAugmentationParameter`` message (SSD's sub-messages are not used)."""
-        return cls(**{name: type(default)(getattr(p, name)) for name, default in
-                      ((f, getattr(cls, f)) for f in cls.__dataclass_fields__)})
+        # each field as the type of its default (the proto's uint32 shifts stay ints)
+        return cls(**{name: type(getattr(cls, name))(getattr(p, name)) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

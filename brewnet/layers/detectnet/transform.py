@@ -28,6 +28,8 @@ from ..datalayers import layer_rng
 
 @register("DetectNetTransformation")
 class DetectNetTransformation(Layer):
+    """(data N×3×H×W, label N×1×R×16) -> (image N×3×Y×X, ground truth N×(8+K)×Y/s×X/s); no backward."""
+
     num_bottoms = (2, 2)
     num_tops = (2, 2)
     has_backward = False
