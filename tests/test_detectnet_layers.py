@@ -69,6 +69,21 @@ def test_params_from_proto_defaults_and_the_kitti_example():
     assert k.num_classes == 2 and k.channels == 10 and k.grid == (24, 78)
 
 
+def test_augmentation_params_from_proto():
+    d = augment.AugmentationParams.from_proto(caffe_pb2.DetectNetAugmentationParameter())
+    for name, value in vars(augment.AugmentationParams()).items():
+        assert getattr(d, name) == pytest.approx(value, rel=1e-6), name    # the proto's float32 defaults
+    p = caffe_pb2.DetectNetAugmentationParameter()
+    text_format.Merge("crop_prob: 1 shift_x: 32 shift_y: 32 flip_prob: 0.5 rotation_prob: 0 max_rotate_degree: 5 "
+                      "scale_prob: 0.4 scale_min: 0.8 scale_max: 1.2 hue_rotation_prob: 0.8 hue_rotation: 30", p)
+    k = augment.AugmentationParams.from_proto(p)
+    assert (k.shift_x, k.shift_y) == (32, 32) and isinstance(k.shift_x, int)
+    assert (k.flip_prob, k.rotation_prob, k.max_rotate_degree, k.hue_rotation) == (0.5, 0, 5, 30)
+    assert k.scale_min == pytest.approx(0.8) and k.scale_max == pytest.approx(1.2)
+    with pytest.raises(DataError, match="scale_min <= scale_max"):
+        augment.AugmentationParams(scale_min=1.2, scale_max=0.8)
+
+
 def test_label_rows_reads_the_count_in_row_zero():
     lab = label(row(1, 2, 3, 4), row(5, 6, 7, 8), capacity=4)       # (1, 5, 16)
     rows = label_rows(lab)
