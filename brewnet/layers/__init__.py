@@ -9,6 +9,7 @@ Families: ``data`` (Input, DummyData, data readers), ``neuron`` (element-wise), 
 """
 from .base import LAYER_REGISTRY, Layer, layer_class, register  # noqa: F401
 from . import data, graph, neuron, vision, common, norm, loss, python, datalayers  # noqa: F401,E402  (registration)
+from .detectnet import transform  # noqa: F401,E402  (registration)
 
 __all__ = ["FOREIGN_DATA_TYPES", "LAYER_REGISTRY", "Layer", "is_data_layer", "layer_class", "register"]
 
