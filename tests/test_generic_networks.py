@@ -131,7 +131,7 @@ def test_the_table_names_every_file():
     folder = Path(generic_network_path("fcn_small")).parent
     assert {p.stem for p in folder.glob("*.prototxt")} == set(GENERIC_NETWORKS)
     for title, kinds in GENERIC_NETWORKS.values():
-        assert title and set(kinds) <= {"generic", "gradients", "processing", "segmentation"}
+        assert title and set(kinds) <= {"generic", "gradients", "processing", "segmentation", "detection"}
     with pytest.raises(KeyError, match="no standard generic network 'nope'"):
         generic_network_path("nope")
 

@@ -1,13 +1,17 @@
 """Task metrics of the test phase, computed by brewnet over all test batches (DIGITS' generic
 jobs graph them): segmentation — a confusion matrix, pixel accuracy, per-class IoU, mean IoU;
-regression — RMSE and MAE.  ``brewnet infer -evaluate`` uses the same classes, so the number
-the training log shows and the one inference gives are computed one way.
+regression — RMSE and MAE; detection — a true average precision at IoU 0.5.  ``brewnet infer
+-evaluate`` uses the same classes, so the number the training log shows and the one inference gives
+are computed one way.
 
 Which layers give them (``trackers_for``): in a TEST-phase net, an ``Accuracy`` or
 ``SoftmaxWithLoss`` whose prediction has spatial size > 1 (segmentation; its ``ignore_label``
 honoured, classes = the size of its class axis), and an ``EuclideanLoss`` or ``L1Loss``
-(regression: bottom 0 − bottom 1).  Layers reading the same two blobs count once; with several,
-each name gets the prefix ``<layer name>/``.
+(regression: bottom 0 − bottom 1), and DIGITS' ``ScoreDetections`` Python layer (detection: its
+bottoms are the ground-truth and the detection box lists, (N, 50, 5) each; DetectNet's
+EuclideanLoss and L1Loss are then training losses, not a regression task, and give no metrics).
+Layers reading the same two blobs count once; with several, each name gets the prefix
+``<layer name>/``.
 """
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ import numpy as np
 
 SEGMENTATION_LAYERS = ("Accuracy", "SoftmaxWithLoss")
 REGRESSION_LAYERS = ("EuclideanLoss", "L1Loss")
+#: the python_param modules of DIGITS' ScoreDetections layer (as prototxts name it, and ours)
+SCORE_DETECTIONS_MODULES = ("caffe.layers.detectnet.mean_ap", "brewnet.layers.detectnet.mean_ap")
+#: ground-truth boxes whose corners all lie within this many pixels are one box
+GT_MERGE_PX = 0.01
 
 
 def _array(x, dtype=None) -> np.ndarray:
@@ -98,6 +106,54 @@ class RegressionMetrics:
         return {"rmse": math.sqrt(self.sum_sq / self.count), "mae": self.sum_abs / self.count}
 
 
+def merge_close_boxes(boxes, tol: float = GT_MERGE_PX) -> np.ndarray:
+    """The rows of ``boxes`` (m, >=4) less those whose four corners lie within ``tol`` pixels of an
+    earlier kept row's, in order.
+
+    ClusterGroundtruth rebuilds each ground-truth box from every cell the box covers (cell origin
+    + float32 offsets), so one object's cells give corners that differ in float32's last bits and
+    its exact-duplicate removal keeps several copies of one box; each copy after the first would
+    count as a missed object.  DIGITS' ClusterGroundtruth has the same flaw (it removes exact
+    duplicates only); the average precision here merges them."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, np.asarray(boxes).shape[-1] if np.size(boxes) else 5)
+    kept: list[np.ndarray] = []
+    for row in boxes:
+        if not any(np.all(np.abs(row[:4] - k[:4]) <= tol) for k in kept):
+            kept.append(row)
+    return np.array(kept).reshape(-1, boxes.shape[1])
+
+
+class DetectionMetrics:
+    """A true average precision (all-point, PASCAL VOC 2010+) at IoU 0.5 over batches of DetectNet's
+    box lists.
+
+    ``update(truths, detections)``: both (N, rows, 5), ``[x1, y1, x2, y2, ·]`` per row, all-zero
+    rows padding (ClusterGroundtruth's and ClusterDetections' tops); a detection's confidence is
+    its fifth column.  Ground-truth boxes of one image within GT_MERGE_PX are merged first
+    (merge_close_boxes).  ``result()``: ``average_precision`` (0..1) — beside DIGITS' own "mAP",
+    which is precision × recall at IoU 0.7, not an average precision."""
+
+    IOU_THRESHOLD = 0.5
+
+    def __init__(self):
+        from ..detection.boxes import from_bbox_list
+        from ..detection.scoring import AveragePrecision
+        self._rows = from_bbox_list
+        self.ap = AveragePrecision(self.IOU_THRESHOLD)
+
+    def update(self, truths, detections) -> None:
+        truths, detections = _array(truths, np.float64), _array(detections, np.float64)
+        if truths.ndim != 3 or detections.ndim != 3 or truths.shape[2] != 5 or detections.shape[2] != 5 \
+                or truths.shape[0] != detections.shape[0]:
+            raise ValueError(f"detection metrics: expected ground-truth and detection box lists (N, rows, 5) "
+                             f"of one batch, got {truths.shape} and {detections.shape}")
+        gts = [merge_close_boxes(self._rows(t)) for t in truths]
+        self.ap.update(list(detections), gts)
+
+    def result(self) -> dict[str, float]:
+        return {"average_precision": float(self.ap.result()["average_precision"])}
+
+
 class _Tracker:
     """One metric source of a net: the layer, its two bottoms, a fresh metrics object per test."""
 
@@ -115,6 +171,11 @@ class _Tracker:
         self.metrics = None
 
     def update(self, pred, other) -> None:
+        if self.kind == "detection":  # bottoms: ground truth, detections
+            if self.metrics is None:
+                self.metrics = DetectionMetrics()
+            self.metrics.update(pred, other)
+            return
         if self.kind == "regression":
             if self.metrics is None:
                 self.metrics = RegressionMetrics()
@@ -153,6 +214,9 @@ def trackers_for(net) -> list[_Tracker]:
             kind = "segmentation"
         elif p.type in REGRESSION_LAYERS:
             kind = "regression"
+        elif p.type == "Python" and p.python_param.module in SCORE_DETECTIONS_MODULES \
+                and p.python_param.layer == "ScoreDetections":
+            kind = "detection"
         else:
             continue
         key = (kind, origin.get(p.bottom[0], p.bottom[0]), origin.get(p.bottom[1], p.bottom[1]))
@@ -160,6 +224,8 @@ def trackers_for(net) -> list[_Tracker]:
             continue
         seen.add(key)
         found.append(_Tracker(layer, kind))
+    if any(t.kind == "detection" for t in found):  # DetectNet: its losses are no regression task
+        found = [t for t in found if t.kind != "regression"]
     if len(found) > 1:
         for t in found:
             t.prefix = f"{t.layer.name}/"

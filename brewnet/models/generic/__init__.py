@@ -4,8 +4,19 @@ Each file serves every use, as DIGITS' standard networks do: the Data layers are
 NetState stage (``include { stage: "train" }`` / ``include { stage: "val" }``, tops ``data``
 and ``label``, ``batch_size`` given, no ``source``: a model job fills the sources in from its
 dataset), losses are excluded from the ``deploy`` stage and Accuracy runs in ``val`` only.
+The detection networks are the exception: ``detectnet.prototxt`` is DIGITS' (NVCaffe's)
+``detectnet_network.prototxt`` byte for byte (origin and licence: detectnet.README.md,
+LICENSE-NVIDIA-caffe), and ``detectnet_small.prototxt`` follows its layout: Data layers
+``train_data``/``train_label`` (phase TRAIN) and ``val_data``/``val_label`` (stage val), a
+``deploy_data`` Input for the other TEST states, whose output is ``bbox-list``.
 Segmentation networks keep their class count in ``score_fr``'s and ``upscore``'s
 ``num_output`` and ``upscore``'s ``group`` (a model job may set all three).
+
+Detection networks (``detectnet``: NVCaffe's ``examples/kitti/detectnet_network.prototxt``,
+byte for byte, see detectnet.README.md; ``detectnet_small``: ours) keep DetectNet's own layout
+instead: Data layers ``train_data``/``train_label`` (phase TRAIN) and ``val_data``/``val_label``
+(TEST, stage ``val``), an Input ``deploy_data`` (TEST, not stage ``val``), and DIGITS' Python
+layers for clustering and mAP; DIGITS' file names sources, which a model job replaces.
 
 This package is data: it imports nothing of brewnet.
 """
@@ -19,6 +30,10 @@ GENERIC_NETWORKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "fcn_alexnet": ("FCN-AlexNet (DIGITS' semantic-segmentation example)", ("segmentation",)),
     "fcn_small": ("Small FCN (trains on a CPU)", ("segmentation",)),
     "image_to_image": ("Image to image (DIGITS' binary-segmentation example)", ("processing",)),
+    "detectnet": ("DetectNet (GoogLeNet, DIGITS' KITTI example)", ("detection",)),
+    "detectnet_small": ("Small DetectNet (trains on a CPU)", ("detection",)),
+    "detectnet": ("DetectNet (GoogLeNet, DIGITS' KITTI example)", ("detection",)),
+    "detectnet_small": ("Small DetectNet (trains on a CPU)", ("detection",)),
 }
 
 #: the layers whose num_output (and, for the Deconvolution, group) is the class count
