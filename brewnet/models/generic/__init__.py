@@ -32,8 +32,6 @@ GENERIC_NETWORKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "image_to_image": ("Image to image (DIGITS' binary-segmentation example)", ("processing",)),
     "detectnet": ("DetectNet (GoogLeNet, DIGITS' KITTI example)", ("detection",)),
     "detectnet_small": ("Small DetectNet (trains on a CPU)", ("detection",)),
-    "detectnet": ("DetectNet (GoogLeNet, DIGITS' KITTI example)", ("detection",)),
-    "detectnet_small": ("Small DetectNet (trains on a CPU)", ("detection",)),
 }
 
 #: the layers whose num_output (and, for the Deconvolution, group) is the class count
