@@ -19,6 +19,9 @@ import math
 
 import numpy as np
 
+from ..detection.boxes import from_bbox_list
+from ..detection.scoring import AveragePrecision
+
 SEGMENTATION_LAYERS = ("Accuracy", "SoftmaxWithLoss")
 REGRESSION_LAYERS = ("EuclideanLoss", "L1Loss")
 #: the python_param modules of DIGITS' ScoreDetections layer (as prototxts name it, and ours)
@@ -136,9 +139,6 @@ class DetectionMetrics:
     IOU_THRESHOLD = 0.5
 
     def __init__(self):
-        from ..detection.boxes import from_bbox_list
-        from ..detection.scoring import AveragePrecision
-        self._rows = from_bbox_list
         self.ap = AveragePrecision(self.IOU_THRESHOLD)
 
     def update(self, truths, detections) -> None:
@@ -147,7 +147,7 @@ class DetectionMetrics:
                 or truths.shape[0] != detections.shape[0]:
             raise ValueError(f"detection metrics: expected ground-truth and detection box lists (N, rows, 5) "
                              f"of one batch, got {truths.shape} and {detections.shape}")
-        gts = [merge_close_boxes(self._rows(t)) for t in truths]
+        gts = [merge_close_boxes(from_bbox_list(t)) for t in truths]
         self.ap.update(list(detections), gts)
 
     def result(self) -> dict[str, float]:
