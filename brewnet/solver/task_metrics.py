@@ -118,12 +118,11 @@ def merge_close_boxes(boxes, tol: float = GT_MERGE_PX) -> np.ndarray:
     its exact-duplicate removal keeps several copies of one box; each copy after the first would
     count as a missed object.  DIGITS' ClusterGroundtruth has the same flaw (it removes exact
     duplicates only); the average precision here merges them."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, np.asarray(boxes).shape[-1] if np.size(boxes) else 5)
-    kept: list[np.ndarray] = []
-    for row in boxes:
-        if not any(np.all(np.abs(row[:4] - k[:4]) <= tol) for k in kept):
-            kept.append(row)
-    return np.array(kept).reshape(-1, boxes.shape[1])
+    boxes = np.asarray(boxes, dtype=np.float64)
+    boxes = boxes.reshape(-1, boxes.shape[-1] if boxes.size else 5)
+    keep = [i for i, row in enumerate(boxes)
+            if not any(np.all(np.abs(row[:4] - boxes[k, :4]) <= tol) for k in range(i))]
+    return boxes[keep]
 
 
 class DetectionMetrics:

@@ -4,11 +4,6 @@ Each file serves every use, as DIGITS' standard networks do: the Data layers are
 NetState stage (``include { stage: "train" }`` / ``include { stage: "val" }``, tops ``data``
 and ``label``, ``batch_size`` given, no ``source``: a model job fills the sources in from its
 dataset), losses are excluded from the ``deploy`` stage and Accuracy runs in ``val`` only.
-The detection networks are the exception: ``detectnet.prototxt`` is DIGITS' (NVCaffe's)
-``detectnet_network.prototxt`` byte for byte (origin and licence: detectnet.README.md,
-LICENSE-NVIDIA-caffe), and ``detectnet_small.prototxt`` follows its layout: Data layers
-``train_data``/``train_label`` (phase TRAIN) and ``val_data``/``val_label`` (stage val), a
-``deploy_data`` Input for the other TEST states, whose output is ``bbox-list``.
 Segmentation networks keep their class count in ``score_fr``'s and ``upscore``'s
 ``num_output`` and ``upscore``'s ``group`` (a model job may set all three).
 
@@ -16,7 +11,8 @@ Detection networks (``detectnet``: NVCaffe's ``examples/kitti/detectnet_network.
 byte for byte, see detectnet.README.md; ``detectnet_small``: ours) keep DetectNet's own layout
 instead: Data layers ``train_data``/``train_label`` (phase TRAIN) and ``val_data``/``val_label``
 (TEST, stage ``val``), an Input ``deploy_data`` (TEST, not stage ``val``), and DIGITS' Python
-layers for clustering and mAP; DIGITS' file names sources, which a model job replaces.
+layers for clustering and mAP; the deploy output is ``bbox-list`` (N, 50, 5).  DIGITS' file
+names sources, which a model job replaces.
 
 This package is data: it imports nothing of brewnet.
 """
